@@ -1,0 +1,487 @@
+// Admin API entry point: authentication, routing, strict input, and the
+// helpers shared by the handlers in admin_*.cpp.
+#include "lib/admin.h"
+
+#include <ctime>
+
+#include "lib/admin_internal.h"
+#include "lib/layout.h"
+
+namespace byok::admin {
+
+namespace detail {
+
+// ---- responses ----------------------------------------------------------
+
+std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+Step respond(int status, const json &body) { return Step{Response{status, dump(body), {}}}; }
+
+static std::string_view error_type(int status) {
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 500:
+    case 501:
+    case 503: return "api_error";
+    default: return "invalid_request_error";
+    }
+}
+
+Step fail(int status, std::string_view code, std::string_view message) {
+    return Step{Response{status, json_error(code, message, error_type(status)), {}}};
+}
+
+static Step internal_error() { return fail(500, "internal_error", "internal error"); }
+
+Step guarded(const std::function<Step()> &fn) {
+    try {
+        return fn();
+    } catch (const std::exception &) {
+        // Messages of lib/ errors are secret-free, but a 500 body says nothing
+        // more than needed; the glue logs the status.
+        return internal_error();
+    } catch (...) {
+        return internal_error();
+    }
+}
+
+Step redis(std::vector<std::string> argv, std::function<Step(const Reply &)> next) {
+    RedisCall call;
+    call.argv = std::move(argv);
+    call.next = [next = std::move(next)](const Reply &r) -> Step {
+        if (r.type == Reply::Type::Unavailable)
+            return fail(503, "redis_unavailable", "the key store is unavailable, retry later");
+        if (r.type == Reply::Type::Error)
+            return fail(500, "redis_error", "unexpected reply from the key store");
+        return guarded([&] { return next(r); });
+    };
+    return Step{std::move(call)};
+}
+
+std::vector<std::string> eval(const std::string &script, std::vector<std::string> keys,
+                              std::vector<std::string> args) {
+    std::vector<std::string> argv{"EVAL", script, std::to_string(keys.size())};
+    argv.reserve(3 + keys.size() + args.size());
+    for (auto &k : keys) argv.push_back(std::move(k));
+    for (auto &a : args) argv.push_back(std::move(a));
+    return argv;
+}
+
+std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
+                                  std::vector<std::string> keys, std::vector<std::string> args) {
+    keys.insert(keys.begin(), c.cfg->layout.audit());
+    std::vector<std::string> all{c.who.actor, c.at, c.cfg->layout.invalidate_channel(),
+                                 std::string(pid)};
+    for (auto &a : args) all.push_back(std::move(a));
+    return eval(script, std::move(keys), std::move(all));
+}
+
+// ---- reply decoding -----------------------------------------------------
+
+Fields to_fields(const Reply &r) {
+    Fields f;
+    if (r.type == Reply::Type::Nil) return f;
+    if (r.type != Reply::Type::Array) throw Error("expected an array reply");
+    for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
+        f[r.elements[i].str] = r.elements[i + 1].str;
+    return f;
+}
+
+long long script_code(const Reply &r) {
+    if (r.type != Reply::Type::Array || r.elements.empty() ||
+        r.elements[0].type != Reply::Type::Integer)
+        throw Error("unexpected script reply");
+    return r.elements[0].integer;
+}
+
+const Reply &script_item(const Reply &r, size_t i) {
+    if (r.type != Reply::Type::Array || i >= r.elements.size())
+        throw Error("unexpected script reply");
+    return r.elements[i];
+}
+
+// ---- strict JSON input --------------------------------------------------
+
+static std::string_view kind_name(Kind k) { return k == Kind::String ? "a string" : "a boolean"; }
+
+std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSpec> spec) {
+    for (const auto &item : body.items()) {
+        bool known = false;
+        for (const auto &f : spec) known = known || item.key() == f.name;
+        if (!known)
+            return fail(422, "unknown_field", "unknown field '" + item.key() + "'");
+    }
+    for (const auto &f : spec) {
+        auto it = body.find(std::string(f.name));
+        if (it == body.end()) {
+            if (f.required)
+                return fail(422, "missing_field",
+                            "field '" + std::string(f.name) + "' is required");
+            continue;
+        }
+        bool ok = f.kind == Kind::String ? it->is_string() : it->is_boolean();
+        if (!ok)
+            return fail(400, "invalid_type", "field '" + std::string(f.name) + "' must be " +
+                                                 std::string(kind_name(f.kind)));
+    }
+    return std::nullopt;
+}
+
+std::optional<Step> check_text(const json &body, std::string_view name, size_t max_len,
+                               bool allow_empty) {
+    auto it = body.find(std::string(name));
+    if (it == body.end()) return std::nullopt;
+    const auto &s = it->get_ref<const std::string &>();
+    if (s.size() > max_len)
+        return fail(422, "invalid_value", "field '" + std::string(name) + "' is longer than " +
+                                              std::to_string(max_len) + " bytes");
+    if (!allow_empty && s.empty())
+        return fail(422, "invalid_value", "field '" + std::string(name) + "' must not be empty");
+    for (unsigned char ch : s)
+        if (ch < 0x20 || ch == 0x7f)
+            return fail(422, "invalid_value",
+                        "field '" + std::string(name) + "' contains control characters");
+    return std::nullopt;
+}
+
+// ---- misc ---------------------------------------------------------------
+
+std::string base64url(const Bytes &b) {
+    std::string s = base64_encode(b);
+    while (!s.empty() && s.back() == '=') s.pop_back();
+    for (auto &ch : s) {
+        if (ch == '+') ch = '-';
+        else if (ch == '/') ch = '_';
+    }
+    return s;
+}
+
+std::string new_id(char first) {
+    Bytes b = random_bytes(6);
+    return std::string(1, first) + hex_encode(b.data(), b.size());
+}
+
+std::string fetch_query(const Ctx &c, std::string_view name) {
+    auto it = c.query.find(name);
+    return it == c.query.end() ? std::string() : it->second;
+}
+
+bool has_query(const Ctx &c, std::string_view name) { return c.query.count(name) > 0; }
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
+
+// The request with owned copies; the body is kept in wiped memory because a
+// PUT of a provider key carries the plaintext.
+struct Pending {
+    std::shared_ptr<Ctx> ctx;
+    std::shared_ptr<SecretString> body;
+    std::string content_type;
+    bool body_too_large = false;
+};
+
+Step unauthorized(std::string_view message) {
+    Step s = fail(401, "unauthorized", message);
+    std::get<Response>(s.action).headers.push_back(
+        Header{"WWW-Authenticate", "Bearer realm=\"byok-admin\""});
+    return s;
+}
+
+int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+std::string percent_decode(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '+') {
+            out += ' ';
+        } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            out += static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+void parse_query(std::string_view q, std::map<std::string, std::string, std::less<>> &out) {
+    while (!q.empty()) {
+        size_t amp = q.find('&');
+        std::string_view part = q.substr(0, amp);
+        q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+        if (part.empty()) continue;
+        size_t eq = part.find('=');
+        std::string k = percent_decode(part.substr(0, eq));
+        std::string v = eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1));
+        out.emplace(std::move(k), std::move(v));  // first occurrence wins
+    }
+}
+
+// "/projects/p1/keys/" → {"projects","p1","keys"}; an empty inner segment
+// ("//") yields an empty string that matches no route.
+std::vector<std::string> split_path(std::string_view p) {
+    std::vector<std::string> seg;
+    while (!p.empty() && p.front() == '/') p.remove_prefix(1);
+    while (!p.empty() && p.back() == '/') p.remove_suffix(1);
+    while (!p.empty()) {
+        size_t slash = p.find('/');
+        seg.emplace_back(p.substr(0, slash));
+        p = slash == std::string_view::npos ? std::string_view() : p.substr(slash + 1);
+    }
+    return seg;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(a[i])) !=
+            std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+
+bool is_json_media_type(std::string_view ct) {
+    return iequals(trim(ct.substr(0, ct.find(';'))), "application/json");
+}
+
+// Nesting depth of a JSON text, ignoring strings (bounds the parser's work
+// before it runs).
+size_t json_depth(std::string_view s) {
+    size_t depth = 0, max_depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < s.size(); ++i) {
+        char ch = s[i];
+        if (in_str) {
+            if (ch == '\\') ++i;
+            else if (ch == '"') in_str = false;
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            max_depth = std::max(max_depth, ++depth);
+        } else if ((ch == '}' || ch == ']') && depth > 0) {
+            --depth;
+        }
+    }
+    return max_depth;
+}
+
+enum class RouteId {
+    None, Providers, Projects, Project, ApiKeys, ApiKey, Keys, Key, KeyTest, Stats, Servers,
+    Audit, Rotate
+};
+
+struct Match {
+    RouteId id = RouteId::None;
+    std::string pid, item;  // item: gateway-key id or provider id
+};
+
+Match match_route(const std::vector<std::string> &s) {
+    Match m;
+    size_t n = s.size();
+    if (n == 1 && s[0] == "providers") m.id = RouteId::Providers;
+    else if (n == 1 && s[0] == "projects") m.id = RouteId::Projects;
+    else if (n == 1 && s[0] == "audit") m.id = RouteId::Audit;
+    else if (n == 1 && s[0] == "rotate") m.id = RouteId::Rotate;
+    if (m.id != RouteId::None || n < 2 || s[0] != "projects") return m;
+    m.pid = s[1];
+    if (n == 2) m.id = RouteId::Project;
+    else if (s[2] == "servers") m.id = RouteId::Servers;
+    else if (n == 3 && s[2] == "api-keys") m.id = RouteId::ApiKeys;
+    else if (n == 4 && s[2] == "api-keys") m.id = RouteId::ApiKey;
+    else if (n == 3 && s[2] == "keys") m.id = RouteId::Keys;
+    else if (n == 4 && s[2] == "keys") m.id = RouteId::Key;
+    else if (n == 5 && s[2] == "keys" && s[4] == "test") m.id = RouteId::KeyTest;
+    else if (n == 3 && s[2] == "stats") m.id = RouteId::Stats;
+    if (n >= 4) m.item = s[3];
+    return m;
+}
+
+std::vector<std::string_view> allowed_methods(RouteId id) {
+    switch (id) {
+    case RouteId::Providers: return {"GET"};
+    case RouteId::Projects: return {"GET", "POST"};
+    case RouteId::Project: return {"GET", "PATCH", "DELETE"};
+    case RouteId::ApiKeys: return {"GET", "POST"};
+    case RouteId::ApiKey: return {"DELETE"};
+    case RouteId::Keys: return {"GET"};
+    case RouteId::Key: return {"PUT", "PATCH", "DELETE"};
+    case RouteId::KeyTest: return {"POST"};
+    case RouteId::Stats: return {"GET"};
+    case RouteId::Servers: return {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    case RouteId::Audit: return {"GET"};
+    case RouteId::Rotate: return {"POST"};
+    case RouteId::None: break;
+    }
+    return {};
+}
+
+Step method_not_allowed(const std::vector<std::string_view> &allowed) {
+    std::string allow;
+    for (auto m : allowed) allow += (allow.empty() ? "" : ", ") + std::string(m);
+    Step s = fail(405, "method_not_allowed", "method not allowed; allowed: " + allow);
+    std::get<Response>(s.action).headers.push_back(Header{"Allow", allow});
+    return s;
+}
+
+// Size, media type and syntax of the body; on success `out` is an object
+// ({} for an empty body).
+std::optional<Step> read_body(const Pending &p, json &out) {
+    if (p.body_too_large)
+        return fail(413, "payload_too_large", "request body is larger than the limit");
+    std::string_view body = p.body->view();
+    if (trim(body).empty()) {
+        out = json::object();
+        return std::nullopt;
+    }
+    if (!is_json_media_type(p.content_type))
+        return fail(415, "unsupported_media_type", "the body must be application/json");
+    if (json_depth(body) > 16) return fail(400, "invalid_json", "the body is nested too deeply");
+    out = json::parse(body.begin(), body.end(), nullptr, false);
+    if (out.is_discarded()) return fail(400, "invalid_json", "the body is not valid JSON");
+    if (!out.is_object()) return fail(400, "invalid_json", "the body must be a JSON object");
+    return std::nullopt;
+}
+
+Step dispatch(const Pending &p) {
+    CtxPtr c = p.ctx;
+    const Ctx &ctx = *c;
+    Match m = match_route(ctx.seg);
+    if (m.id == RouteId::None) return fail(404, "not_found", "no such route");
+    auto allowed = allowed_methods(m.id);
+    bool method_ok = false;
+    for (auto a : allowed) method_ok = method_ok || ctx.method == a;
+    if (!method_ok) return method_not_allowed(allowed);
+
+    const Principal &who = ctx.who;
+    bool project_route = !m.pid.empty();
+    if (!who.admin) {
+        // A gateway key sees its own project only; others do not exist for it.
+        if (project_route && m.pid != who.project)
+            return fail(404, "not_found", "no such project");
+        bool admin_only = m.id == RouteId::Projects || m.id == RouteId::Rotate ||
+                          (m.id == RouteId::Project && ctx.method == "DELETE");
+        if (admin_only) return fail(403, "forbidden", "this route needs an admin token");
+    }
+    if (project_route && !valid_id(m.pid))
+        return fail(400, "invalid_id", "path segment 'pid' is not a valid project id");
+    if (m.id == RouteId::Servers)
+        return fail(501, "not_implemented", "execution servers are not implemented yet");
+
+    const Provider *provider = nullptr;
+    if (m.id == RouteId::Key || m.id == RouteId::KeyTest) {
+        provider = ctx.cfg->catalog->find(m.item);
+        if (!provider) return fail(404, "provider_not_found", "unknown provider");
+    }
+    if (m.id == RouteId::ApiKey && !valid_id(m.item))
+        return fail(400, "invalid_id", "path segment 'id' is not a valid gateway-key id");
+
+    json body = json::object();
+    bool has_body = ctx.method == "POST" || ctx.method == "PUT" || ctx.method == "PATCH";
+    if (has_body) {
+        if (auto err = read_body(p, body)) return *err;
+    }
+
+    const std::string &meth = ctx.method;
+    switch (m.id) {
+    case RouteId::Providers: return providers_list(c);
+    case RouteId::Projects: return meth == "GET" ? projects_list(c) : projects_create(c, body);
+    case RouteId::Project:
+        if (meth == "GET") return project_get(c, m.pid);
+        if (meth == "PATCH") return project_patch(c, m.pid, body);
+        return project_delete(c, m.pid);
+    case RouteId::ApiKeys:
+        return meth == "GET" ? apikeys_list(c, m.pid) : apikeys_create(c, m.pid, body);
+    case RouteId::ApiKey: return apikey_revoke(c, m.pid, m.item);
+    case RouteId::Keys: return keys_list(c, m.pid);
+    case RouteId::Key:
+        if (meth == "PUT") return key_put(c, m.pid, *provider, body);
+        if (meth == "PATCH") return key_patch(c, m.pid, *provider, body);
+        return key_delete(c, m.pid, *provider);
+    case RouteId::KeyTest: return key_test(c, m.pid, *provider, body);
+    case RouteId::Stats: return project_stats(c, m.pid);
+    case RouteId::Audit: return audit_list(c);
+    case RouteId::Rotate: return rotate(c, body);
+    case RouteId::Servers:
+    case RouteId::None: break;
+    }
+    return fail(404, "not_found", "no such route");
+}
+
+// "Bearer <token>" (scheme case-insensitive) → token, else empty.
+std::string_view bearer_token(std::string_view auth) {
+    auth = trim(auth);
+    if (auth.size() < 7 || !iequals(auth.substr(0, 6), "bearer") ||
+        (auth[6] != ' ' && auth[6] != '\t'))
+        return {};
+    return trim(auth.substr(7));
+}
+
+bool is_admin_token(const Config &cfg, std::string_view t) {
+    bool hit = false;  // no early exit: every configured token is compared
+    for (const auto &tok : cfg.admin_tokens)
+        if (!tok.empty() && constant_time_equal(t, tok)) hit = true;
+    return hit;
+}
+
+}  // namespace
+
+Step handle(const Config &cfg, const Request &req) {
+    return guarded([&]() -> Step {
+        if (!cfg.catalog || !cfg.ring) return fail(500, "internal_error", "admin API not configured");
+        auto ctx = std::make_shared<Ctx>();
+        ctx->cfg = &cfg;
+        ctx->method = std::string(req.method);
+        ctx->seg = split_path(req.path);
+        parse_query(req.query, ctx->query);
+        ctx->now = cfg.clock.now ? cfg.clock.now() : static_cast<int64_t>(std::time(nullptr));
+        ctx->at = iso8601_utc(ctx->now);
+
+        Pending p;
+        p.ctx = ctx;
+        p.content_type = std::string(req.content_type);
+        p.body_too_large = req.body.size() > cfg.max_body;
+        p.body = std::make_shared<SecretString>(p.body_too_large ? std::string_view() : req.body);
+
+        std::string_view token = bearer_token(req.authorization);
+        if (!token.empty() && is_admin_token(cfg, token)) {
+            ctx->who.admin = true;
+            ctx->who.actor = "admin:" + sha256_hex(token).substr(0, 8);
+            return dispatch(p);
+        }
+        if (token.empty() && req.authorization.empty()) token = trim(req.api_key);
+        if (token.size() <= 5 || token.size() > 256 || token.substr(0, 5) != "byok_")
+            return unauthorized("missing or invalid credentials");
+
+        std::string sha = sha256_hex(token);
+        return redis({"HGETALL", cfg.layout.apikey(sha)}, [p](const Reply &r) -> Step {
+            Fields f = to_fields(r);
+            auto revoked = f.find("revoked");
+            auto project = f.find("project");
+            if (f.empty() || project == f.end() || !valid_id(project->second) ||
+                (revoked != f.end() && !revoked->second.empty() && revoked->second != "0"))
+                return unauthorized("missing or invalid credentials");
+            p.ctx->who.admin = false;
+            p.ctx->who.project = project->second;
+            p.ctx->who.actor = "project:" + project->second;
+            return dispatch(p);
+        });
+    });
+}
+
+}  // namespace byok::admin

@@ -1,0 +1,88 @@
+// Admin API semantics (SPEC §7): routing, auth, strict input, Redis scripts
+// and response rendering. Pure logic: the nginx glue executes the Steps this
+// returns (Redis commands, outbound HTTP calls) and feeds the results back.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "lib/catalog.h"
+#include "lib/crypto.h"
+#include "lib/layout.h"
+
+namespace byok::admin {
+
+// A Redis reply as the glue hands it over. Unavailable = no connection,
+// timeout or connection lost while waiting (the API answers 503).
+struct Reply {
+    enum class Type { Nil, Integer, String, Status, Error, Array, Unavailable };
+    Type type = Type::Nil;
+    long long integer = 0;
+    std::string str;
+    std::vector<Reply> elements;
+};
+
+struct Response {
+    int status = 200;
+    std::string body;  // JSON
+    std::vector<Header> headers;  // extra headers, e.g. WWW-Authenticate
+};
+
+struct HttpResult {
+    int status = 0;       // 0 = connect error or timeout
+    std::string body;     // possibly truncated
+    int64_t latency_ms = 0;
+};
+
+struct Step;
+struct RedisCall {
+    std::vector<std::string> argv;  // one command, e.g. {"EVAL", script, "2", k1, k2, a1}
+    std::function<Step(const Reply &)> next;
+};
+struct HttpCall {
+    std::string method;  // "GET" / "POST"
+    std::string url;     // absolute URL
+    std::vector<Header> headers;  // from upstream_headers(); holds a secret
+    int timeout_ms = 10000;
+    std::function<Step(const HttpResult &)> next;
+};
+struct Step {
+    std::variant<Response, RedisCall, HttpCall> action;
+};
+
+struct Request {
+    std::string_view method;        // "GET", "POST", ...
+    std::string_view path;          // after the location prefix, e.g. "/projects/p1/keys"
+    std::string_view query;         // raw query string without '?'
+    std::string_view content_type;  // header value or empty
+    std::string_view authorization; // raw Authorization header value or empty
+    std::string_view api_key;       // raw x-api-key header value or empty
+    std::string_view body;
+};
+
+struct Clock {
+    std::function<int64_t()> now = nullptr;  // unix seconds; nullptr = time(nullptr)
+};
+
+struct Config {
+    const Catalog *catalog = nullptr;
+    const KeyRing *ring = nullptr;
+    Layout layout;
+    // Admin tokens as read from byok_admin_token_file; each token's id for
+    // the audit trail is "admin:" + first 8 hex chars of its sha256.
+    std::vector<std::string> admin_tokens;
+    std::vector<std::string> allow_endpoint;  // byok_allow_endpoint entries
+    size_t max_body = 64 * 1024;
+    Clock clock;
+};
+
+// Entry point: one call per admin HTTP request. Never throws; every failure
+// becomes a Response with the JSON error shape of json_error().
+Step handle(const Config &cfg, const Request &req);
+
+}  // namespace byok::admin

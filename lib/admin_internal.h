@@ -1,0 +1,131 @@
+// Shared pieces of the admin API implementation (lib/admin_*.cpp only).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/admin.h"
+#include "lib/catalog.h"
+#include "lib/record.h"
+#include "lib/util.h"
+
+namespace byok::admin::detail {
+
+using nlohmann::json;
+
+struct Principal {
+    bool admin = false;
+    std::string project;  // the project a gateway-key principal is bound to
+    std::string actor;    // "admin:<8 hex>" or "project:<pid>" (audit trail)
+};
+
+// What every handler and continuation needs, owned: the Request's views die
+// after the first call. Never holds the request body (it may carry a key).
+struct Ctx {
+    const Config *cfg = nullptr;  // must outlive the whole step chain
+    Principal who;
+    std::string method;
+    std::vector<std::string> seg;  // path segments
+    std::map<std::string, std::string, std::less<>> query;
+    int64_t now = 0;
+    std::string at;  // iso8601_utc(now)
+};
+using CtxPtr = std::shared_ptr<const Ctx>;
+
+// Lua scripts return {code, payload...}; the codes shared by all scripts:
+enum ScriptCode : long long {
+    kOk = 0,
+    kCreated = 1,
+    kNoProject = 2,
+    kExists = 3,
+    kNotFound = 4,
+    kTier = 5,
+    kConflict = 6,
+    kMalformed = 7,
+};
+
+// The scripts (admin_scripts.cpp); contracts are documented there. Mutation
+// scripts share KEYS[1] = audit stream, ARGV[1..4] = actor, at, invalidate
+// channel, project id.
+extern const std::string kScriptProjectCreate;
+extern const std::string kScriptProjectUpdate;
+extern const std::string kScriptProjectDelete;
+extern const std::string kScriptApiKeyCreate;
+extern const std::string kScriptApiKeyRevoke;
+extern const std::string kScriptKeySet;
+extern const std::string kScriptKeyDelete;
+extern const std::string kScriptKeyTestStore;
+extern const std::string kScriptRotate;
+extern const std::string kScriptReadProject;
+extern const std::string kScriptMultiHgetall;
+
+// ---- responses ----------------------------------------------------------
+Step respond(int status, const json &body);
+Step fail(int status, std::string_view code, std::string_view message);
+std::string dump(const json &j);  // never throws on invalid UTF-8
+
+// A RedisCall whose continuation answers 503 on Unavailable, 500 on a Redis
+// error and 500 when `next` throws.
+Step redis(std::vector<std::string> argv, std::function<Step(const Reply &)> next);
+// Argv for a mutation script: EVAL script N audit keys... actor at chan pid args...
+std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
+                                  std::vector<std::string> keys, std::vector<std::string> args);
+std::vector<std::string> eval(const std::string &script, std::vector<std::string> keys,
+                              std::vector<std::string> args);
+// Wraps a continuation so no exception escapes.
+Step guarded(const std::function<Step()> &fn);
+
+// ---- reply decoding -----------------------------------------------------
+using Fields = std::map<std::string, std::string, std::less<>>;
+Fields to_fields(const Reply &r);  // HGETALL-style flat array
+long long script_code(const Reply &r);  // element 0 of a script reply; throws Error
+const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
+
+// ---- strict JSON input --------------------------------------------------
+enum class Kind { String, Bool };
+struct FieldSpec {
+    std::string_view name;
+    Kind kind;
+    bool required;
+};
+// Unknown field → 422, wrong type → 400, missing required field → 422.
+std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSpec> spec);
+// Optional string field with a length cap → 422 when too long / empty.
+std::optional<Step> check_text(const json &body, std::string_view name, size_t max_len,
+                               bool allow_empty);
+
+// ---- misc ----------------------------------------------------------------
+std::string new_id(char first);  // e.g. "p3f9a0c12b4d7": valid_id()
+std::string base64url(const Bytes &b);
+std::string fetch_query(const Ctx &c, std::string_view name);  // "" when absent
+bool has_query(const Ctx &c, std::string_view name);
+std::string endpoint_problem(const Config &cfg, std::string_view endpoint, std::string *normalized);
+json masked_key(const Provider &p, const KeyRecord &r);
+
+// ---- handlers -----------------------------------------------------------
+Step providers_list(const CtxPtr &c);
+Step projects_create(const CtxPtr &c, json &body);
+Step projects_list(const CtxPtr &c);
+Step project_get(const CtxPtr &c, const std::string &pid);
+Step project_patch(const CtxPtr &c, const std::string &pid, json &body);
+Step project_delete(const CtxPtr &c, const std::string &pid);
+Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body);
+Step apikeys_list(const CtxPtr &c, const std::string &pid);
+Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &id);
+Step keys_list(const CtxPtr &c, const std::string &pid);
+Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
+Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
+Step key_delete(const CtxPtr &c, const std::string &pid, const Provider &p);
+Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
+Step project_stats(const CtxPtr &c, const std::string &pid);
+Step audit_list(const CtxPtr &c);
+Step rotate(const CtxPtr &c, json &body);
+
+}  // namespace byok::admin::detail

@@ -1,0 +1,197 @@
+// Lua scripts of the admin API. Every multi-key write is one EVAL so nothing
+// is ever half-written: each script validates first, then writes, then
+// appends the audit entry and publishes the invalidation, all atomically.
+//
+// Return contract: a table {code, payload...}; code is one of ScriptCode
+// (admin_internal.h). Mutation scripts share
+//   KEYS[1] = audit stream
+//   ARGV[1] = actor, ARGV[2] = timestamp (iso8601), ARGV[3] = invalidate
+//   channel, ARGV[4] = project id
+// and script-specific KEYS[2..] / ARGV[5..] as documented per script. Key
+// names always come from Layout on the C++ side; scripts never build them
+// except from prefixes the C++ side passes in.
+#include "lib/admin_internal.h"
+
+namespace byok::admin::detail {
+
+namespace {
+
+const std::string kAudit = R"lua(
+local function audit(action, target)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*',
+    'actor', ARGV[1], 'action', action, 'project', ARGV[4],
+    'target', target, 'at', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+)lua";
+
+}  // namespace
+
+// KEYS[2] project hash, KEYS[3] projects set; ARGV[5] name, [6] tier,
+// [7] fallback. → {1} created | {3} exists.
+const std::string kScriptProjectCreate = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then return {3} end
+redis.call('HSET', KEYS[2], 'name', ARGV[5], 'tier', ARGV[6], 'fallback', ARGV[7],
+  'created_at', ARGV[2], 'updated_at', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+audit('project.create', ARGV[4])
+return {1}
+)lua";
+
+// KEYS[2] project hash; ARGV[5..] field/value pairs (may be none).
+// → {0, HGETALL project} | {2}.
+const std::string kScriptProjectUpdate = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+local f = {'updated_at', ARGV[2]}
+for i = 5, #ARGV - 1, 2 do f[#f + 1] = ARGV[i]; f[#f + 1] = ARGV[i + 1] end
+redis.call('HSET', KEYS[2], unpack(f))
+audit('project.update', ARGV[4])
+return {0, redis.call('HGETALL', KEYS[2])}
+)lua";
+
+// KEYS[2] project hash, [3] projects set, [4] keys, [5] servers, [6] apikeys;
+// ARGV[5] gateway-key hash prefix (Layout::apikey("")), [6] SCAN MATCH
+// pattern of the project's usage keys. Deletes every gateway-key hash listed
+// in the apikeys metadata (only if it names this project), the project's
+// hashes, its set membership and its usage keys.
+// → {0, deleted gateway keys} | {2}.
+const std::string kScriptProjectDelete = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+local n = 0
+local meta = redis.call('HGETALL', KEYS[6])
+for i = 2, #meta, 2 do
+  local ok, m = pcall(cjson.decode, meta[i])
+  if ok and type(m) == 'table' and type(m.hash) == 'string' and string.match(m.hash, '^%x+$') then
+    local k = ARGV[5] .. m.hash
+    if redis.call('HGET', k, 'project') == ARGV[4] then n = n + redis.call('DEL', k) end
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+redis.call('SREM', KEYS[3], ARGV[4])
+local cursor = '0'
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[6], 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do redis.call('DEL', k) end
+until cursor == '0'
+audit('project.delete', ARGV[4])
+return {0, n}
+)lua";
+
+// KEYS[2] project hash, [3] apikeys hash, [4] gateway-key hash; ARGV[5] id,
+// [6] label, [7] metadata JSON. → {1} | {2} | {3} id or hash taken.
+const std::string kScriptApiKeyCreate = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
+  return {3}
+end
+redis.call('HSET', KEYS[4], 'project', ARGV[4], 'id', ARGV[5], 'label', ARGV[6],
+  'created_at', ARGV[2], 'revoked', '0')
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+audit('apikey.create', ARGV[5])
+return {1}
+)lua";
+
+// KEYS[2] project hash, [3] apikeys hash; ARGV[5] id, [6] gateway-key hash
+// prefix. Marks the gateway-key hash revoked="1" and the metadata
+// revoked=true. → {0, metadata JSON} | {2} | {4} no such id | {7} metadata
+// unreadable (nothing written).
+const std::string kScriptApiKeyRevoke = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+local raw = redis.call('HGET', KEYS[3], ARGV[5])
+if not raw then return {4} end
+local ok, m = pcall(cjson.decode, raw)
+if not ok or type(m) ~= 'table' or type(m.hash) ~= 'string' then return {7} end
+local k = ARGV[6] .. m.hash
+if redis.call('HGET', k, 'project') == ARGV[4] then
+  redis.call('HSET', k, 'revoked', '1', 'revoked_at', ARGV[2])
+end
+m.revoked = true
+m.revoked_at = ARGV[2]
+local out = cjson.encode(m)
+redis.call('HSET', KEYS[3], ARGV[5], out)
+audit('apikey.revoke', ARGV[5])
+return {0, out}
+)lua";
+
+// Compare-and-set of one provider-key record.
+// KEYS[2] project hash, [3] keys hash; ARGV[5] provider, [6] expected
+// current JSON ("" = must be absent), [7] new JSON, [8] "1" = require tier
+// starter or above, [9] audit action.
+// → {1} created | {0} replaced | {2} | {5} tier too low | {6} record changed.
+const std::string kScriptKeySet = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+if ARGV[8] == '1' then
+  local tier = redis.call('HGET', KEYS[2], 'tier')
+  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+end
+local cur = redis.call('HGET', KEYS[3], ARGV[5])
+if (cur or '') ~= ARGV[6] then return {6} end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+audit(ARGV[9], ARGV[5])
+if cur then return {0} end
+return {1}
+)lua";
+
+// KEYS[2] project hash, [3] keys hash; ARGV[5] provider.
+// → {0} | {2} | {4} no such record.
+const std::string kScriptKeyDelete = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+if redis.call('HDEL', KEYS[3], ARGV[5]) == 0 then return {4} end
+audit('key.delete', ARGV[5])
+return {0}
+)lua";
+
+// Stores a live-test result only if the record still holds the same
+// ciphertext (a concurrent PATCH of metadata is kept; a replaced key is not
+// marked with the old key's result).
+// KEYS[2] keys hash; ARGV[5] provider, [6] ct (base64 as in the record),
+// [7] last_tested, [8] test_status, [9] test_message.
+// → {0} | {4} record gone | {6} record replaced or unreadable.
+const std::string kScriptKeyTestStore = kAudit + R"lua(
+local cur = redis.call('HGET', KEYS[2], ARGV[5])
+if not cur then return {4} end
+local ok, r = pcall(cjson.decode, cur)
+if not ok or type(r) ~= 'table' or r.ct ~= ARGV[6] then return {6} end
+r.last_tested = ARGV[7]
+r.test_status = ARGV[8]
+r.test_message = ARGV[9]
+redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
+audit('key.test', ARGV[5])
+return {0}
+)lua";
+
+// Re-encrypted records of one project, each written only if the stored JSON
+// is unchanged. KEYS[2] keys hash; ARGV[5] active kid, then triples
+// (provider, expected JSON, new JSON). → {0, written, skipped}.
+const std::string kScriptRotate = kAudit + R"lua(
+local n, skipped = 0, 0
+for i = 6, #ARGV - 2, 3 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+    n = n + 1
+  else
+    skipped = skipped + 1
+  end
+end
+if n > 0 then audit('keys.rotate', ARGV[5]) end
+return {0, n, skipped}
+)lua";
+
+// Read-only. KEYS[1] project hash, KEYS[2..] more hashes of the project.
+// → {2} | {0, HGETALL KEYS[1], HGETALL KEYS[2], ...}.
+const std::string kScriptReadProject = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+local r = {0, redis.call('HGETALL', KEYS[1])}
+for i = 2, #KEYS do r[#r + 1] = redis.call('HGETALL', KEYS[i]) end
+return r
+)lua";
+
+// Read-only. → {HGETALL KEYS[1], HGETALL KEYS[2], ...} (no status code).
+const std::string kScriptMultiHgetall = R"lua(
+local r = {}
+for i = 1, #KEYS do r[i] = redis.call('HGETALL', KEYS[i]) end
+return r
+)lua";
+
+}  // namespace byok::admin::detail

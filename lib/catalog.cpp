@@ -1,0 +1,559 @@
+#include "lib/catalog.h"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "lib/layout.h"
+
+namespace byok {
+
+std::string_view auth_style_name(AuthStyle a) {
+    switch (a) {
+        case AuthStyle::Bearer:
+            return "bearer";
+        case AuthStyle::XApiKey:
+            return "x-api-key";
+        case AuthStyle::XGoogApiKey:
+            return "x-goog-api-key";
+        case AuthStyle::ApiKey:
+            return "api-key";
+    }
+    return "bearer";
+}
+
+namespace {
+
+std::optional<AuthStyle> parse_auth_style(std::string_view s) {
+    for (AuthStyle a :
+         {AuthStyle::Bearer, AuthStyle::XApiKey, AuthStyle::XGoogApiKey, AuthStyle::ApiKey}) {
+        if (auth_style_name(a) == s) return a;
+    }
+    return std::nullopt;
+}
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool has_control(std::string_view s) {
+    for (unsigned char c : s) {
+        if (c <= 0x20 || c == 0x7f) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+std::string Url::authority() const {
+    std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    int def = scheme == "https" ? 443 : 80;
+    if (port != 0 && port != def) h += ":" + std::to_string(port);
+    return h;
+}
+
+std::string Url::origin() const { return scheme + "://" + authority(); }
+
+Url parse_url(std::string_view s, std::string_view what) {
+    auto fail = [&](std::string_view why) -> Error {
+        return Error(std::string(what) + ": " + std::string(why));
+    };
+    if (has_control(s)) throw fail("URL contains spaces or control characters");
+    Url u;
+    size_t sep = s.find("://");
+    if (sep == std::string_view::npos) throw fail("expected an absolute http(s) URL");
+    for (char c : s.substr(0, sep)) u.scheme.push_back(lower(c));
+    if (u.scheme != "http" && u.scheme != "https") {
+        throw fail("expected an absolute http(s) URL");
+    }
+    std::string_view rest = s.substr(sep + 3);
+    if (rest.find_first_of("?#") != std::string_view::npos) {
+        throw fail("URL must not have a query or fragment");
+    }
+    size_t slash = rest.find('/');
+    std::string_view auth = rest.substr(0, slash);
+    std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
+    if (auth.find('@') != std::string_view::npos) throw fail("URL must not contain userinfo");
+
+    std::string_view host, port;
+    if (!auth.empty() && auth.front() == '[') {
+        size_t close = auth.find(']');
+        if (close == std::string_view::npos) throw fail("invalid IPv6 literal");
+        host = auth.substr(1, close - 1);
+        std::string_view after = auth.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') throw fail("invalid host");
+            port = after.substr(1);
+            if (port.empty()) throw fail("invalid port");
+        }
+        in6_addr a6{};
+        if (inet_pton(AF_INET6, std::string(host).c_str(), &a6) != 1) {
+            throw fail("invalid IPv6 literal");
+        }
+        u.host_is_ip = true;
+    } else {
+        size_t colon = auth.find(':');
+        host = auth.substr(0, colon);
+        if (colon != std::string_view::npos) {
+            port = auth.substr(colon + 1);
+            if (port.empty()) throw fail("invalid port");
+        }
+        for (char c : host) {
+            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-';
+            if (!ok) throw fail("invalid host");
+        }
+    }
+    if (host.empty()) throw fail("URL has no host");
+    for (char c : host) u.host.push_back(lower(c));
+    if (!u.host_is_ip) {
+        in_addr a4{};
+        u.host_is_ip = inet_pton(AF_INET, u.host.c_str(), &a4) == 1;
+    }
+    if (!port.empty()) {
+        if (port.size() > 5) throw fail("invalid port");
+        int p = 0;
+        for (char c : port) {
+            if (c < '0' || c > '9') throw fail("invalid port");
+            p = p * 10 + (c - '0');
+        }
+        if (p < 1 || p > 65535) throw fail("invalid port");
+        u.port = p;
+    } else {
+        u.port = u.scheme == "https" ? 443 : 80;
+    }
+    while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+    u.path = std::string(path);
+    return u;
+}
+
+bool glob_match(std::string_view pattern, std::string_view s) {
+    // Iterative matcher with single-star backtracking: linear enough for
+    // catalog patterns and never recursive on attacker-controlled input.
+    size_t p = 0, i = 0, star = std::string_view::npos, mark = 0;
+    while (i < s.size()) {
+        if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == s[i])) {
+            p++;
+            i++;
+        } else if (p < pattern.size() && pattern[p] == '*') {
+            star = p++;
+            mark = i;
+        } else if (star != std::string_view::npos) {
+            p = star + 1;
+            i = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (p < pattern.size() && pattern[p] == '*') p++;
+    return p == pattern.size();
+}
+
+const Provider *Catalog::find(std::string_view id) const {
+    for (const auto &p : providers_) {
+        if (p.id == id) return &p;
+    }
+    return nullptr;
+}
+
+const Provider *Catalog::match_model(std::string_view model) const {
+    if (model.empty()) return nullptr;
+    for (const auto &p : providers_) {
+        for (const auto &g : p.models) {
+            if (glob_match(g, model)) return &p;
+        }
+    }
+    return nullptr;
+}
+
+// ---------------------------------------------------------------- built-in
+
+namespace {
+
+struct BuiltinSpec {
+    const char *id;
+    const char *name;
+    const char *base_url;
+    const char *openai_base;
+    AuthStyle auth;
+    std::vector<std::pair<std::string, std::string>> headers;
+    const char *key_prefix;
+    const char *test_path;  // "" = no live test; method is always GET here
+    std::vector<std::string> models;
+    bool per_key_endpoint;
+};
+
+}  // namespace
+
+Catalog Catalog::builtin() {
+    // Keep in sync with conf/providers.yaml (a unit test compares them).
+    static const std::vector<BuiltinSpec> specs = {
+        {"openai",
+         "OpenAI",
+         "https://api.openai.com/v1",
+         "https://api.openai.com/v1",
+         AuthStyle::Bearer,
+         {},
+         "sk-",
+         "/models",
+         {"gpt-*", "o1*", "o3*", "o4*", "text-embedding-*", "chatgpt-*"},
+         false},
+        {"anthropic",
+         "Anthropic",
+         "https://api.anthropic.com",
+         "https://api.anthropic.com/v1",
+         AuthStyle::XApiKey,
+         {{"anthropic-version", "2023-06-01"}},
+         "sk-ant-",
+         "/models",
+         {"claude-*"},
+         false},
+        {"google",
+         "Google Gemini",
+         "https://generativelanguage.googleapis.com/v1beta",
+         "https://generativelanguage.googleapis.com/v1beta/openai",
+         AuthStyle::XGoogApiKey,
+         {},
+         "AIza",
+         "/models",
+         {"gemini-*"},
+         false},
+        {"groq",
+         "Groq",
+         "https://api.groq.com/openai/v1",
+         "https://api.groq.com/openai/v1",
+         AuthStyle::Bearer,
+         {},
+         "gsk_",
+         "/models",
+         {},
+         false},
+        {"mistral",
+         "Mistral AI",
+         "https://api.mistral.ai/v1",
+         "https://api.mistral.ai/v1",
+         AuthStyle::Bearer,
+         {},
+         "",
+         "/models",
+         {"mistral-*", "codestral-*", "open-mistral-*", "open-mixtral-*", "ministral-*",
+          "pixtral-*", "magistral-*", "devstral-*"},
+         false},
+        {"together",
+         "Together AI",
+         "https://api.together.xyz/v1",
+         "https://api.together.xyz/v1",
+         AuthStyle::Bearer,
+         {},
+         "",
+         "/models",
+         {},
+         false},
+        {"perplexity",
+         "Perplexity",
+         "https://api.perplexity.ai",
+         "https://api.perplexity.ai",
+         AuthStyle::Bearer,
+         {},
+         "pplx-",
+         "",
+         {"sonar*"},
+         false},
+        {"cohere",
+         "Cohere",
+         "https://api.cohere.com",
+         "https://api.cohere.ai/compatibility/v1",
+         AuthStyle::Bearer,
+         {},
+         "",
+         "",
+         {"command-*"},
+         false},
+        {"huggingface",
+         "Hugging Face",
+         "https://router.huggingface.co/v1",
+         "https://router.huggingface.co/v1",
+         AuthStyle::Bearer,
+         {},
+         "hf_",
+         "/models",
+         {},
+         false},
+        {"deepseek",
+         "DeepSeek",
+         "https://api.deepseek.com",
+         "https://api.deepseek.com/v1",
+         AuthStyle::Bearer,
+         {},
+         "sk-",
+         "/models",
+         {"deepseek-*"},
+         false},
+        {"openrouter",
+         "OpenRouter",
+         "https://openrouter.ai/api/v1",
+         "https://openrouter.ai/api/v1",
+         AuthStyle::Bearer,
+         {},
+         "sk-or-",
+         "/key",
+         {},
+         false},
+        {"ollama",
+         "Ollama",
+         "http://127.0.0.1:11434",
+         "http://127.0.0.1:11434/v1",
+         AuthStyle::Bearer,
+         {},
+         "",
+         "",
+         {},
+         false},
+        {"custom",
+         "Custom OpenAI-compatible endpoint",
+         "https://custom.invalid",
+         "https://custom.invalid",
+         AuthStyle::Bearer,
+         {},
+         "",
+         "/models",
+         {},
+         true},
+    };
+    Catalog c;
+    for (const auto &s : specs) {
+        Provider p;
+        p.id = s.id;
+        p.name = s.name;
+        p.base_url = parse_url(s.base_url, "base_url");
+        p.openai_base = parse_url(s.openai_base, "openai_base");
+        p.auth = s.auth;
+        p.headers = s.headers;
+        p.key_prefix = s.key_prefix;
+        p.test_method = "GET";
+        p.test_path = s.test_path;
+        p.models = s.models;
+        p.per_key_endpoint = s.per_key_endpoint;
+        c.providers_.push_back(std::move(p));
+    }
+    return c;
+}
+
+// ---------------------------------------------------------------- YAML
+
+namespace {
+
+bool valid_header_name(std::string_view n) {
+    if (n.empty()) return false;
+    for (char c : n) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+struct FieldReader {
+    const std::string &origin;
+    const std::string &id;
+
+    Error err(std::string_view field, std::string_view why) const {
+        return Error(origin + ": provider '" + id + "': field '" + std::string(field) +
+                     "': " + std::string(why));
+    }
+    std::string scalar(const YAML::Node &n, std::string_view field) const {
+        if (!n.IsScalar()) throw err(field, "expected a string");
+        return n.Scalar();
+    }
+};
+
+Provider parse_provider(const std::string &origin, const std::string &id, const YAML::Node &n) {
+    FieldReader r{origin, id};
+    if (!valid_id(id)) {
+        throw Error(origin + ": provider '" + id + "': id must match [a-z0-9][a-z0-9_-]{0,63}");
+    }
+    if (!n.IsMap()) throw Error(origin + ": provider '" + id + "': expected a mapping");
+    Provider p;
+    p.id = id;
+    bool have_name = false, have_base = false, have_openai = false;
+    for (const auto &kv : n) {
+        std::string f = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+        const YAML::Node &v = kv.second;
+        if (f == "name") {
+            p.name = r.scalar(v, f);
+            if (p.name.empty()) throw r.err(f, "must not be empty");
+            have_name = true;
+        } else if (f == "base_url" || f == "openai_base") {
+            std::string s = r.scalar(v, f);
+            Url u;
+            try {
+                u = parse_url(s, "x");
+            } catch (const Error &e) {
+                throw r.err(f, std::string(e.what()).substr(3));
+            }
+            if (f == "base_url") {
+                p.base_url = u;
+                have_base = true;
+            } else {
+                p.openai_base = u;
+                have_openai = true;
+            }
+        } else if (f == "auth") {
+            auto a = parse_auth_style(r.scalar(v, f));
+            if (!a) throw r.err(f, "expected one of bearer, x-api-key, x-goog-api-key, api-key");
+            p.auth = *a;
+        } else if (f == "headers") {
+            if (v.IsNull()) continue;
+            if (!v.IsMap()) throw r.err(f, "expected a mapping of header names to values");
+            for (const auto &h : v) {
+                std::string name = r.scalar(h.first, f);
+                std::string value = r.scalar(h.second, f);
+                if (!valid_header_name(name)) throw r.err(f, "invalid header name '" + name + "'");
+                if (!safe_header_value(value)) {
+                    throw r.err(f, "header '" + name + "' has control characters");
+                }
+                p.headers.emplace_back(name, value);
+            }
+        } else if (f == "key_prefix") {
+            if (v.IsNull()) continue;
+            p.key_prefix = r.scalar(v, f);
+            if (has_control(p.key_prefix)) throw r.err(f, "must be printable without spaces");
+        } else if (f == "test") {
+            if (v.IsNull()) continue;
+            if (!v.IsMap()) throw r.err(f, "expected { method, path }");
+            for (const auto &t : v) {
+                std::string tf = r.scalar(t.first, f);
+                if (tf == "method") {
+                    std::string m = r.scalar(t.second, "test.method");
+                    if (m != "GET" && m != "POST" && m != "HEAD") {
+                        throw r.err("test.method", "expected GET, POST or HEAD");
+                    }
+                    p.test_method = m;
+                } else if (tf == "path") {
+                    std::string path = r.scalar(t.second, "test.path");
+                    if (path.empty() || path[0] != '/' || has_control(path)) {
+                        throw r.err("test.path", "expected a path starting with '/'");
+                    }
+                    p.test_path = path;
+                } else {
+                    throw r.err("test." + tf, "unknown field");
+                }
+            }
+            if (p.test_path.empty()) throw r.err("test.path", "missing");
+        } else if (f == "models") {
+            if (v.IsNull()) continue;
+            if (!v.IsSequence()) throw r.err(f, "expected a list of glob patterns");
+            for (const auto &m : v) {
+                std::string g = r.scalar(m, f);
+                if (g.empty() || has_control(g)) throw r.err(f, "invalid pattern");
+                p.models.push_back(g);
+            }
+        } else if (f == "per_key_endpoint") {
+            std::string s = r.scalar(v, f);
+            if (s == "true") {
+                p.per_key_endpoint = true;
+            } else if (s == "false") {
+                p.per_key_endpoint = false;
+            } else {
+                throw r.err(f, "expected true or false");
+            }
+        } else {
+            throw r.err(f, "unknown field");
+        }
+    }
+    if (!have_name) throw r.err("name", "missing");
+    if (!have_base) throw r.err("base_url", "missing");
+    if (!have_openai) p.openai_base = p.base_url;
+    return p;
+}
+
+}  // namespace
+
+Catalog Catalog::parse_yaml(std::string_view text, const std::string &origin) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(std::string(text));
+    } catch (const YAML::Exception &e) {
+        throw Error(origin + ": " + e.what());
+    }
+    if (!root.IsMap()) throw Error(origin + ": expected a mapping with 'providers'");
+    Catalog c;
+    bool have_providers = false;
+    try {
+        for (const auto &kv : root) {
+            std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+            if (key != "providers") throw Error(origin + ": unknown top-level field '" + key + "'");
+            have_providers = true;
+            if (!kv.second.IsMap()) throw Error(origin + ": 'providers' must be a mapping");
+            for (const auto &pv : kv.second) {
+                std::string id = pv.first.IsScalar() ? pv.first.Scalar() : "?";
+                if (c.find(id) != nullptr) {
+                    throw Error(origin + ": provider '" + id + "': defined twice");
+                }
+                c.providers_.push_back(parse_provider(origin, id, pv.second));
+            }
+        }
+    } catch (const YAML::Exception &e) {
+        throw Error(origin + ": " + e.what());
+    }
+    if (!have_providers || c.providers_.empty()) throw Error(origin + ": no providers defined");
+    return c;
+}
+
+Catalog Catalog::load_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open provider catalog");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) throw Error(path + ": read failed");
+    return parse_yaml(ss.str(), path);
+}
+
+// ---------------------------------------------------------------- keys
+
+void check_key_format(const Provider &p, std::string_view key) {
+    if (key.empty()) throw Error("key is empty");
+    if (key.size() > 512) throw Error("key is too long (at most 512 bytes)");
+    for (unsigned char c : key) {
+        if (c <= 0x20 || c >= 0x7f) {
+            throw Error("key must be printable ASCII without spaces");
+        }
+    }
+    if (key.substr(0, p.key_prefix.size()) != p.key_prefix) {
+        throw Error("key for " + p.name + " must start with '" + p.key_prefix + "'");
+    }
+}
+
+std::string key_hint(const Provider &p, std::string_view key) {
+    std::string hint = p.key_prefix + "\xE2\x80\xA6";  // U+2026
+    if (key.size() >= p.key_prefix.size() + 8) hint.append(key.substr(key.size() - 4));
+    return hint;
+}
+
+std::vector<Header> upstream_headers(const Provider &p, std::string_view key) {
+    std::vector<Header> out;
+    out.reserve(1 + p.headers.size());
+    switch (p.auth) {
+        case AuthStyle::Bearer: {
+            Header h{"Authorization", std::string()};
+            h.value.reserve(7 + key.size());
+            h.value.append("Bearer ").append(key);
+            out.push_back(std::move(h));
+            break;
+        }
+        case AuthStyle::XApiKey:
+            out.push_back({"x-api-key", std::string(key)});
+            break;
+        case AuthStyle::XGoogApiKey:
+            out.push_back({"x-goog-api-key", std::string(key)});
+            break;
+        case AuthStyle::ApiKey:
+            out.push_back({"api-key", std::string(key)});
+            break;
+    }
+    for (const auto &h : p.headers) out.push_back({h.first, h.second});
+    return out;
+}
+
+}  // namespace byok

@@ -1,0 +1,86 @@
+// Provider catalog (SPEC §5): providers.yaml or the built-in default.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "lib/util.h"
+
+namespace byok {
+
+enum class AuthStyle { Bearer, XApiKey, XGoogApiKey, ApiKey };
+std::string_view auth_style_name(AuthStyle a);  // "bearer", "x-api-key", ...
+
+// An absolute http(s) URL split for nginx: scheme://host[:port]/path.
+struct Url {
+    std::string scheme;  // "http" or "https"
+    std::string host;    // lower-case host name or IP literal (IPv6 without [])
+    int port = 0;        // explicit or scheme default
+    std::string path;    // without trailing '/', may be empty
+    bool host_is_ip = false;
+
+    // "host" or "host:port" when the port is not the scheme default; IPv6 in [].
+    std::string authority() const;
+    // "scheme://authority" — what proxy_pass gets in front of the path.
+    std::string origin() const;
+};
+// Throws Error naming `what` when the URL is not absolute http(s), has
+// userinfo, a query or fragment, or control characters.
+Url parse_url(std::string_view s, std::string_view what);
+
+struct Provider {
+    std::string id;
+    std::string name;
+    Url base_url;     // native root, for /<id>/...
+    Url openai_base;  // root for the unified /v1/...
+    AuthStyle auth = AuthStyle::Bearer;
+    std::vector<std::pair<std::string, std::string>> headers;  // fixed extra headers
+    std::string key_prefix;                                    // may be empty
+    std::string test_method = "GET";
+    std::string test_path;       // relative to openai_base; empty = no live test
+    std::vector<std::string> models;  // glob patterns ('*' and '?')
+    bool per_key_endpoint = false;    // "custom": base URLs come from the key's endpoint
+};
+
+class Catalog {
+  public:
+    // Schema of SPEC §5. Errors name the file, the provider and the field,
+    // e.g. "providers.yaml: provider 'openai': field 'auth': expected one of
+    // bearer, x-api-key, x-goog-api-key, api-key".
+    static Catalog load_file(const std::string &path);
+    static Catalog parse_yaml(std::string_view text, const std::string &origin);
+    // openai, anthropic, google, groq, mistral, together, perplexity, cohere,
+    // huggingface, deepseek, openrouter, ollama, custom.
+    static Catalog builtin();
+
+    const Provider *find(std::string_view id) const;
+    // First provider (catalog order) one of whose `models` globs matches.
+    const Provider *match_model(std::string_view model) const;
+    const std::vector<Provider> &providers() const { return providers_; }
+
+  private:
+    std::vector<Provider> providers_;
+};
+
+bool glob_match(std::string_view pattern, std::string_view s);
+
+// Format check on add (SPEC §7): non-empty, <= 512 bytes, printable ASCII
+// without spaces, starts with provider.key_prefix. Throws Error with a
+// message that does not contain the key.
+void check_key_format(const Provider &p, std::string_view key);
+
+// key_prefix + "…" + last 4 characters (SPEC §7: "sk-ant-…x9Qa"); keys too
+// short to hide anything (< prefix + 8 chars) show only the prefix and "…".
+std::string key_hint(const Provider &p, std::string_view key);
+
+// The one header builder used for proxied traffic and for live key tests:
+// the provider's auth header carrying `key`, then its fixed headers.
+struct Header {
+    std::string name;
+    std::string value;  // may hold the secret; callers wipe it
+};
+std::vector<Header> upstream_headers(const Provider &p, std::string_view key);
+
+}  // namespace byok

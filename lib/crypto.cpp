@@ -1,0 +1,288 @@
+#include "lib/crypto.h"
+
+#include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace byok {
+
+namespace {
+
+constexpr size_t kSaltLen = 16;
+constexpr size_t kNonceLen = 12;
+constexpr size_t kTagLen = 16;
+constexpr char kHkdfInfo[] = "byok provider key v1";
+
+bool valid_kid(std::string_view kid) {
+    if (kid.empty() || kid.size() > 64) return false;
+    for (char c : kid) {
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+// A kid read from a record may be anything; keep error messages printable.
+std::string printable_kid(std::string_view kid) {
+    std::string out;
+    for (char c : kid.substr(0, 64)) {
+        unsigned char u = static_cast<unsigned char>(c);
+        out.push_back(u >= 0x20 && u < 0x7f && c != '\'' ? c : '?');
+    }
+    return out;
+}
+
+// Algorithms are fetched once per process: fetching is the expensive part of
+// an EVP operation and decryption runs on the request path.
+struct Algorithms {
+    EVP_KDF *hkdf = nullptr;
+    EVP_CIPHER *gcm = nullptr;
+    Algorithms() {
+        hkdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+        gcm = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    }
+    ~Algorithms() {
+        EVP_KDF_free(hkdf);
+        EVP_CIPHER_free(gcm);
+    }
+};
+
+const Algorithms &algorithms() {
+    static const Algorithms algs;
+    if (algs.hkdf == nullptr || algs.gcm == nullptr) {
+        throw Error("OpenSSL lacks HKDF or AES-256-GCM");
+    }
+    return algs;
+}
+
+struct KdfCtxFree {
+    void operator()(EVP_KDF_CTX *c) const { EVP_KDF_CTX_free(c); }
+};
+struct CipherCtxFree {
+    void operator()(EVP_CIPHER_CTX *c) const { EVP_CIPHER_CTX_free(c); }
+};
+
+// Derived data key, wiped when it goes out of scope.
+struct DataKey {
+    uint8_t k[32];
+    ~DataKey() { wipe(k, sizeof k); }
+};
+
+void derive(const MasterKey &mk, const uint8_t *salt, size_t salt_len, DataKey &out) {
+    std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(algorithms().hkdf));
+    if (!ctx) throw Error("HKDF context allocation failed");
+    OSSL_PARAM params[5];
+    char digest[] = "SHA256";
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(
+        OSSL_KDF_PARAM_KEY, const_cast<uint8_t *>(mk.key.data()), mk.key.size());
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t *>(salt),
+                                                  salt_len);
+    params[3] = OSSL_PARAM_construct_octet_string(
+        OSSL_KDF_PARAM_INFO, const_cast<char *>(kHkdfInfo), sizeof kHkdfInfo - 1);
+    params[4] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(ctx.get(), out.k, sizeof out.k, params) != 1) {
+        throw Error("HKDF derivation failed");
+    }
+}
+
+[[noreturn]] void fail_open() {
+    throw Error("record does not decrypt (tampered, moved or wrong key)");
+}
+
+}  // namespace
+
+KeyRing::~KeyRing() {
+    for (auto &k : keys_) wipe(k.key.data(), k.key.size());
+}
+
+KeyRing KeyRing::parse(std::string_view text, const std::string &origin) {
+    KeyRing ring;
+    size_t line_no = 0;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t eol = text.find('\n', pos);
+        if (eol == std::string_view::npos) eol = text.size();
+        std::string_view line = text.substr(pos, eol - pos);
+        pos = eol + 1;
+        line_no++;
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        size_t b = line.find_first_not_of(" \t");
+        if (b == std::string_view::npos || line[b] == '#') continue;
+        line = line.substr(b, line.find_last_not_of(" \t") - b + 1);
+
+        std::string where = origin + ":" + std::to_string(line_no) + ": ";
+        size_t sp = line.find_first_of(" \t");
+        if (sp == std::string_view::npos) {
+            throw Error(where + "expected '<kid> <base64 of 32 bytes>'");
+        }
+        std::string_view kid = line.substr(0, sp);
+        std::string_view b64 = line.substr(line.find_first_not_of(" \t", sp));
+        if (b64.find_first_of(" \t") != std::string_view::npos) {
+            throw Error(where + "expected '<kid> <base64 of 32 bytes>'");
+        }
+        if (!valid_kid(kid)) {
+            throw Error(where + "key id must match [A-Za-z0-9._-]{1,64}");
+        }
+        Bytes raw;
+        try {
+            raw = base64_decode(b64);
+        } catch (const Error &) {
+            throw Error(where + "expected '<kid> <base64 of 32 bytes>'");
+        }
+        if (raw.size() != 32) {
+            wipe(raw.data(), raw.size());
+            throw Error(where + "expected '<kid> <base64 of 32 bytes>'");
+        }
+        if (ring.find(kid) != nullptr) {
+            wipe(raw.data(), raw.size());
+            throw Error(where + "duplicate key id '" + std::string(kid) + "'");
+        }
+        ring.keys_.emplace_back();
+        MasterKey &mk = ring.keys_.back();
+        mk.kid = std::string(kid);
+        std::memcpy(mk.key.data(), raw.data(), 32);
+        wipe(raw.data(), raw.size());
+    }
+    if (ring.keys_.empty()) throw Error(origin + ": no master keys");
+    return ring;
+}
+
+KeyRing KeyRing::load_file(const std::string &path) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        throw Error(path + ": cannot open master key file: " + std::strerror(errno));
+    }
+    struct FdCloser {
+        int fd;
+        ~FdCloser() { close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (fstat(fd, &st) != 0) throw Error(path + ": cannot stat: " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+    if ((st.st_mode & 007) != 0) {
+        throw Error(path + " is accessible by other users (chmod 600)");
+    }
+    if (st.st_size > 1024 * 1024) throw Error(path + ": too large for a master key file");
+
+    SecretString text;
+    std::string &buf = text.mutable_str();
+    buf.resize(static_cast<size_t>(st.st_size) + 1);
+    size_t got = 0;
+    for (;;) {
+        if (got == buf.size()) buf.resize(buf.size() * 2);
+        ssize_t n = read(fd, &buf[got], buf.size() - got);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw Error(path + ": read failed: " + std::strerror(errno));
+        }
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    return parse(std::string_view(buf.data(), got), path);
+}
+
+const MasterKey &KeyRing::active() const {
+    if (keys_.empty()) throw Error("master key ring is empty");
+    return keys_.front();
+}
+
+const MasterKey *KeyRing::find(std::string_view kid) const {
+    for (const auto &k : keys_) {
+        if (k.kid == kid) return &k;
+    }
+    return nullptr;
+}
+
+std::string record_aad(std::string_view pid, std::string_view subject, std::string_view kid) {
+    std::string aad;
+    aad.reserve(10 + pid.size() + subject.size() + kid.size());
+    aad.append("byok/v1|").append(pid).append("|").append(subject).append("|").append(kid);
+    return aad;
+}
+
+Sealed seal(const KeyRing &ring, std::string_view plaintext, std::string_view pid,
+            std::string_view subject) {
+    const MasterKey &mk = ring.active();
+    Sealed s;
+    s.kid = mk.kid;
+    s.salt = random_bytes(kSaltLen);
+    s.nonce = random_bytes(kNonceLen);
+    DataKey dk;
+    derive(mk, s.salt.data(), s.salt.size(), dk);
+    std::string aad = record_aad(pid, subject, mk.kid);
+
+    std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+    if (!ctx) throw Error("cipher context allocation failed");
+    s.ct.resize(plaintext.size() + kTagLen);
+    int len = 0;
+    if (EVP_EncryptInit_ex2(ctx.get(), algorithms().gcm, dk.k, s.nonce.data(), nullptr) != 1 ||
+        EVP_EncryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const uint8_t *>(aad.data()),
+                          static_cast<int>(aad.size())) != 1 ||
+        EVP_EncryptUpdate(ctx.get(), s.ct.data(), &len,
+                          reinterpret_cast<const uint8_t *>(plaintext.data()),
+                          static_cast<int>(plaintext.size())) != 1) {
+        throw Error("encryption failed");
+    }
+    int total = len;
+    if (EVP_EncryptFinal_ex(ctx.get(), s.ct.data() + total, &len) != 1) {
+        throw Error("encryption failed");
+    }
+    total += len;
+    if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagLen, s.ct.data() + total) != 1) {
+        throw Error("encryption failed");
+    }
+    return s;
+}
+
+SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_t *salt,
+                         size_t salt_len, const uint8_t *nonce, size_t nonce_len, const uint8_t *ct,
+                         size_t ct_len, std::string_view pid, std::string_view subject) {
+    const MasterKey *mk = ring.find(kid);
+    if (mk == nullptr) throw Error("unknown master key id '" + printable_kid(kid) + "'");
+    if (salt_len != kSaltLen || nonce_len != kNonceLen || ct_len < kTagLen) fail_open();
+
+    DataKey dk;
+    derive(*mk, salt, salt_len, dk);
+    std::string aad = record_aad(pid, subject, kid);
+    size_t pt_len = ct_len - kTagLen;
+
+    SecretString out;
+    std::string &pt = out.mutable_str();
+    pt.resize(pt_len + 16);  // room for the final block; GCM writes none
+    std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+    if (!ctx) throw Error("cipher context allocation failed");
+    int len = 0;
+    uint8_t *p = reinterpret_cast<uint8_t *>(&pt[0]);
+    if (EVP_DecryptInit_ex2(ctx.get(), algorithms().gcm, dk.k, nonce, nullptr) != 1 ||
+        EVP_DecryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const uint8_t *>(aad.data()),
+                          static_cast<int>(aad.size())) != 1 ||
+        EVP_DecryptUpdate(ctx.get(), p, &len, ct, static_cast<int>(pt_len)) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagLen,
+                            const_cast<uint8_t *>(ct + pt_len)) != 1) {
+        fail_open();  // `out` wipes whatever was written
+    }
+    int total = len;
+    if (EVP_DecryptFinal_ex(ctx.get(), p + total, &len) != 1) fail_open();
+    total += len;
+    // Shrink without reallocating; clear() later wipes the whole capacity.
+    pt.resize(static_cast<size_t>(total));
+    return out;
+}
+
+SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, std::string_view pid,
+                         std::string_view subject) {
+    return open_sealed(ring, sealed.kid, sealed.salt.data(), sealed.salt.size(),
+                       sealed.nonce.data(), sealed.nonce.size(), sealed.ct.data(), sealed.ct.size(),
+                       pid, subject);
+}
+
+}  // namespace byok

@@ -1,0 +1,38 @@
+// The one place that knows the Redis key layout (SPEC §6).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace byok {
+
+class Layout {
+  public:
+    explicit Layout(std::string prefix = "byok:") : p_(std::move(prefix)) {}
+    const std::string &prefix() const { return p_; }
+
+    std::string project(std::string_view pid) const { return p_ + "project:{" + s(pid) + "}"; }
+    std::string projects() const { return p_ + "projects"; }
+    std::string apikey(std::string_view sha256_hex) const { return p_ + "apikey:" + s(sha256_hex); }
+    std::string apikeys(std::string_view pid) const { return tagged(pid, "apikeys"); }
+    std::string keys(std::string_view pid) const { return tagged(pid, "keys"); }
+    std::string servers(std::string_view pid) const { return tagged(pid, "servers"); }
+    std::string usage(std::string_view pid, std::string_view yyyymmdd) const {
+        return tagged(pid, "usage:") + s(yyyymmdd);
+    }
+    std::string audit() const { return p_ + "audit"; }
+    std::string invalidate_channel() const { return p_ + "invalidate"; }
+
+  private:
+    static std::string s(std::string_view v) { return std::string(v); }
+    std::string tagged(std::string_view pid, std::string_view what) const {
+        return p_ + "{" + s(pid) + "}:" + s(what);
+    }
+    std::string p_;
+};
+
+// Project ids: [a-z0-9][a-z0-9_-]{0,63}. Server ids and gateway-key ids use
+// the same rule.
+bool valid_id(std::string_view id);
+
+}  // namespace byok

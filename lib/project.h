@@ -1,0 +1,62 @@
+// Project settings and the per-gateway-key snapshot the request path caches
+// in shared memory (encrypted records only, never plaintext).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/util.h"
+
+namespace byok {
+
+enum class Tier { Free, Starter, Pro, Enterprise };
+enum class Policy { Auto, NoKey, Off };
+
+std::optional<Tier> parse_tier(std::string_view s);      // "free" ...
+std::string_view tier_name(Tier t);
+std::optional<Policy> parse_policy(std::string_view s);  // "auto" | "no_key" | "off"
+std::string_view policy_name(Policy p);
+
+// One provider key of the project as the request path needs it.
+struct StoredKey {
+    std::string provider;
+    bool is_active = true;
+    bool malformed = false;  // record JSON did not parse: treated as decrypt_error
+    std::string kid;
+    Bytes salt, nonce, ct;
+    std::string endpoint;
+    std::string key_hint;
+};
+
+// What a gateway key resolves to.
+struct GatewaySnapshot {
+    enum class Status { Ok, Unknown, Revoked };
+    Status status = Status::Unknown;
+    std::string project;
+    Tier tier = Tier::Free;
+    Policy policy = Policy::Auto;
+    std::string default_server;  // "" when none
+    std::vector<StoredKey> keys;
+
+    const StoredKey *find_key(std::string_view provider) const;
+};
+
+using FieldMap = std::map<std::string, std::string, std::less<>>;
+
+// Cold path: built from HGETALL byok:apikey:<sha>, HGETALL
+// byok:project:{pid} and HGETALL byok:{pid}:keys. An empty apikey hash
+// gives Unknown; revoked != "" and != "0" gives Revoked; a missing project
+// hash gives Unknown. Records that fail parse_key_record become
+// StoredKey{malformed=true} (never thrown away silently).
+GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
+                               const FieldMap &keys);
+
+// Compact binary form for the shared-memory cache; decode throws Error on
+// truncated or corrupt input.
+std::string encode_snapshot(const GatewaySnapshot &s);
+GatewaySnapshot decode_snapshot(std::string_view blob);
+
+}  // namespace byok

@@ -1,0 +1,34 @@
+// Provider key record: the JSON stored in byok:{<pid>}:keys (SPEC §6).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "lib/crypto.h"
+
+namespace byok {
+
+struct KeyRecord {
+    int v = 1;
+    Sealed sealed;  // kid, salt, nonce, ct (base64 in JSON)
+    std::string label;
+    std::string endpoint;  // "" unless set (custom provider)
+    bool is_active = true;
+    std::string key_hint;
+    std::string created_at, updated_at;
+    std::string last_tested;   // "" = never
+    std::string test_status;   // "", "valid", "invalid", "error"
+    std::string test_message;
+};
+
+// Strict: the JSON must be an object; v, kid, salt, nonce, ct, is_active,
+// key_hint, created_at, updated_at are required with the right types;
+// optional string fields may be absent or null; binary fields must be valid
+// base64 with salt 16 and nonce 12 bytes, ct >= 16 bytes; v must be 1.
+// Unknown fields are ignored (forward compatible). Throws Error naming the
+// field: "key record: field 'nonce': expected 12 bytes".
+KeyRecord parse_key_record(std::string_view json);
+std::string serialize_key_record(const KeyRecord &r);
+
+}  // namespace byok

@@ -1,0 +1,197 @@
+#include "lib/routing.h"
+
+#include <algorithm>
+
+namespace byok {
+
+std::string_view route_name(Route r) {
+    switch (r) {
+        case Route::Byok:
+            return "byok";
+        case Route::System:
+            return "system";
+        case Route::Fallback:
+            return "fallback";
+        case Route::Denied:
+            return "denied";
+    }
+    return "denied";
+}
+
+namespace {
+
+// How the requested provider was found; decides how the model is rewritten.
+struct Resolution {
+    const Provider *provider = nullptr;
+    std::string direct_model;  // model when calling `provider` itself
+};
+
+RouteDecision denied(int status, std::string code, std::string message) {
+    RouteDecision d;
+    d.route = Route::Denied;
+    d.status = status;
+    d.error_code = std::move(code);
+    d.error_message = std::move(message);
+    return d;
+}
+
+bool has_system_key(const RouteInput &in, std::string_view id) {
+    return std::find(in.system_keys.begin(), in.system_keys.end(), id) != in.system_keys.end();
+}
+
+const KeyState *project_key(const RouteInput &in, std::string_view id) {
+    for (const auto &k : in.project_keys) {
+        if (k.first == id) return &k.second;
+    }
+    return nullptr;
+}
+
+// Model names appear in error messages; keep them short.
+std::string quoted(std::string_view s) {
+    if (s.size() > 100) return "'" + std::string(s.substr(0, 100)) + "...'";
+    return "'" + std::string(s) + "'";
+}
+
+// The model as the fallback provider expects it: "<P>/<model>" unless the
+// client already used the provider/model form.
+std::string fallback_model(const Provider &p, std::string_view model) {
+    if (model.empty() || model.find('/') != std::string_view::npos) return std::string(model);
+    return p.id + "/" + std::string(model);
+}
+
+// Fallback provider usable for a request whose requested provider is `p_id`.
+const Provider *usable_fallback(const RouteInput &in, std::string_view p_id) {
+    if (in.fallback_provider.empty() || !in.native_provider.empty()) return nullptr;
+    if (in.fallback_provider == p_id || !has_system_key(in, in.fallback_provider)) return nullptr;
+    return in.catalog->find(in.fallback_provider);
+}
+
+void set_model(RouteDecision &d, const RouteInput &in, std::string model) {
+    d.model_changed = model != in.model;
+    d.model = std::move(model);
+}
+
+// Returns a Denied decision in `out` when resolution itself fails.
+bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out) {
+    const Catalog &cat = *in.catalog;
+    std::string_view model = in.model;
+    res.direct_model = std::string(model);
+
+    // Native passthrough: the path names the provider and the API shape;
+    // nothing in the request can redirect it elsewhere.
+    if (!in.native_provider.empty()) {
+        res.provider = cat.find(in.native_provider);
+        if (res.provider == nullptr) {
+            out = denied(404, "unknown_provider", "unknown provider " + quoted(in.native_provider));
+            return false;
+        }
+        return true;
+    }
+    size_t slash = model.find('/');
+    if (!in.header_provider.empty()) {
+        res.provider = cat.find(in.header_provider);
+        if (res.provider == nullptr) {
+            out = denied(400, "unknown_provider",
+                         "unknown provider " + quoted(in.header_provider) + " in x-byok-provider");
+            return false;
+        }
+        // A redundant "<same id>/" prefix is stripped as in rule 2.
+        if (slash != std::string_view::npos && model.substr(0, slash) == res.provider->id) {
+            res.direct_model = std::string(model.substr(slash + 1));
+        }
+        return true;
+    }
+    if (slash != std::string_view::npos) {
+        const Provider *p = cat.find(model.substr(0, slash));
+        if (p != nullptr) {
+            res.provider = p;
+            res.direct_model = std::string(model.substr(slash + 1));
+            return true;
+        }
+    }
+    res.provider = cat.match_model(model);
+    if (res.provider != nullptr) return true;
+
+    res.provider = in.fallback_provider.empty() ? nullptr : cat.find(in.fallback_provider);
+    if (res.provider == nullptr) {
+        out = denied(400, "unknown_model",
+                     model.empty() ? "no model given and no x-byok-provider header"
+                                   : "no provider serves model " + quoted(model) +
+                                         "; use \"<provider>/<model>\" or x-byok-provider");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+RouteDecision decide_route(const RouteInput &in) {
+    if (in.catalog == nullptr) throw Error("decide_route: no catalog");
+    Resolution res;
+    RouteDecision d;
+    if (!resolve_provider(in, res, d)) return d;
+    const Provider &p = *res.provider;
+
+    const KeyState *state = project_key(in, p.id);
+    if (state != nullptr && *state == KeyState::Usable && in.tier >= Tier::Starter) {
+        d.route = Route::Byok;
+        d.provider = d.target = &p;
+        set_model(d, in, res.direct_model);
+        return d;
+    }
+    std::string reason = state == nullptr               ? "no_key"
+                         : in.tier < Tier::Starter      ? "tier"
+                         : *state == KeyState::Inactive ? "inactive"
+                                                        : "decrypt_error";
+    if (in.policy == Policy::Off) {
+        return denied(403, "byok_denied",
+                      "project has no usable " + p.id + " key (" + reason +
+                          ") and its fallback policy is off");
+    }
+    if (reason == "decrypt_error" && in.policy == Policy::NoKey) {
+        return denied(502, "key_unavailable",
+                      "the project's " + p.id +
+                          " key cannot be decrypted; fix or replace it (fallback policy "
+                          "no_key does not cover this)");
+    }
+    if (has_system_key(in, p.id)) {
+        d.route = Route::System;
+        d.provider = d.target = &p;
+        d.reason = reason;
+        set_model(d, in, res.direct_model);
+        return d;
+    }
+    if (const Provider *f = usable_fallback(in, p.id)) {
+        d.route = Route::Fallback;
+        d.provider = &p;
+        d.target = f;
+        d.reason = reason;
+        set_model(d, in, fallback_model(p, in.model));
+        return d;
+    }
+    std::string why = reason == "tier" ? "BYOK requires the starter tier or above"
+                                       : "project has no usable " + p.id + " key (" + reason + ")";
+    return denied(502, "no_credential", why + " and no operator key is available for " + p.id);
+}
+
+std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
+                                          std::string_view upstream_reason) {
+    if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty()) {
+        return std::nullopt;
+    }
+    if ((first.route != Route::Byok && first.route != Route::System) || first.target == nullptr ||
+        first.provider == nullptr) {
+        return std::nullopt;
+    }
+    const Provider *f = usable_fallback(in, first.target->id);
+    if (f == nullptr) return std::nullopt;
+    RouteDecision d;
+    d.route = Route::Fallback;
+    d.provider = first.provider;
+    d.target = f;
+    d.reason = std::string(upstream_reason);
+    set_model(d, in, fallback_model(*first.provider, in.model));
+    return d;
+}
+
+}  // namespace byok

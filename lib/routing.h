@@ -1,0 +1,56 @@
+// Provider resolution and credential choice (SPEC §4) as a pure function.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "lib/catalog.h"
+#include "lib/project.h"
+
+namespace byok {
+
+enum class Route { Byok, System, Fallback, Denied };
+std::string_view route_name(Route r);  // "byok" | "system" | "fallback" | "denied"
+
+enum class KeyState { Usable, Inactive, DecryptError };
+
+struct RouteInput {
+    const Catalog *catalog = nullptr;
+    Tier tier = Tier::Free;
+    Policy policy = Policy::Auto;
+    // State of each provider key the project stores (absent = no key).
+    std::vector<std::pair<std::string, KeyState>> project_keys;
+    std::vector<std::string> system_keys;  // provider ids with an operator key
+    std::string fallback_provider;         // "" = fallback off
+    // The request.
+    std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...
+    std::string_view header_provider;  // x-byok-provider, empty when absent
+    std::string_view model;            // body "model", empty when none
+};
+
+struct RouteDecision {
+    Route route = Route::Denied;
+    const Provider *provider = nullptr;  // the requested provider P
+    const Provider *target = nullptr;    // the provider actually called
+    std::string reason;        // why not byok: no_key|tier|inactive|decrypt_error|upstream_*
+    std::string model;         // model to send upstream ("" = leave body alone)
+    bool model_changed = false;
+    // Denied only: HTTP status and OpenAI-style error code/message.
+    int status = 0;
+    std::string error_code;
+    std::string error_message;
+};
+
+RouteDecision decide_route(const RouteInput &in);
+
+// Retry after the direct call failed before any response byte
+// (`upstream_reason` = "upstream_<status>" or "upstream_error"). Only under
+// policy auto, only on the unified endpoint, only when the first route was
+// byok or system and a fallback provider other than the target exists.
+std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
+                                          std::string_view upstream_reason);
+
+}  // namespace byok

@@ -1,0 +1,228 @@
+#include "lib/util.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <ctime>
+
+namespace byok {
+
+SecretString::SecretString(std::string_view s) : data_(s) {}
+
+SecretString::SecretString(SecretString &&other) noexcept : data_(std::move(other.data_)) {
+    other.clear();
+}
+
+SecretString &SecretString::operator=(SecretString &&other) noexcept {
+    if (this != &other) {
+        clear();
+        data_.swap(other.data_);
+        other.clear();
+    }
+    return *this;
+}
+
+SecretString::~SecretString() { clear(); }
+
+void SecretString::clear() {
+    // Wipe the whole capacity: the short-string buffer or heap block may hold
+    // bytes beyond size() from earlier contents.
+    if (data_.capacity() > 0) {
+        data_.resize(data_.capacity());
+        wipe(data_.data(), data_.size());
+    }
+    data_.clear();
+}
+
+void wipe(void *p, size_t n) {
+    if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
+}
+
+Bytes random_bytes(size_t n) {
+    Bytes b(n);
+    if (n > 0 && RAND_bytes(b.data(), static_cast<int>(n)) != 1) {
+        throw Error("random number generator failed");
+    }
+    return b;
+}
+
+namespace {
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int b64_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+}  // namespace
+
+std::string base64_encode(const uint8_t *p, size_t n) {
+    std::string out;
+    out.reserve((n + 2) / 3 * 4);
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t(p[i]) << 16) | (uint32_t(p[i + 1]) << 8) | p[i + 2];
+        out.push_back(kB64[(v >> 18) & 63]);
+        out.push_back(kB64[(v >> 12) & 63]);
+        out.push_back(kB64[(v >> 6) & 63]);
+        out.push_back(kB64[v & 63]);
+    }
+    if (n - i == 1) {
+        uint32_t v = uint32_t(p[i]) << 16;
+        out.push_back(kB64[(v >> 18) & 63]);
+        out.push_back(kB64[(v >> 12) & 63]);
+        out.append("==");
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t(p[i]) << 16) | (uint32_t(p[i + 1]) << 8);
+        out.push_back(kB64[(v >> 18) & 63]);
+        out.push_back(kB64[(v >> 12) & 63]);
+        out.push_back(kB64[(v >> 6) & 63]);
+        out.push_back('=');
+    }
+    return out;
+}
+
+Bytes base64_decode(std::string_view s) {
+    if (s.size() % 4 != 0) throw Error("invalid base64");
+    size_t pad = 0;
+    if (!s.empty() && s.back() == '=') pad = (s[s.size() - 2] == '=') ? 2 : 1;
+    Bytes out;
+    out.reserve(s.size() / 4 * 3);
+    for (size_t i = 0; i < s.size(); i += 4) {
+        bool last = i + 4 == s.size();
+        int v[4];
+        for (int j = 0; j < 4; j++) {
+            unsigned char c = static_cast<unsigned char>(s[i + j]);
+            if (c == '=' && last && j >= 4 - static_cast<int>(pad)) {
+                v[j] = 0;
+                continue;
+            }
+            v[j] = b64_value(c);
+            if (v[j] < 0) {
+                wipe(out.data(), out.size());
+                throw Error("invalid base64");
+            }
+        }
+        uint32_t w = (uint32_t(v[0]) << 18) | (uint32_t(v[1]) << 12) | (uint32_t(v[2]) << 6) |
+                     uint32_t(v[3]);
+        out.push_back(static_cast<uint8_t>(w >> 16));
+        if (!(last && pad == 2)) out.push_back(static_cast<uint8_t>(w >> 8));
+        if (!(last && pad >= 1)) out.push_back(static_cast<uint8_t>(w));
+        // Canonical form only: the bits dropped by padding must be zero.
+        if (last && ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0))) {
+            wipe(out.data(), out.size());
+            throw Error("invalid base64");
+        }
+    }
+    return out;
+}
+
+std::string hex_encode(const uint8_t *p, size_t n) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out(n * 2, '0');
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = kHex[p[i] >> 4];
+        out[2 * i + 1] = kHex[p[i] & 15];
+    }
+    return out;
+}
+
+std::string sha256_hex(std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
+        throw Error("sha256 failed");
+    }
+    return hex_encode(md, len);
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        // Still touch the data so the timing does not depend on where it differs.
+        (void)CRYPTO_memcmp(a.data(), a.data(), a.size());
+        return false;
+    }
+    if (a.empty()) return true;
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+namespace {
+
+struct tm utc(int64_t unix_seconds) {
+    time_t t = static_cast<time_t>(unix_seconds);
+    struct tm tm {};
+    if (gmtime_r(&t, &tm) == nullptr) throw Error("timestamp out of range");
+    return tm;
+}
+
+}  // namespace
+
+std::string iso8601_utc(int64_t unix_seconds) {
+    struct tm tm = utc(unix_seconds);
+    char buf[32];
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return std::string(buf, n);
+}
+
+std::string yyyymmdd_utc(int64_t unix_seconds) {
+    struct tm tm = utc(unix_seconds);
+    char buf[16];
+    size_t n = strftime(buf, sizeof buf, "%Y%m%d", &tm);
+    return std::string(buf, n);
+}
+
+bool safe_header_value(std::string_view v) {
+    for (unsigned char c : v) {
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    }
+    return true;
+}
+
+namespace {
+
+void append_json_string(std::string &out, std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.push_back('"');
+    for (unsigned char c : s) {
+        switch (c) {
+            case '"':
+                out.append("\\\"");
+                break;
+            case '\\':
+                out.append("\\\\");
+                break;
+            default:
+                if (c < 0x20 || c == 0x7f) {
+                    out.append("\\u00");
+                    out.push_back(kHex[c >> 4]);
+                    out.push_back(kHex[c & 15]);
+                } else {
+                    out.push_back(static_cast<char>(c));
+                }
+        }
+    }
+    out.push_back('"');
+}
+
+}  // namespace
+
+std::string json_error(std::string_view code, std::string_view message, std::string_view type) {
+    std::string out;
+    out.reserve(48 + code.size() + message.size() + type.size());
+    out.append("{\"error\":{\"message\":");
+    append_json_string(out, message);
+    out.append(",\"type\":");
+    append_json_string(out, type);
+    out.append(",\"code\":");
+    append_json_string(out, code);
+    out.append("}}");
+    return out;
+}
+
+}  // namespace byok

@@ -1,0 +1,75 @@
+// Small shared helpers: errors, secret buffers, encodings, hashing.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace byok {
+
+using Bytes = std::vector<uint8_t>;
+
+// Every recoverable failure in lib/ is a byok::Error with a message that is
+// safe to log and to show to an operator: it never contains a secret.
+class Error : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// A string holding a secret (plaintext provider key, token, master key
+// material). Wiped with OPENSSL_cleanse on destruction and on clear().
+// Move-only so copies of the secret do not spread.
+class SecretString {
+  public:
+    SecretString() = default;
+    explicit SecretString(std::string_view s);
+    SecretString(SecretString &&other) noexcept;
+    SecretString &operator=(SecretString &&other) noexcept;
+    SecretString(const SecretString &) = delete;
+    SecretString &operator=(const SecretString &) = delete;
+    ~SecretString();
+
+    std::string_view view() const { return {data_.data(), data_.size()}; }
+    const char *data() const { return data_.data(); }
+    size_t size() const { return data_.size(); }
+    bool empty() const { return data_.empty(); }
+    void clear();
+    std::string &mutable_str() { return data_; }  // for writing in place
+
+  private:
+    std::string data_;
+};
+
+// Wipes memory the compiler may not optimise away (OPENSSL_cleanse).
+void wipe(void *p, size_t n);
+
+Bytes random_bytes(size_t n);  // RAND_bytes; throws Error on failure
+
+std::string base64_encode(const uint8_t *p, size_t n);
+inline std::string base64_encode(const Bytes &b) { return base64_encode(b.data(), b.size()); }
+// Strict standard base64 (with padding); throws Error("invalid base64").
+Bytes base64_decode(std::string_view s);
+
+std::string hex_encode(const uint8_t *p, size_t n);
+std::string sha256_hex(std::string_view data);  // lower-case hex, 64 chars
+
+// Constant-time comparison (CRYPTO_memcmp); lengths may differ.
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+// RFC 3339 UTC timestamp with seconds, e.g. "2026-11-22T04:31:00Z".
+std::string iso8601_utc(int64_t unix_seconds);
+// "20261122" for the usage-counter keys.
+std::string yyyymmdd_utc(int64_t unix_seconds);
+
+// True when every byte is printable and none is CR, LF or NUL — the rule
+// for any client value copied upstream (SPEC §10).
+bool safe_header_value(std::string_view v);
+
+// JSON error body shared by the gateway and the admin API:
+// {"error":{"message":...,"type":...,"code":...}}. Strings are escaped.
+std::string json_error(std::string_view code, std::string_view message,
+                       std::string_view type = "invalid_request_error");
+
+}  // namespace byok

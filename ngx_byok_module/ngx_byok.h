@@ -1,0 +1,194 @@
+// Shared declarations of the nginx glue. nginx headers come first, inside
+// extern "C"; the C++ core lives in lib/ and is reached only through these
+// translation units. Nothing here lets an exception escape into nginx.
+#pragma once
+
+extern "C" {
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+}
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lib/admin.h"
+#include "lib/body.h"
+#include "lib/catalog.h"
+#include "lib/crypto.h"
+#include "lib/layout.h"
+#include "lib/project.h"
+#include "lib/routing.h"
+
+extern "C" ngx_module_t ngx_http_byok_module;
+
+#define BYOK_LOG "byok: "
+
+// Everything C++ that the http{} configuration owns. Allocated with new and
+// deleted by a cleanup on the configuration pool.
+struct ByokMain {
+    byok::KeyRing ring;
+    bool have_ring = false;
+    byok::Catalog catalog = byok::Catalog::builtin();
+    struct SystemKey {
+        std::string provider;
+        byok::SecretString key;
+    };
+    std::vector<SystemKey> system_keys;
+    std::string fallback;  // provider id, "" = off
+    bool fallback_set = false;
+    byok::admin::Config admin;
+
+    // byok_redis
+    std::string redis_host;  // IP literal
+    int redis_port = 0;
+    std::string redis_unix;  // unix socket path
+    byok::SecretString redis_password;
+    int redis_db = 0;
+
+    const byok::SecretString *system_key(std::string_view provider) const;
+};
+
+struct ngx_byok_main_conf_t {
+    ByokMain *m;
+    ngx_flag_t redis_set;
+    ngx_msec_t redis_connect_timeout;
+    ngx_msec_t redis_timeout;
+    ngx_shm_zone_t *zone;
+    time_t ttl;
+    time_t stale;
+    ngx_flag_t gateway_used;
+    ngx_int_t request_id_index;
+};
+
+struct ngx_byok_loc_conf_t {
+    ngx_flag_t gateway;
+};
+
+ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
+
+// --- redis (ngx_byok_redis.cpp) ---------------------------------------------
+
+// A pending Redis command on behalf of a request (or the worker). The
+// callback runs from a posted event, never from inside hiredis. When the
+// owner goes away first it sets `cancelled`; the waiter frees itself.
+struct ByokRedisWaiter {
+    ngx_event_t ev;  // posted when the reply is in
+    void (*done)(ByokRedisWaiter *w);
+    void *data;
+    bool cancelled = false;
+    byok::admin::Reply reply;
+};
+
+ngx_int_t ngx_byok_redis_init_process(ngx_cycle_t *cycle);
+void ngx_byok_redis_exit_process(ngx_cycle_t *cycle);
+bool ngx_byok_redis_available();
+// Sends one command. Returns a waiter (done() will be called exactly once,
+// unless cancelled) or nullptr when Redis is unavailable right now.
+ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
+                                     void (*done)(ByokRedisWaiter *), void *data);
+// Fire and forget (usage counters): no waiter, errors only counted.
+void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
+// Request pool cleanup helper: cancel a waiter the request no longer needs.
+void ngx_byok_redis_cancel(ByokRedisWaiter *w);
+
+// --- cache (ngx_byok_cache.cpp) ----------------------------------------------
+
+ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
+enum class ByokCacheResult { Miss, Fresh, Stale };
+// Copies the blob for `key_sha` (32 raw bytes) into `out`.
+ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out);
+void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
+                        time_t ttl);
+void ngx_byok_cache_invalidate(std::string_view pid);
+size_t ngx_byok_cache_entries();
+
+// --- metrics (ngx_byok_metrics.cpp) ------------------------------------------
+
+enum ByokCounter {
+    BYOK_CACHE_HIT,
+    BYOK_CACHE_MISS,
+    BYOK_CACHE_STALE,
+    BYOK_REDIS_ERROR,
+    BYOK_REDIS_RECONNECT,
+    BYOK_DECRYPT_FAILURE,
+    BYOK_ADMIN_MUTATION,
+    BYOK_AUTH_FAILURE,
+    BYOK_COUNTER_MAX
+};
+void ngx_byok_count(ByokCounter c);
+void ngx_byok_count_request(const byok::Catalog &cat, std::string_view provider, byok::Route route,
+                            ngx_uint_t status, ngx_msec_t upstream_ms, bool had_upstream);
+void ngx_byok_count_fallback(std::string_view reason);
+size_t ngx_byok_metrics_size();
+void ngx_byok_metrics_attach(void *shm_area);
+char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+// --- handlers ----------------------------------------------------------------
+
+ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf);  // phase handler, variables, filter
+char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+// One JSON error writer for every response the module generates.
+ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status, const std::string &body,
+                             const std::vector<byok::Header> *extra = nullptr);
+ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
+                              std::string_view message,
+                              std::string_view type = "invalid_request_error");
+
+inline std::string_view sv(const ngx_str_t &s) {
+    return {reinterpret_cast<const char *>(s.data), s.len};
+}
+
+// --- per-request state (ngx_byok_gateway.cpp) ---------------------------------
+
+// Lives in request-pool cleanup memory so nginx runs the destructor (which
+// wipes the plaintext key and every header buffer that carried it). Found
+// again after named-location jumps, which clear r->ctx.
+struct ByokRequestCtx {
+    // The module's ctx slot also holds the admin handler's state; the tag
+    // tells them apart.
+    static constexpr uint32_t kTag = 0x42594751;  // "BYGQ"
+    uint32_t tag = kTag;
+    enum class Stage { Start, WaitKey, WaitProject, WaitBody, Proxying, Fallback, KeyTest, Done };
+    ngx_http_request_t *r = nullptr;
+    Stage stage = Stage::Start;
+    bool resumed = false;        // a Redis reply or the body arrived
+    bool waiting_body = false;   // body read went async
+    bool jumped = false;         // moved to @byok_direct
+    ByokRedisWaiter *waiter = nullptr;
+    byok::admin::Reply reply;
+
+    u_char sha[32]{};
+    std::string sha_hex;
+    std::string stale_blob;
+    byok::FieldMap apikey;
+    byok::GatewaySnapshot snap;
+
+    bool unified = false;
+    std::string native_provider, header_provider, rest;
+    bool body_read = false;
+    std::string body, body_out;
+    std::optional<byok::ModelSpan> model;
+    byok::RouteInput input;
+    byok::RouteDecision decision;
+    bool decided = false;
+    byok::SecretString key;
+    std::string key_hint;
+
+    std::string upstream, upstream_host, upstream_method = "GET";
+    ngx_list_t client_headers{};  // the client's header list, before rewriting
+    bool have_client_headers = false;
+    std::vector<std::pair<u_char *, size_t>> wipe_on_exit;
+
+    ~ByokRequestCtx();
+};
+
+ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
+// Replaces the request's header list with the client's headers minus every
+// credential header (unless keep_client is false: then only `add`), plus
+// `add` (the provider's auth and fixed headers). Values are wiped when the
+// request ends.
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
+                                   const std::vector<byok::Header> &add, bool keep_client);

@@ -1,0 +1,244 @@
+// byok_admin content handler: reads the body, hands the request to
+// byok::admin::handle() and executes the Steps it returns — Redis commands
+// on the worker's async link, outbound HTTP as an in-memory subrequest to
+// /_byok/key-test (same proxy settings and header builder as real traffic).
+// Also the one JSON response writer of the module.
+#include "ngx_byok_module/ngx_byok.h"
+
+#include "lib/util.h"
+
+#include <functional>
+
+namespace {
+
+struct AdminCtx {
+    uint32_t tag = 0x42594144;  // "BYAD", never ByokRequestCtx::kTag
+    ngx_http_request_t *r = nullptr;
+    std::string body;
+    ByokRedisWaiter *waiter = nullptr;
+    std::function<byok::admin::Step(const byok::admin::Reply &)> redis_next;
+    std::function<byok::admin::Step(const byok::admin::HttpResult &)> http_next;
+    byok::admin::HttpResult http_result;
+    ngx_msec_t http_started = 0;
+    bool http_done = false;
+    ~AdminCtx() { ngx_byok_redis_cancel(waiter); }
+};
+
+void admin_ctx_cleanup(void *data) { static_cast<AdminCtx *>(data)->~AdminCtx(); }
+
+void run(AdminCtx *ctx, byok::admin::Step step);
+
+void redis_done(ByokRedisWaiter *w) {
+    auto *ctx = static_cast<AdminCtx *>(w->data);
+    ctx->waiter = nullptr;
+    ngx_connection_t *c = ctx->r->connection;
+    auto next = std::move(ctx->redis_next);
+    run(ctx, next(w->reply));
+    ngx_http_run_posted_requests(c);
+}
+
+ngx_int_t subrequest_done(ngx_http_request_t *sr, void *data, ngx_int_t rc) {
+    auto *ctx = static_cast<AdminCtx *>(data);
+    byok::admin::HttpResult &res = ctx->http_result;
+    res.latency_ms = (int64_t)(ngx_current_msec - ctx->http_started);
+    if (rc == NGX_OK || (rc > 0 && rc < NGX_HTTP_SPECIAL_RESPONSE) ||
+        (sr->upstream && sr->upstream->state && sr->upstream->state->bytes_received > 0)) {
+        res.status = (int)sr->headers_out.status;
+        ngx_buf_t *b = sr->out ? sr->out->buf : (sr->upstream ? &sr->upstream->buffer : nullptr);
+        if (b != nullptr && b->pos != nullptr && b->last > b->pos)
+            res.body.assign((const char *)b->pos, ngx_min((size_t)(b->last - b->pos), (size_t)4096));
+    } else {
+        res.status = 0;
+    }
+    ctx->http_done = true;
+    return rc;
+}
+
+void resume_after_subrequest(ngx_http_request_t *r) {
+    auto *ctx = static_cast<AdminCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    if (ctx == nullptr || !ctx->http_done) return;
+    ctx->http_done = false;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    auto next = std::move(ctx->http_next);
+    run(ctx, next(ctx->http_result));
+}
+
+bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
+    ngx_http_request_t *r = ctx->r;
+    auto *ps = static_cast<ngx_http_post_subrequest_t *>(ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t)));
+    if (ps == nullptr) return false;
+    ps->handler = subrequest_done;
+    ps->data = ctx;
+    ngx_str_t uri = ngx_string("/_byok/key-test");
+    ngx_http_request_t *sr;
+    if (ngx_http_subrequest(r, &uri, nullptr, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) != NGX_OK)
+        return false;
+    ByokRequestCtx *sctx = ngx_byok_request_ctx(sr, true);
+    if (sctx == nullptr) return false;
+    byok::Url url = byok::parse_url(call.url, "test URL");
+    sctx->stage = ByokRequestCtx::Stage::KeyTest;
+    sctx->upstream = call.url;
+    sctx->upstream_host = url.authority();
+    sctx->upstream_method = call.method;
+    if (ngx_byok_install_headers(sr, sctx, call.headers, false) != NGX_OK) return false;
+    for (auto &h : call.headers) byok::wipe(h.value.data(), h.value.size());
+    ctx->http_started = ngx_current_msec;
+    ctx->http_done = false;
+    ctx->http_result = {};
+    ctx->http_next = std::move(call.next);
+    r->write_event_handler = resume_after_subrequest;
+    return true;
+}
+
+void run(AdminCtx *ctx, byok::admin::Step step) {
+    ngx_http_request_t *r = ctx->r;
+    for (;;) {
+        if (auto *resp = std::get_if<byok::admin::Response>(&step.action)) {
+            if (resp->status < 300 && !(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
+                ngx_byok_count(BYOK_ADMIN_MUTATION);
+            ngx_http_finalize_request(r, ngx_byok_send_json(r, resp->status, resp->body, &resp->headers));
+            return;
+        }
+        if (auto *call = std::get_if<byok::admin::RedisCall>(&step.action)) {
+            ctx->waiter = ngx_byok_redis_send(call->argv, redis_done, ctx);
+            if (ctx->waiter != nullptr) {
+                ctx->redis_next = std::move(call->next);
+                return;
+            }
+            byok::admin::Reply unavailable;
+            unavailable.type = byok::admin::Reply::Type::Unavailable;
+            auto next = std::move(call->next);
+            step = next(unavailable);
+            continue;
+        }
+        auto &http = std::get<byok::admin::HttpCall>(step.action);
+        bool started = false;
+        try {
+            started = start_http(ctx, http);
+        } catch (const std::exception &) {
+            started = false;
+        }
+        if (started) return;
+        byok::admin::HttpResult failed;
+        auto next = std::move(http.next);
+        step = next(failed);
+    }
+}
+
+void body_ready(ngx_http_request_t *r) {
+    auto *ctx = static_cast<AdminCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))->m;
+    try {
+        if (r->request_body) {
+            for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+                ngx_buf_t *b = cl->buf;
+                if (b->in_file) {
+                    size_t n = b->file_last - b->file_pos, at = ctx->body.size();
+                    ctx->body.resize(at + n);
+                    if (ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos) != (ssize_t)n)
+                        throw byok::Error("cannot read the request body");
+                } else {
+                    ctx->body.append((const char *)b->pos, b->last - b->pos);
+                }
+            }
+        }
+        auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+        std::string_view uri = sv(r->uri), loc = sv(clcf->name);
+        if (!loc.empty() && loc.back() == '/') loc.remove_suffix(1);
+        std::string_view path = uri.substr(0, loc.size()) == loc ? uri.substr(loc.size()) : uri;
+        std::string_view auth = r->headers_in.authorization ? sv(r->headers_in.authorization->value) : "";
+        std::string_view api_key, content_type;
+        if (r->headers_in.content_type) content_type = sv(r->headers_in.content_type->value);
+        ngx_list_part_t *part = &r->headers_in.headers.part;
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0;; i++) {
+            if (i >= part->nelts) {
+                if (part->next == nullptr) break;
+                part = part->next;
+                h = static_cast<ngx_table_elt_t *>(part->elts);
+                i = 0;
+            }
+            if (h[i].key.len == 9 && ngx_strncasecmp(h[i].key.data, (u_char *)"x-api-key", 9) == 0)
+                api_key = sv(h[i].value);
+        }
+        byok::admin::Request req;
+        req.method = sv(r->method_name);
+        req.path = path.empty() ? "/" : path;
+        req.query = sv(r->args);
+        req.content_type = content_type;
+        req.authorization = auth;
+        req.api_key = api_key;
+        req.body = ctx->body;
+        run(ctx, byok::admin::handle(m->admin, req));
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "admin: %s", e.what());
+        ngx_http_finalize_request(r, ngx_byok_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                                                         "internal error", "api_error"));
+    }
+}
+
+ngx_int_t admin_handler(ngx_http_request_t *r) {
+    if (r != r->main) return NGX_HTTP_NOT_FOUND;
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(AdminCtx));
+    if (cln == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    auto *ctx = new (cln->data) AdminCtx();
+    cln->handler = admin_ctx_cleanup;
+    ctx->r = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
+    ngx_int_t rc = ngx_http_read_client_request_body(r, body_ready);
+    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+    return NGX_DONE;
+}
+
+}  // namespace
+
+char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    clcf->handler = admin_handler;
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
+    mcf->gateway_used = 1;
+    return NGX_CONF_OK;
+}
+
+ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status, const std::string &body,
+                             const std::vector<byok::Header> *extra) {
+    if (r->header_sent) return NGX_ERROR;
+    ngx_http_discard_request_body(r);
+    r->headers_out.status = status;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = body.size();
+    if (extra) {
+        for (const auto &h : *extra) {
+            auto *e = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+            if (e == nullptr) return NGX_ERROR;
+            e->hash = 1;
+            e->key.len = h.name.size();
+            e->key.data = static_cast<u_char *>(ngx_pnalloc(r->pool, h.name.size() + h.value.size() + 1));
+            if (e->key.data == nullptr) return NGX_ERROR;
+            ngx_memcpy(e->key.data, h.name.data(), h.name.size());
+            e->value.data = e->key.data + h.name.size();
+            e->value.len = h.value.size();
+            ngx_memcpy(e->value.data, h.value.data(), h.value.size());
+        }
+    }
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || body.empty()) return rc;
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
+    if (b == nullptr) return NGX_ERROR;
+    b->last = ngx_cpymem(b->pos, body.data(), body.size());
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
+                              std::string_view message, std::string_view type) {
+    try {
+        return ngx_byok_send_json(r, status, byok::json_error(code, message, type));
+    } catch (const std::exception &) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}

@@ -1,0 +1,219 @@
+// Shared-memory cache: gateway-key sha256 -> encoded GatewaySnapshot (pid,
+// settings, encrypted records; never plaintext). Two red-black trees index
+// the same nodes — by key hash for lookups and by project id for
+// invalidation — and an LRU queue evicts when the slab pool is full. The
+// module's metrics live in the same zone.
+#include "ngx_byok_module/ngx_byok.h"
+
+namespace {
+
+struct CacheNode {
+    ngx_rbtree_node_t by_key;  // must stay first: lookups cast from it
+    ngx_rbtree_node_t by_pid;
+    ngx_queue_t lru;
+    u_char sha[32];
+    int64_t fresh_until;  // ms since epoch
+    int64_t stale_until;
+    uint32_t pid_len;
+    uint32_t blob_len;
+    u_char data[1];  // pid, then blob
+};
+
+struct CacheShm {
+    ngx_rbtree_t by_key;
+    ngx_rbtree_node_t key_sentinel;
+    ngx_rbtree_t by_pid;
+    ngx_rbtree_node_t pid_sentinel;
+    ngx_queue_t lru;
+    ngx_atomic_t entries;
+    // metrics area follows (ngx_byok_metrics_size() bytes)
+};
+
+struct CacheCtx {
+    CacheShm *sh;
+    ngx_slab_pool_t *shpool;
+};
+
+// One zone per configuration; static because init_zone runs before the new
+// cycle owns a pool we could allocate from.
+CacheCtx g_cache_storage;
+CacheCtx *g_cache = nullptr;
+
+int64_t now_ms() {
+    ngx_time_t *tp = ngx_timeofday();
+    return (int64_t)tp->sec * 1000 + tp->msec;
+}
+
+CacheNode *from_pid_node(ngx_rbtree_node_t *n) {
+    return reinterpret_cast<CacheNode *>(reinterpret_cast<u_char *>(n) -
+                                         offsetof(CacheNode, by_pid));
+}
+
+uint32_t key_hash(const u_char *sha) {
+    uint32_t h;
+    ngx_memcpy(&h, sha, sizeof(h));
+    return h;
+}
+
+void insert_by_key(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel) {
+    ngx_rbtree_node_t **p;
+    for (;;) {
+        if (node->key != temp->key) {
+            p = node->key < temp->key ? &temp->left : &temp->right;
+        } else {
+            auto *a = reinterpret_cast<CacheNode *>(node), *b = reinterpret_cast<CacheNode *>(temp);
+            p = ngx_memcmp(a->sha, b->sha, 32) < 0 ? &temp->left : &temp->right;
+        }
+        if (*p == sentinel) break;
+        temp = *p;
+    }
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+CacheNode *lookup(const u_char *sha) {
+    uint32_t h = key_hash(sha);
+    ngx_rbtree_node_t *node = g_cache->sh->by_key.root, *sentinel = g_cache->sh->by_key.sentinel;
+    while (node != sentinel) {
+        if (h != node->key) {
+            node = h < node->key ? node->left : node->right;
+            continue;
+        }
+        auto *cn = reinterpret_cast<CacheNode *>(node);
+        int rc = ngx_memcmp(sha, cn->sha, 32);
+        if (rc == 0) return cn;
+        node = rc < 0 ? node->left : node->right;
+    }
+    return nullptr;
+}
+
+void remove_node(CacheNode *cn) {
+    ngx_rbtree_delete(&g_cache->sh->by_key, &cn->by_key);
+    ngx_rbtree_delete(&g_cache->sh->by_pid, &cn->by_pid);
+    ngx_queue_remove(&cn->lru);
+    ngx_slab_free_locked(g_cache->shpool, cn);
+    g_cache->sh->entries--;
+}
+
+// Collects nodes whose pid hash equals `h` (duplicates may sit on both sides
+// after rotations, so this walks every subtree that can hold the key).
+void collect_pid(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, ngx_rbtree_key_t h,
+                 std::string_view pid, std::vector<CacheNode *> *out) {
+    while (node != sentinel) {
+        if (h < node->key) {
+            node = node->left;
+        } else if (h > node->key) {
+            node = node->right;
+        } else {
+            CacheNode *cn = from_pid_node(node);
+            if (std::string_view((const char *)cn->data, cn->pid_len) == pid) out->push_back(cn);
+            collect_pid(node->left, sentinel, h, pid, out);
+            node = node->right;
+        }
+    }
+}
+
+}  // namespace
+
+ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
+    auto *old = static_cast<CacheCtx *>(data);
+    auto *shpool = reinterpret_cast<ngx_slab_pool_t *>(zone->shm.addr);
+    CacheShm *old_sh = old != nullptr && old != (void *)1 ? old->sh : nullptr;
+    CacheCtx *ctx = &g_cache_storage;
+    ctx->shpool = shpool;
+
+    if (old_sh != nullptr) {
+        ctx->sh = old_sh;
+    } else if (zone->shm.exists) {
+        ctx->sh = static_cast<CacheShm *>(shpool->data);
+    } else {
+        size_t size = sizeof(CacheShm) + ngx_byok_metrics_size();
+        ctx->sh = static_cast<CacheShm *>(ngx_slab_calloc(shpool, size));
+        if (ctx->sh == nullptr) return NGX_ERROR;
+        shpool->data = ctx->sh;
+        ngx_rbtree_init(&ctx->sh->by_key, &ctx->sh->key_sentinel, insert_by_key);
+        ngx_rbtree_init(&ctx->sh->by_pid, &ctx->sh->pid_sentinel, ngx_rbtree_insert_value);
+        ngx_queue_init(&ctx->sh->lru);
+        shpool->log_nomem = 0;  // eviction handles it
+    }
+    zone->data = ctx;
+    g_cache = ctx;
+    ngx_byok_metrics_attach(reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm));
+    return NGX_OK;
+}
+
+ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out) {
+    if (g_cache == nullptr) return ByokCacheResult::Miss;
+    int64_t now = now_ms();
+    ByokCacheResult res = ByokCacheResult::Miss;
+    ngx_shmtx_lock(&g_cache->shpool->mutex);
+    CacheNode *cn = lookup(key_sha);
+    if (cn != nullptr) {
+        if (now < cn->fresh_until || now < cn->stale_until) {
+            out->assign((const char *)cn->data + cn->pid_len, cn->blob_len);
+            res = now < cn->fresh_until ? ByokCacheResult::Fresh : ByokCacheResult::Stale;
+            ngx_queue_remove(&cn->lru);
+            ngx_queue_insert_head(&g_cache->sh->lru, &cn->lru);
+        } else {
+            remove_node(cn);
+        }
+    }
+    ngx_shmtx_unlock(&g_cache->shpool->mutex);
+    ngx_byok_count(res == ByokCacheResult::Fresh   ? BYOK_CACHE_HIT
+                   : res == ByokCacheResult::Stale ? BYOK_CACHE_STALE
+                                                   : BYOK_CACHE_MISS);
+    return res;
+}
+
+void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
+                        time_t ttl) {
+    if (g_cache == nullptr) return;
+    ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
+    size_t size = offsetof(CacheNode, data) + pid.size() + blob.size();
+    int64_t now = now_ms();
+
+    ngx_shmtx_lock(&g_cache->shpool->mutex);
+    CacheNode *old = lookup(key_sha);
+    if (old != nullptr) remove_node(old);
+    CacheNode *cn;
+    for (int evicted = 0;; evicted++) {
+        cn = static_cast<CacheNode *>(ngx_slab_alloc_locked(g_cache->shpool, size));
+        if (cn != nullptr || evicted == 64 || ngx_queue_empty(&g_cache->sh->lru)) break;
+        remove_node(ngx_queue_data(ngx_queue_last(&g_cache->sh->lru), CacheNode, lru));
+    }
+    if (cn != nullptr) {
+        ngx_memcpy(cn->sha, key_sha, 32);
+        cn->by_key.key = key_hash(key_sha);
+        cn->by_pid.key = ngx_crc32_short((u_char *)pid.data(), pid.size());
+        cn->fresh_until = now + (int64_t)ttl * 1000;
+        cn->stale_until = cn->fresh_until + (int64_t)(mcf ? mcf->stale : 0) * 1000;
+        cn->pid_len = (uint32_t)pid.size();
+        cn->blob_len = (uint32_t)blob.size();
+        ngx_memcpy(cn->data, pid.data(), pid.size());
+        ngx_memcpy(cn->data + pid.size(), blob.data(), blob.size());
+        ngx_rbtree_insert(&g_cache->sh->by_key, &cn->by_key);
+        ngx_rbtree_insert(&g_cache->sh->by_pid, &cn->by_pid);
+        ngx_queue_insert_head(&g_cache->sh->lru, &cn->lru);
+        g_cache->sh->entries++;
+    }
+    ngx_shmtx_unlock(&g_cache->shpool->mutex);
+}
+
+void ngx_byok_cache_invalidate(std::string_view pid) {
+    if (g_cache == nullptr || pid.empty()) return;
+    std::vector<CacheNode *> victims;
+    ngx_rbtree_key_t h = ngx_crc32_short((u_char *)pid.data(), pid.size());
+    ngx_shmtx_lock(&g_cache->shpool->mutex);
+    try {
+        collect_pid(g_cache->sh->by_pid.root, g_cache->sh->by_pid.sentinel, h, pid, &victims);
+    } catch (const std::exception &) {
+        // out of memory: the TTL remains the backstop
+    }
+    for (CacheNode *cn : victims) remove_node(cn);
+    ngx_shmtx_unlock(&g_cache->shpool->mutex);
+}
+
+size_t ngx_byok_cache_entries() { return g_cache ? g_cache->sh->entries : 0; }

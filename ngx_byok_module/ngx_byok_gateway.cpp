@@ -1,0 +1,685 @@
+// byok_gateway: the access-phase handler (authenticate, load the project,
+// read the body when the model is needed, decide, decrypt, point the proxy
+// module at the provider), the fallback re-entry from error_page, the
+// variables, the x-byok-* response headers and the log-phase accounting.
+#include "ngx_byok_module/ngx_byok.h"
+
+#include "lib/body.h"
+#include "lib/util.h"
+
+#include <openssl/sha.h>
+
+namespace {
+
+using Stage = ByokRequestCtx::Stage;
+
+ngx_http_output_header_filter_pt g_next_header_filter;
+
+void ctx_cleanup(void *data) { static_cast<ByokRequestCtx *>(data)->~ByokRequestCtx(); }
+
+ByokMain *main_of(ngx_http_request_t *r) {
+    return static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))->m;
+}
+
+bool header_is(const ngx_table_elt_t &h, const char *lowcase) {
+    size_t n = ngx_strlen(lowcase);
+    return h.key.len == n && ngx_strncasecmp(h.key.data, (u_char *)lowcase, n) == 0;
+}
+
+// Headers that carry client credentials or gateway controls; never forwarded.
+bool is_client_secret_header(const ngx_table_elt_t &h) {
+    return header_is(h, "authorization") || header_is(h, "x-api-key") || header_is(h, "api-key") ||
+           header_is(h, "x-goog-api-key") || header_is(h, "x-byok-provider") ||
+           header_is(h, "proxy-authorization");
+}
+
+// Query string without `key=` parameters (Google-style client keys).
+std::string strip_key_param(std::string_view args) {
+    std::string out;
+    size_t i = 0;
+    while (i <= args.size() && !args.empty()) {
+        size_t amp = args.find('&', i);
+        std::string_view part = args.substr(i, amp == std::string_view::npos ? std::string_view::npos : amp - i);
+        if (!part.empty() && part.substr(0, 4) != "key=" && part != "key") {
+            if (!out.empty()) out += '&';
+            out.append(part);
+        }
+        if (amp == std::string_view::npos) break;
+        i = amp + 1;
+    }
+    return out;
+}
+
+ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, std::string_view code,
+               std::string_view message, std::string_view type = "invalid_request_error") {
+    if (ctx) ctx->stage = Stage::Done;
+    ngx_http_finalize_request(r, ngx_byok_send_error(r, status, code, message, type));
+    return NGX_DONE;
+}
+
+ngx_int_t unauthorized(ngx_http_request_t *r, ByokRequestCtx *ctx, std::string_view message) {
+    ngx_byok_count(BYOK_AUTH_FAILURE);
+    return fail(r, ctx, NGX_HTTP_UNAUTHORIZED, "invalid_api_key", message, "authentication_error");
+}
+
+void waiter_done(ByokRedisWaiter *w) {
+    auto *ctx = static_cast<ByokRequestCtx *>(w->data);
+    ctx->waiter = nullptr;
+    ctx->reply = std::move(w->reply);
+    ctx->resumed = true;
+    ngx_http_request_t *r = ctx->r;
+    ngx_connection_t *c = r->connection;
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+ngx_int_t send_redis(ngx_http_request_t *r, ByokRequestCtx *ctx, Stage stage,
+                     const std::vector<std::string> &argv) {
+    ctx->waiter = ngx_byok_redis_send(argv, waiter_done, ctx);
+    if (ctx->waiter == nullptr) {
+        ctx->reply = byok::admin::Reply{};
+        ctx->reply.type = byok::admin::Reply::Type::Unavailable;
+        ctx->resumed = true;
+        ctx->stage = stage;
+        return NGX_DECLINED;  // caller continues synchronously
+    }
+    ctx->stage = stage;
+    ctx->resumed = false;
+    return NGX_AGAIN;
+}
+
+byok::FieldMap to_map(const byok::admin::Reply &rep) {
+    byok::FieldMap m;
+    for (size_t i = 0; i + 1 < rep.elements.size(); i += 2) m[rep.elements[i].str] = rep.elements[i + 1].str;
+    return m;
+}
+
+bool redis_failed(const byok::admin::Reply &rep) {
+    return rep.type == byok::admin::Reply::Type::Unavailable || rep.type == byok::admin::Reply::Type::Error;
+}
+
+ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx);
+ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx);
+
+ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (!ctx->stale_blob.empty()) {
+        ctx->snap = byok::decode_snapshot(ctx->stale_blob);
+        return after_snapshot(r, ctx);
+    }
+    return fail(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE, "key_store_unavailable",
+                "the key store is unavailable; try again shortly", "api_error");
+}
+
+const char *kProjectScript =
+    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}";
+
+ngx_int_t on_apikey_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (redis_failed(ctx->reply)) return use_stale_or_fail(r, ctx);
+    ByokMain *m = main_of(r);
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    ctx->apikey = to_map(ctx->reply);
+    auto pid = ctx->apikey.find("project");
+    if (ctx->apikey.empty() || pid == ctx->apikey.end() || !byok::valid_id(pid->second)) {
+        ctx->snap = byok::GatewaySnapshot{};  // Unknown; cached briefly against floods
+        ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10));
+        return after_snapshot(r, ctx);
+    }
+    std::vector<std::string> argv = {"EVAL", kProjectScript, "2", m->admin.layout.project(pid->second),
+                                     m->admin.layout.keys(pid->second)};
+    ngx_int_t rc = send_redis(r, ctx, Stage::WaitProject, argv);
+    if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
+    return rc;
+}
+
+ngx_int_t on_project_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (redis_failed(ctx->reply) || ctx->reply.elements.size() != 2) return use_stale_or_fail(r, ctx);
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    ctx->snap = byok::build_snapshot(ctx->apikey, to_map(ctx->reply.elements[0]), to_map(ctx->reply.elements[1]));
+    std::string blob = byok::encode_snapshot(ctx->snap);
+    ngx_byok_cache_put(ctx->sha, ctx->apikey["project"], blob, mcf->ttl);
+    return after_snapshot(r, ctx);
+}
+
+// Everything the request needs from the URI and headers; no Redis yet.
+ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    ByokMain *m = main_of(r);
+    std::string_view raw = sv(r->unparsed_uri);
+    size_t q = raw.find('?');
+    std::string_view path = raw.substr(0, q);
+    std::string args = q == std::string_view::npos ? "" : strip_key_param(raw.substr(q + 1));
+
+    std::string_view rest;
+    if (path == "/v1" || path.substr(0, 4) == "/v1/") {
+        ctx->unified = true;
+        rest = path.substr(3);
+    } else {
+        size_t slash = path.find('/', 1);
+        ctx->native_provider = std::string(path.substr(1, slash == std::string_view::npos ? slash : slash - 1));
+        rest = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+        if (ctx->native_provider.empty())
+            return fail(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
+                        "use /v1/... or /<provider>/... with a gateway key");
+    }
+    ctx->rest = std::string(rest.empty() ? "/" : rest);
+    if (!args.empty()) ctx->rest += "?" + args;
+    if (!byok::safe_header_value(ctx->rest) || ctx->rest.find(' ') != std::string::npos)
+        return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_request", "invalid characters in the request URI");
+
+    // Gateway key: Authorization: Bearer <key> or x-api-key: <key>.
+    std::string_view key;
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) break;
+            part = part->next;
+            h = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+        }
+        if (h[i].hash == 0) continue;
+        std::string_view value = sv(h[i].value);
+        if (header_is(h[i], "authorization")) {
+            if (value.size() > 7 && ngx_strncasecmp((u_char *)value.data(), (u_char *)"bearer ", 7) == 0)
+                key = value.substr(7);
+        } else if (header_is(h[i], "x-api-key") && key.empty()) {
+            key = value;
+        } else if (header_is(h[i], "x-byok-provider")) {
+            if (!byok::safe_header_value(value))
+                return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header", "invalid x-byok-provider header");
+            ctx->header_provider = std::string(value);
+        }
+    }
+    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" || !byok::safe_header_value(key))
+        return unauthorized(r, ctx, "missing or invalid gateway API key");
+
+    SHA256(reinterpret_cast<const u_char *>(key.data()), key.size(), ctx->sha);
+    ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
+
+    std::string blob;
+    switch (ngx_byok_cache_get(ctx->sha, &blob)) {
+    case ByokCacheResult::Fresh:
+        ctx->snap = byok::decode_snapshot(blob);
+        return after_snapshot(r, ctx);
+    case ByokCacheResult::Stale:
+        ctx->stale_blob = std::move(blob);
+        break;
+    case ByokCacheResult::Miss:
+        break;
+    }
+    ngx_int_t rc = send_redis(r, ctx, Stage::WaitKey, {"HGETALL", m->admin.layout.apikey(ctx->sha_hex)});
+    if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
+    return rc;
+}
+
+void body_ready(ngx_http_request_t *r) {
+    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
+    r->main->count--;
+    if (ctx == nullptr) return;
+    ctx->body_read = true;
+    if (ctx->waiting_body) {
+        ctx->waiting_body = false;
+        ctx->resumed = true;
+        ngx_http_core_run_phases(r);
+    }
+}
+
+// Copies the request body (memory or temp file) into ctx->body.
+bool collect_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (r->request_body == nullptr) return true;
+    for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+        ngx_buf_t *b = cl->buf;
+        if (b->in_file) {
+            size_t n = b->file_last - b->file_pos;
+            size_t at = ctx->body.size();
+            ctx->body.resize(at + n);
+            ssize_t got = ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos);
+            if (got != (ssize_t)n) return false;
+        } else {
+            ctx->body.append((const char *)b->pos, b->last - b->pos);
+        }
+    }
+    return true;
+}
+
+ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (ctx->snap.status == byok::GatewaySnapshot::Status::Unknown)
+        return unauthorized(r, ctx, "unknown gateway API key");
+    if (ctx->snap.status == byok::GatewaySnapshot::Status::Revoked)
+        return unauthorized(r, ctx, "this gateway API key has been revoked");
+
+    bool has_body = r->headers_in.content_length_n > 0 || r->headers_in.chunked;
+    if (ctx->unified && has_body && !ctx->body_read) {
+        ctx->stage = Stage::WaitBody;
+        ngx_int_t rc = ngx_http_read_client_request_body(r, body_ready);
+        if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
+        if (!ctx->body_read) {
+            ctx->waiting_body = true;
+            return NGX_DONE;
+        }
+    }
+    return decide(r, ctx);
+}
+
+// Points the proxy at `d.target` with `key`, rewriting headers and body.
+ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok::RouteDecision &d) {
+    const byok::Provider &target = *d.target;
+    byok::Url base = ctx->unified ? target.openai_base : target.base_url;
+    if (target.per_key_endpoint) {
+        const byok::StoredKey *sk = ctx->snap.find_key(target.id);
+        if (sk == nullptr || sk->endpoint.empty())
+            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint", "no endpoint configured for this provider");
+        base = byok::parse_url(sk->endpoint, "endpoint");
+    }
+    ctx->upstream = base.origin() + base.path + ctx->rest;
+    ctx->upstream_host = base.authority();
+
+    if (ngx_byok_install_headers(r, ctx, byok::upstream_headers(target, ctx->key.view()), true) != NGX_OK)
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    if (ctx->body_read && r->request_body != nullptr) {
+        const std::string *src = &ctx->body;
+        if (d.model_changed && ctx->model) {
+            ctx->body_out = byok::replace_model(ctx->body, *ctx->model, d.model);
+            src = &ctx->body_out;
+        }
+        ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_pcalloc(r->pool, sizeof(ngx_buf_t)));
+        ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
+        if (b == nullptr || cl == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        b->pos = b->start = (u_char *)src->data();
+        b->last = b->end = b->pos + src->size();
+        b->memory = 1;
+        b->last_buf = 1;
+        cl->buf = b;
+        cl->next = nullptr;
+        r->request_body->bufs = cl;
+        r->request_body->temp_file = nullptr;
+        r->headers_in.content_length_n = src->size();
+        r->headers_in.chunked = 0;
+    }
+    return NGX_OK;
+}
+
+ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    ByokMain *m = main_of(r);
+    if (ctx->body_read && ctx->body.empty() && !collect_body(r, ctx))
+        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error", "cannot read the request body", "api_error");
+    if (ctx->body_read && !ctx->body.empty()) {
+        try {
+            ctx->model = byok::find_model(ctx->body);
+        } catch (const byok::Error &) {
+            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json", "request body is not valid JSON");
+        }
+        if (ctx->model && !byok::safe_header_value(ctx->model->model))
+            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_model", "invalid characters in \"model\"");
+    }
+
+    byok::RouteInput &in = ctx->input;
+    in.catalog = &m->catalog;
+    in.tier = ctx->snap.tier;
+    in.policy = ctx->snap.policy;
+    in.project_keys.clear();
+    for (const auto &k : ctx->snap.keys) {
+        in.project_keys.emplace_back(k.provider, k.malformed    ? byok::KeyState::DecryptError
+                                                 : k.is_active ? byok::KeyState::Usable
+                                                               : byok::KeyState::Inactive);
+    }
+    in.system_keys.clear();
+    for (const auto &sk : m->system_keys) in.system_keys.push_back(sk.provider);
+    in.fallback_provider = m->fallback;
+    in.native_provider = ctx->native_provider;
+    in.header_provider = ctx->header_provider;
+    in.model = ctx->model ? std::string_view(ctx->model->model) : std::string_view();
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        ctx->decision = byok::decide_route(in);
+        if (ctx->decision.route != byok::Route::Byok) break;
+        const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
+        try {
+            if (sk == nullptr) throw byok::Error("record vanished");
+            ctx->key = byok::open_sealed(m->ring, sk->kid, sk->salt.data(), sk->salt.size(), sk->nonce.data(),
+                                         sk->nonce.size(), sk->ct.data(), sk->ct.size(), ctx->snap.project,
+                                         sk->provider);
+            ctx->key_hint = sk->key_hint;
+            break;
+        } catch (const byok::Error &e) {
+            ngx_byok_count(BYOK_DECRYPT_FAILURE);
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          BYOK_LOG "stored key of project \"%s\" for provider \"%s\" does not decrypt: %s",
+                          ctx->snap.project.c_str(), ctx->decision.target->id.c_str(), e.what());
+            for (auto &pk : in.project_keys)
+                if (pk.first == ctx->decision.target->id) pk.second = byok::KeyState::DecryptError;
+        }
+    }
+    ctx->decided = true;
+    const byok::RouteDecision &d = ctx->decision;
+    if (d.route == byok::Route::Denied)
+        return fail(r, ctx, d.status ? d.status : NGX_HTTP_FORBIDDEN, d.error_code, d.error_message,
+                    d.status == NGX_HTTP_FORBIDDEN ? "permission_error" : "invalid_request_error");
+    if (d.route != byok::Route::Byok) {
+        const byok::SecretString *sys = m->system_key(d.target->id);
+        if (sys == nullptr)
+            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for this provider", "api_error");
+        ctx->key = byok::SecretString(sys->view());
+    }
+    if (d.route == byok::Route::Fallback) {
+        ngx_byok_count_fallback(d.reason);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
+                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(), d.reason.c_str());
+    }
+    ngx_int_t rc = setup_upstream(r, ctx, d);
+    if (rc != NGX_OK) return rc;
+
+    ctx->stage = Stage::Proxying;
+    if (byok::decide_retry(in, d, "upstream_error").has_value()) return NGX_DECLINED;
+
+    // No retry possible: proxy from a location that does not intercept errors.
+    ctx->jumped = true;
+    ngx_str_t name = ngx_string("@byok_direct");
+    (void)ngx_http_named_location(r, &name);
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+// Re-entry through error_page after the direct call failed before any byte.
+ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    ByokMain *m = main_of(r);
+    std::string reason = "upstream_error";
+    ngx_uint_t status = NGX_HTTP_BAD_GATEWAY;
+    if (r->upstream_states && r->upstream_states->nelts) {
+        auto *st = static_cast<ngx_http_upstream_state_t *>(r->upstream_states->elts);
+        ngx_http_upstream_state_t &last = st[r->upstream_states->nelts - 1];
+        if (last.status) status = last.status;
+        if (last.bytes_received > 0 && last.status) reason = "upstream_" + std::to_string(last.status);
+    }
+    auto next = byok::decide_retry(ctx->input, ctx->decision, reason);
+    if (!next) {
+        return fail(r, ctx, status, "upstream_error", "the provider failed: " + reason, "api_error");
+    }
+    ctx->decision = *next;
+    ctx->stage = Stage::Fallback;
+    const byok::SecretString *sys = m->system_key(ctx->decision.target->id);
+    if (sys == nullptr) return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for fallback", "api_error");
+    ctx->key = byok::SecretString(sys->view());
+    ctx->key_hint.clear();
+    ngx_byok_count_fallback(ctx->decision.reason);
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
+                  ctx->snap.project.c_str(), ctx->decision.provider->id.c_str(),
+                  ctx->decision.target->id.c_str(), ctx->decision.reason.c_str());
+    ngx_int_t rc = setup_upstream(r, ctx, ctx->decision);
+    return rc == NGX_OK ? NGX_DECLINED : rc;
+}
+
+ngx_int_t dispatch(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    switch (ctx->stage) {
+    case Stage::Start:
+        return start(r, ctx);
+    case Stage::WaitKey:
+        if (!ctx->resumed) return NGX_AGAIN;
+        ctx->resumed = false;
+        return on_apikey_reply(r, ctx);
+    case Stage::WaitProject:
+        if (!ctx->resumed) return NGX_AGAIN;
+        ctx->resumed = false;
+        return on_project_reply(r, ctx);
+    case Stage::WaitBody:
+        if (!ctx->body_read) return NGX_DONE;
+        ctx->resumed = false;
+        return decide(r, ctx);
+    case Stage::Proxying:
+        if (ctx->jumped) {
+            ctx->jumped = false;  // now in @byok_direct
+            return NGX_DECLINED;
+        }
+        return retry(r, ctx);
+    case Stage::Fallback:
+    case Stage::KeyTest:
+        return NGX_DECLINED;
+    case Stage::Done:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return NGX_DECLINED;
+}
+
+ngx_int_t access_handler(ngx_http_request_t *r) {
+    auto *lcf = static_cast<ngx_byok_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_byok_module));
+    if (!lcf->gateway || r != r->main) return NGX_DECLINED;
+    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, true);
+    if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    try {
+        return dispatch(r, ctx);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "gateway: %s", e.what());
+        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error", "internal gateway error", "api_error");
+    }
+}
+
+// --- response headers, accounting ---
+
+ngx_int_t set_header(ngx_http_request_t *r, const char *name, std::string_view value) {
+    ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) return NGX_ERROR;
+    u_char *v = static_cast<u_char *>(ngx_pnalloc(r->pool, value.size()));
+    if (v == nullptr && !value.empty()) return NGX_ERROR;
+    ngx_memcpy(v, value.data(), value.size());
+    h->hash = 1;
+    h->key.data = (u_char *)name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = v;
+    h->value.len = value.size();
+    return NGX_OK;
+}
+
+ngx_int_t header_filter(ngx_http_request_t *r) {
+    if (r == r->main) {
+        ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
+        if (ctx != nullptr && ctx->decided && ctx->stage != Stage::KeyTest) {
+            const byok::RouteDecision &d = ctx->decision;
+            set_header(r, "x-byok-route", byok::route_name(d.route));
+            if (d.provider) set_header(r, "x-byok-provider", d.provider->id);
+            if (d.route == byok::Route::Fallback) set_header(r, "x-byok-fallback-reason", d.reason);
+        }
+    }
+    return g_next_header_filter(r);
+}
+
+ngx_int_t log_handler(ngx_http_request_t *r) {
+    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
+    if (ctx == nullptr || !ctx->decided || ctx->stage == Stage::KeyTest) return NGX_OK;
+    try {
+        ByokMain *m = main_of(r);
+        const byok::RouteDecision &d = ctx->decision;
+        ngx_msec_t upstream_ms = 0;
+        bool had_upstream = r->upstream_states && r->upstream_states->nelts;
+        if (had_upstream) {
+            auto *st = static_cast<ngx_http_upstream_state_t *>(r->upstream_states->elts);
+            for (ngx_uint_t i = 0; i < r->upstream_states->nelts; i++)
+                if (st[i].response_time != (ngx_msec_t)-1) upstream_ms += st[i].response_time;
+        }
+        ngx_byok_count_request(m->catalog, d.provider ? d.provider->id : "", d.route, r->headers_out.status,
+                               upstream_ms, had_upstream);
+        if (d.route != byok::Route::Denied && d.provider != nullptr && !ctx->snap.project.empty()) {
+            std::string key = m->admin.layout.usage(ctx->snap.project, byok::yyyymmdd_utc(ngx_time()));
+            ngx_byok_redis_send_noreply({"HINCRBY", key, d.provider->id + ":" + std::string(byok::route_name(d.route)), "1"});
+            ngx_byok_redis_send_noreply({"EXPIRE", key, "8640000"});
+        }
+    } catch (const std::exception &) {
+    }
+    return NGX_OK;
+}
+
+// --- variables ---
+
+enum class Var { Project, Provider, Model, Route, Reason, KeyHint, RequestId, ExecServer, Upstream, UpstreamHost, UpstreamMethod };
+
+ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
+    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
+    std::string_view val;
+    std::string tmp;
+    bool found = ctx != nullptr;
+    if (ctx != nullptr) {
+        const byok::RouteDecision &d = ctx->decision;
+        switch (static_cast<Var>(data)) {
+        case Var::Project: val = ctx->snap.project; break;
+        case Var::Provider: if (ctx->decided && d.provider) val = d.provider->id; break;
+        case Var::Model: val = ctx->decided && !d.model.empty() ? std::string_view(d.model) : ctx->input.model; break;
+        case Var::Route: if (ctx->decided) val = byok::route_name(d.route); break;
+        case Var::Reason: if (ctx->decided && d.route == byok::Route::Fallback) val = d.reason; break;
+        case Var::KeyHint: if (ctx->decided && d.route == byok::Route::Byok) val = ctx->key_hint; break;
+        case Var::RequestId: found = false; break;
+        case Var::ExecServer: val = ctx->snap.default_server; break;
+        case Var::Upstream: val = ctx->upstream; found = !val.empty(); break;
+        case Var::UpstreamHost: val = ctx->upstream_host; break;
+        case Var::UpstreamMethod: val = ctx->upstream_method; break;
+        }
+    }
+    if (static_cast<Var>(data) == Var::RequestId) {
+        auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+        ngx_http_variable_value_t *rid = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+        if (rid == nullptr || rid->not_found) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        *v = *rid;
+        return NGX_OK;
+    }
+    if (!found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, val.size() + 1));
+    if (p == nullptr) return NGX_ERROR;
+    ngx_memcpy(p, val.data(), val.size());
+    v->data = p;
+    v->len = val.size();
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
+
+struct VarDef {
+    ngx_str_t name;
+    Var which;
+};
+VarDef g_vars[] = {
+    {ngx_string("byok_project"), Var::Project},
+    {ngx_string("byok_provider"), Var::Provider},
+    {ngx_string("byok_model"), Var::Model},
+    {ngx_string("byok_route"), Var::Route},
+    {ngx_string("byok_fallback_reason"), Var::Reason},
+    {ngx_string("byok_key_hint"), Var::KeyHint},
+    {ngx_string("byok_request_id"), Var::RequestId},
+    {ngx_string("byok_execution_server"), Var::ExecServer},
+    {ngx_string("byok_upstream"), Var::Upstream},
+    {ngx_string("byok_upstream_host"), Var::UpstreamHost},
+    {ngx_string("byok_upstream_method"), Var::UpstreamMethod},
+};
+
+}  // namespace
+
+ByokRequestCtx::~ByokRequestCtx() {
+    ngx_byok_redis_cancel(waiter);
+    for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
+    byok::wipe(body_out.data(), body_out.size());
+}
+
+ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create) {
+    auto *ctx = static_cast<ByokRequestCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    if (ctx != nullptr) return ctx->tag == ByokRequestCtx::kTag ? ctx : nullptr;
+    // r->ctx is cleared by named-location jumps; the cleanup entry survives.
+    for (ngx_pool_cleanup_t *cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ctx_cleanup && static_cast<ByokRequestCtx *>(cln->data)->r == r) {
+            ctx = static_cast<ByokRequestCtx *>(cln->data);
+            ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
+            return ctx;
+        }
+    }
+    if (!create) return nullptr;
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(ByokRequestCtx));
+    if (cln == nullptr) return nullptr;
+    ctx = new (cln->data) ByokRequestCtx();
+    ctx->r = r;
+    cln->handler = ctx_cleanup;
+    ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
+    return ctx;
+}
+
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
+                                   const std::vector<byok::Header> &add, bool keep_client) {
+    if (!ctx->have_client_headers) {
+        ctx->client_headers = r->headers_in.headers;
+        ctx->have_client_headers = true;
+    }
+    ngx_list_t list;
+    if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) return NGX_ERROR;
+
+    auto push = [&](const ngx_table_elt_t &src) -> bool {
+        auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&list));
+        if (h == nullptr) return false;
+        *h = src;
+        return true;
+    };
+    if (keep_client) {
+        ngx_list_part_t *part = &ctx->client_headers.part;
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0;; i++) {
+            if (i >= part->nelts) {
+                if (part->next == nullptr) break;
+                part = part->next;
+                h = static_cast<ngx_table_elt_t *>(part->elts);
+                i = 0;
+            }
+            if (h[i].hash == 0 || is_client_secret_header(h[i])) continue;
+            bool overridden = false;
+            for (const auto &a : add)
+                if (h[i].key.len == a.name.size() &&
+                    ngx_strncasecmp(h[i].key.data, (u_char *)a.name.data(), a.name.size()) == 0)
+                    overridden = true;
+            if (overridden) continue;
+            if (!push(h[i])) return NGX_ERROR;
+        }
+    }
+    for (const auto &a : add) {
+        ngx_table_elt_t h{};
+        h.hash = 1;
+        h.key.len = a.name.size();
+        h.key.data = static_cast<u_char *>(ngx_pnalloc(r->pool, a.name.size() + a.value.size() + 2));
+        if (h.key.data == nullptr) return NGX_ERROR;
+        ngx_memcpy(h.key.data, a.name.data(), a.name.size());
+        h.key.data[a.name.size()] = '\0';
+        h.value.data = h.key.data + a.name.size() + 1;
+        h.value.len = a.value.size();
+        ngx_memcpy(h.value.data, a.value.data(), a.value.size());
+        h.value.data[a.value.size()] = '\0';
+        h.lowcase_key = static_cast<u_char *>(ngx_pnalloc(r->pool, a.name.size()));
+        if (h.lowcase_key == nullptr) return NGX_ERROR;
+        ngx_strlow(h.lowcase_key, h.key.data, h.key.len);
+        ctx->wipe_on_exit.emplace_back(h.value.data, h.value.len);
+        if (!push(h)) return NGX_ERROR;
+    }
+    r->headers_in.headers = list;
+    r->headers_in.authorization = nullptr;
+    return NGX_OK;
+}
+
+ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf) {
+    for (auto &def : g_vars) {
+        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
+        if (v == nullptr) return NGX_ERROR;
+        v->get_handler = variable;
+        v->data = static_cast<uintptr_t>(def.which);
+    }
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers));
+    if (h == nullptr) return NGX_ERROR;
+    *h = access_handler;
+    h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers));
+    if (h == nullptr) return NGX_ERROR;
+    *h = log_handler;
+    g_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = header_filter;
+    return NGX_OK;
+}

@@ -1,0 +1,144 @@
+// Counters in the shared zone (atomics, no lock) and the Prometheus text
+// exposition of byok_metrics. Labels are provider ids, routes, status
+// classes and fallback reasons: never a project id, key or token.
+#include "ngx_byok_module/ngx_byok.h"
+
+namespace {
+
+constexpr size_t kMaxProviders = 64;
+constexpr size_t kRoutes = 4;
+constexpr size_t kClasses = 6;  // 1xx..5xx, other
+const char *kReasons[] = {"no_key",       "tier",         "inactive",     "decrypt_error",
+                          "upstream_429", "upstream_500", "upstream_502", "upstream_503",
+                          "upstream_504", "upstream_error", "other"};
+constexpr size_t kReasonCount = sizeof(kReasons) / sizeof(kReasons[0]);
+const ngx_msec_t kBucketsMs[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000};
+constexpr size_t kBuckets = sizeof(kBucketsMs) / sizeof(kBucketsMs[0]);
+const char *kCounterNames[BYOK_COUNTER_MAX][2] = {
+    {"byok_cache_hits_total", "Gateway-key lookups served fresh from shared memory."},
+    {"byok_cache_misses_total", "Gateway-key lookups that went to Redis."},
+    {"byok_cache_stale_total", "Lookups that found only a stale entry."},
+    {"byok_redis_errors_total", "Redis connection errors, timeouts and failed commands."},
+    {"byok_redis_reconnects_total", "Successful Redis reconnections."},
+    {"byok_decrypt_failures_total", "Stored provider keys that failed to decrypt."},
+    {"byok_admin_mutations_total", "Successful admin API mutations."},
+    {"byok_auth_failures_total", "Gateway requests refused for a missing, unknown or revoked key."},
+};
+
+struct Metrics {
+    ngx_atomic_t counters[BYOK_COUNTER_MAX];
+    ngx_atomic_t requests[kMaxProviders + 1][kRoutes][kClasses];  // last row: unknown provider
+    ngx_atomic_t fallbacks[kReasonCount];
+    ngx_atomic_t latency_buckets[kBuckets + 1];
+    ngx_atomic_t latency_sum_ms;
+    ngx_atomic_t latency_count;
+};
+
+Metrics *g_metrics = nullptr;
+
+void add(ngx_atomic_t *a, ngx_atomic_int_t v = 1) { (void)ngx_atomic_fetch_add(a, v); }
+
+ngx_int_t metrics_handler(ngx_http_request_t *r) {
+    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) return NGX_HTTP_NOT_ALLOWED;
+    ngx_byok_main_conf_t *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    if (g_metrics == nullptr) return NGX_HTTP_SERVICE_UNAVAILABLE;
+    std::string out;
+    try {
+        out.reserve(8192);
+        for (int i = 0; i < BYOK_COUNTER_MAX; i++) {
+            out += std::string("# HELP ") + kCounterNames[i][0] + " " + kCounterNames[i][1] + "\n";
+            out += std::string("# TYPE ") + kCounterNames[i][0] + " counter\n";
+            out += std::string(kCounterNames[i][0]) + " " + std::to_string(g_metrics->counters[i]) + "\n";
+        }
+        out += "# HELP byok_cache_entries Entries in the shared-memory cache.\n"
+               "# TYPE byok_cache_entries gauge\nbyok_cache_entries " +
+               std::to_string(ngx_byok_cache_entries()) + "\n";
+        out += "# HELP byok_requests_total Gateway requests by provider, route and status class.\n"
+               "# TYPE byok_requests_total counter\n";
+        const auto &providers = mcf->m->catalog.providers();
+        static const char *routes[] = {"byok", "system", "fallback", "denied"};
+        static const char *classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
+        for (size_t p = 0; p <= kMaxProviders; p++) {
+            std::string name = p < providers.size() ? providers[p].id : (p == kMaxProviders ? "unknown" : "");
+            if (name.empty()) continue;
+            for (size_t rt = 0; rt < kRoutes; rt++)
+                for (size_t c = 0; c < kClasses; c++) {
+                    ngx_atomic_uint_t v = g_metrics->requests[p][rt][c];
+                    if (v == 0) continue;
+                    out += "byok_requests_total{provider=\"" + name + "\",route=\"" + routes[rt] +
+                           "\",status=\"" + classes[c] + "\"} " + std::to_string(v) + "\n";
+                }
+        }
+        out += "# HELP byok_fallbacks_total Requests sent to the fallback provider, by reason.\n"
+               "# TYPE byok_fallbacks_total counter\n";
+        for (size_t i = 0; i < kReasonCount; i++)
+            out += std::string("byok_fallbacks_total{reason=\"") + kReasons[i] + "\"} " +
+                   std::to_string(g_metrics->fallbacks[i]) + "\n";
+        out += "# HELP byok_upstream_latency_seconds Upstream response time of proxied requests.\n"
+               "# TYPE byok_upstream_latency_seconds histogram\n";
+        ngx_atomic_uint_t cum = 0;
+        for (size_t b = 0; b <= kBuckets; b++) {
+            cum += g_metrics->latency_buckets[b];
+            std::string le = b < kBuckets ? std::to_string(kBucketsMs[b] / 1000.0) : "+Inf";
+            out += "byok_upstream_latency_seconds_bucket{le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+        }
+        out += "byok_upstream_latency_seconds_sum " +
+               std::to_string(g_metrics->latency_sum_ms / 1000.0) + "\n";
+        out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) + "\n";
+    } catch (const std::exception &) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    r->headers_out.status = NGX_HTTP_OK;
+    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = out.size();
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) return rc;
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, out.size());
+    if (b == nullptr) return NGX_ERROR;
+    b->last = ngx_cpymem(b->pos, out.data(), out.size());
+    b->last_buf = 1;
+    ngx_chain_t cl = {b, nullptr};
+    return ngx_http_output_filter(r, &cl);
+}
+
+}  // namespace
+
+size_t ngx_byok_metrics_size() { return sizeof(Metrics); }
+void ngx_byok_metrics_attach(void *area) { g_metrics = static_cast<Metrics *>(area); }
+
+void ngx_byok_count(ByokCounter c) {
+    if (g_metrics) add(&g_metrics->counters[c]);
+}
+
+void ngx_byok_count_request(const byok::Catalog &cat, std::string_view provider, byok::Route route,
+                            ngx_uint_t status, ngx_msec_t upstream_ms, bool had_upstream) {
+    if (g_metrics == nullptr) return;
+    size_t p = kMaxProviders;
+    const auto &providers = cat.providers();
+    for (size_t i = 0; i < providers.size() && i < kMaxProviders; i++)
+        if (providers[i].id == provider) p = i;
+    size_t cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
+    add(&g_metrics->requests[p][static_cast<size_t>(route)][cls]);
+    if (!had_upstream) return;
+    size_t b = 0;
+    while (b < kBuckets && upstream_ms > kBucketsMs[b]) b++;
+    add(&g_metrics->latency_buckets[b]);
+    add(&g_metrics->latency_sum_ms, upstream_ms);
+    add(&g_metrics->latency_count);
+}
+
+void ngx_byok_count_fallback(std::string_view reason) {
+    if (g_metrics == nullptr) return;
+    size_t i = 0;
+    while (i < kReasonCount - 1 && reason != kReasons[i]) i++;
+    add(&g_metrics->fallbacks[i]);
+}
+
+char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+        ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    clcf->handler = metrics_handler;
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,502 @@
+// Module definition, http{}-level directives and process hooks.
+#include "ngx_byok_module/ngx_byok.h"
+
+#include <fstream>
+#include <new>
+#include <sstream>
+#include <sys/stat.h>
+
+static void *ngx_byok_create_main_conf(ngx_conf_t *cf);
+static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_byok_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
+static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_byok_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_byok_init_process(ngx_cycle_t *cycle);
+static void ngx_byok_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_master_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_providers_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_system_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_admin_tokens_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_allow_endpoint_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+static ngx_command_t ngx_byok_commands[] = {
+    {ngx_string("byok_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, ngx_byok_redis_directive,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_master_keys"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_byok_master_keys_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_providers"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_byok_providers_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_cache"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, ngx_byok_cache_directive,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_system_key"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
+     ngx_byok_system_key_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_byok_fallback_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_admin_token_file"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_byok_admin_tokens_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_allow_endpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     ngx_byok_allow_endpoint_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_gateway"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_gateway_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_admin_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_metrics_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    ngx_null_command};
+
+static ngx_http_module_t ngx_byok_module_ctx = {
+    NULL,                        /* preconfiguration */
+    ngx_byok_postconfiguration,  /* postconfiguration */
+    ngx_byok_create_main_conf,   /* create main configuration */
+    ngx_byok_init_main_conf,     /* init main configuration */
+    NULL,                        /* create server configuration */
+    NULL,                        /* merge server configuration */
+    ngx_byok_create_loc_conf,    /* create location configuration */
+    ngx_byok_merge_loc_conf      /* merge location configuration */
+};
+
+ngx_module_t ngx_http_byok_module = {NGX_MODULE_V1,
+                                     &ngx_byok_module_ctx,
+                                     ngx_byok_commands,
+                                     NGX_HTTP_MODULE,
+                                     NULL,                  /* init master */
+                                     ngx_byok_init_module,  /* init module */
+                                     ngx_byok_init_process, /* init process */
+                                     NULL,                  /* init thread */
+                                     NULL,                  /* exit thread */
+                                     ngx_byok_exit_process, /* exit process */
+                                     NULL,                  /* exit master */
+                                     NGX_MODULE_V1_PADDING};
+
+const byok::SecretString *ByokMain::system_key(std::string_view provider) const {
+    for (const auto &k : system_keys) {
+        if (k.provider == provider) return &k.key;
+    }
+    return nullptr;
+}
+
+ngx_byok_main_conf_t *ngx_byok_main_conf() {
+    if (ngx_cycle == nullptr || ngx_cycle->conf_ctx == nullptr) return nullptr;
+    return static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_byok_module));
+}
+
+static void ngx_byok_delete_main(void *data) { delete static_cast<ByokMain *>(data); }
+
+static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_main_conf_t)));
+    if (mcf == nullptr) return nullptr;
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == nullptr) return nullptr;
+    try {
+        mcf->m = new ByokMain();
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "%s", e.what());
+        return nullptr;
+    }
+    cln->handler = ngx_byok_delete_main;
+    cln->data = mcf->m;
+    mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->ttl = NGX_CONF_UNSET;
+    mcf->stale = NGX_CONF_UNSET;
+    mcf->request_id_index = NGX_ERROR;
+    return mcf;
+}
+
+static ngx_shm_zone_t *ngx_byok_add_zone(ngx_conf_t *cf, ngx_str_t *name, size_t size) {
+    ngx_shm_zone_t *zone = ngx_shared_memory_add(cf, name, size, &ngx_http_byok_module);
+    if (zone == nullptr) return nullptr;
+    if (zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "zone \"%V\" is already used", name);
+        return nullptr;
+    }
+    zone->init = ngx_byok_cache_init_zone;
+    zone->data = (void *)1;  // replaced by the cache context in init_zone
+    return zone;
+}
+
+static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(conf);
+    ByokMain *m = mcf->m;
+
+    ngx_conf_init_msec_value(mcf->redis_connect_timeout, 1000);
+    ngx_conf_init_msec_value(mcf->redis_timeout, 500);
+    if (mcf->ttl == NGX_CONF_UNSET) mcf->ttl = 300;
+    if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
+
+    if (!m->fallback_set && m->system_key("openrouter") != nullptr) m->fallback = "openrouter";
+    if (!m->fallback.empty() && m->catalog.find(m->fallback) == nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "fallback provider \"%s\" is not in the provider catalog",
+                           m->fallback.c_str());
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    for (const auto &k : m->system_keys) {
+        if (m->catalog.find(k.provider) == nullptr) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG "byok_system_key: provider \"%s\" is not in the catalog",
+                               k.provider.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+
+    if (mcf->gateway_used) {
+        if (!m->have_ring) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG "\"byok_master_keys\" is required by byok_gateway/byok_admin");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!mcf->redis_set) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG "\"byok_redis\" is required by byok_gateway/byok_admin");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    if (mcf->zone == nullptr) {
+        ngx_str_t name = ngx_string("byok");
+        mcf->zone = ngx_byok_add_zone(cf, &name, 16 * 1024 * 1024);
+        if (mcf->zone == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    m->admin.catalog = &m->catalog;
+    m->admin.ring = &m->ring;
+
+    ngx_str_t rid = ngx_string("request_id");
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &rid);
+    if (mcf->request_id_index == NGX_ERROR) return static_cast<char *>(NGX_CONF_ERROR);
+    return NGX_CONF_OK;
+}
+
+static void *ngx_byok_create_loc_conf(ngx_conf_t *cf) {
+    auto *lcf = static_cast<ngx_byok_loc_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_loc_conf_t)));
+    if (lcf == nullptr) return nullptr;
+    lcf->gateway = NGX_CONF_UNSET;
+    return lcf;
+}
+
+static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
+    auto *prev = static_cast<ngx_byok_loc_conf_t *>(parent);
+    auto *conf = static_cast<ngx_byok_loc_conf_t *>(child);
+    ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    return NGX_CONF_OK;
+}
+
+static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) { return ngx_byok_gateway_init(cf); }
+
+// nginx's proxy module writes every upstream request header at debug level;
+// with byok_gateway those carry provider keys, so debug logging is refused.
+static bool ngx_byok_log_is_debug(ngx_log_t *log) {
+    for (; log != nullptr; log = log->next) {
+        if (log->log_level & NGX_LOG_DEBUG_ALL || log->log_level >= NGX_LOG_DEBUG) return true;
+    }
+    return false;
+}
+
+static ngx_int_t ngx_byok_init_module(ngx_cycle_t *cycle) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
+    if (mcf == nullptr || !mcf->gateway_used) return NGX_OK;
+    if (ngx_byok_log_is_debug(&cycle->new_log)) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      BYOK_LOG "error_log at \"debug\" level would write upstream request "
+                      "headers (provider keys) to the log; refusing to start with byok_gateway");
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+static ngx_int_t ngx_byok_init_process(ngx_cycle_t *cycle) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
+    if (mcf == nullptr || !mcf->redis_set) return NGX_OK;
+    return ngx_byok_redis_init_process(cycle);
+}
+
+static void ngx_byok_exit_process(ngx_cycle_t *cycle) { ngx_byok_redis_exit_process(cycle); }
+
+// --- directive parsing -------------------------------------------------------
+
+static std::string ngx_byok_conf_path(ngx_conf_t *cf, ngx_str_t *value) {
+    ngx_str_t path = *value;
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) return std::string(sv(*value));
+    return std::string(sv(path));
+}
+
+// Reads a small secret file; refuses files "other" users can read.
+static bool ngx_byok_read_secret_file(ngx_conf_t *cf, const std::string &path, std::string *out,
+                                      const char *what) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, BYOK_LOG "%s: cannot open \"%s\"", what,
+                           path.c_str());
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "%s: \"%s\" is not a regular file", what,
+                           path.c_str());
+        return false;
+    }
+    if (st.st_mode & 0007) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "%s: \"%s\" is accessible by other users (chmod 600)", what,
+                           path.c_str());
+        return false;
+    }
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, BYOK_LOG "%s: cannot read \"%s\"", what,
+                           path.c_str());
+        return false;
+    }
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    *out = ss.str();
+    return true;
+}
+
+static std::vector<std::string> ngx_byok_lines(const std::string &text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+            line.pop_back();
+        size_t i = line.find_first_not_of(" \t");
+        if (i == std::string::npos || line[i] == '#') continue;
+        lines.push_back(line.substr(i));
+    }
+    return lines;
+}
+
+static bool ngx_byok_parse_addr(const std::string &v, ByokMain *m) {
+    if (v.rfind("unix:", 0) == 0) {
+        m->redis_unix = v.substr(5);
+        return !m->redis_unix.empty();
+    }
+    size_t colon = v.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    std::string host = v.substr(0, colon);
+    if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    ngx_int_t port = ngx_atoi((u_char *)v.data() + colon + 1, v.size() - colon - 1);
+    if (port <= 0 || port > 65535) return false;
+    u_char buf[16];
+    if (ngx_inet_addr((u_char *)host.data(), host.size()) == INADDR_NONE
+#if (NGX_HAVE_INET6)
+        && ngx_inet6_addr((u_char *)host.data(), host.size(), buf) != NGX_OK
+#endif
+    ) {
+        return false;
+    }
+    (void)buf;
+    m->redis_host = host;
+    m->redis_port = (int)port;
+    return true;
+}
+
+static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(conf);
+    ByokMain *m = mcf->m;
+    if (mcf->redis_set) return (char *)"is duplicate";
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+
+    if (!ngx_byok_parse_addr(std::string(sv(value[1])), m)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: invalid address \"%V\" (expected <ip>:<port> or "
+                           "unix:<path>; host names are not resolved in workers)",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+        std::string arg(sv(value[i]));
+        size_t eq = arg.find('=');
+        std::string name = arg.substr(0, eq), val = eq == std::string::npos ? "" : arg.substr(eq + 1);
+        ngx_str_t nv = {val.size(), (u_char *)val.data()};
+        if (name == "password_file" && !val.empty()) {
+            std::string secret;
+            if (!ngx_byok_read_secret_file(cf, ngx_byok_conf_path(cf, &nv), &secret,
+                                           "byok_redis password_file"))
+                return static_cast<char *>(NGX_CONF_ERROR);
+            auto lines = ngx_byok_lines(secret);
+            byok::wipe(secret.data(), secret.size());
+            m->redis_password = byok::SecretString(lines.empty() ? "" : lines[0]);
+            for (auto &l : lines) byok::wipe(l.data(), l.size());
+        } else if (name == "db" && !val.empty()) {
+            ngx_int_t db = ngx_atoi(nv.data, nv.len);
+            if (db < 0 || db > 1000000) goto invalid;
+            m->redis_db = (int)db;
+        } else if (name == "connect_timeout" && !val.empty()) {
+            mcf->redis_connect_timeout = ngx_parse_time(&nv, 0);
+            if (mcf->redis_connect_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
+        } else if (name == "timeout" && !val.empty()) {
+            mcf->redis_timeout = ngx_parse_time(&nv, 0);
+            if (mcf->redis_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
+        } else if (name == "prefix" && !val.empty()) {
+            m->admin.layout = byok::Layout(val);
+        } else {
+            goto invalid;
+        }
+        continue;
+    invalid:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_redis: invalid parameter \"%V\"",
+                           &value[i]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->redis_set = 1;
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_master_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    if (m->have_ring) return (char *)"is duplicate";
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    try {
+        m->ring = byok::KeyRing::load_file(ngx_byok_conf_path(cf, &value[1]));
+        m->have_ring = true;
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_master_keys: %s", e.what());
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_providers_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    try {
+        m->catalog = byok::Catalog::load_file(ngx_byok_conf_path(cf, &value[1]));
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_providers: %s", e.what());
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(conf);
+    if (mcf->zone) return (char *)"is duplicate";
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_str_t name = ngx_null_string;
+    ssize_t size = 0;
+
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        ngx_str_t *v = &value[i];
+        if (v->len > 5 && ngx_strncmp(v->data, "zone=", 5) == 0) {
+            u_char *colon = (u_char *)ngx_strlchr(v->data + 5, v->data + v->len, ':');
+            if (colon == nullptr || colon == v->data + 5) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   BYOK_LOG "byok_cache: expected zone=<name>:<size> in \"%V\"", v);
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+            name.data = v->data + 5;
+            name.len = colon - name.data;
+            ngx_str_t s = {(size_t)(v->data + v->len - colon - 1), colon + 1};
+            size = ngx_parse_size(&s);
+            if (size == NGX_ERROR || size < (ssize_t)(8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   BYOK_LOG "byok_cache: invalid zone size \"%V\" (at least %uzk)",
+                                   &s, 8 * ngx_pagesize / 1024);
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+        } else if (v->len > 4 && ngx_strncmp(v->data, "ttl=", 4) == 0) {
+            ngx_str_t s = {v->len - 4, v->data + 4};
+            mcf->ttl = ngx_parse_time(&s, 1);
+            if (mcf->ttl == (time_t)NGX_ERROR || mcf->ttl == 0) goto invalid;
+        } else if (v->len > 6 && ngx_strncmp(v->data, "stale=", 6) == 0) {
+            ngx_str_t s = {v->len - 6, v->data + 6};
+            mcf->stale = ngx_parse_time(&s, 1);
+            if (mcf->stale == (time_t)NGX_ERROR) goto invalid;
+        } else {
+            goto invalid;
+        }
+        continue;
+    invalid:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_cache: invalid parameter \"%V\"", v);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_cache: \"zone=\" is required");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    mcf->zone = ngx_byok_add_zone(cf, &name, size);
+    return mcf->zone ? NGX_CONF_OK : static_cast<char *>(NGX_CONF_ERROR);
+}
+
+static char *ngx_byok_system_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string provider(sv(value[1]));
+    if (m->system_key(provider) != nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_system_key: duplicate provider \"%V\"",
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    std::string text;
+    if (!ngx_byok_read_secret_file(cf, ngx_byok_conf_path(cf, &value[2]), &text, "byok_system_key"))
+        return static_cast<char *>(NGX_CONF_ERROR);
+    auto lines = ngx_byok_lines(text);
+    byok::wipe(text.data(), text.size());
+    if (lines.empty() || !byok::safe_header_value(lines[0]) || lines[0].find(' ') != std::string::npos) {
+        for (auto &l : lines) byok::wipe(l.data(), l.size());
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_system_key: \"%V\" must hold one key on its first line",
+                           &value[2]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    m->system_keys.push_back({provider, byok::SecretString(lines[0])});
+    for (auto &l : lines) byok::wipe(l.data(), l.size());
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    if (m->fallback_set) return (char *)"is duplicate";
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    m->fallback_set = true;
+    m->fallback = sv(value[1]) == "off" ? "" : std::string(sv(value[1]));
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_admin_tokens_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string text;
+    if (!ngx_byok_read_secret_file(cf, ngx_byok_conf_path(cf, &value[1]), &text,
+                                   "byok_admin_token_file"))
+        return static_cast<char *>(NGX_CONF_ERROR);
+    for (auto &line : ngx_byok_lines(text)) {
+        if (line.size() < 16 || !byok::safe_header_value(line) || line.find(' ') != std::string::npos) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG "byok_admin_token_file: tokens must be at least 16 "
+                               "printable characters without spaces, one per line");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        m->admin.admin_tokens.push_back(line);
+        byok::wipe(line.data(), line.size());
+    }
+    byok::wipe(text.data(), text.size());
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_allow_endpoint_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) m->admin.allow_endpoint.emplace_back(sv(value[i]));
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    auto *lcf = static_cast<ngx_byok_loc_conf_t *>(conf);
+    if (lcf->gateway != NGX_CONF_UNSET) return (char *)"is duplicate";
+    lcf->gateway = 1;
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
+    mcf->gateway_used = 1;
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Installs the Debian packages a target needs, only when something is missing.
+#   deps.sh build | test | bench | run
+set -eu
+
+build_pkgs="build-essential nginx nginx-dev libhiredis-dev libyaml-cpp-dev libssl-dev
+            libssh-dev nlohmann-json3-dev pkg-config ca-certificates"
+run_pkgs="redis-server openssl"
+test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests
+           openssh-server"
+bench_pkgs="wrk redis-server"
+
+case "${1:-build}" in
+    build) want="$build_pkgs" ;;
+    run)   want="$build_pkgs $run_pkgs" ;;
+    test)  want="$build_pkgs $test_pkgs" ;;
+    bench) want="$build_pkgs $bench_pkgs" ;;
+    *) echo "deps.sh: unknown set '$1'" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: missing packages:$missing (run as root or install them)" >&2
+    exit 1
+fi
+echo "deps.sh: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq || true
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

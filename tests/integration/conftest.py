@@ -1,0 +1,77 @@
+"""Fixtures: a real redis-server, a fake provider and real nginx gateways.
+
+    redis_server   RedisServer (session process; FLUSHALL before each test,
+                   restarted if a previous test stopped it). .client (str),
+                   .raw (bytes), .stop(), .start(), .all_values(), .assert_absent()
+    fake_provider  FakeProvider (session server; rules and records reset
+                   before each test). .set_rule(), .fail(), .stream(),
+                   .requests(prefix), .last(prefix), .wait_for()
+    gateway        factory: gateway(start=True, **Gateway options) -> Gateway;
+                   every gateway is stopped after the test and checked for
+                   crashed workers.
+    gw             a started default gateway.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_provider import FakeProvider  # noqa: E402
+from harness import Gateway, RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _redis_session(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(_redis_session):
+    _redis_session.start()  # a previous outage test may have stopped it
+    _redis_session.client.flushall()
+    yield _redis_session
+    _redis_session.start()
+
+
+@pytest.fixture(scope="session")
+def _fake_session():
+    fake = FakeProvider()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def fake_provider(_fake_session):
+    _fake_session.reset()
+    yield _fake_session
+    _fake_session.reset()
+
+
+@pytest.fixture
+def gateway(tmp_path, redis_server, fake_provider):
+    made = []
+
+    def make(start: bool = True, **options) -> Gateway:
+        gw = Gateway(tmp_path / f"nginx{len(made)}", redis_server, fake_provider, **options)
+        made.append(gw)
+        if start:
+            gw.start()
+        return gw
+
+    yield make
+    crashed = []
+    for gw in made:
+        gw.stop()
+        crashed += gw.crashes()
+    assert not crashed, "nginx workers crashed:\n" + "\n".join(crashed)
+
+
+@pytest.fixture
+def gw(gateway):
+    return gateway()

@@ -1,0 +1,674 @@
+"""Real redis-server and real nginx (with the built module) for the
+integration tests. Every wait is a bounded loop; every path lives in a
+per-test temporary directory."""
+
+import base64
+import json as jsonlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import redis
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = Path(os.environ.get("BYOK_MODULE", str(REPO / "build" / "ngx_http_byok_module.so")))
+NGINX = os.environ.get("BYOK_NGINX", "/usr/sbin/nginx")
+REDIS_SERVER = os.environ.get("BYOK_REDIS_SERVER", "redis-server")
+GATEWAY_CONF = REPO / "conf" / "byok_gateway.conf"
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+# -- small helpers ------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
+    """Polls pred() until it returns something truthy; returns that value.
+    Raises AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = pred()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - reported below
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def canary(prefix: str = "sk-test-") -> str:
+    """A unique, recognisable fake secret: prefix + 32 random hex chars."""
+    return prefix + secrets.token_hex(16)
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based number of the first line of `text` containing `needle`."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError(f"{needle!r} not in config")
+
+
+def assert_json_error(resp: requests.Response, status: int):
+    """Gateway/admin errors are JSON {"error": {"message": ..., ...}}."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:500])
+    assert "json" in resp.headers.get("content-type", ""), resp.headers
+    body = resp.json()
+    assert isinstance(body.get("error"), dict), body
+    assert isinstance(body["error"].get("message"), str) and body["error"]["message"], body
+    return body["error"]
+
+
+def _children(pid: int) -> List[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append(int(d))
+    return out
+
+
+# -- Redis ----------------------------------------------------------------------
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+        self.client = redis.Redis(host=self.host, port=self.port, decode_responses=True,
+                                  socket_timeout=5)
+        self.raw = redis.Redis(host=self.host, port=self.port, socket_timeout=5)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        log = open(self.dir / "redis.stdout", "ab")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+             "--daemonize", "no", "--protected-mode", "no",
+             "--logfile", str(self.dir / "redis.log")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            return redis.Redis(host=self.host, port=self.port, socket_timeout=0.5).ping()
+
+        wait_until(up, START_TIMEOUT, what="redis-server to answer PING")
+        self.client.connection_pool.disconnect()
+        self.raw.connection_pool.disconnect()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self.proc = None
+        self.client.connection_pool.disconnect()
+        self.raw.connection_pool.disconnect()
+
+    def all_values(self) -> Dict[bytes, List[bytes]]:
+        """Every key and every value/field/member stored, as raw bytes
+        (SCAN + TYPE + the right read command)."""
+        r = self.raw
+        out: Dict[bytes, List[bytes]] = {}
+        for key in r.scan_iter(count=1000):
+            t = r.type(key).decode()
+            vals: List[bytes] = []
+            if t == "string":
+                vals = [r.get(key) or b""]
+            elif t == "hash":
+                for k, v in r.hgetall(key).items():
+                    vals += [k, v]
+            elif t == "set":
+                vals = list(r.smembers(key))
+            elif t == "zset":
+                vals = [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+            elif t == "list":
+                vals = r.lrange(key, 0, -1)
+            elif t == "stream":
+                for _id, fields in r.xrange(key):
+                    for k, v in fields.items():
+                        vals += [k, v]
+            else:
+                vals = [r.dump(key) or b""]
+            out[key] = vals
+        return out
+
+    def assert_absent(self, secrets_: Iterable[str]) -> None:
+        data = self.all_values()
+        for s in secrets_:
+            sb = s.encode()
+            for key, vals in data.items():
+                assert sb not in key, f"secret found in Redis key name {key!r}"
+                for v in vals:
+                    assert sb not in v, f"secret found in Redis value of {key!r}"
+
+
+# -- nginx ----------------------------------------------------------------------
+
+SAFE_LOG_FORMAT = (
+    "log_format byok '$remote_addr [$time_local] \"$request_method $uri\" $status '\n"
+    "                    'project=$byok_project provider=$byok_provider model=$byok_model '\n"
+    "                    'route=$byok_route reason=$byok_fallback_reason key=$byok_key_hint '\n"
+    "                    'id=$byok_request_id rt=$request_time';"
+)
+
+
+def providers_yaml(base: str) -> str:
+    """Test catalog: every provider points at the fake under /<id>."""
+    return f"""\
+providers:
+  openai:
+    name: OpenAI
+    base_url: {base}/openai
+    openai_base: {base}/openai
+    auth: bearer
+    headers: {{}}
+    key_prefix: "sk-"
+    test: {{ method: GET, path: /models }}
+    models: ["gpt-*", "o1*", "o3*", "o4*", "text-embedding-*", "chatgpt-*"]
+  anthropic:
+    name: Anthropic
+    base_url: {base}/anthropic
+    openai_base: {base}/anthropic
+    auth: x-api-key
+    headers: {{ anthropic-version: "2023-06-01" }}
+    key_prefix: "sk-ant-"
+    test: {{ method: GET, path: /models }}
+    models: ["claude-*"]
+  google:
+    name: Google Gemini
+    base_url: {base}/google
+    openai_base: {base}/google
+    auth: x-goog-api-key
+    key_prefix: "AIza"
+    test: {{ method: GET, path: /models }}
+    models: ["gemini-*"]
+  openrouter:
+    name: OpenRouter
+    base_url: {base}/openrouter
+    openai_base: {base}/openrouter
+    auth: bearer
+    key_prefix: "sk-or-"
+    test: {{ method: GET, path: /key }}
+"""
+
+
+# Default canary prefixes per provider of the test catalog.
+KEY_PREFIX = {"openai": "sk-test-", "anthropic": "sk-ant-test-", "google": "AIzaTest",
+              "openrouter": "sk-or-test-"}
+
+
+def master_key_line(kid: str) -> str:
+    return f"{kid} {base64.b64encode(secrets.token_bytes(32)).decode()}"
+
+
+@dataclass
+class Project:
+    pid: str
+    gateway_key: str
+    gateway_key_id: Optional[str]
+    keys: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> Dict[str, str]:
+        return {"Authorization": f"Bearer {self.gateway_key}"}
+
+
+class Gateway:
+    """One nginx master (worker_processes 2) with the module, in its own
+    directory. Construct through the `gateway` fixture."""
+
+    def __init__(self, workdir: Path, redis_server: RedisServer, fake, *,
+                 ttl: str = "300s", stale: str = "15m",
+                 master_keys: Optional[List[str]] = None,
+                 admin_tokens: Optional[List[str]] = None,
+                 system_key: Optional[str] = None,
+                 providers: Optional[str] = None,
+                 extra_main: str = "", extra_http: str = "", extra_server: str = "",
+                 overrides: Optional[Dict[str, Optional[str]]] = None,
+                 worker_processes: int = 2, error_log_level: str = "info",
+                 access_log: bool = True):
+        self.dir = Path(workdir)
+        self.redis = redis_server
+        self.fake = fake
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ttl, self.stale = ttl, stale
+        self.worker_processes = worker_processes
+        self.error_log_level = error_log_level
+        self.access_log_on = access_log
+        self.extra_main, self.extra_http, self.extra_server = extra_main, extra_http, extra_server
+        self.overrides = dict(overrides or {})
+        self.proc: Optional[subprocess.Popen] = None
+        self._local = threading.local()  # one requests.Session per thread
+
+        for sub in ("secrets", "logs", "temp"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.conf_path = self.dir / "nginx.conf"
+        self.master_keys_path = self.dir / "secrets" / "master.keys"
+        self.admin_tokens_path = self.dir / "secrets" / "admin.tokens"
+        self.system_key_path = self.dir / "secrets" / "openrouter.key"
+        self.providers_path = self.dir / "providers.yaml"
+        self.error_log_path = self.dir / "logs" / "error.log"
+        self.access_log_path = self.dir / "logs" / "access.log"
+        self.pid_path = self.dir / "nginx.pid"
+
+        self.secrets: set = set()
+        self.master_key_lines = master_keys or [master_key_line("k1")]
+        self.write_master_keys(self.master_key_lines)
+        self.admin_tokens = admin_tokens or [secrets.token_hex(24)]
+        self.admin_token = self.admin_tokens[0]
+        self._write_secret(self.admin_tokens_path, "\n".join(self.admin_tokens) + "\n")
+        self.secrets.update(self.admin_tokens)
+        self.system_key = system_key or canary("sk-or-system-")
+        self._write_secret(self.system_key_path, self.system_key + "\n")
+        self.secrets.add(self.system_key)
+        self.providers_yaml = providers if providers is not None else providers_yaml(fake.base)
+        self.providers_path.write_text(self.providers_yaml)
+        self.conf_path.write_text(self.render())
+
+    # -- files -----------------------------------------------------------------
+
+    @staticmethod
+    def _write_secret(path: Path, text: str, mode: int = 0o600) -> None:
+        path.write_text(text)
+        os.chmod(path, mode)
+
+    def write_master_keys(self, lines: List[str], mode: int = 0o600) -> None:
+        """Replaces the key ring file (first line = active key)."""
+        self.master_key_lines = list(lines)
+        self._write_secret(self.master_keys_path, "\n".join(lines) + "\n", mode)
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 2:
+                self.secrets.add(parts[1])
+
+    def http_directives(self) -> Dict[str, str]:
+        d = {
+            "byok_redis": f"byok_redis {self.redis.address} timeout=500ms;",
+            "byok_master_keys": f"byok_master_keys {self.master_keys_path};",
+            "byok_providers": f"byok_providers {self.providers_path};",
+            "byok_cache": f"byok_cache zone=byok:16m ttl={self.ttl} stale={self.stale};",
+            "byok_system_key": f"byok_system_key openrouter {self.system_key_path};",
+            "byok_admin_token_file": f"byok_admin_token_file {self.admin_tokens_path};",
+        }
+        for name, line in self.overrides.items():
+            if line is None:
+                d.pop(name, None)
+            else:
+                d[name] = line
+        return d
+
+    def render(self, **overrides: Optional[str]) -> str:
+        """nginx.conf of the SPEC §3 shape. `overrides` maps a directive name
+        (byok_cache, ...) to a replacement line, or None to drop it."""
+        directives = self.http_directives()
+        for name, line in overrides.items():
+            if line is None:
+                directives.pop(name, None)
+            else:
+                directives[name] = line
+        t = self.dir / "temp"
+        access = (f"access_log {self.dir / 'logs' / 'access.log'} byok;" if self.access_log_on
+                  else "access_log off;")
+        http_lines = "\n    ".join(directives.values())
+        return f"""\
+load_module {MODULE};
+worker_processes {self.worker_processes};
+user root;
+error_log {self.error_log_path} {self.error_log_level};
+pid {self.pid_path};
+{self.extra_main}
+events {{}}
+http {{
+    client_body_temp_path {t}/body;
+    proxy_temp_path {t}/proxy;
+    fastcgi_temp_path {t}/fastcgi;
+    uwsgi_temp_path {t}/uwsgi;
+    scgi_temp_path {t}/scgi;
+    {SAFE_LOG_FORMAT}
+    {access}
+
+    {http_lines}
+    {self.extra_http}
+
+    server {{
+        listen 127.0.0.1:{self.port};
+        include {GATEWAY_CONF};
+        location /admin/v1/ {{ byok_admin; }}
+        location = /metrics {{ byok_metrics; }}
+        {self.extra_server}
+    }}
+}}
+"""
+
+    # -- process control -------------------------------------------------------
+
+    def nginx_t(self, conf_text: Optional[str] = None, name: str = "test.conf"):
+        """Runs `nginx -t` on `conf_text` (or the gateway's own config);
+        returns (returncode, stderr+stdout, config path)."""
+        path = self.conf_path
+        if conf_text is not None:
+            path = self.dir / name
+            path.write_text(conf_text)
+        p = subprocess.run([NGINX, "-t", "-p", str(self.dir), "-c", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        return p.returncode, p.stderr + p.stdout, path
+
+    def start(self) -> "Gateway":
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        assert MODULE.exists(), f"module not built: {MODULE}"
+        self.conf_path.write_text(self.render())
+        self._stdout = open(self.dir / "logs" / "nginx.stdout", "ab")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(self.dir), "-c", str(self.conf_path),
+             "-g", "daemon off; master_process on;"],
+            stdout=self._stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise _StartError(self.diagnostics())
+            if len(_children(self.proc.pid)) < self.worker_processes:
+                return False
+            try:
+                requests.get(self.base_url + "/metrics", timeout=1)
+                return True
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_until(up, START_TIMEOUT, what="nginx to serve")
+        except _StartError as e:
+            self.proc = None
+            raise RuntimeError(f"nginx did not start:\n{e}") from None
+        except AssertionError:
+            diag = self.diagnostics()
+            self.stop()
+            raise RuntimeError(f"nginx did not start in time:\n{diag}") from None
+        return self
+
+    def diagnostics(self) -> str:
+        out = ""
+        for p in (self.dir / "logs" / "nginx.stdout", self.error_log_path):
+            if p.exists():
+                out += f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}\n"
+        return out
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def workers(self) -> List[int]:
+        return _children(self.proc.pid) if self.running() else []
+
+    def stop(self) -> None:
+        """SIGQUIT (graceful), then SIGKILL to master and workers after a
+        bounded wait."""
+        self.session.close()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            workers = self.workers()
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                workers += self.workers()
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+            for w in set(workers):
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.proc = None
+        self._stdout.close()
+
+    def restart(self) -> "Gateway":
+        self.stop()
+        return self.start()
+
+    def reload(self, timeout: float = START_TIMEOUT) -> None:
+        """SIGHUP with the current files; waits until a complete new
+        generation of workers replaced the old one. Raises when nginx
+        refused the new configuration."""
+        assert self.running()
+        self.conf_path.write_text(self.render())
+        self.session.close()
+        old = set(self.workers())
+        log_mark = self.error_log_path.stat().st_size if self.error_log_path.exists() else 0
+        self.proc.send_signal(signal.SIGHUP)
+
+        def done():
+            tail = self.error_log_path.read_bytes()[log_mark:].decode(errors="replace")
+            if "[emerg]" in tail:
+                raise _StartError(tail)
+            now = set(self.workers())
+            return len(now) >= self.worker_processes and not (now & old)
+
+        try:
+            wait_until(done, timeout, what="reload to replace the workers")
+        except _StartError as e:
+            raise RuntimeError(f"nginx refused the reload:\n{e}") from None
+
+    # -- logs ------------------------------------------------------------------
+
+    def error_log(self) -> str:
+        return self.error_log_path.read_text(errors="replace") if self.error_log_path.exists() else ""
+
+    def access_log(self) -> str:
+        return self.access_log_path.read_text(errors="replace") if self.access_log_path.exists() else ""
+
+    def crashes(self) -> List[str]:
+        return [l for l in self.error_log().splitlines()
+                if "exited on signal" in l or "[alert]" in l and "worker process" in l]
+
+    # -- HTTP ------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 15)
+        return self.session.request(method, self.url(path), **kw)
+
+    def admin_headers(self, token: Optional[str] = None) -> Dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+    def admin(self, method: str, path: str, json=None, token=None, headers=None,
+              **kw) -> requests.Response:
+        """Admin API call. `path` is relative to /admin/v1; token None = the
+        admin token, False = no Authorization header. Provider keys sent and
+        gateway keys received are remembered as secrets for leak scans."""
+        h = {} if token is False else self.admin_headers(token)
+        h.update(headers or {})
+        if json is not None:
+            if isinstance(json, dict) and isinstance(json.get("key"), str):
+                self.secrets.add(json["key"])
+            kw["json"] = json
+        resp = self.request(method, "/admin/v1" + path, headers=h, **kw)
+        try:
+            body = resp.json()
+            if isinstance(body, dict) and isinstance(body.get("key"), str):
+                self.secrets.add(body["key"])
+        except ValueError:
+            pass
+        return resp
+
+    def create_project(self, pid: Optional[str] = None, name: Optional[str] = None,
+                       tier: str = "starter", fallback: str = "auto") -> str:
+        pid = pid or "p-" + secrets.token_hex(4)
+        r = self.admin("POST", "/projects",
+                       {"id": pid, "name": name or f"Project {pid}", "tier": tier,
+                        "fallback": fallback})
+        assert r.status_code == 201, (r.status_code, r.text)
+        return pid
+
+    def mint_key(self, pid: str, label: Optional[str] = None):
+        r = self.admin("POST", f"/projects/{pid}/api-keys", {"label": label or "test"})
+        assert r.status_code == 201, (r.status_code, r.text)
+        body = r.json()
+        assert body["key"].startswith("byok_"), body
+        return body["key"], body.get("id")
+
+    def put_key(self, pid: str, provider: str, key: Optional[str] = None, **extra) -> str:
+        key = key or canary(KEY_PREFIX.get(provider, "sk-test-"))
+        r = self.admin("PUT", f"/projects/{pid}/keys/{provider}", {"key": key, **extra})
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+        return key
+
+    def provision(self, tier: str = "starter", fallback: str = "auto",
+                  keys: Optional[Dict[str, Optional[str]]] = None,
+                  pid: Optional[str] = None) -> Project:
+        """Project + gateway key + provider keys. keys maps provider -> key
+        (None = generate a canary); default {"openai": <canary>}. For tier
+        free the keys are stored while the project is starter, then the tier
+        is lowered, so the project has keys it may not use."""
+        if keys is None:
+            keys = {"openai": None}
+        pid = self.create_project(pid, tier="starter" if tier == "free" else tier,
+                                  fallback=fallback)
+        gkey, gid = self.mint_key(pid)
+        stored = {p: self.put_key(pid, p, k) for p, k in keys.items()}
+        if tier == "free":
+            r = self.admin("PATCH", f"/projects/{pid}", {"tier": "free"})
+            assert r.status_code == 200, (r.status_code, r.text)
+        return Project(pid, gkey, gid, stored)
+
+    def chat(self, project_or_key, model: Optional[str] = "gpt-4o",
+             path: str = "/v1/chat/completions", headers=None, body=None,
+             auth: str = "bearer", **kw) -> requests.Response:
+        """POST a chat request with the gateway key (Project or str)."""
+        key = project_or_key.gateway_key if isinstance(project_or_key, Project) else project_or_key
+        h = {}
+        if key is not None:
+            h = ({"Authorization": f"Bearer {key}"} if auth == "bearer" else {"x-api-key": key})
+        h.update(headers or {})
+        if body is None:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            if model is not None:
+                body["model"] = model
+        return self.request("POST", path, headers=h, json=body, **kw)
+
+    def metrics(self) -> str:
+        r = self.request("GET", "/metrics")
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        return r.text
+
+    # -- secrets -----------------------------------------------------------------
+
+    def track(self, *secrets_: str) -> None:
+        self.secrets.update(secrets_)
+
+    def assert_no_leaks(self, *texts, extra: Iterable[str] = (), metrics: bool = True) -> None:
+        """No known secret in error.log, access.log, /metrics nor in `texts`
+        (str, bytes, requests.Response: body and headers)."""
+        found = []
+        corpus = {"error.log": self.error_log(), "access.log": self.access_log()}
+        if metrics and self.running():
+            try:
+                corpus["/metrics"] = self.metrics()
+            except AssertionError:
+                corpus["/metrics"] = self.request("GET", "/metrics").text
+        for i, t in enumerate(texts):
+            if isinstance(t, requests.Response):
+                corpus[f"response {i} headers"] = "\n".join(f"{k}: {v}" for k, v in t.headers.items())
+                corpus[f"response {i} body"] = t.content.decode("utf-8", "replace")
+            elif isinstance(t, bytes):
+                corpus[f"text {i}"] = t.decode("utf-8", "replace")
+            else:
+                corpus[f"text {i}"] = str(t)
+        for s in set(self.secrets) | set(extra):
+            for where, text in corpus.items():
+                if s and s in text:
+                    found.append(f"{s[:6]}… in {where}")
+        assert not found, "secrets leaked: " + ", ".join(found)
+
+
+class _StartError(Exception):
+    pass
+
+
+def raw_http(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Sends raw bytes, returns the whole answer (for requests that HTTP
+    client libraries refuse to build)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if b"\r\n\r\n" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                m = re.search(rb"content-length:\s*(\d+)", head, re.I)
+                if m and len(rest) >= int(m.group(1)):
+                    break
+        return out
+
+
+def status_of(raw: bytes) -> int:
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    assert m, raw[:200]
+    return int(m.group(1))
+
+
+def jdump(obj) -> str:
+    return jsonlib.dumps(obj, separators=(",", ":"))

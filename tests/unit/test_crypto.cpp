@@ -1,0 +1,243 @@
+#include <criterion/criterion.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "lib/crypto.h"
+
+using namespace byok;
+
+namespace {
+
+template <class F>
+std::string error_of(F f) {
+    try {
+        f();
+    } catch (const Error &e) {
+        return e.what();
+    }
+    return "<no error>";
+}
+
+bool contains(const std::string &s, const std::string &part) {
+    return s.find(part) != std::string::npos;
+}
+
+// Two keys: k2 active, k1 older but still able to decrypt.
+const char kRingText[] =
+    "# master keys\n"
+    "k2 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+    "\n"
+    "k1 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n";
+
+KeyRing ring() { return KeyRing::parse(kRingText, "test"); }
+
+std::string temp_file(const std::string &name, const std::string &content, mode_t mode) {
+    std::string path = "/tmp/byok-unit-" + std::to_string(getpid()) + "-" + name;
+    std::ofstream(path) << content;
+    chmod(path.c_str(), mode);
+    return path;
+}
+
+}  // namespace
+
+Test(crypto, round_trip) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    cr_assert_eq(s.kid, "k2");
+    cr_assert_eq(s.salt.size(), 16u);
+    cr_assert_eq(s.nonce.size(), 12u);
+    cr_assert_eq(s.ct.size(), 18u + 16u);
+    cr_assert_eq(open_sealed(r, s, "acme", "openai").view(), "sk-test-1234567890");
+    // Empty plaintext still authenticates.
+    Sealed e = seal(r, "", "acme", "openai");
+    cr_assert(open_sealed(r, e, "acme", "openai").empty());
+}
+
+Test(crypto, aad_format) {
+    cr_assert_eq(record_aad("acme", "openai", "k1"), "byok/v1|acme|openai|k1");
+    cr_assert_eq(record_aad("acme", server_subject("s1"), "k1"), "byok/v1|acme|server:s1|k1");
+}
+
+Test(crypto, ciphertext_is_not_plaintext) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-plaintext-marker", "acme", "openai");
+    std::string ct(s.ct.begin(), s.ct.end());
+    cr_assert_not(contains(ct, "plaintext-marker"));
+}
+
+Test(crypto, moved_record_does_not_decrypt) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    const std::string msg = "record does not decrypt (tampered, moved or wrong key)";
+    cr_assert_eq(error_of([&] { open_sealed(r, s, "other", "openai"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "anthropic"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", server_subject("openai")); }), msg);
+    Sealed srv = seal(r, "ssh-password", "acme", server_subject("s1"));
+    cr_assert_eq(open_sealed(r, srv, "acme", server_subject("s1")).view(), "ssh-password");
+    cr_assert_eq(error_of([&] { open_sealed(r, srv, "acme", server_subject("s2")); }), msg);
+}
+
+Test(crypto, every_flipped_byte_fails) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    const std::string msg = "record does not decrypt (tampered, moved or wrong key)";
+    for (Bytes Sealed::*field : {&Sealed::salt, &Sealed::nonce, &Sealed::ct}) {
+        for (size_t i = 0; i < (s.*field).size(); i++) {
+            for (uint8_t mask : {0x01, 0x80}) {
+                Sealed t = s;
+                (t.*field)[i] ^= mask;
+                cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg,
+                             "byte %zu mask %u", i, mask);
+            }
+        }
+    }
+    // Truncated or extended fields fail too.
+    Sealed t = s;
+    t.ct.pop_back();
+    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    t = s;
+    t.ct.push_back(0);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    t = s;
+    t.nonce.pop_back();
+    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    t = s;
+    t.ct.resize(15);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+}
+
+Test(crypto, kid_is_bound) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    s.kid = "k1";  // known key, but not the one that sealed it
+    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "openai"); }),
+                 "record does not decrypt (tampered, moved or wrong key)");
+}
+
+Test(crypto, unknown_kid_is_a_clear_error) {
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    s.kid = "k9";
+    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "openai"); }),
+                 "unknown master key id 'k9'");
+}
+
+Test(crypto, older_key_still_decrypts) {
+    KeyRing only_k1 = KeyRing::parse("k1 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n", "old");
+    Sealed s = seal(only_k1, "sk-old", "acme", "openai");
+    cr_assert_eq(s.kid, "k1");
+    KeyRing r = ring();
+    cr_assert_eq(r.active().kid, "k2");
+    cr_assert_eq(open_sealed(r, s, "acme", "openai").view(), "sk-old");
+    // Hot-path overload with raw views.
+    SecretString p = open_sealed(r, s.kid, s.salt.data(), s.salt.size(), s.nonce.data(),
+                                 s.nonce.size(), s.ct.data(), s.ct.size(), "acme", "openai");
+    cr_assert_eq(p.view(), "sk-old");
+}
+
+Test(crypto, distinct_nonces_and_salts_over_100k_encryptions, .timeout = 60) {
+    KeyRing r = ring();
+    std::set<std::string> nonces, salts;
+    const int n = 100000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; i++) {
+        Sealed s = seal(r, "sk-same-plaintext", "acme", "openai");
+        nonces.emplace(s.nonce.begin(), s.nonce.end());
+        salts.emplace(s.salt.begin(), s.salt.end());
+    }
+    auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    cr_assert_eq(nonces.size(), static_cast<size_t>(n));
+    cr_assert_eq(salts.size(), static_cast<size_t>(n));
+    cr_log_info("seal: %.2f us each", double(us) / n);
+}
+
+Test(crypto, decrypt_is_cheap) {
+    // Not a benchmark: a guard against someone adding PBKDF2 or per-call
+    // algorithm fetches (which cost tens of microseconds or more).
+    KeyRing r = ring();
+    Sealed s = seal(r, "sk-test-1234567890abcdef", "acme", "openai");
+    const int n = 20000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; i++) {
+        SecretString p = open_sealed(r, s, "acme", "openai");
+        cr_assert_eq(p.size(), 24u);
+    }
+    double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+        n;
+    cr_log_info("open_sealed: %.2f us each", us);
+    cr_assert_lt(us, 200.0);
+}
+
+Test(keyring, parse_rules) {
+    KeyRing r = ring();
+    cr_assert_eq(r.keys().size(), 2u);
+    cr_assert_eq(r.active().kid, "k2");
+    cr_assert_not_null(r.find("k1"));
+    cr_assert_null(r.find("k3"));
+    cr_assert_eq(r.find("k2")->key[1], 1);
+    // CRLF, tabs and surrounding blanks are tolerated.
+    KeyRing crlf =
+        KeyRing::parse("  a.b_c-D\tAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=  \r\n", "o");
+    cr_assert_eq(crlf.active().kid, "a.b_c-D");
+}
+
+Test(keyring, malformed_lines_name_origin_and_line) {
+    const std::string good = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const std::string expect = "expected '<kid> <base64 of 32 bytes>'";
+    struct Case {
+        std::string text, err;
+    } cases[] = {
+        {"k1\n", "f:1: " + expect},
+        {"# c\n\nk1 " + good + " extra\n", "f:3: " + expect},
+        {"k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n", "f:1: " + expect},      // 31 bytes
+        {"k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gIQ==\n", "f:1: " + expect},  // 34
+        {"k1 not*base64*at*all*but*forty*four*chars*=\n", "f:1: " + expect},
+        {"k/1 " + good + "\n", "f:1: key id must match [A-Za-z0-9._-]{1,64}"},
+        {std::string(65, 'k') + " " + good + "\n", "f:1: key id must match [A-Za-z0-9._-]{1,64}"},
+        {"k1 " + good + "\nk1 " + good + "\n", "f:2: duplicate key id 'k1'"},
+        {"", "f: no master keys"},
+        {"# only a comment\n\n", "f: no master keys"},
+    };
+    for (const auto &c : cases) {
+        std::string err = error_of([&] { KeyRing::parse(c.text, "f"); });
+        cr_assert_eq(err, c.err, "got: %s", err.c_str());
+        cr_assert_not(contains(err, "AAECAw"), "error leaks key material");
+    }
+}
+
+Test(keyring, file_permissions) {
+    const std::string text = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
+    std::string p644 = temp_file("644.keys", text, 0644);
+    cr_assert_eq(error_of([&] { KeyRing::load_file(p644); }),
+                 p644 + " is accessible by other users (chmod 600)");
+    std::string p604 = temp_file("604.keys", text, 0604);
+    cr_assert(contains(error_of([&] { KeyRing::load_file(p604); }), "chmod 600"));
+    std::string p600 = temp_file("600.keys", text, 0600);
+    cr_assert_eq(KeyRing::load_file(p600).active().kid, "k1");
+    std::string p640 = temp_file("640.keys", text, 0640);
+    cr_assert_eq(KeyRing::load_file(p640).active().kid, "k1");
+    for (const auto &p : {p644, p604, p600, p640}) unlink(p.c_str());
+}
+
+Test(keyring, file_errors) {
+    std::string missing = "/tmp/byok-unit-does-not-exist.keys";
+    std::string err = error_of([&] { KeyRing::load_file(missing); });
+    cr_assert(contains(err, missing) && contains(err, "No such file"), "%s", err.c_str());
+    cr_assert(contains(error_of([&] { KeyRing::load_file("/tmp"); }), "not a regular file"));
+    std::string bad = temp_file("bad.keys", "k1 AAAA\n", 0600);
+    cr_assert_eq(error_of([&] { KeyRing::load_file(bad); }),
+                 bad + ":1: expected '<kid> <base64 of 32 bytes>'");
+    std::string empty = temp_file("empty.keys", "", 0600);
+    cr_assert_eq(error_of([&] { KeyRing::load_file(empty); }), empty + ": no master keys");
+    unlink(bad.c_str());
+    unlink(empty.c_str());
+}

@@ -1,0 +1,141 @@
+#include <criterion/criterion.h>
+
+#include <string>
+
+#include "lib/project.h"
+#include "lib/record.h"
+
+using namespace byok;
+
+namespace {
+
+template <class F>
+std::string error_of(F f) {
+    try {
+        f();
+    } catch (const Error &e) {
+        return e.what();
+    }
+    return "<no error>";
+}
+
+std::string record_json(bool active) {
+    KeyRing ring = KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
+    KeyRecord r;
+    r.sealed = seal(ring, "sk-abcdefgh1234", "acme", "openai");
+    r.is_active = active;
+    r.key_hint = "sk-\u20261234";
+    r.endpoint = "https://e.example";
+    r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
+    return serialize_key_record(r);
+}
+
+FieldMap apikey() { return {{"project", "acme"}, {"id", "k1"}, {"revoked", "0"}}; }
+FieldMap project(const char *tier = "pro", const char *fallback = "no_key") {
+    return {{"name", "Acme"}, {"tier", tier}, {"fallback", fallback}, {"default_server", "s1"}};
+}
+
+}  // namespace
+
+Test(snapshot, build_ok) {
+    FieldMap keys = {
+        {"openai", record_json(true)}, {"anthropic", record_json(false)}, {"broken", "{not json"}};
+    GatewaySnapshot s = build_snapshot(apikey(), project(), keys);
+    cr_assert_eq(s.status, GatewaySnapshot::Status::Ok);
+    cr_assert_eq(s.project, "acme");
+    cr_assert_eq(s.tier, Tier::Pro);
+    cr_assert_eq(s.policy, Policy::NoKey);
+    cr_assert_eq(s.default_server, "s1");
+    cr_assert_eq(s.keys.size(), 3u);
+    const StoredKey *o = s.find_key("openai");
+    cr_assert_not_null(o);
+    cr_assert(o->is_active);
+    cr_assert_not(o->malformed);
+    cr_assert_eq(o->kid, "k1");
+    cr_assert_eq(o->salt.size(), 16u);
+    cr_assert_eq(o->nonce.size(), 12u);
+    cr_assert_eq(o->endpoint, "https://e.example");
+    cr_assert_eq(o->key_hint, "sk-\u20261234");
+    cr_assert_not(s.find_key("anthropic")->is_active);
+    cr_assert(s.find_key("broken")->malformed);
+    cr_assert_null(s.find_key("google"));
+}
+
+Test(snapshot, build_unknown_revoked_defaults) {
+    cr_assert_eq(build_snapshot({}, project(), {}).status, GatewaySnapshot::Status::Unknown);
+    cr_assert_eq(build_snapshot(apikey(), {}, {}).status, GatewaySnapshot::Status::Unknown);
+    FieldMap rev = apikey();
+    rev["revoked"] = "1";
+    cr_assert_eq(build_snapshot(rev, project(), {}).status, GatewaySnapshot::Status::Revoked);
+    rev["revoked"] = "2026-11-22T04:31:00Z";
+    cr_assert_eq(build_snapshot(rev, project(), {}).status, GatewaySnapshot::Status::Revoked);
+    rev["revoked"] = "";
+    cr_assert_eq(build_snapshot(rev, project(), {}).status, GatewaySnapshot::Status::Ok);
+    // Missing policy is the default (auto); garbage never spends operator money.
+    FieldMap p = {{"name", "Acme"}};
+    GatewaySnapshot s = build_snapshot(apikey(), p, {});
+    cr_assert_eq(s.tier, Tier::Free);
+    cr_assert_eq(s.policy, Policy::Auto);
+    s = build_snapshot(apikey(), project("gold", "sometimes"), {});
+    cr_assert_eq(s.tier, Tier::Free);
+    cr_assert_eq(s.policy, Policy::Off);
+}
+
+Test(snapshot, encode_decode_round_trip) {
+    FieldMap keys = {{"openai", record_json(true)}, {"broken", "[]"}};
+    GatewaySnapshot s = build_snapshot(apikey(), project("enterprise", "off"), keys);
+    std::string blob = encode_snapshot(s);
+    GatewaySnapshot d = decode_snapshot(blob);
+    cr_assert_eq(d.status, s.status);
+    cr_assert_eq(d.project, "acme");
+    cr_assert_eq(d.tier, Tier::Enterprise);
+    cr_assert_eq(d.policy, Policy::Off);
+    cr_assert_eq(d.default_server, "s1");
+    cr_assert_eq(d.keys.size(), 2u);
+    for (size_t i = 0; i < 2; i++) {
+        const StoredKey &a = s.keys[i], &b = d.keys[i];
+        cr_assert_eq(a.provider, b.provider);
+        cr_assert_eq(a.is_active, b.is_active);
+        cr_assert_eq(a.malformed, b.malformed);
+        cr_assert_eq(a.kid, b.kid);
+        cr_assert(a.salt == b.salt);
+        cr_assert(a.nonce == b.nonce);
+        cr_assert(a.ct == b.ct);
+        cr_assert_eq(a.endpoint, b.endpoint);
+        cr_assert_eq(a.key_hint, b.key_hint);
+    }
+    cr_assert(d.find_key("broken")->malformed);
+    GatewaySnapshot unknown;
+    cr_assert_eq(decode_snapshot(encode_snapshot(unknown)).status,
+                 GatewaySnapshot::Status::Unknown);
+}
+
+Test(snapshot, decode_rejects_every_truncation_and_corruption) {
+    FieldMap keys = {{"openai", record_json(true)}};
+    std::string blob = encode_snapshot(build_snapshot(apikey(), project(), keys));
+    const std::string msg = "cached snapshot is truncated or corrupt";
+    for (size_t n = 0; n < blob.size(); n++) {
+        cr_assert_eq(error_of([&] { decode_snapshot(blob.substr(0, n)); }), msg, "len %zu", n);
+    }
+    cr_assert_eq(error_of([&] { decode_snapshot(blob + "x"); }), msg);
+    std::string bad = blob;
+    bad[0] = 'X';
+    cr_assert_eq(error_of([&] { decode_snapshot(bad); }), msg);
+    bad = blob;
+    bad[4] = 9;  // status out of range
+    cr_assert_eq(error_of([&] { decode_snapshot(bad); }), msg);
+    bad = blob;
+    bad[8] = '\xff';  // project length huge
+    cr_assert_eq(error_of([&] { decode_snapshot(bad); }), msg);
+}
+
+Test(snapshot, tier_policy_names) {
+    for (Tier t : {Tier::Free, Tier::Starter, Tier::Pro, Tier::Enterprise}) {
+        cr_assert(parse_tier(tier_name(t)) == t);
+    }
+    for (Policy p : {Policy::Auto, Policy::NoKey, Policy::Off}) {
+        cr_assert(parse_policy(policy_name(p)) == p);
+    }
+    cr_assert_not(parse_tier("gold").has_value());
+    cr_assert_not(parse_policy("on").has_value());
+}
