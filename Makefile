@@ -6,7 +6,7 @@ BUILD_DIR  ?= $(ROOT)/build
 BYOK_CFLAGS ?=
 CXX        ?= g++
 CXXFLAGS   := -std=c++17 -O2 -g -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
-              -Wshadow -Wno-unused-parameter $(BYOK_CFLAGS)
+              -Wshadow -Wno-unused-parameter -I$(ROOT) $(BYOK_CFLAGS)
 LIB_SRCS   := $(sort $(wildcard lib/*.cpp))
 LIB_OBJS   := $(patsubst lib/%.cpp,$(BUILD_DIR)/lib/%.o,$(LIB_SRCS))
 LIB_A      := $(BUILD_DIR)/lib/libbyok.a

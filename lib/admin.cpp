@@ -19,13 +19,18 @@ Step respond(int status, const json &body) { return Step{Response{status, dump(b
 
 static std::string_view error_type(int status) {
     switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 500:
-    case 501:
-    case 503: return "api_error";
-    default: return "invalid_request_error";
+        case 401:
+            return "authentication_error";
+        case 403:
+            return "permission_error";
+        case 404:
+            return "not_found_error";
+        case 500:
+        case 501:
+        case 503:
+            return "api_error";
+        default:
+            return "invalid_request_error";
     }
 }
 
@@ -110,8 +115,7 @@ std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSp
     for (const auto &item : body.items()) {
         bool known = false;
         for (const auto &f : spec) known = known || item.key() == f.name;
-        if (!known)
-            return fail(422, "unknown_field", "unknown field '" + item.key() + "'");
+        if (!known) return fail(422, "unknown_field", "unknown field '" + item.key() + "'");
     }
     for (const auto &f : spec) {
         auto it = body.find(std::string(f.name));
@@ -123,8 +127,9 @@ std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSp
         }
         bool ok = f.kind == Kind::String ? it->is_string() : it->is_boolean();
         if (!ok)
-            return fail(400, "invalid_type", "field '" + std::string(f.name) + "' must be " +
-                                                 std::string(kind_name(f.kind)));
+            return fail(
+                400, "invalid_type",
+                "field '" + std::string(f.name) + "' must be " + std::string(kind_name(f.kind)));
     }
     return std::nullopt;
 }
@@ -135,8 +140,9 @@ std::optional<Step> check_text(const json &body, std::string_view name, size_t m
     if (it == body.end()) return std::nullopt;
     const auto &s = it->get_ref<const std::string &>();
     if (s.size() > max_len)
-        return fail(422, "invalid_value", "field '" + std::string(name) + "' is longer than " +
-                                              std::to_string(max_len) + " bytes");
+        return fail(422, "invalid_value",
+                    "field '" + std::string(name) + "' is longer than " + std::to_string(max_len) +
+                        " bytes");
     if (!allow_empty && s.empty())
         return fail(422, "invalid_value", "field '" + std::string(name) + "' must not be empty");
     for (unsigned char ch : s)
@@ -152,8 +158,10 @@ std::string base64url(const Bytes &b) {
     std::string s = base64_encode(b);
     while (!s.empty() && s.back() == '=') s.pop_back();
     for (auto &ch : s) {
-        if (ch == '+') ch = '-';
-        else if (ch == '/') ch = '_';
+        if (ch == '+')
+            ch = '-';
+        else if (ch == '/')
+            ch = '_';
     }
     return s;
 }
@@ -204,7 +212,8 @@ std::string percent_decode(std::string_view s) {
     for (size_t i = 0; i < s.size(); ++i) {
         if (s[i] == '+') {
             out += ' ';
-        } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+        } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 &&
+                   hexval(s[i + 2]) >= 0) {
             out += static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
             i += 2;
         } else {
@@ -268,8 +277,10 @@ size_t json_depth(std::string_view s) {
     for (size_t i = 0; i < s.size(); ++i) {
         char ch = s[i];
         if (in_str) {
-            if (ch == '\\') ++i;
-            else if (ch == '"') in_str = false;
+            if (ch == '\\')
+                ++i;
+            else if (ch == '"')
+                in_str = false;
         } else if (ch == '"') {
             in_str = true;
         } else if (ch == '{' || ch == '[') {
@@ -282,8 +293,19 @@ size_t json_depth(std::string_view s) {
 }
 
 enum class RouteId {
-    None, Providers, Projects, Project, ApiKeys, ApiKey, Keys, Key, KeyTest, Stats, Servers,
-    Audit, Rotate
+    None,
+    Providers,
+    Projects,
+    Project,
+    ApiKeys,
+    ApiKey,
+    Keys,
+    Key,
+    KeyTest,
+    Stats,
+    Servers,
+    Audit,
+    Rotate
 };
 
 struct Match {
@@ -294,39 +316,64 @@ struct Match {
 Match match_route(const std::vector<std::string> &s) {
     Match m;
     size_t n = s.size();
-    if (n == 1 && s[0] == "providers") m.id = RouteId::Providers;
-    else if (n == 1 && s[0] == "projects") m.id = RouteId::Projects;
-    else if (n == 1 && s[0] == "audit") m.id = RouteId::Audit;
-    else if (n == 1 && s[0] == "rotate") m.id = RouteId::Rotate;
+    if (n == 1 && s[0] == "providers")
+        m.id = RouteId::Providers;
+    else if (n == 1 && s[0] == "projects")
+        m.id = RouteId::Projects;
+    else if (n == 1 && s[0] == "audit")
+        m.id = RouteId::Audit;
+    else if (n == 1 && s[0] == "rotate")
+        m.id = RouteId::Rotate;
     if (m.id != RouteId::None || n < 2 || s[0] != "projects") return m;
     m.pid = s[1];
-    if (n == 2) m.id = RouteId::Project;
-    else if (s[2] == "servers") m.id = RouteId::Servers;
-    else if (n == 3 && s[2] == "api-keys") m.id = RouteId::ApiKeys;
-    else if (n == 4 && s[2] == "api-keys") m.id = RouteId::ApiKey;
-    else if (n == 3 && s[2] == "keys") m.id = RouteId::Keys;
-    else if (n == 4 && s[2] == "keys") m.id = RouteId::Key;
-    else if (n == 5 && s[2] == "keys" && s[4] == "test") m.id = RouteId::KeyTest;
-    else if (n == 3 && s[2] == "stats") m.id = RouteId::Stats;
+    if (n == 2)
+        m.id = RouteId::Project;
+    else if (s[2] == "servers")
+        m.id = RouteId::Servers;
+    else if (n == 3 && s[2] == "api-keys")
+        m.id = RouteId::ApiKeys;
+    else if (n == 4 && s[2] == "api-keys")
+        m.id = RouteId::ApiKey;
+    else if (n == 3 && s[2] == "keys")
+        m.id = RouteId::Keys;
+    else if (n == 4 && s[2] == "keys")
+        m.id = RouteId::Key;
+    else if (n == 5 && s[2] == "keys" && s[4] == "test")
+        m.id = RouteId::KeyTest;
+    else if (n == 3 && s[2] == "stats")
+        m.id = RouteId::Stats;
     if (n >= 4) m.item = s[3];
     return m;
 }
 
 std::vector<std::string_view> allowed_methods(RouteId id) {
     switch (id) {
-    case RouteId::Providers: return {"GET"};
-    case RouteId::Projects: return {"GET", "POST"};
-    case RouteId::Project: return {"GET", "PATCH", "DELETE"};
-    case RouteId::ApiKeys: return {"GET", "POST"};
-    case RouteId::ApiKey: return {"DELETE"};
-    case RouteId::Keys: return {"GET"};
-    case RouteId::Key: return {"PUT", "PATCH", "DELETE"};
-    case RouteId::KeyTest: return {"POST"};
-    case RouteId::Stats: return {"GET"};
-    case RouteId::Servers: return {"GET", "POST", "PUT", "PATCH", "DELETE"};
-    case RouteId::Audit: return {"GET"};
-    case RouteId::Rotate: return {"POST"};
-    case RouteId::None: break;
+        case RouteId::Providers:
+            return {"GET"};
+        case RouteId::Projects:
+            return {"GET", "POST"};
+        case RouteId::Project:
+            return {"GET", "PATCH", "DELETE"};
+        case RouteId::ApiKeys:
+            return {"GET", "POST"};
+        case RouteId::ApiKey:
+            return {"DELETE"};
+        case RouteId::Keys:
+            return {"GET"};
+        case RouteId::Key:
+            return {"PUT", "PATCH", "DELETE"};
+        case RouteId::KeyTest:
+            return {"POST"};
+        case RouteId::Stats:
+            return {"GET"};
+        case RouteId::Servers:
+            return {"GET", "POST", "PUT", "PATCH", "DELETE"};
+        case RouteId::Audit:
+            return {"GET"};
+        case RouteId::Rotate:
+            return {"POST"};
+        case RouteId::None:
+            break;
     }
     return {};
 }
@@ -372,8 +419,7 @@ Step dispatch(const Pending &p) {
     bool project_route = !m.pid.empty();
     if (!who.admin) {
         // A gateway key sees its own project only; others do not exist for it.
-        if (project_route && m.pid != who.project)
-            return fail(404, "not_found", "no such project");
+        if (project_route && m.pid != who.project) return fail(404, "not_found", "no such project");
         bool admin_only = m.id == RouteId::Projects || m.id == RouteId::Rotate ||
                           (m.id == RouteId::Project && ctx.method == "DELETE");
         if (admin_only) return fail(403, "forbidden", "this route needs an admin token");
@@ -399,26 +445,35 @@ Step dispatch(const Pending &p) {
 
     const std::string &meth = ctx.method;
     switch (m.id) {
-    case RouteId::Providers: return providers_list(c);
-    case RouteId::Projects: return meth == "GET" ? projects_list(c) : projects_create(c, body);
-    case RouteId::Project:
-        if (meth == "GET") return project_get(c, m.pid);
-        if (meth == "PATCH") return project_patch(c, m.pid, body);
-        return project_delete(c, m.pid);
-    case RouteId::ApiKeys:
-        return meth == "GET" ? apikeys_list(c, m.pid) : apikeys_create(c, m.pid, body);
-    case RouteId::ApiKey: return apikey_revoke(c, m.pid, m.item);
-    case RouteId::Keys: return keys_list(c, m.pid);
-    case RouteId::Key:
-        if (meth == "PUT") return key_put(c, m.pid, *provider, body);
-        if (meth == "PATCH") return key_patch(c, m.pid, *provider, body);
-        return key_delete(c, m.pid, *provider);
-    case RouteId::KeyTest: return key_test(c, m.pid, *provider, body);
-    case RouteId::Stats: return project_stats(c, m.pid);
-    case RouteId::Audit: return audit_list(c);
-    case RouteId::Rotate: return rotate(c, body);
-    case RouteId::Servers:
-    case RouteId::None: break;
+        case RouteId::Providers:
+            return providers_list(c);
+        case RouteId::Projects:
+            return meth == "GET" ? projects_list(c) : projects_create(c, body);
+        case RouteId::Project:
+            if (meth == "GET") return project_get(c, m.pid);
+            if (meth == "PATCH") return project_patch(c, m.pid, body);
+            return project_delete(c, m.pid);
+        case RouteId::ApiKeys:
+            return meth == "GET" ? apikeys_list(c, m.pid) : apikeys_create(c, m.pid, body);
+        case RouteId::ApiKey:
+            return apikey_revoke(c, m.pid, m.item);
+        case RouteId::Keys:
+            return keys_list(c, m.pid);
+        case RouteId::Key:
+            if (meth == "PUT") return key_put(c, m.pid, *provider, body);
+            if (meth == "PATCH") return key_patch(c, m.pid, *provider, body);
+            return key_delete(c, m.pid, *provider);
+        case RouteId::KeyTest:
+            return key_test(c, m.pid, *provider, body);
+        case RouteId::Stats:
+            return project_stats(c, m.pid);
+        case RouteId::Audit:
+            return audit_list(c);
+        case RouteId::Rotate:
+            return rotate(c, body);
+        case RouteId::Servers:
+        case RouteId::None:
+            break;
     }
     return fail(404, "not_found", "no such route");
 }
@@ -443,7 +498,8 @@ bool is_admin_token(const Config &cfg, std::string_view t) {
 
 Step handle(const Config &cfg, const Request &req) {
     return guarded([&]() -> Step {
-        if (!cfg.catalog || !cfg.ring) return fail(500, "internal_error", "admin API not configured");
+        if (!cfg.catalog || !cfg.ring)
+            return fail(500, "internal_error", "admin API not configured");
         auto ctx = std::make_shared<Ctx>();
         ctx->cfg = &cfg;
         ctx->method = std::string(req.method);

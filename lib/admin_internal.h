@@ -1,11 +1,10 @@
 // Shared pieces of the admin API implementation (lib/admin_*.cpp only).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -84,8 +83,8 @@ Step guarded(const std::function<Step()> &fn);
 
 // ---- reply decoding -----------------------------------------------------
 using Fields = std::map<std::string, std::string, std::less<>>;
-Fields to_fields(const Reply &r);  // HGETALL-style flat array
-long long script_code(const Reply &r);  // element 0 of a script reply; throws Error
+Fields to_fields(const Reply &r);                    // HGETALL-style flat array
+long long script_code(const Reply &r);               // element 0 of a script reply; throws Error
 const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
 
 // ---- strict JSON input --------------------------------------------------

@@ -39,8 +39,7 @@ std::optional<std::array<uint8_t, 16>> parse_ip(std::string_view host) {
     return std::nullopt;
 }
 
-bool prefix_match(const std::array<uint8_t, 16> &a, const std::array<uint8_t, 16> &net,
-                  int bits) {
+bool prefix_match(const std::array<uint8_t, 16> &a, const std::array<uint8_t, 16> &net, int bits) {
     for (int i = 0; i < 16 && bits > 0; ++i, bits -= 8) {
         uint8_t mask = bits >= 8 ? 0xff : static_cast<uint8_t>(0xff << (8 - bits));
         if ((a[i] & mask) != (net[i] & mask)) return false;
@@ -60,9 +59,9 @@ bool in_cidr(const std::array<uint8_t, 16> &a, const char *cidr) {
 
 // Why an IP is not a public unicast destination, or nullptr.
 const char *private_ip(const std::array<uint8_t, 16> &a) {
-    static const char *const v4[] = {"0.0.0.0/8",     "10.0.0.0/8",     "100.64.0.0/10",
-                                     "127.0.0.0/8",   "169.254.0.0/16", "172.16.0.0/12",
-                                     "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4"};
+    static const char *const v4[] = {"0.0.0.0/8",      "10.0.0.0/8",     "100.64.0.0/10",
+                                     "127.0.0.0/8",    "169.254.0.0/16", "172.16.0.0/12",
+                                     "192.168.0.0/16", "224.0.0.0/4",    "240.0.0.0/4"};
     static const char *const v6[] = {"::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"};
     std::array<uint8_t, 16> mapped = a;
     // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) embed an IPv4 address.
@@ -117,10 +116,10 @@ bool numeric_host(const std::string &host) {
 
 json key_record_view(const std::string &provider, const std::string &provider_name,
                      const KeyRecord &r) {
-    return json{{"provider", provider},       {"provider_name", provider_name},
-                {"key_hint", r.key_hint},     {"label", r.label},
-                {"endpoint", r.endpoint},     {"is_active", r.is_active},
-                {"created_at", r.created_at}, {"updated_at", r.updated_at},
+    return json{{"provider", provider},         {"provider_name", provider_name},
+                {"key_hint", r.key_hint},       {"label", r.label},
+                {"endpoint", r.endpoint},       {"is_active", r.is_active},
+                {"created_at", r.created_at},   {"updated_at", r.updated_at},
                 {"last_tested", r.last_tested}, {"test_status", r.test_status}};
 }
 
@@ -155,7 +154,7 @@ std::optional<Step> check_endpoint_field(const Config &cfg, const Provider &p, c
 // concurrent change. `build` returns the record to write, or a Step to
 // answer instead (e.g. 404 for PATCH of a missing record).
 using Builder = std::function<std::variant<KeyRecord, Step>(const Fields &project,
-                                                             const std::string *old_json)>;
+                                                            const std::string *old_json)>;
 struct CasWrite {
     std::string pid;
     const Provider *provider;
@@ -181,8 +180,7 @@ Step cas_write(const CtxPtr &c, std::shared_ptr<const CasWrite> w, int attempt) 
         const Layout &lay = c->cfg->layout;
         auto argv = mutation(*c, kScriptKeySet, w->pid, {lay.project(w->pid), lay.keys(w->pid)},
                              {w->provider->id, old ? *old : std::string(),
-                              serialize_key_record(*rec), w->require_tier ? "1" : "0",
-                              w->action});
+                              serialize_key_record(*rec), w->require_tier ? "1" : "0", w->action});
         return redis(std::move(argv), [c, w, attempt, rec](const Reply &wr) -> Step {
             long long code = script_code(wr);
             if (code == kNoProject) return project_missing();
@@ -216,8 +214,8 @@ std::string endpoint_problem(const Config &cfg, std::string_view endpoint,
     if (!allowed) {
         if (u.scheme != "https")
             return "field 'endpoint' must use https unless its host is in byok_allow_endpoint";
-        if (host == "localhost" || (host.size() > 10 && host.compare(host.size() - 10, 10,
-                                                                     ".localhost") == 0))
+        if (host == "localhost" ||
+            (host.size() > 10 && host.compare(host.size() - 10, 10, ".localhost") == 0))
             return "field 'endpoint' points to a loopback host";
         if (auto ip = parse_ip(host)) {
             if (const char *why = private_ip(*ip))
@@ -230,29 +228,26 @@ std::string endpoint_problem(const Config &cfg, std::string_view endpoint,
     return "";
 }
 
-json masked_key(const Provider &p, const KeyRecord &r) {
-    return key_record_view(p.id, p.name, r);
-}
+json masked_key(const Provider &p, const KeyRecord &r) { return key_record_view(p.id, p.name, r); }
 
 Step keys_list(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
-    return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}),
-                 [c](const Reply &r) {
-                     if (script_code(r) == kNoProject) return project_missing();
-                     json out = json::array();
-                     for (const auto &[provider, raw] : to_fields(script_item(r, 2))) {
-                         const Provider *p = c->cfg->catalog->find(provider);
-                         std::string name = p ? p->name : provider;
-                         try {
-                             out.push_back(key_record_view(provider, name, parse_key_record(raw)));
-                         } catch (const Error &) {
-                             out.push_back(json{{"provider", provider},
-                                                {"provider_name", name},
-                                                {"error", "stored record is malformed"}});
-                         }
-                     }
-                     return respond(200, out);
-                 });
+    return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}), [c](const Reply &r) {
+        if (script_code(r) == kNoProject) return project_missing();
+        json out = json::array();
+        for (const auto &[provider, raw] : to_fields(script_item(r, 2))) {
+            const Provider *p = c->cfg->catalog->find(provider);
+            std::string name = p ? p->name : provider;
+            try {
+                out.push_back(key_record_view(provider, name, parse_key_record(raw)));
+            } catch (const Error &) {
+                out.push_back(json{{"provider", provider},
+                                   {"provider_name", name},
+                                   {"error", "stored record is malformed"}});
+            }
+        }
+        return respond(200, out);
+    });
 }
 
 Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body) {
@@ -295,8 +290,8 @@ Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &b
     w->action = "key.put";
     // A replaced key keeps created_at (and its label when none is given);
     // test results belong to the old key and are dropped.
-    w->build = [tmpl, has_label, at = c->at](const Fields &,
-                                            const std::string *old) -> std::variant<KeyRecord, Step> {
+    w->build = [tmpl, has_label, at = c->at](
+                   const Fields &, const std::string *old) -> std::variant<KeyRecord, Step> {
         KeyRecord rec = tmpl;
         rec.created_at = at;
         if (old) {
@@ -377,7 +372,8 @@ struct TestResult {
 void redact(std::string &msg, std::string_view key) {
     if (key.empty()) return;
     const std::string mark = "[redacted]";
-    for (size_t pos; (pos = msg.find(key)) != std::string::npos;) msg.replace(pos, key.size(), mark);
+    for (size_t pos; (pos = msg.find(key)) != std::string::npos;)
+        msg.replace(pos, key.size(), mark);
     // A body cut inside the key leaves a prefix of it at the end.
     for (size_t k = std::min(key.size(), msg.size()); k >= 8; --k) {
         if (msg.compare(msg.size() - k, k, key.substr(0, k)) == 0) {
@@ -420,9 +416,12 @@ std::string provider_message(const HttpResult &h, std::string_view key) {
     size_t b = msg.find_first_not_of(' ');
     msg = b == std::string::npos ? std::string() : msg.substr(b, msg.find_last_not_of(' ') - b + 1);
     if (msg.empty()) {
-        if (h.status == 0) msg = "connection failed or timed out";
-        else if (h.status >= 200 && h.status < 300) msg = "ok";
-        else msg = "HTTP " + std::to_string(h.status);
+        if (h.status == 0)
+            msg = "connection failed or timed out";
+        else if (h.status >= 200 && h.status < 300)
+            msg = "ok";
+        else
+            msg = "HTTP " + std::to_string(h.status);
     }
     truncate_utf8(msg, 200);
     return msg;
@@ -432,9 +431,12 @@ TestResult classify(const HttpResult &h, std::string_view key) {
     TestResult t;
     t.http_status = h.status;
     t.latency_ms = h.latency_ms;
-    if (h.status >= 200 && h.status < 300) t.status = "valid";
-    else if (h.status == 401 || h.status == 403) t.status = "invalid";
-    else t.status = "error";
+    if (h.status >= 200 && h.status < 300)
+        t.status = "valid";
+    else if (h.status == 401 || h.status == 403)
+        t.status = "invalid";
+    else
+        t.status = "error";
     t.message = provider_message(h, key);
     return t;
 }
@@ -464,49 +466,53 @@ Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &
     const Provider *prov = &p;
     return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}),
                  [c, pid, prov](const Reply &r) -> Step {
-        if (script_code(r) == kNoProject) return project_missing();
-        Fields keys = to_fields(script_item(r, 2));
-        auto it = keys.find(prov->id);
-        if (it == keys.end()) return key_missing();
-        KeyRecord rec;
-        std::string ct;
-        try {
-            rec = parse_key_record(it->second);
-            ct = json::parse(it->second).at("ct").get<std::string>();
-        } catch (const std::exception &) {
-            return respond(200, json{{"provider", prov->id},
-                                     {"status", "error"},
-                                     {"http_status", 0},
-                                     {"message", "stored record is malformed"},
-                                     {"latency_ms", 0}});
-        }
-        std::string url;
-        if (prov->per_key_endpoint) {
-            std::string base;
-            std::string why = rec.endpoint.empty() ? "the key has no endpoint"
-                                                   : endpoint_problem(*c->cfg, rec.endpoint, &base);
-            if (!why.empty()) return fail(422, "invalid_endpoint", why);
-            url = base + prov->test_path;
-        } else {
-            url = prov->openai_base.origin() + prov->openai_base.path + prov->test_path;
-        }
-        std::shared_ptr<SecretString> key;
-        try {
-            key = std::make_shared<SecretString>(
-                open_sealed(*c->cfg->ring, rec.sealed, pid, prov->id));
-        } catch (const Error &) {
-            TestResult t{"error", 0, "stored key does not decrypt", 0};
-            return store_result(c, pid, prov->id, ct, t);
-        }
-        HttpCall call;
-        call.method = prov->test_method;
-        call.url = url;
-        call.headers = upstream_headers(*prov, key->view());
-        call.next = [c, pid, prov, ct, key](const HttpResult &h) {
-            return guarded([&] { return store_result(c, pid, prov->id, ct, classify(h, key->view())); });
-        };
-        return Step{std::move(call)};
-    });
+                     if (script_code(r) == kNoProject) return project_missing();
+                     Fields keys = to_fields(script_item(r, 2));
+                     auto it = keys.find(prov->id);
+                     if (it == keys.end()) return key_missing();
+                     KeyRecord rec;
+                     std::string ct;
+                     try {
+                         rec = parse_key_record(it->second);
+                         ct = json::parse(it->second).at("ct").get<std::string>();
+                     } catch (const std::exception &) {
+                         return respond(200, json{{"provider", prov->id},
+                                                  {"status", "error"},
+                                                  {"http_status", 0},
+                                                  {"message", "stored record is malformed"},
+                                                  {"latency_ms", 0}});
+                     }
+                     std::string url;
+                     if (prov->per_key_endpoint) {
+                         std::string base;
+                         std::string why = rec.endpoint.empty()
+                                               ? "the key has no endpoint"
+                                               : endpoint_problem(*c->cfg, rec.endpoint, &base);
+                         if (!why.empty()) return fail(422, "invalid_endpoint", why);
+                         url = base + prov->test_path;
+                     } else {
+                         url =
+                             prov->openai_base.origin() + prov->openai_base.path + prov->test_path;
+                     }
+                     std::shared_ptr<SecretString> key;
+                     try {
+                         key = std::make_shared<SecretString>(
+                             open_sealed(*c->cfg->ring, rec.sealed, pid, prov->id));
+                     } catch (const Error &) {
+                         TestResult t{"error", 0, "stored key does not decrypt", 0};
+                         return store_result(c, pid, prov->id, ct, t);
+                     }
+                     HttpCall call;
+                     call.method = prov->test_method;
+                     call.url = url;
+                     call.headers = upstream_headers(*prov, key->view());
+                     call.next = [c, pid, prov, ct, key](const HttpResult &h) {
+                         return guarded([&] {
+                             return store_result(c, pid, prov->id, ct, classify(h, key->view()));
+                         });
+                     };
+                     return Step{std::move(call)};
+                 });
 }
 
 // ---- stats ----------------------------------------------------------------

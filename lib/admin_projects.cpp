@@ -27,8 +27,8 @@ Step project_missing() { return fail(404, "project_not_found", "no such project"
 std::optional<Step> check_id_field(const json &body, const char *name) {
     auto it = body.find(name);
     if (it != body.end() && !valid_id(it->get_ref<const std::string &>()))
-        return fail(422, "invalid_value", std::string("field '") + name +
-                                              "' must match [a-z0-9][a-z0-9_-]{0,63}");
+        return fail(422, "invalid_value",
+                    std::string("field '") + name + "' must match [a-z0-9][a-z0-9_-]{0,63}");
     return std::nullopt;
 }
 
@@ -109,8 +109,11 @@ Step projects_create(const CtxPtr &c, json &body) {
     return redis(std::move(argv), [c, pid, name, tier, fallback](const Reply &r) {
         if (script_code(r) == kExists)
             return fail(409, "conflict", "a project with this id already exists");
-        Fields f{{"name", name}, {"tier", tier}, {"fallback", fallback},
-                 {"created_at", c->at}, {"updated_at", c->at}};
+        Fields f{{"name", name},
+                 {"tier", tier},
+                 {"fallback", fallback},
+                 {"created_at", c->at},
+                 {"updated_at", c->at}};
         return respond(201, project_json(pid, f));
     });
 }
@@ -170,10 +173,10 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
 
 Step project_delete(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(
-        *c, kScriptProjectDelete, pid,
-        {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
-        {l.apikey(""), glob_escape(l.usage(pid, "")) + "*"});
+    auto argv =
+        mutation(*c, kScriptProjectDelete, pid,
+                 {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
+                 {l.apikey(""), glob_escape(l.usage(pid, "")) + "*"});
     return redis(std::move(argv), [pid](const Reply &r) {
         if (script_code(r) == kNoProject) return project_missing();
         return respond(200, json{{"id", pid}, {"deleted", true}});
@@ -193,8 +196,7 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     json meta{{"prefix", prefix}, {"label", label}, {"created_at", c->at}, {"hash", sha}};
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptApiKeyCreate, pid,
-                         {l.project(pid), l.apikeys(pid), l.apikey(sha)},
-                         {id, label, dump(meta)});
+                         {l.project(pid), l.apikeys(pid), l.apikey(sha)}, {id, label, dump(meta)});
     return redis(std::move(argv), [c, key, id, prefix, label](const Reply &r) {
         long long code = script_code(r);
         if (code == kNoProject) return project_missing();
@@ -263,8 +265,8 @@ constexpr size_t kAuditScanMax = 200000;
 
 Step audit_page(const CtxPtr &c, std::shared_ptr<AuditScan> st, std::string end) {
     size_t count = st->project.empty() ? st->limit : kAuditPage;
-    std::vector<std::string> argv{"XREVRANGE", c->cfg->layout.audit(), end, "-", "COUNT",
-                                  std::to_string(count)};
+    std::vector<std::string> argv{"XREVRANGE", c->cfg->layout.audit(), end, "-",
+                                  "COUNT",     std::to_string(count)};
     return redis(std::move(argv), [c, st, count](const Reply &r) {
         std::string last;
         for (const auto &entry : r.elements) {
@@ -306,8 +308,9 @@ Step audit_list(const CtxPtr &c) {
         return fail(400, "invalid_id", "query parameter 'project' is not a valid project id");
     if (has_query(*c, "limit")) {
         std::string v = fetch_query(*c, "limit");
-        bool digits = !v.empty() && v.size() <= 9 &&
-                      std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+        bool digits = !v.empty() && v.size() <= 9 && std::all_of(v.begin(), v.end(), [](char ch) {
+            return ch >= '0' && ch <= '9';
+        });
         if (!digits || std::stoul(v) == 0)
             return fail(400, "invalid_value", "query parameter 'limit' must be a positive integer");
         st->limit = std::min<size_t>(std::stoul(v), 1000);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -106,6 +107,8 @@ KeyRing::~KeyRing() {
 
 KeyRing KeyRing::parse(std::string_view text, const std::string &origin) {
     KeyRing ring;
+    // Reserve up front: a reallocation would free key bytes without wiping them.
+    ring.keys_.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
     size_t line_no = 0;
     size_t pos = 0;
     while (pos <= text.size()) {

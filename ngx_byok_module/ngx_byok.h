@@ -9,6 +9,7 @@ extern "C" {
 #include <ngx_http.h>
 }
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -93,6 +94,13 @@ void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
 // Request pool cleanup helper: cancel a waiter the request no longer needs.
 void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 
+// --- usage counters (ngx_byok_usage.cpp) ---------------------------------------
+
+void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
+                        byok::Route route);
+void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
+void ngx_byok_usage_exit_process();
+
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 
 ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
@@ -124,6 +132,36 @@ void ngx_byok_count_fallback(std::string_view reason);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+// --- thread pool work (ngx_byok_thread.cpp) ------------------------------------
+
+// Runs `work` on nginx's "default" thread pool, then `done` on the event
+// loop. NGX_ERROR when no thread pool is available.
+ngx_int_t ngx_byok_run_in_thread(ngx_http_request_t *r, std::function<void()> work,
+                                 std::function<void()> done);
+
+struct ByokSshProbe {
+    std::string host;
+    int port = 22;
+    std::string username;
+    std::string auth_method;  // "key" | "password"
+    byok::SecretString secret;  // private key (OpenSSH/PEM text) or password
+    std::string host_key_fingerprint;  // "SHA256:..." pinned, or "" (trust on first use)
+    std::string workspace_path;
+    int timeout_ms = 10000;
+};
+struct ByokProbeResult {
+    bool ok = false;
+    std::string stage;  // connect | host_key | auth | workspace | done
+    std::string message;
+    std::string host_key_fingerprint;
+    bool trusted_on_first_use = false;
+    int64_t latency_ms = 0;
+};
+// Blocking; call only from a thread-pool task.
+void ngx_byok_ssh_probe(const ByokSshProbe &in, ByokProbeResult *out);
+void ngx_byok_local_probe(const std::string &path, ByokProbeResult *out);
+int64_t ngx_byok_monotonic_ms();
 
 // --- handlers ----------------------------------------------------------------
 

@@ -9,6 +9,10 @@
 
 #include <functional>
 
+extern "C" {
+#include <ngx_thread_pool.h>
+}
+
 namespace {
 
 struct AdminCtx {
@@ -198,6 +202,8 @@ char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     clcf->handler = admin_handler;
     auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
     mcf->gateway_used = 1;
+    // Connection tests of execution servers run on the default thread pool.
+    if (ngx_thread_pool_add(cf, nullptr) == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
     return NGX_CONF_OK;
 }
 

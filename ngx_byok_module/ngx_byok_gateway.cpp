@@ -501,9 +501,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         ngx_byok_count_request(m->catalog, d.provider ? d.provider->id : "", d.route, r->headers_out.status,
                                upstream_ms, had_upstream);
         if (d.route != byok::Route::Denied && d.provider != nullptr && !ctx->snap.project.empty()) {
-            std::string key = m->admin.layout.usage(ctx->snap.project, byok::yyyymmdd_utc(ngx_time()));
-            ngx_byok_redis_send_noreply({"HINCRBY", key, d.provider->id + ":" + std::string(byok::route_name(d.route)), "1"});
-            ngx_byok_redis_send_noreply({"EXPIRE", key, "8640000"});
+            ngx_byok_usage_add(m->admin.layout, ctx->snap.project, d.provider->id, d.route);
         }
     } catch (const std::exception &) {
     }

@@ -216,10 +216,14 @@ static ngx_int_t ngx_byok_init_process(ngx_cycle_t *cycle) {
     auto *mcf = static_cast<ngx_byok_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
     if (mcf == nullptr || !mcf->redis_set) return NGX_OK;
+    ngx_byok_usage_init_process(cycle);
     return ngx_byok_redis_init_process(cycle);
 }
 
-static void ngx_byok_exit_process(ngx_cycle_t *cycle) { ngx_byok_redis_exit_process(cycle); }
+static void ngx_byok_exit_process(ngx_cycle_t *cycle) {
+    ngx_byok_usage_exit_process();
+    ngx_byok_redis_exit_process(cycle);
+}
 
 // --- directive parsing -------------------------------------------------------
 

@@ -46,5 +46,9 @@ fi
 # 3. The module itself (incremental).
 cd "$NGX_TREE"
 make -s -j"$JOBS" -f objs/Makefile modules
-cp objs/ngx_http_byok_module.so "$BUILD_DIR/ngx_http_byok_module.so"
+# Replace by rename, never by overwriting in place: a running nginx (`make
+# run`, a test) has the old file mapped, and rewriting it under the master
+# crashes it on the next reload.
+cp objs/ngx_http_byok_module.so "$BUILD_DIR/.ngx_http_byok_module.so.tmp"
+mv -f "$BUILD_DIR/.ngx_http_byok_module.so.tmp" "$BUILD_DIR/ngx_http_byok_module.so"
 echo "built $BUILD_DIR/ngx_http_byok_module.so"

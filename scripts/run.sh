@@ -235,19 +235,19 @@ Secrets:   .run/master.keys (master key ring), .run/admin.tokens (admin token),
            .run/openrouter.key (put your real OpenRouter key there for fallback)
 
 Try it:
-  ADMIN=\$(cat $RUN/admin.tokens)
+  ADMIN=\$(cat $RUN/admin.tokens); JSON='Content-Type: application/json'
   # create a project (tier starter or above may store its own provider keys)
-  curl -s -H "Authorization: Bearer \$ADMIN" -d '{"id":"demo","name":"Demo","tier":"starter"}' \\
+  curl -s -w '\n' -H "Authorization: Bearer \$ADMIN" -H "\$JSON" -d '{"id":"demo","name":"Demo","tier":"starter"}' \\
        http://127.0.0.1:8080/admin/v1/projects
   # mint a gateway key: the byok_... key is shown in this response only
-  curl -s -H "Authorization: Bearer \$ADMIN" -d '{"label":"dev"}' \\
+  curl -s -w '\n' -H "Authorization: Bearer \$ADMIN" -H "\$JSON" -d '{"label":"dev"}' \\
        http://127.0.0.1:8080/admin/v1/projects/demo/api-keys
   GW=byok_...   # the key from the response above
   # store the project's OpenAI key (encrypted with the master key)
-  curl -s -X PUT -H "Authorization: Bearer \$ADMIN" -d '{"key":"sk-..."}' \\
+  curl -s -w '\n' -X PUT -H "Authorization: Bearer \$ADMIN" -H "\$JSON" -d '{"key":"sk-..."}' \\
        http://127.0.0.1:8080/admin/v1/projects/demo/keys/openai
   # call a model with the gateway key
-  curl -s -H "Authorization: Bearer \$GW" -H 'Content-Type: application/json' \\
+  curl -s -w '\n' -H "Authorization: Bearer \$GW" -H "\$JSON" \\
        -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \\
        http://127.0.0.1:8080/v1/chat/completions
 

@@ -37,6 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Abort(Exception):
+    """Raised by a wait_until predicate to stop waiting at once."""
+
+
 def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
     """Polls pred() until it returns something truthy; returns that value.
     Raises AssertionError after `timeout` seconds."""
@@ -47,6 +51,8 @@ def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "
             value = pred()
             if value:
                 return value
+        except Abort:
+            raise
         except Exception as e:  # noqa: BLE001 - reported below
             last_exc = e
         if time.monotonic() >= deadline:
@@ -55,15 +61,31 @@ def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "
         time.sleep(interval)
 
 
+def until(fetch, cond, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
+    """Calls fetch() until cond(result) holds; returns that result (which
+    may be falsy, e.g. a requests.Response with an error status)."""
+    box = []
+
+    def pred():
+        v = fetch()
+        if cond(v):
+            box.append(v)
+            return True
+        return False
+    wait_until(pred, timeout, interval, what)
+    return box[0]
+
+
 def canary(prefix: str = "sk-test-") -> str:
     """A unique, recognisable fake secret: prefix + 32 random hex chars."""
     return prefix + secrets.token_hex(16)
 
 
 def line_of(text: str, needle: str) -> int:
-    """1-based number of the first line of `text` containing `needle`."""
+    """1-based number of the first line of `text` that starts (after
+    indentation) with `needle`, e.g. a directive name."""
     for n, line in enumerate(text.splitlines(), 1):
-        if needle in line:
+        if line.strip().startswith(needle):
             return n
     raise AssertionError(f"{needle!r} not in config")
 
@@ -124,6 +146,7 @@ class RedisServer:
             [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
              "--daemonize", "no", "--protected-mode", "no",
+             "--enable-debug-command", "local",  # DEBUG SLEEP for stall tests
              "--logfile", str(self.dir / "redis.log")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -637,7 +660,7 @@ http {{
         assert not found, "secrets leaked: " + ", ".join(found)
 
 
-class _StartError(Exception):
+class _StartError(Abort):
     pass
 
 

@@ -288,7 +288,8 @@ Test(admin_input, errors_name_the_field) {
     cr_assert(body_of(s)["error"]["message"].get<std::string>().find("'colour'") !=
               std::string::npos);
     Step t = run(cfg, "POST", "/projects", R"({"name":true})");
-    cr_assert(body_of(t)["error"]["message"].get<std::string>().find("'name'") != std::string::npos);
+    cr_assert(body_of(t)["error"]["message"].get<std::string>().find("'name'") !=
+              std::string::npos);
     Step m = run(cfg, "DELETE", "/rotate");
     cr_assert_eq(response(m).status, 405);
     cr_assert_eq(response(m).headers.at(0).name, "Allow");
@@ -333,9 +334,9 @@ Test(admin_projects, delete_removes_everything) {
     Config cfg = config();
     Step s = run(cfg, "DELETE", "/projects/acme");
     const auto &argv = redis_call(s).argv;
-    for (const char *k : {"byok:project:{acme}", "byok:projects", "byok:{acme}:keys",
-                          "byok:{acme}:servers", "byok:{acme}:apikeys", "byok:apikey:",
-                          "byok:{acme}:usage:*"})
+    for (const char *k :
+         {"byok:project:{acme}", "byok:projects", "byok:{acme}:keys", "byok:{acme}:servers",
+          "byok:{acme}:apikeys", "byok:apikey:", "byok:{acme}:usage:*"})
         cr_assert(argv_contains(argv, k), "argv lacks %s", k);
     cr_assert_eq(response(feed(s, arr({integer(0), integer(2)}))).status, 200);
     Step gone = run(cfg, "DELETE", "/projects/acme");
@@ -477,11 +478,11 @@ Test(admin_keys, custom_endpoint_rules) {
         json b{{"key", "anything-goes-123456"}, {"endpoint", endpoint}};
         return run(c, "PUT", "/projects/acme/keys/" + provider, b.dump());
     };
-    for (const char *bad : {"http://llm.example.com", "https://10.0.0.1", "https://127.0.0.1:8443",
-                            "https://[::1]", "https://169.254.169.254", "https://192.168.1.10",
-                            "https://172.20.0.1", "https://[fe80::1]", "https://[fd00::1]",
-                            "https://0.0.0.0", "https://127.1", "https://localhost",
-                            "https://[::ffff:10.0.0.1]", "ftp://x.example.com"})
+    for (const char *bad :
+         {"http://llm.example.com", "https://10.0.0.1", "https://127.0.0.1:8443", "https://[::1]",
+          "https://169.254.169.254", "https://192.168.1.10", "https://172.20.0.1",
+          "https://[fe80::1]", "https://[fd00::1]", "https://0.0.0.0", "https://127.1",
+          "https://localhost", "https://[::ffff:10.0.0.1]", "ftp://x.example.com"})
         cr_assert_eq(response(put(cfg, "custom", bad)).status, 422, "%s", bad);
     cr_assert_eq(response(put(cfg, "openai", "https://llm.example.com")).status, 422);
     Step ok = put(cfg, "custom", "https://llm.example.com/v1/");
@@ -490,16 +491,19 @@ Test(admin_keys, custom_endpoint_rules) {
 
     Config allow = config();
     allow.allow_endpoint = {"10.0.0.0/8", "llm.internal"};
-    cr_assert(std::holds_alternative<RedisCall>(put(allow, "custom", "http://10.1.2.3:8000").action));
-    cr_assert(std::holds_alternative<RedisCall>(put(allow, "custom", "http://llm.internal").action));
+    cr_assert(
+        std::holds_alternative<RedisCall>(put(allow, "custom", "http://10.1.2.3:8000").action));
+    cr_assert(
+        std::holds_alternative<RedisCall>(put(allow, "custom", "http://llm.internal").action));
     cr_assert_eq(response(put(allow, "custom", "http://192.168.0.1")).status, 422);
 }
 
 Test(admin_keys, list_is_masked) {
     Config cfg = config();
     Step s = run(cfg, "GET", "/projects/acme/keys");
-    Step done = feed(s, project_read("pro", {{"openai", record_json(ring1(), kOpenAiKey, "acme", "openai")},
-                                             {"groq", "{not json"}}));
+    Step done =
+        feed(s, project_read("pro", {{"openai", record_json(ring1(), kOpenAiKey, "acme", "openai")},
+                                     {"groq", "{not json"}}));
     json b = body_of(done);
     cr_assert_eq(b.size(), 2u);
     cr_assert(response(done).body.find(kOpenAiKey) == std::string::npos);
@@ -542,7 +546,8 @@ Test(admin_keytest, builds_the_call_with_the_shared_header_builder) {
     cr_assert_eq(call.url, "https://api.openai.com/v1/models");
     bool auth = false;
     for (const auto &h : call.headers)
-        auth = auth || (h.name == "Authorization" && h.value == std::string("Bearer ") + kOpenAiKey);
+        auth =
+            auth || (h.name == "Authorization" && h.value == std::string("Bearer ") + kOpenAiKey);
     cr_assert(auth);
 }
 
@@ -565,8 +570,9 @@ Test(admin_keytest, status_mapping) {
 Test(admin_keytest, message_is_trimmed_and_redacted) {
     Config cfg = config();
     std::string rec = record_json(ring1(), kOpenAiKey, "acme", "openai");
-    json err{{"error", {{"message", std::string("Incorrect API key provided: ") + kOpenAiKey +
-                                        std::string(400, 'x')}}}};
+    json err{{"error",
+              {{"message", std::string("Incorrect API key provided: ") + kOpenAiKey +
+                               std::string(400, 'x')}}}};
     json r = finish_test(start_test(cfg, rec), 401, err.dump());
     std::string m = r["message"];
     cr_assert(m.find(kOpenAiKey) == std::string::npos);
@@ -682,8 +688,11 @@ Test(admin_audit, filters_and_limits) {
     c.query = "project=acme&limit=2";
     Step f = run(cfg, c);
     auto entry = [](std::string id, std::string pid) {
-        return arr({str(id), hash({{"actor", "admin:x"}, {"action", "key.put"}, {"project", pid},
-                                   {"target", "openai"}, {"at", "t"}})});
+        return arr({str(id), hash({{"actor", "admin:x"},
+                                   {"action", "key.put"},
+                                   {"project", pid},
+                                   {"target", "openai"},
+                                   {"at", "t"}})});
     };
     Step done = feed(f, arr({entry("3-0", "acme"), entry("2-0", "zeta"), entry("1-0", "acme")}));
     json b = body_of(done);
