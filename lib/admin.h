@@ -51,8 +51,32 @@ struct HttpCall {
     int timeout_ms = 10000;
     std::function<Step(const HttpResult &)> next;
 };
+// A blocking connection test of an execution server (SPEC §8), run by the
+// glue on nginx's thread pool: "ssh" (libssh: connect, host key, auth,
+// workspace via sftp) or "local" (path exists and is a directory).
+struct ProbeResult {
+    bool ok = false;
+    std::string stage;    // connect | host_key | auth | workspace | done
+    std::string message;  // secret-free
+    std::string host_key_fingerprint;  // "SHA256:..." seen (ssh)
+    bool trusted_on_first_use = false;  // nothing was pinned; record the one seen
+    int64_t latency_ms = 0;
+};
+struct ProbeCall {
+    std::string kind;  // "ssh" | "local"
+    std::string host;
+    int port = 22;
+    std::string username;
+    std::string auth_method;  // "key" | "password"
+    std::shared_ptr<SecretString> secret;  // private key text or password
+    std::string host_key_fingerprint;      // pinned, or "" (trust on first use)
+    std::string workspace_path;            // ssh: checked remotely; local: the path
+    int timeout_ms = 10000;
+    std::function<Step(const ProbeResult &)> next;
+};
+
 struct Step {
-    std::variant<Response, RedisCall, HttpCall> action;
+    std::variant<Response, RedisCall, HttpCall, ProbeCall> action;
 };
 
 struct Request {
@@ -78,6 +102,7 @@ struct Config {
     std::vector<std::string> admin_tokens;
     std::vector<std::string> allow_endpoint;  // byok_allow_endpoint entries
     size_t max_body = 64 * 1024;
+    int server_test_timeout_ms = 10000;  // byok_server_test_timeout
     Clock clock;
 };
 

@@ -140,27 +140,9 @@ char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t ngx_byok_run_in_thread(ngx_http_request_t *r, std::function<void()> work,
                                  std::function<void()> done);
 
-struct ByokSshProbe {
-    std::string host;
-    int port = 22;
-    std::string username;
-    std::string auth_method;  // "key" | "password"
-    byok::SecretString secret;  // private key (OpenSSH/PEM text) or password
-    std::string host_key_fingerprint;  // "SHA256:..." pinned, or "" (trust on first use)
-    std::string workspace_path;
-    int timeout_ms = 10000;
-};
-struct ByokProbeResult {
-    bool ok = false;
-    std::string stage;  // connect | host_key | auth | workspace | done
-    std::string message;
-    std::string host_key_fingerprint;
-    bool trusted_on_first_use = false;
-    int64_t latency_ms = 0;
-};
 // Blocking; call only from a thread-pool task.
-void ngx_byok_ssh_probe(const ByokSshProbe &in, ByokProbeResult *out);
-void ngx_byok_local_probe(const std::string &path, ByokProbeResult *out);
+void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResult *out);
+void ngx_byok_local_probe(const std::string &path, byok::admin::ProbeResult *out);
 int64_t ngx_byok_monotonic_ms();
 
 // --- handlers ----------------------------------------------------------------

@@ -25,7 +25,16 @@ struct AdminCtx {
     byok::admin::HttpResult http_result;
     ngx_msec_t http_started = 0;
     bool http_done = false;
-    ~AdminCtx() { ngx_byok_redis_cancel(waiter); }
+    ~AdminCtx() {
+        ngx_byok_redis_cancel(waiter);
+        // The body may carry a provider key or a server secret.
+        byok::wipe(body.data(), body.size());
+        if (r != nullptr && r->request_body != nullptr) {
+            for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+                if (!cl->buf->in_file && cl->buf->pos) byok::wipe(cl->buf->pos, cl->buf->last - cl->buf->pos);
+            }
+        }
+    }
 };
 
 void admin_ctx_cleanup(void *data) { static_cast<AdminCtx *>(data)->~AdminCtx(); }
@@ -95,6 +104,31 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
     return true;
 }
 
+// Connection tests block (DNS, TCP, SSH handshake), so they run on the
+// thread pool; the result comes back to the event loop and the step chain.
+bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
+    auto probe = std::make_shared<byok::admin::ProbeCall>(std::move(call));
+    auto result = std::make_shared<byok::admin::ProbeResult>();
+    auto next = std::make_shared<std::function<byok::admin::Step(const byok::admin::ProbeResult &)>>(
+        std::move(probe->next));
+    probe->next = nullptr;
+    ngx_int_t rc = ngx_byok_run_in_thread(
+        ctx->r,
+        [probe, result] {
+            if (probe->kind == "ssh") {
+                ngx_byok_ssh_probe(*probe, result.get());
+            } else {
+                ngx_byok_local_probe(probe->workspace_path, result.get());
+            }
+        },
+        [ctx, result, next] { run(ctx, (*next)(*result)); });
+    if (rc != NGX_OK) {
+        call.next = std::move(*next);
+        return false;
+    }
+    return true;
+}
+
 void run(AdminCtx *ctx, byok::admin::Step step) {
     ngx_http_request_t *r = ctx->r;
     for (;;) {
@@ -114,6 +148,15 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
             unavailable.type = byok::admin::Reply::Type::Unavailable;
             auto next = std::move(call->next);
             step = next(unavailable);
+            continue;
+        }
+        if (auto *probe = std::get_if<byok::admin::ProbeCall>(&step.action)) {
+            if (start_probe(ctx, *probe)) return;
+            byok::admin::ProbeResult failed;
+            failed.stage = "connect";
+            failed.message = "no thread pool available for connection tests";
+            auto next = std::move(probe->next);
+            step = next(failed);
             continue;
         }
         auto &http = std::get<byok::admin::HttpCall>(step.action);

@@ -67,7 +67,7 @@ ngx_int_t ngx_byok_run_in_thread(ngx_http_request_t *r, std::function<void()> wo
     return NGX_OK;
 }
 
-void ngx_byok_ssh_probe(const ByokSshProbe &in, ByokProbeResult *out) {
+void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResult *out) {
     int64_t started = ngx_byok_monotonic_ms();
     auto finish = [&](bool ok, const char *stage, std::string message) {
         out->ok = ok;
@@ -121,11 +121,12 @@ void ngx_byok_ssh_probe(const ByokSshProbe &in, ByokProbeResult *out) {
     }
 
     int rc;
+    const char *secret = in.secret ? in.secret->data() : "";
     if (in.auth_method == "password") {
-        rc = ssh_userauth_password(s, nullptr, in.secret.data());
+        rc = ssh_userauth_password(s, nullptr, secret);
     } else {
         ssh_key key = nullptr;
-        if (ssh_pki_import_privkey_base64(in.secret.data(), nullptr, nullptr, nullptr, &key) != SSH_OK)
+        if (ssh_pki_import_privkey_base64(secret, nullptr, nullptr, nullptr, &key) != SSH_OK)
             return finish(false, "auth", "the stored private key cannot be parsed");
         rc = ssh_userauth_publickey(s, nullptr, key);
         ssh_key_free(key);
@@ -147,7 +148,7 @@ void ngx_byok_ssh_probe(const ByokSshProbe &in, ByokProbeResult *out) {
     finish(true, "done", "connected, authenticated and found the workspace");
 }
 
-void ngx_byok_local_probe(const std::string &path, ByokProbeResult *out) {
+void ngx_byok_local_probe(const std::string &path, byok::admin::ProbeResult *out) {
     int64_t started = ngx_byok_monotonic_ms();
     struct stat st;
     bool ok = stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);

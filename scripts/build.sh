@@ -24,7 +24,7 @@ make -s -C "$ROOT" -j"$JOBS" BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" l
 # 2. A private copy of the nginx tree, configured once. Re-configured only
 #    when the module's file list, `config` or the flags change.
 NGX_TREE=$BUILD_DIR/nginx
-stamp=$( (cat "$ROOT/config" "$NGX_SRC/conf_flags" "$0"; ls "$ROOT"/ngx_byok_module;
+stamp=$( (cat "$ROOT/config" "$NGX_SRC/conf_flags" "$0"; ls "$ROOT"/ngx_byok_module "$ROOT"/lib;
           echo "$BYOK_CFLAGS") | sha256sum | cut -c1-16)
 if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$stamp" ]; then
     rm -rf "$NGX_TREE"
@@ -35,7 +35,7 @@ if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$s
     cd "$NGX_TREE"
     # conf_flags has no --with-cc-opt; the distro's nginx was built with
     # -fPIC, which a shared module needs anyway.
-    ./configure "${NGX_CONF_FLAGS[@]}" \
+    BYOK_LIB="$BUILD_DIR/lib/libbyok.a" ./configure "${NGX_CONF_FLAGS[@]}" \
         --with-cc-opt="-fPIC $BYOK_CFLAGS" \
         --with-ld-opt="$BYOK_CFLAGS" \
         --add-dynamic-module="$ROOT" >"$NGX_TREE/configure.log" 2>&1 || {
@@ -45,6 +45,10 @@ fi
 
 # 3. The module itself (incremental).
 cd "$NGX_TREE"
+# objs/Makefile does not know about the static library: relink when it changed.
+if [ "$BUILD_DIR/lib/libbyok.a" -nt objs/ngx_http_byok_module.so ]; then
+    rm -f objs/ngx_http_byok_module.so
+fi
 make -s -j"$JOBS" -f objs/Makefile modules
 # Replace by rename, never by overwriting in place: a running nginx (`make
 # run`, a test) has the old file mapped, and rewriting it under the master

@@ -10,6 +10,8 @@
                    every gateway is stopped after the test and checked for
                    crashed workers.
     gw             a started default gateway.
+    sshd           SshServer: a real OpenSSH sshd on loopback (session);
+                   .host, .port, .username, .private_key, .fingerprint
 """
 
 import sys
@@ -20,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_provider import FakeProvider  # noqa: E402
-from harness import Gateway, RedisServer  # noqa: E402
+from harness import Gateway, RedisServer, SshServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +77,11 @@ def gateway(tmp_path, redis_server, fake_provider):
 @pytest.fixture
 def gw(gateway):
     return gateway()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()

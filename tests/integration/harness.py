@@ -212,6 +212,75 @@ class RedisServer:
                     assert sb not in v, f"secret found in Redis value of {key!r}"
 
 
+# -- sshd (execution-server tests) -------------------------------------------
+
+SSHD = os.environ.get("BYOK_SSHD", "/usr/sbin/sshd")
+
+
+class SshServer:
+    """A private OpenSSH sshd on a free loopback port: public-key login for
+    root with a generated client key, its own host key, no PAM."""
+
+    def __init__(self, workdir: Path):
+        assert Path(SSHD).exists(), f"{SSHD} missing: install openssh-server"
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.port = "127.0.0.1", free_port()
+        self.username = "root"
+        self.host_key = self.dir / "host_ed25519"
+        self.client_key = self.dir / "client_ed25519"
+        for k in (self.host_key, self.client_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(k)],
+                           check=True, timeout=30)
+        (self.dir / "authorized_keys").write_text(
+            (self.dir / "client_ed25519.pub").read_text())
+        self.private_key = self.client_key.read_text()
+        fp = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
+                            check=True, capture_output=True, text=True, timeout=30).stdout
+        self.fingerprint = fp.split()[1]  # "SHA256:..."
+        self.config = self.dir / "sshd_config"
+        self.config.write_text(f"""\
+Port {self.port}
+ListenAddress {self.host}
+HostKey {self.host_key}
+PidFile {self.dir}/sshd.pid
+AuthorizedKeysFile {self.dir}/authorized_keys
+StrictModes no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+Subsystem sftp internal-sftp
+""")
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation dir
+        log = open(self.dir / "sshd.log", "ab")
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise Abort((self.dir / "sshd.log").read_text()[-2000:])
+            with socket.create_connection((self.host, self.port), timeout=1) as s:
+                return s.recv(64).startswith(b"SSH-")
+        wait_until(up, START_TIMEOUT, what="sshd to answer")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        self.proc = None
+
+
 # -- nginx ----------------------------------------------------------------------
 
 SAFE_LOG_FORMAT = (

@@ -224,7 +224,7 @@ def test_provider_key_crud(gw, redis_server, fake_provider):
     assert masked_entry(gw, pid, "openai")[0] is None
     assert gw.admin("DELETE", f"/projects/{pid}/keys/openai").status_code == 404
     assert gw.admin("PUT", f"/projects/{pid}/keys/nosuch", {"key": "x" * 20}).status_code == 404
-    assert gw.admin("PUT", f"/projects/nosuch/keys/openai",
+    assert gw.admin("PUT", "/projects/nosuch/keys/openai",
                     {"key": canary()}).status_code == 404
     redis_server.assert_absent(gw.secrets)
     gw.assert_no_leaks()

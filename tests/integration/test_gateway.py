@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from harness import (assert_json_error, canary, free_port, providers_yaml, raw_http, status_of,
                      until, wait_until)

@@ -1,0 +1,454 @@
+#!/bin/bash
+# make bench — SPEC §11: the gateway against bare nginx proxy_pass and a peer
+# (Portkey AI gateway), on loopback, in one run. Reports, never fails on a
+# missed target; exits non-zero only when the setup itself is broken.
+#
+# Everything runs from a temporary directory (removed on exit; keep it with
+# BENCH_KEEP=1): a fake upstream (system nginx, `return 200 <json>`), a fake
+# SSE provider (bench/fake_sse.py), redis-server, bare nginx, three nginx
+# instances with the module (hot cache, cold path, 8 MiB zone for the
+# capacity fill) and Portkey. wrk drives each target, interleaved, for
+# BENCH_ROUNDS rounds of BENCH_DURATION seconds; medians are printed and
+# written to bench/results/<UTC timestamp>.json.
+#
+# Knobs: BENCH_DURATION (5) BENCH_ROUNDS (3) BENCH_PROJECTS (2000)
+#        BENCH_KEYS (80000) BENCH_SSE_SAMPLES (50) BENCH_SHM_SECONDS (15)
+#        BENCH_PIN (1: measured proxies on CPU 1, wrk/upstream/redis on CPU 0)
+#        BENCH_PEER (1: install and run Portkey) BENCH_PERF (0: perf record the
+#        byok worker during one extra c32 run) BENCH_KEEP (0)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+MODULE=$ROOT/build/ngx_http_byok_module.so
+NGINX=${NGINX:-/usr/sbin/nginx}
+PY=/usr/bin/python3
+DUR=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+PROJECTS=${BENCH_PROJECTS:-2000}
+NKEYS=${BENCH_KEYS:-80000}
+SSE_SAMPLES=${BENCH_SSE_SAMPLES:-50}
+SHM_SECONDS=${BENCH_SHM_SECONDS:-15}
+SHM_ZONE_MB=8
+PIN=${BENCH_PIN:-1}
+PEER=${BENCH_PEER:-1}
+PERF=${BENCH_PERF:-0}
+PORTKEY_VERSION=1.15.2
+UPSTREAM_KEY="sk-bench-0000000000000000000000000000000000000000"
+
+for tool in wrk redis-server redis-cli curl "$NGINX" $PY; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not found (make bench installs it)" >&2; exit 1; }
+done
+[ -f "$MODULE" ] || { echo "bench: $MODULE missing; run make build" >&2; exit 1; }
+
+W=$(mktemp -d /tmp/byok-bench.XXXXXX)
+chmod 755 "$W"
+mkdir -p "$W/logs" "$W/metrics" "$W/secrets" "$ROOT/bench/results"
+chmod 700 "$W/secrets"
+RAW=$W/raw.jsonl
+FACTS=$W/facts.tsv
+: >"$RAW"
+: >"$FACTS"
+PIDS=()
+
+cleanup() {
+    local rc=$?
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for _ in $(seq 50); do
+        local alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
+        echo "bench: work directory kept: $W" >&2
+    else
+        rm -rf "$W"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
+
+# CPU placement: the proxy being measured gets CPU 1 to itself; the load
+# generator, the fake upstreams and Redis share CPU 0.
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    SUT=(taskset -c 1)
+    AUX=(taskset -c 0)
+    fact pinning "proxies on CPU 1; wrk, fake upstreams, redis on CPU 0"
+else
+    SUT=()
+    AUX=()
+    fact pinning "none"
+fi
+
+# Free loopback ports, all held at once so they are distinct.
+read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_COLD P_SHM P_PK < <($PY - <<'EOF'
+import socket
+ss = [socket.socket() for _ in range(8)]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))
+EOF
+)
+
+start() {  # name cmd... — background, logged, remembered for cleanup
+    local name=$1
+    shift
+    "$@" >"$W/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+}
+
+wait_http() {  # url seconds
+    local deadline=$((SECONDS + $2))
+    while [ $SECONDS -lt $deadline ]; do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cpu_ticks() {  # pid -> utime+stime of the process (all threads), clock ticks
+    [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+worker_of() { pgrep -P "$1" | head -1; }
+
+# ------------------------------------------------------------------ configs
+cat >"$W/upstream.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 16384;
+error_log $W/logs/upstream.error.log warn;
+pid $W/upstream.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$P_UP backlog=4096;
+        location = /openai/chat/completions {
+            default_type application/json;
+            return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}';
+        }
+        location = /stub { stub_status; }
+    }
+}
+EOF
+
+# Bare nginx: the gateway's proxy settings (byok_gateway.conf) with a fixed
+# Authorization header instead of auth + Redis + decrypt.
+cat >"$W/bare.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 16384;
+error_log $W/logs/bare.error.log warn;
+pid $W/bare.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$P_BARE backlog=4096;
+        client_max_body_size    16m;
+        client_body_buffer_size 1m;
+        proxy_http_version      1.1;
+        proxy_set_header        Connection "";
+        proxy_set_header        Authorization "Bearer $UPSTREAM_KEY";
+        proxy_buffering         off;
+        proxy_connect_timeout   10s;
+        proxy_read_timeout      300s;
+        location = /v1/chat/completions {
+            proxy_pass http://fakeup/openai/chat/completions;
+        }
+        location /openai/ {
+            proxy_pass http://127.0.0.1:$P_SSE/sse/;
+        }
+    }
+}
+EOF
+
+head -c 32 /dev/urandom | base64 | sed 's/^/k1 /' >"$W/secrets/master.keys"
+echo "adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$W/secrets/admin.tokens"
+echo "sk-or-bench-system-key" >"$W/secrets/openrouter.key"
+chmod 600 "$W"/secrets/*
+
+# openai: unified /v1 -> the fast fake upstream through the keepalive upstream
+# block "fakeup" (nginx matches the variable proxy_pass host against upstream
+# names); native /openai/... -> the SSE fake.
+cat >"$W/providers.yaml" <<EOF
+providers:
+  openai:
+    name: OpenAI
+    base_url: http://127.0.0.1:$P_SSE/sse
+    openai_base: http://fakeup/openai
+    auth: bearer
+    key_prefix: "sk-"
+    test: { method: GET, path: /models }
+    models: ["gpt-*"]
+  openrouter:
+    name: OpenRouter
+    base_url: http://127.0.0.1:$P_UP/openrouter
+    openai_base: http://127.0.0.1:$P_UP/openrouter
+    auth: bearer
+    key_prefix: "sk-or-"
+    test: { method: GET, path: /key }
+EOF
+
+byok_conf() {  # name port cache-directive-args
+    cat >"$W/$1.conf" <<EOF
+load_module $MODULE;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+error_log $W/logs/$1.error.log warn;
+pid $W/$1.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
+    byok_redis 127.0.0.1:$P_REDIS;
+    byok_master_keys $W/secrets/master.keys;
+    byok_providers $W/providers.yaml;
+    byok_cache $3;
+    byok_system_key openrouter $W/secrets/openrouter.key;
+    byok_admin_token_file $W/secrets/admin.tokens;
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        include $ROOT/conf/byok_gateway.conf;
+        location /admin/v1/ { byok_admin; }
+        location = /metrics { byok_metrics; }
+    }
+}
+EOF
+}
+# hot: ttl long enough that the bench key stays fresh for the whole run.
+byok_conf byok "$P_BYOK" "zone=byok:16m ttl=1h"
+# cold: entries expire after 1 s and are never served stale, and wrk rotates
+# through BENCH_KEYS distinct gateway keys, so (nearly) every request misses.
+byok_conf cold "$P_COLD" "zone=byok:64m ttl=1s stale=0s"
+# capacity: a deliberately small zone, filled until it evicts.
+byok_conf shm "$P_SHM" "zone=byok:${SHM_ZONE_MB}m ttl=1h"
+
+for c in upstream bare byok cold shm; do
+    "$NGINX" -t -q -p "$W" -c "$W/$c.conf" -g 'daemon off; master_process on;' \
+        || { echo "bench: nginx -t failed for $c" >&2; exit 1; }
+done
+
+# ------------------------------------------------------------------ start
+log "work dir $W; ports up=$P_UP sse=$P_SSE redis=$P_REDIS bare=$P_BARE byok=$P_BYOK cold=$P_COLD shm=$P_SHM portkey=$P_PK"
+start redis "${AUX[@]}" redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' --appendonly no \
+    --enable-debug-command local --dir "$W" --logfile "$W/logs/redis.server.log"
+start sse "${AUX[@]}" $PY "$ROOT/bench/fake_sse.py" "$P_SSE"
+start upstream "${AUX[@]}" "$NGINX" -p "$W" -c "$W/upstream.conf" -g 'daemon off;'
+start bare "${SUT[@]}" "$NGINX" -p "$W" -c "$W/bare.conf" -g 'daemon off;'
+for _ in $(seq 100); do redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start byok "${SUT[@]}" "$NGINX" -p "$W" -c "$W/byok.conf" -g 'daemon off;'
+start cold "${SUT[@]}" "$NGINX" -p "$W" -c "$W/cold.conf" -g 'daemon off;'
+start shm "${SUT[@]}" "$NGINX" -p "$W" -c "$W/shm.conf" -g 'daemon off;'
+for p in "$P_UP/stub" "$P_BYOK/metrics" "$P_COLD/metrics" "$P_SHM/metrics"; do
+    wait_http "http://127.0.0.1:$p" 15 || { echo "bench: 127.0.0.1:$p did not come up" >&2; exit 1; }
+done
+wait_http "http://127.0.0.1:$P_BARE/" 15 || { echo "bench: bare nginx did not come up" >&2; exit 1; }
+
+# Peer: Portkey AI gateway (npm), single node process on the proxies' CPU.
+PK_STATUS="not run (BENCH_PEER=0)"
+if [ "$PEER" = 1 ]; then
+    PK_JS=$ROOT/bench/node_modules/@portkey-ai/gateway/build/start-server.js
+    if [ ! -f "$PK_JS" ] && command -v npm >/dev/null; then
+        log "installing @portkey-ai/gateway@$PORTKEY_VERSION into bench/node_modules"
+        (cd "$ROOT/bench" && timeout 300 npm install --no-audit --no-fund --loglevel=error) \
+            >"$W/logs/npm.log" 2>&1 || true
+    fi
+    if ! command -v node >/dev/null; then
+        PK_STATUS="not run: node not found"
+    elif [ ! -f "$PK_JS" ]; then
+        PK_STATUS="not run: npm install of @portkey-ai/gateway failed (see npm log)"
+    else
+        start portkey env NODE_ENV=production "${SUT[@]}" node "$PK_JS" --port="$P_PK" --headless
+        if wait_http "http://127.0.0.1:$P_PK/" 30; then
+            PK_STATUS=ok
+        else
+            PK_STATUS="not run: portkey did not start: $(tail -c 300 "$W/logs/portkey.log" | tr '\n\t' '  ')"
+        fi
+    fi
+fi
+
+# ------------------------------------------------------------------ provision
+log "provisioning: 1 hot project + $PROJECTS projects (admin API), $NKEYS gateway keys (Redis)"
+$PY "$ROOT/bench/provision.py" --admin "http://127.0.0.1:$P_BYOK/admin/v1" \
+    --token-file "$W/secrets/admin.tokens" --redis-port "$P_REDIS" \
+    --projects "$PROJECTS" --keys "$NKEYS" --out "$W" >"$W/provision.json"
+fact provision "$(cat "$W/provision.json")"
+HOT=$(cat "$W/hot.key")
+
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+PK_H=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$P_UP/openai"
+      -H "Authorization: Bearer $UPSTREAM_KEY")
+
+check() {  # name expect-substring curl-args... — one request, must be 200
+    local out
+    out=$(curl -s -i --max-time 5 -X POST -H 'Content-Type: application/json' -d "$BODY" "${@:3}") || true
+    if ! grep -q '^HTTP/1.1 200' <<<"$out" || ! grep -qi -- "$2" <<<"$out"; then
+        echo "$out" | head -20 >&2
+        return 1
+    fi
+}
+check bare chatcmpl-bench -H "Authorization: Bearer $HOT" "http://127.0.0.1:$P_BARE/v1/chat/completions" \
+    || { echo "bench: bare nginx does not proxy" >&2; exit 1; }
+check byok 'x-byok-route: byok' -H "Authorization: Bearer $HOT" "http://127.0.0.1:$P_BYOK/v1/chat/completions" \
+    || { echo "bench: the gateway does not route the hot key (byok)" >&2; exit 1; }
+check cold 'x-byok-route: byok' -H "Authorization: Bearer $(head -1 "$W/cold.keys")" \
+    "http://127.0.0.1:$P_COLD/v1/chat/completions" \
+    || { echo "bench: the gateway does not route a cold key (byok)" >&2; exit 1; }
+if [ "$PK_STATUS" = ok ] && ! check portkey chatcmpl-bench "${PK_H[@]}" "http://127.0.0.1:$P_PK/v1/chat/completions"; then
+    PK_STATUS="not run: portkey did not proxy to the fake upstream"
+fi
+fact portkey_status "$PK_STATUS"
+[ "$PK_STATUS" = ok ] && fact portkey_version "$PORTKEY_VERSION"
+log "portkey: $PK_STATUS"
+
+TARGETS=(bare byok)
+[ "$PK_STATUS" = ok ] && TARGETS+=(portkey)
+declare -A URL=(
+    [bare]="http://127.0.0.1:$P_BARE/v1/chat/completions"
+    [byok]="http://127.0.0.1:$P_BYOK/v1/chat/completions"
+    [cold]="http://127.0.0.1:$P_COLD/v1/chat/completions"
+    [shm]="http://127.0.0.1:$P_SHM/v1/chat/completions"
+    [portkey]="http://127.0.0.1:$P_PK/v1/chat/completions"
+)
+declare -A CPUPID=(
+    [bare]=$(worker_of "$PID_bare") [byok]=$(worker_of "$PID_byok")
+    [cold]=$(worker_of "$PID_cold") [shm]=$(worker_of "$PID_shm")
+    [portkey]=${PID_portkey:-}
+)
+hdrs() {  # target -> wrk -H args (bare gets the same Authorization bytes as byok)
+    case $1 in
+        portkey) printf '%s\n' "${PK_H[@]}" ;;
+        *) printf '%s\n' -H "Authorization: Bearer $HOT" ;;
+    esac
+}
+
+run_wrk() {  # phase target conc round seconds [env...] — appends one JSON line to $RAW
+    local phase=$1 target=$2 conc=$3 round=$4 secs=$5
+    shift 5
+    local -a H
+    mapfile -t H < <(hdrs "$target")
+    local c0 c1 out line
+    c0=$(cpu_ticks "${CPUPID[$target]}")
+    out=$(env "$@" timeout $((secs + 30)) "${AUX[@]}" wrk -t1 -c"$conc" -d"${secs}s" --timeout 5s \
+        -s "$ROOT/bench/wrk.lua" "${H[@]}" "${URL[$target]}" 2>&1) || true
+    c1=$(cpu_ticks "${CPUPID[$target]}")
+    line=$(sed -n 's/^BENCHJSON //p' <<<"$out")
+    if [ -z "$line" ]; then
+        log "wrk failed for $phase/$target: $(tail -3 <<<"$out" | tr '\n' ' ')"
+        line=null
+    fi
+    printf '{"phase":"%s","target":"%s","conc":%d,"round":%d,"cpu_ticks":%d,"wrk":%s}\n' \
+        "$phase" "$target" "$conc" "$round" "$((c1 - c0))" "$line" >>"$RAW"
+    if [ "$line" != null ]; then
+        $PY -c 'import json,sys; w=json.loads(sys.argv[1]); print("[bench]   %-8s %-8s c=%-4s r%s %9.0f req/s  p50 %6d us  p99 %6d us  non2xx %d" % (sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], w["rps"], w["p50_us"], w["p99_us"], w["err_status"]))' \
+            "$line" "$phase" "$target" "$conc" "$round" >&2
+    fi
+}
+
+stub_accepts() { curl -s --max-time 2 "http://127.0.0.1:$P_UP/stub" | awk 'NR==3 {print $1}'; }
+
+# ------------------------------------------------------------------ warm-up + keepalive check
+log "warm-up (2 s each) and upstream keepalive check"
+for t in "${TARGETS[@]}"; do
+    a0=$(stub_accepts)
+    run_wrk warm "$t" 32 0 2
+    fact "upstream_accepts.$t" "$(($(stub_accepts) - a0))"
+done
+
+# ------------------------------------------------------------------ throughput + latency
+for conc in 32 256 1; do
+    phase=tput
+    [ "$conc" = 1 ] && phase=lat
+    log "phase $phase c=$conc: $ROUNDS rounds x ${DUR}s, interleaved ${TARGETS[*]}"
+    for r in $(seq "$ROUNDS"); do
+        for t in "${TARGETS[@]}"; do run_wrk "$phase" "$t" "$conc" "$r" "$DUR"; done
+    done
+done
+
+# ------------------------------------------------------------------ cold path
+log "phase cold c=1: wrk rotates through $NKEYS gateway keys; bare runs the same script"
+curl -s "http://127.0.0.1:$P_COLD/metrics" >"$W/metrics/cold.before"
+for r in $(seq "$ROUNDS"); do
+    off=$(( (r - 1) * NKEYS / ROUNDS ))
+    run_wrk cold bare 1 "$r" "$DUR" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=$off
+    curl -s "http://127.0.0.1:$P_COLD/metrics" >"$W/metrics/cold.r$r.before"
+    run_wrk cold cold 1 "$r" "$DUR" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=$off
+    curl -s "http://127.0.0.1:$P_COLD/metrics" >"$W/metrics/cold.r$r.after"
+done
+
+# ------------------------------------------------------------------ Redis stall
+log "phase stall c=32: hot key, with and without DEBUG SLEEP 0.5 in a loop"
+curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.before"
+stalls=0
+for r in $(seq "$ROUNDS"); do
+    run_wrk nostall byok 32 "$r" "$DUR"
+    (
+        end=$((SECONDS + DUR + 1))
+        while [ $SECONDS -lt $end ]; do
+            timeout 5 redis-cli -p "$P_REDIS" DEBUG SLEEP 0.5 >/dev/null 2>&1 || true
+            echo x
+        done
+    ) >"$W/stall.r$r.count" &
+    stall_pid=$!
+    sleep 0.2
+    run_wrk stall byok 32 "$r" "$DUR"
+    wait "$stall_pid" || true
+    stalls=$((stalls + $(wc -l <"$W/stall.r$r.count")))
+done
+fact stall_commands "$stalls"
+curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.after"
+
+# ------------------------------------------------------------------ SSE
+log "phase sse: time to first chunk, $SSE_SAMPLES samples per target, interleaved"
+sse_targets="[{\"name\":\"bare\",\"port\":$P_BARE,\"path\":\"/openai/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}},"
+sse_targets+="{\"name\":\"byok\",\"port\":$P_BYOK,\"path\":\"/openai/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}}"
+if [ "$PK_STATUS" = ok ]; then
+    sse_targets+=",{\"name\":\"portkey\",\"port\":$P_PK,\"path\":\"/v1/chat/completions\",\"headers\":{\"x-portkey-provider\":\"openai\",\"x-portkey-custom-host\":\"http://127.0.0.1:$P_SSE/sse\",\"Authorization\":\"Bearer $UPSTREAM_KEY\"}}"
+fi
+sse_targets+="]"
+"${AUX[@]}" timeout 300 $PY "$ROOT/bench/sse_ttfb.py" "$SSE_SAMPLES" "$sse_targets" >"$W/sse.json" \
+    || echo '{}' >"$W/sse.json"
+
+# ------------------------------------------------------------------ shm capacity
+log "phase shm: fill a ${SHM_ZONE_MB} MiB zone with up to $NKEYS distinct gateway keys (${SHM_SECONDS}s, c=32)"
+run_wrk shmfill shm 32 1 "$SHM_SECONDS" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=0
+curl -s "http://127.0.0.1:$P_SHM/metrics" >"$W/metrics/shm.after"
+fact shm_zone_mb "$SHM_ZONE_MB"
+
+# ------------------------------------------------------------------ optional profile
+if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
+    log "perf: recording the byok worker during one c=32 run"
+    perf record -F 999 -g -p "${CPUPID[byok]}" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
+    perf_pid=$!
+    run_wrk perf byok 32 1 "$DUR"
+    wait "$perf_pid" || true
+    perf report -i "$W/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -60 >"$W/perf.txt" || true
+fi
+
+# ------------------------------------------------------------------ memory
+for t in bare byok cold shm portkey; do
+    pid=${CPUPID[$t]:-}
+    [ -n "$pid" ] && [ -r "/proc/$pid/status" ] && fact "rss_kb.$t" "$(ps -o rss= -p "$pid" | tr -d ' ')"
+done
+
+# ------------------------------------------------------------------ report
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench/results/$TS.json
+$PY "$ROOT/bench/report.py" --work "$W" --out "$OUT" --duration "$DUR" --rounds "$ROUNDS" \
+    --projects "$PROJECTS" --keys "$NKEYS"
+[ -f "$W/perf.txt" ] && cp "$W/perf.txt" "${OUT%.json}.perf.txt"
+log "results: $OUT"
