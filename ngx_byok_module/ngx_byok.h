@@ -35,10 +35,12 @@ struct ByokMain {
     struct SystemKey {
         std::string provider;
         byok::SecretString key;
+        std::string where;  // "<file>:<line>" of the directive, for errors
     };
     std::vector<SystemKey> system_keys;
     std::string fallback;  // provider id, "" = off
     bool fallback_set = false;
+    std::string fallback_where;
     byok::admin::Config admin;
 
     // byok_redis

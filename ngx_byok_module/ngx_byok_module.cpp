@@ -24,6 +24,7 @@ static char *ngx_byok_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd, voi
 static char *ngx_byok_admin_tokens_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_byok_allow_endpoint_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_byok_server_test_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 static ngx_command_t ngx_byok_commands[] = {
     {ngx_string("byok_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, ngx_byok_redis_directive,
@@ -42,6 +43,8 @@ static ngx_command_t ngx_byok_commands[] = {
      ngx_byok_admin_tokens_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_allow_endpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      ngx_byok_allow_endpoint_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_server_test_timeout"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_byok_server_test_timeout_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_gateway"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_gateway_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_admin_directive,
@@ -132,17 +135,19 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
 
     if (!m->fallback_set && m->system_key("openrouter") != nullptr) m->fallback = "openrouter";
+    // Checked here because byok_providers may come after these directives;
+    // the errors still point at the directive's own line.
     if (!m->fallback.empty() && m->catalog.find(m->fallback) == nullptr) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           BYOK_LOG "fallback provider \"%s\" is not in the provider catalog",
-                           m->fallback.c_str());
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      BYOK_LOG "byok_fallback: provider \"%s\" is not in the provider catalog in %s",
+                      m->fallback.c_str(), m->fallback_where.c_str());
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     for (const auto &k : m->system_keys) {
         if (m->catalog.find(k.provider) == nullptr) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               BYOK_LOG "byok_system_key: provider \"%s\" is not in the catalog",
-                               k.provider.c_str());
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          BYOK_LOG "byok_system_key: provider \"%s\" is not in the provider catalog in %s",
+                          k.provider.c_str(), k.where.c_str());
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }
@@ -231,6 +236,10 @@ static std::string ngx_byok_conf_path(ngx_conf_t *cf, ngx_str_t *value) {
     ngx_str_t path = *value;
     if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) return std::string(sv(*value));
     return std::string(sv(path));
+}
+
+static std::string ngx_byok_conf_where(ngx_conf_t *cf) {
+    return std::string(sv(cf->conf_file->file.name)) + ":" + std::to_string(cf->conf_file->line);
 }
 
 // Reads a small secret file; refuses files "other" users can read.
@@ -453,7 +462,7 @@ static char *ngx_byok_system_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, v
                            &value[2]);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
-    m->system_keys.push_back({provider, byok::SecretString(lines[0])});
+    m->system_keys.push_back({provider, byok::SecretString(lines[0]), ngx_byok_conf_where(cf)});
     for (auto &l : lines) byok::wipe(l.data(), l.size());
     return NGX_CONF_OK;
 }
@@ -463,6 +472,7 @@ static char *ngx_byok_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd, voi
     if (m->fallback_set) return (char *)"is duplicate";
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     m->fallback_set = true;
+    m->fallback_where = ngx_byok_conf_where(cf);
     m->fallback = sv(value[1]) == "off" ? "" : std::string(sv(value[1]));
     return NGX_CONF_OK;
 }
@@ -502,5 +512,18 @@ static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void
     auto *mcf = static_cast<ngx_byok_main_conf_t *>(
         ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
     mcf->gateway_used = 1;
+    return NGX_CONF_OK;
+}
+
+static char *ngx_byok_server_test_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_msec_t t = ngx_parse_time(&value[1], 0);
+    if (t == (ngx_msec_t)NGX_ERROR || t == 0 || t > 300000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_server_test_timeout: invalid time \"%V\" (1ms..300s)", &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    m->admin.server_test_timeout_ms = (int)t;
     return NGX_CONF_OK;
 }

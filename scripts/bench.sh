@@ -11,15 +11,15 @@
 # BENCH_ROUNDS rounds of BENCH_DURATION seconds; medians are printed and
 # written to bench/results/<UTC timestamp>.json.
 #
-# Knobs: BENCH_DURATION (5) BENCH_ROUNDS (3) BENCH_PROJECTS (2000)
-#        BENCH_KEYS (80000) BENCH_SSE_SAMPLES (50) BENCH_SHM_SECONDS (15)
+# Knobs: BYOK_MODULE (build/ngx_http_byok_module.so) BENCH_DURATION (5) BENCH_ROUNDS (3) BENCH_PROJECTS (2000)
+#        BENCH_KEYS (80000) BENCH_SSE_SAMPLES (50) BENCH_SHM_SECONDS (8)
 #        BENCH_PIN (1: measured proxies on CPU 1, wrk/upstream/redis on CPU 0)
 #        BENCH_PEER (1: install and run Portkey) BENCH_PERF (0: perf record the
 #        byok worker during one extra c32 run) BENCH_KEEP (0)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MODULE=$ROOT/build/ngx_http_byok_module.so
+MODULE=${BYOK_MODULE:-$ROOT/build/ngx_http_byok_module.so}
 NGINX=${NGINX:-/usr/sbin/nginx}
 PY=/usr/bin/python3
 DUR=${BENCH_DURATION:-5}
@@ -27,7 +27,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 PROJECTS=${BENCH_PROJECTS:-2000}
 NKEYS=${BENCH_KEYS:-80000}
 SSE_SAMPLES=${BENCH_SSE_SAMPLES:-50}
-SHM_SECONDS=${BENCH_SHM_SECONDS:-15}
+SHM_SECONDS=${BENCH_SHM_SECONDS:-8}
 SHM_ZONE_MB=8
 PIN=${BENCH_PIN:-1}
 PEER=${BENCH_PEER:-1}
@@ -35,6 +35,11 @@ PERF=${BENCH_PERF:-0}
 PORTKEY_VERSION=1.15.2
 UPSTREAM_KEY="sk-bench-0000000000000000000000000000000000000000"
 
+# scripts/deps.sh bench installs wrk and redis-server; python3 and curl are
+# on any usual Debian install, but not in every minimal image.
+if { [ ! -x $PY ] || ! command -v curl >/dev/null; } && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 curl >/dev/null || true
+fi
 for tool in wrk redis-server redis-cli curl "$NGINX" $PY; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (make bench installs it)" >&2; exit 1; }
 done
