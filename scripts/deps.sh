@@ -19,6 +19,11 @@ case "${1:-build}" in
 esac
 
 missing=""
+# The SDK test needs node + npm; take Debian's only when no node is installed
+# (a NodeSource nodejs already bundles npm and conflicts with Debian's npm).
+if [ "${1:-build}" = test ] && ! command -v npm >/dev/null 2>&1; then
+    want="$want nodejs npm"
+fi
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $p"
