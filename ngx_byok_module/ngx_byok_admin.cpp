@@ -54,10 +54,12 @@ ngx_int_t subrequest_done(ngx_http_request_t *sr, void *data, ngx_int_t rc) {
     auto *ctx = static_cast<AdminCtx *>(data);
     byok::admin::HttpResult &res = ctx->http_result;
     res.latency_ms = (int64_t)(ngx_current_msec - ctx->http_started);
-    if (rc == NGX_OK || (rc > 0 && rc < NGX_HTTP_SPECIAL_RESPONSE) ||
-        (sr->upstream && sr->upstream->state && sr->upstream->state->bytes_received > 0)) {
-        res.status = (int)sr->headers_out.status;
-        ngx_buf_t *b = sr->out ? sr->out->buf : (sr->upstream ? &sr->upstream->buffer : nullptr);
+    // Trust a status only when the provider actually sent a status line;
+    // nginx's own 502/504 pages (connect error, timeout) mean "no answer".
+    ngx_http_upstream_t *u = sr->upstream;
+    if (u != nullptr && u->headers_in.status_n != 0) {
+        res.status = (int)u->headers_in.status_n;
+        ngx_buf_t *b = sr->out ? sr->out->buf : &u->buffer;
         if (b != nullptr && b->pos != nullptr && b->last > b->pos)
             res.body.assign((const char *)b->pos, ngx_min((size_t)(b->last - b->pos), (size_t)4096));
     } else {

@@ -355,7 +355,9 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     const byok::RouteDecision &d = ctx->decision;
     if (d.route == byok::Route::Denied)
         return fail(r, ctx, d.status ? d.status : NGX_HTTP_FORBIDDEN, d.error_code, d.error_message,
-                    d.status == NGX_HTTP_FORBIDDEN ? "permission_error" : "invalid_request_error");
+                    d.status == NGX_HTTP_FORBIDDEN ? "permission_error"
+                    : d.status >= 500              ? "api_error"
+                                                   : "invalid_request_error");
     if (d.route != byok::Route::Byok) {
         const byok::SecretString *sys = m->system_key(d.target->id);
         if (sys == nullptr)
