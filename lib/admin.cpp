@@ -109,7 +109,33 @@ const Reply &script_item(const Reply &r, size_t i) {
 
 // ---- strict JSON input --------------------------------------------------
 
-static std::string_view kind_name(Kind k) { return k == Kind::String ? "a string" : "a boolean"; }
+static std::string_view kind_name(Kind k) {
+    switch (k) {
+        case Kind::String:
+            return "a string";
+        case Kind::Bool:
+            return "a boolean";
+        case Kind::Int:
+            return "an integer";
+        case Kind::Object:
+            return "an object";
+    }
+    return "a value";
+}
+
+static bool kind_matches(Kind k, const json &v) {
+    switch (k) {
+        case Kind::String:
+            return v.is_string();
+        case Kind::Bool:
+            return v.is_boolean();
+        case Kind::Int:
+            return v.is_number_integer();
+        case Kind::Object:
+            return v.is_object();
+    }
+    return false;
+}
 
 std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSpec> spec) {
     for (const auto &item : body.items()) {
@@ -125,8 +151,7 @@ std::optional<Step> check_fields(const json &body, std::initializer_list<FieldSp
                             "field '" + std::string(f.name) + "' is required");
             continue;
         }
-        bool ok = f.kind == Kind::String ? it->is_string() : it->is_boolean();
-        if (!ok)
+        if (!kind_matches(f.kind, *it))
             return fail(
                 400, "invalid_type",
                 "field '" + std::string(f.name) + "' must be " + std::string(kind_name(f.kind)));
@@ -304,13 +329,16 @@ enum class RouteId {
     KeyTest,
     Stats,
     Servers,
+    ServerDefault,
+    Server,
+    ServerTest,
     Audit,
     Rotate
 };
 
 struct Match {
     RouteId id = RouteId::None;
-    std::string pid, item;  // item: gateway-key id or provider id
+    std::string pid, item;  // item: gateway-key id, provider id or server id
 };
 
 Match match_route(const std::vector<std::string> &s) {
@@ -328,8 +356,14 @@ Match match_route(const std::vector<std::string> &s) {
     m.pid = s[1];
     if (n == 2)
         m.id = RouteId::Project;
-    else if (s[2] == "servers")
+    else if (n == 3 && s[2] == "servers")
         m.id = RouteId::Servers;
+    else if (n == 4 && s[2] == "servers" && s[3] == "default")
+        m.id = RouteId::ServerDefault;
+    else if (n == 4 && s[2] == "servers")
+        m.id = RouteId::Server;
+    else if (n == 5 && s[2] == "servers" && s[4] == "test")
+        m.id = RouteId::ServerTest;
     else if (n == 3 && s[2] == "api-keys")
         m.id = RouteId::ApiKeys;
     else if (n == 4 && s[2] == "api-keys")
@@ -367,7 +401,13 @@ std::vector<std::string_view> allowed_methods(RouteId id) {
         case RouteId::Stats:
             return {"GET"};
         case RouteId::Servers:
-            return {"GET", "POST", "PUT", "PATCH", "DELETE"};
+            return {"GET", "POST"};
+        case RouteId::ServerDefault:
+            return {"GET"};
+        case RouteId::Server:
+            return {"GET", "PUT", "PATCH", "DELETE"};
+        case RouteId::ServerTest:
+            return {"POST"};
         case RouteId::Audit:
             return {"GET"};
         case RouteId::Rotate:
@@ -426,8 +466,8 @@ Step dispatch(const Pending &p) {
     }
     if (project_route && !valid_id(m.pid))
         return fail(400, "invalid_id", "path segment 'pid' is not a valid project id");
-    if (m.id == RouteId::Servers)
-        return fail(501, "not_implemented", "execution servers are not implemented yet");
+    if ((m.id == RouteId::Server || m.id == RouteId::ServerTest) && !valid_id(m.item))
+        return fail(400, "invalid_id", "path segment 'sid' is not a valid server id");
 
     const Provider *provider = nullptr;
     if (m.id == RouteId::Key || m.id == RouteId::KeyTest) {
@@ -472,6 +512,16 @@ Step dispatch(const Pending &p) {
         case RouteId::Rotate:
             return rotate(c, body);
         case RouteId::Servers:
+            return meth == "GET" ? servers_list(c, m.pid) : server_create(c, m.pid, body);
+        case RouteId::ServerDefault:
+            return server_default(c, m.pid);
+        case RouteId::Server:
+            if (meth == "GET") return server_get(c, m.pid, m.item);
+            if (meth == "PUT") return server_put(c, m.pid, m.item, body);
+            if (meth == "PATCH") return server_patch(c, m.pid, m.item, body);
+            return server_delete(c, m.pid, m.item);
+        case RouteId::ServerTest:
+            return server_test(c, m.pid, m.item, body);
         case RouteId::None:
             break;
     }

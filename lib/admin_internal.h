@@ -62,6 +62,9 @@ extern const std::string kScriptKeySet;
 extern const std::string kScriptKeyDelete;
 extern const std::string kScriptKeyTestStore;
 extern const std::string kScriptRotate;
+extern const std::string kScriptServerSet;
+extern const std::string kScriptServerDelete;
+extern const std::string kScriptServerTestStore;
 extern const std::string kScriptReadProject;
 extern const std::string kScriptMultiHgetall;
 
@@ -88,7 +91,7 @@ long long script_code(const Reply &r);               // element 0 of a script re
 const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
 
 // ---- strict JSON input --------------------------------------------------
-enum class Kind { String, Bool };
+enum class Kind { String, Bool, Int, Object };
 struct FieldSpec {
     std::string_view name;
     Kind kind;
@@ -107,6 +110,14 @@ std::string fetch_query(const Ctx &c, std::string_view name);  // "" when absent
 bool has_query(const Ctx &c, std::string_view name);
 std::string endpoint_problem(const Config &cfg, std::string_view endpoint, std::string *normalized);
 json masked_key(const Provider &p, const KeyRecord &r);
+// True when `host` (URL host, any case) is listed in byok_allow_endpoint.
+bool endpoint_host_allowed(const Config &cfg, std::string_view host);
+// Execution-server record (admin_servers.cpp): re-seals its secrets under
+// the active master key. nullopt = nothing to do (no secrets, or already
+// under the active kid); throws Error when the record is malformed, names an
+// unknown kid or does not decrypt.
+std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string_view pid,
+                                                std::string_view sid, std::string_view raw);
 
 // ---- handlers -----------------------------------------------------------
 Step providers_list(const CtxPtr &c);
@@ -124,6 +135,14 @@ Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json 
 Step key_delete(const CtxPtr &c, const std::string &pid, const Provider &p);
 Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
 Step project_stats(const CtxPtr &c, const std::string &pid);
+Step servers_list(const CtxPtr &c, const std::string &pid);
+Step server_default(const CtxPtr &c, const std::string &pid);
+Step server_get(const CtxPtr &c, const std::string &pid, const std::string &sid);
+Step server_create(const CtxPtr &c, const std::string &pid, json &body);
+Step server_put(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body);
+Step server_patch(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body);
+Step server_delete(const CtxPtr &c, const std::string &pid, const std::string &sid);
+Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body);
 Step audit_list(const CtxPtr &c);
 Step rotate(const CtxPtr &c, json &body);
 

@@ -230,6 +230,10 @@ std::string endpoint_problem(const Config &cfg, std::string_view endpoint,
 
 json masked_key(const Provider &p, const KeyRecord &r) { return key_record_view(p.id, p.name, r); }
 
+bool endpoint_host_allowed(const Config &cfg, std::string_view host) {
+    return host_allowed(cfg, lower(host));
+}
+
 Step keys_list(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}), [c](const Reply &r) {

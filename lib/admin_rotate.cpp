@@ -1,7 +1,8 @@
-// Admin API: POST /rotate re-encrypts every provider-key record that is not
-// under the active master key. One project per batch: HGETALL its keys,
-// decrypt and re-seal here, then one compare-and-set script writes the
-// batch (records changed meanwhile are left alone and counted as skipped).
+// Admin API: POST /rotate re-encrypts every provider-key record and every
+// execution-server secret that is not under the active master key. One
+// project per batch: read its keys and servers hashes, decrypt and re-seal
+// here, then one compare-and-set script writes the batch (records changed
+// meanwhile are left alone and counted as skipped).
 #include <algorithm>
 
 #include "lib/admin_internal.h"
@@ -25,9 +26,10 @@ Step finish(const CtxPtr &c, const Rotation &st) {
                              {"active_kid", c->cfg->ring->active().kid}});
 }
 
-// Re-seals the records of one project; returns (provider, old, new) triples.
-std::vector<std::string> reseal(const CtxPtr &c, const std::string &pid, const Fields &records,
-                                Rotation &st) {
+// Re-seals the provider-key records of one project; returns (provider, old,
+// new) triples.
+std::vector<std::string> reseal_keys(const CtxPtr &c, const std::string &pid, const Fields &records,
+                                     Rotation &st) {
     const KeyRing &ring = *c->cfg->ring;
     const std::string &active = ring.active().kid;
     std::vector<std::string> triples;
@@ -54,15 +56,43 @@ std::vector<std::string> reseal(const CtxPtr &c, const std::string &pid, const F
     return triples;
 }
 
+// Same for the sealed secrets of the execution-server records.
+std::vector<std::string> reseal_servers(const CtxPtr &c, const std::string &pid,
+                                        const Fields &records, Rotation &st) {
+    std::vector<std::string> triples;
+    for (const auto &[sid, raw] : records) {
+        try {
+            auto fresh = reseal_server_record(*c->cfg->ring, pid, sid, raw);
+            if (!fresh) {
+                ++st.unchanged;
+                continue;
+            }
+            triples.push_back(sid);
+            triples.push_back(raw);
+            triples.push_back(std::move(*fresh));
+        } catch (const Error &) {
+            ++st.failed;  // malformed, unknown kid or does not decrypt: left untouched
+        }
+    }
+    return triples;
+}
+
 Step next_project(const CtxPtr &c, std::shared_ptr<Rotation> st) {
     if (st->next >= st->pids.size()) return finish(c, *st);
     std::string pid = st->pids[st->next++];
-    return redis({"HGETALL", c->cfg->layout.keys(pid)}, [c, st, pid](const Reply &r) {
-        std::vector<std::string> triples = reseal(c, pid, to_fields(r), *st);
-        if (triples.empty()) return next_project(c, st);
-        std::vector<std::string> args{c->cfg->ring->active().kid};
-        args.insert(args.end(), triples.begin(), triples.end());
-        auto argv = mutation(*c, kScriptRotate, pid, {c->cfg->layout.keys(pid)}, std::move(args));
+    const Layout &l = c->cfg->layout;
+    auto read = eval(kScriptMultiHgetall, {l.keys(pid), l.servers(pid)}, {});
+    return redis(std::move(read), [c, st, pid](const Reply &r) {
+        std::vector<std::string> keys = reseal_keys(c, pid, to_fields(script_item(r, 0)), *st);
+        std::vector<std::string> servers =
+            reseal_servers(c, pid, to_fields(script_item(r, 1)), *st);
+        if (keys.empty() && servers.empty()) return next_project(c, st);
+        std::vector<std::string> args{c->cfg->ring->active().kid, std::to_string(keys.size() / 3)};
+        args.insert(args.end(), keys.begin(), keys.end());
+        args.insert(args.end(), servers.begin(), servers.end());
+        const Layout &lay = c->cfg->layout;
+        auto argv =
+            mutation(*c, kScriptRotate, pid, {lay.keys(pid), lay.servers(pid)}, std::move(args));
         return redis(std::move(argv), [c, st](const Reply &wr) {
             st->rotated += script_item(wr, 1).integer;
             st->skipped += script_item(wr, 2).integer;

@@ -162,13 +162,20 @@ return {0}
 )lua";
 
 // Re-encrypted records of one project, each written only if the stored JSON
-// is unchanged. KEYS[2] keys hash; ARGV[5] active kid, then triples
-// (provider, expected JSON, new JSON). → {0, written, skipped}.
+// is unchanged. KEYS[2] keys hash, [3] servers hash; ARGV[5] active kid,
+// [6] number N of provider-key triples, then triples (field, expected JSON,
+// new JSON): the first N for the keys hash, the rest for the servers hash.
+// → {0, written, skipped}.
 const std::string kScriptRotate = kAudit + R"lua(
 local n, skipped = 0, 0
-for i = 6, #ARGV - 2, 3 do
-  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+local nkeys = tonumber(ARGV[6]) or 0
+local idx = 0
+for i = 7, #ARGV - 2, 3 do
+  local h = KEYS[2]
+  if idx >= nkeys then h = KEYS[3] end
+  idx = idx + 1
+  if redis.call('HGET', h, ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', h, ARGV[i], ARGV[i + 2])
     n = n + 1
   else
     skipped = skipped + 1
@@ -176,6 +183,93 @@ for i = 6, #ARGV - 2, 3 do
 end
 if n > 0 then audit('keys.rotate', ARGV[5]) end
 return {0, n, skipped}
+)lua";
+
+// Compare-and-set of one execution-server record, keeping "at most one
+// default per project" and the project's `default_server` field in step.
+// KEYS[2] project hash, [3] servers hash; ARGV[5] server id, [6] expected
+// current JSON ("" = must be absent: create), [7] new JSON, [8] "1" = the
+// new record is the project's default, [9] audit action.
+// When [8] is "1", every other record with is_default = true is rewritten
+// with is_default = false (updated_at = ARGV[2]) and default_server is set
+// to the id; otherwise default_server is removed if it named this server.
+// → {1} created | {0} replaced | {2} no project | {3} exists (create) |
+//   {4} gone (replace) | {6} record changed meanwhile.
+const std::string kScriptServerSet = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+local cur = redis.call('HGET', KEYS[3], ARGV[5])
+if ARGV[6] == '' then
+  if cur then return {3} end
+else
+  if not cur then return {4} end
+  if cur ~= ARGV[6] then return {6} end
+end
+if ARGV[8] == '1' then
+  local all = redis.call('HGETALL', KEYS[3])
+  for i = 1, #all - 1, 2 do
+    if all[i] ~= ARGV[5] then
+      local ok, r = pcall(cjson.decode, all[i + 1])
+      if ok and type(r) == 'table' and r.is_default == true then
+        r.is_default = false
+        r.updated_at = ARGV[2]
+        redis.call('HSET', KEYS[3], all[i], cjson.encode(r))
+      end
+    end
+  end
+  redis.call('HSET', KEYS[2], 'default_server', ARGV[5])
+elseif redis.call('HGET', KEYS[2], 'default_server') == ARGV[5] then
+  redis.call('HDEL', KEYS[2], 'default_server')
+end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+audit(ARGV[9], ARGV[5])
+if cur then return {0} end
+return {1}
+)lua";
+
+// KEYS[2] project hash, [3] servers hash; ARGV[5] server id. Clears the
+// project's default_server when it named this server.
+// → {0, 1 if it was the default else 0} | {2} | {4} no such server.
+const std::string kScriptServerDelete = kAudit + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+if redis.call('HDEL', KEYS[3], ARGV[5]) == 0 then return {4} end
+local was = 0
+if redis.call('HGET', KEYS[2], 'default_server') == ARGV[5] then
+  redis.call('HDEL', KEYS[2], 'default_server')
+  was = 1
+end
+audit('server.delete', ARGV[5])
+return {0, was}
+)lua";
+
+// Stores a connection-test result only if the record still has the tested
+// configuration (config_rev unchanged: a concurrent rename is kept, a
+// changed host or credential is not marked with the old result). With
+// ARGV[10] set (trust on first use) it also pins that fingerprint into
+// connection_config.host_key_fingerprint, only if none is pinned yet.
+// KEYS[2] servers hash; ARGV[5] server id, [6] config_rev, [7]
+// last_tested_at, [8] test_status, [9] test_message, [10] fingerprint seen
+// or "".
+// → {0, 1 if the fingerprint was pinned else 0} | {4} record gone |
+//   {6} record changed or unreadable.
+const std::string kScriptServerTestStore = kAudit + R"lua(
+local cur = redis.call('HGET', KEYS[2], ARGV[5])
+if not cur then return {4} end
+local ok, r = pcall(cjson.decode, cur)
+if not ok or type(r) ~= 'table' or r.config_rev ~= ARGV[6] then return {6} end
+r.last_tested_at = ARGV[7]
+r.test_status = ARGV[8]
+r.test_message = ARGV[9]
+local pinned = 0
+if ARGV[10] ~= '' and type(r.connection_config) == 'table' then
+  local fp = r.connection_config.host_key_fingerprint
+  if fp == nil or fp == cjson.null or fp == '' then
+    r.connection_config.host_key_fingerprint = ARGV[10]
+    pinned = 1
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
+audit('server.test', ARGV[5])
+return {0, pinned}
 )lua";
 
 // Read-only. KEYS[1] project hash, KEYS[2..] more hashes of the project.

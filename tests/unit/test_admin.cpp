@@ -279,7 +279,9 @@ Test(admin_input, strict_classes) {
     cr_assert_eq(status("GET", "/nope", ""), 404);
     cr_assert_eq(status("GET", "/projects/acme/keys/nope", ""), 405);
     cr_assert_eq(status("PUT", "/projects/acme/keys/nope", R"({"key":"x"})"), 404);
-    cr_assert_eq(status("GET", "/projects/acme/servers", ""), 501);
+    cr_assert_eq(status("PUT", "/projects/acme/servers", ""), 405);
+    cr_assert_eq(status("GET", "/projects/acme/servers/Bad!", ""), 400);
+    cr_assert_eq(status("GET", "/projects/acme/servers/s1/test/x", ""), 404);
 }
 
 Test(admin_input, errors_name_the_field) {
@@ -612,19 +614,23 @@ Test(admin_rotate, reseals_under_the_active_kid) {
     Step s = run(cfg, "POST", "/rotate");
     cr_assert_eq(redis_call(s).argv[0], "SMEMBERS");
     Step h = feed(s, arr({str("acme")}));
-    cr_assert_eq(redis_call(h).argv[1], "byok:{acme}:keys");
-    Step w = feed(h, hash({{"openai", old_k1},
-                           {"anthropic", cur_k2},
-                           {"groq", serialize_key_record(unknown)},
-                           {"mistral", "garbage"}}));
+    cr_assert_eq(redis_call(h).argv[3], "byok:{acme}:keys");
+    cr_assert_eq(redis_call(h).argv[4], "byok:{acme}:servers");
+    Step w = feed(h, arr({hash({{"openai", old_k1},
+                                {"anthropic", cur_k2},
+                                {"groq", serialize_key_record(unknown)},
+                                {"mistral", "garbage"}}),
+                          arr({})}));
     const auto &argv = redis_call(w).argv;
     for (const auto &a : argv) cr_assert(a.find(kOpenAiKey) == std::string::npos);
-    // EVAL script 2 audit keys | actor at chan pid kid (provider old new)
-    cr_assert_eq(argv[9], "k2");
-    cr_assert_eq(argv.size(), 13u);
-    cr_assert_eq(argv[10], "openai");
-    cr_assert_eq(argv[11], old_k1);
-    KeyRecord fresh = parse_key_record(argv[12]);
+    // EVAL script 3 audit keys servers | actor at chan pid kid nkeys (provider old new)
+    cr_assert_eq(argv[5], "byok:{acme}:servers");
+    cr_assert_eq(argv[10], "k2");
+    cr_assert_eq(argv[11], "1");
+    cr_assert_eq(argv.size(), 15u);
+    cr_assert_eq(argv[12], "openai");
+    cr_assert_eq(argv[13], old_k1);
+    KeyRecord fresh = parse_key_record(argv[14]);
     cr_assert_eq(fresh.sealed.kid, "k2");
     cr_assert_eq(open_sealed(ring21(), fresh.sealed, "acme", "openai").view(), kOpenAiKey);
     json b = body_of(feed(w, arr({integer(0), integer(1), integer(0)})));
