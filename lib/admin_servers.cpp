@@ -1081,6 +1081,28 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
 
 }  // namespace
 
+// A project's own gateway key may not turn the gateway into a probe of the
+// operator's network: its tests follow the custom-endpoint rules (https, no
+// private/loopback/link-local literals unless in byok_allow_endpoint) and
+// "local" tests (a path on the gateway host) need an admin token.
+std::optional<Step> self_service_target_refused(const CtxPtr &c, const ServerRecord &rec) {
+    if (c->who.admin) return std::nullopt;
+    if (rec.type == "local")
+        return fail(403, "admin_only", "testing a local server needs an admin token");
+    auto field = [&](const char *name) -> std::string {
+        auto it = rec.config.find(name);
+        return it != rec.config.end() && it->is_string() ? it->get<std::string>() : "";
+    };
+    std::string target = rec.type == "ssh"          ? "https://" + field("host")
+                         : rec.type == "docker"     ? field("endpoint")
+                         : rec.type == "kubernetes" ? field("api_url")
+                                                    : "";
+    if (endpoint_problem(*c->cfg, target, nullptr).empty()) return std::nullopt;
+    return fail(403, "target_refused",
+                "self-service connection tests may only reach public https endpoints; use an "
+                "admin token or list the host in byok_allow_endpoint");
+}
+
 Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body) {
     if (auto e = check_fields(body, {})) return *e;
     const Layout &l = c->cfg->layout;
@@ -1097,6 +1119,7 @@ Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid
                          Outcome o = failed("connect", "stored record is malformed");
                          return respond(200, outcome_json(sid, "", o));
                      }
+                     if (auto refused = self_service_target_refused(c, *rec)) return *refused;
                      return run_test(c, pid, rec);
                  });
 }

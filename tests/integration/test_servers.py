@@ -207,3 +207,23 @@ def test_execution_server_variable(gateway, tmp_path):
         time.sleep(0.05)
         r = gw.chat(p, model="gpt-4o", headers={"Connection": "close"})
     assert r.headers.get("x-test-exec") == sid
+
+
+def test_self_service_tests_cannot_probe_private_targets(gw, tmp_path, fake_provider):
+    """A project's own gateway key may manage its servers, but its connection
+    tests may not reach the operator's network or the gateway's filesystem."""
+    p = gw.provision()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    local, _ = create(gw, p.pid, name="l", server_type="local", workspace_path=str(ws))
+    docker, _ = create(gw, p.pid, name="d", server_type="docker",
+                       connection_config={"endpoint": fake_provider.base + "/docker"})
+    before = len(fake_provider.requests())
+    for sid in (local, docker):
+        r = gw.admin("POST", f"/projects/{p.pid}/servers/{sid}/test", {}, token=p.gateway_key)
+        assert_json_error(r, 403)
+    assert len(fake_provider.requests()) == before, "a self-service test reached a loopback target"
+    # The operator may test the same servers.
+    r = gw.admin("POST", f"/projects/{p.pid}/servers/{docker}/test", {})
+    assert r.status_code == 200, r.text
+    assert len(fake_provider.requests()) == before + 1
