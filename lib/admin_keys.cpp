@@ -286,15 +286,17 @@ Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &b
     tmpl.updated_at = c->at;
     bool has_label = body.contains("label");
     tmpl.label = has_label ? body["label"].get<std::string>() : std::string();
+    bool has_active = body.contains("is_active");
 
     auto w = std::make_shared<CasWrite>();
     w->pid = pid;
     w->provider = &p;
     w->require_tier = true;
     w->action = "key.put";
-    // A replaced key keeps created_at (and its label when none is given);
-    // test results belong to the old key and are dropped.
-    w->build = [tmpl, has_label, at = c->at](
+    // A replaced key keeps created_at (and its label and is_active when none
+    // is given: a deliberately disabled key is not silently re-enabled); test
+    // results belong to the old key and are dropped.
+    w->build = [tmpl, has_label, has_active, at = c->at](
                    const Fields &, const std::string *old) -> std::variant<KeyRecord, Step> {
         KeyRecord rec = tmpl;
         rec.created_at = at;
@@ -303,6 +305,7 @@ Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &b
                 KeyRecord prev = parse_key_record(*old);
                 rec.created_at = prev.created_at;
                 if (!has_label) rec.label = prev.label;
+                if (!has_active) rec.is_active = prev.is_active;
             } catch (const Error &) {
                 // An unreadable old record is simply replaced.
             }
