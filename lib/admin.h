@@ -49,6 +49,10 @@ struct HttpCall {
     std::string url;     // absolute URL
     std::vector<Header> headers;  // from upstream_headers(); holds a secret
     int timeout_ms = 10000;
+    // The target was chosen by a tenant (custom endpoint, server endpoint):
+    // the glue resolves the host itself and refuses private addresses
+    // (resolved_address_problem) before connecting to the address it checked.
+    bool check_resolved_address = false;
     std::function<Step(const HttpResult &)> next;
 };
 // A blocking connection test of an execution server (SPEC §8), run by the
@@ -105,6 +109,11 @@ struct Config {
     int server_test_timeout_ms = 10000;  // byok_server_test_timeout
     Clock clock;
 };
+
+// SPEC §10 after resolution: "" when the resolved `ip` (a literal) of a
+// tenant-chosen `host` may be contacted, else the reason. Hosts and CIDRs in
+// cfg.allow_endpoint are always allowed.
+std::string resolved_address_problem(const Config &cfg, std::string_view host, std::string_view ip);
 
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().

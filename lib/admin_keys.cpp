@@ -513,6 +513,7 @@ Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &
                      call.method = prov->test_method;
                      call.url = url;
                      call.headers = upstream_headers(*prov, key->view());
+                     call.check_resolved_address = prov->per_key_endpoint;
                      call.next = [c, pid, prov, ct, key](const HttpResult &h) {
                          return guarded([&] {
                              return store_result(c, pid, prov->id, ct, classify(h, key->view()));
@@ -575,3 +576,16 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
 }
 
 }  // namespace byok::admin::detail
+
+namespace byok::admin {
+
+std::string resolved_address_problem(const Config &cfg, std::string_view host,
+                                     std::string_view ip) {
+    if (detail::host_allowed(cfg, detail::lower(host)) || detail::host_allowed(cfg, detail::lower(ip))) return "";
+    auto addr = detail::parse_ip(ip);
+    if (!addr) return "the host did not resolve to an IP address";
+    if (const char *why = detail::private_ip(*addr)) return std::string("the host resolves to ") + why;
+    return "";
+}
+
+}  // namespace byok::admin

@@ -147,6 +147,18 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
 void ngx_byok_local_probe(const std::string &path, byok::admin::ProbeResult *out);
 int64_t ngx_byok_monotonic_ms();
 
+// --- tenant-chosen hosts (ngx_byok_resolve.cpp) -------------------------------
+
+// Resolves url.host with the location's resolver (IP literals directly),
+// checks every address against the endpoint rules and calls done(ip, "") or
+// done("", reason) — from a posted event, or at once for literals and
+// configuration errors. NGX_ERROR only when nothing could be started.
+ngx_int_t ngx_byok_resolve_checked(ngx_http_request_t *r, const byok::Url &url,
+                                   std::function<void(const std::string &, const std::string &)> done);
+// "scheme://<ip>:<port>" — connect to the checked address; Host and SNI keep
+// the name.
+std::string ngx_byok_pinned_origin(const byok::Url &url, const std::string &ip);
+
 // --- handlers ----------------------------------------------------------------
 
 ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf);  // phase handler, variables, filter
@@ -173,7 +185,7 @@ struct ByokRequestCtx {
     // tells them apart.
     static constexpr uint32_t kTag = 0x42594751;  // "BYGQ"
     uint32_t tag = kTag;
-    enum class Stage { Start, WaitKey, WaitProject, WaitBody, Proxying, Fallback, KeyTest, Done };
+    enum class Stage { Start, WaitKey, WaitProject, WaitBody, WaitResolve, Proxying, Fallback, KeyTest, Done };
     ngx_http_request_t *r = nullptr;
     Stage stage = Stage::Start;
     bool resumed = false;        // a Redis reply or the body arrived
@@ -200,6 +212,9 @@ struct ByokRequestCtx {
     std::string key_hint;
 
     std::string upstream, upstream_host, upstream_method = "GET";
+    std::string pinned_ip;        // checked address of a custom endpoint
+    std::string resolve_error;
+    bool waiting_resolve = false;
     ngx_list_t client_headers{};  // the client's header list, before rewriting
     bool have_client_headers = false;
     std::vector<std::pair<u_char *, size_t>> wipe_on_exit;

@@ -78,7 +78,7 @@ void resume_after_subrequest(ngx_http_request_t *r) {
     run(ctx, next(ctx->http_result));
 }
 
-bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
+bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::string &url_text) {
     ngx_http_request_t *r = ctx->r;
     auto *ps = static_cast<ngx_http_post_subrequest_t *>(ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t)));
     if (ps == nullptr) return false;
@@ -93,7 +93,7 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
     if (sctx == nullptr) return false;
     byok::Url url = byok::parse_url(call.url, "test URL");
     sctx->stage = ByokRequestCtx::Stage::KeyTest;
-    sctx->upstream = call.url;
+    sctx->upstream = url_text;
     sctx->upstream_host = url.authority();
     sctx->upstream_method = call.method;
     if (ngx_byok_install_headers(sr, sctx, call.headers, false) != NGX_OK) return false;
@@ -103,6 +103,31 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
     ctx->http_result = {};
     ctx->http_next = std::move(call.next);
     r->write_event_handler = resume_after_subrequest;
+    return true;
+}
+
+// Tenant-chosen targets are resolved and checked first (SPEC §10) and the
+// subrequest goes to the checked address; catalog URLs go out as they are.
+bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
+    if (!call.check_resolved_address) return launch_subrequest(ctx, call, call.url);
+    byok::Url url = byok::parse_url(call.url, "test URL");
+    auto pending = std::make_shared<byok::admin::HttpCall>(std::move(call));
+    ngx_int_t rc = ngx_byok_resolve_checked(ctx->r, url, [ctx, pending, url](const std::string &ip,
+                                                                            const std::string &error) {
+        ngx_connection_t *c = ctx->r->connection;
+        std::string pinned = ip.empty() ? "" : ngx_byok_pinned_origin(url, ip) + url.path;
+        if (ip.empty() || !launch_subrequest(ctx, *pending, pinned)) {
+            byok::admin::HttpResult refused;
+            refused.body = ip.empty() ? "the target was refused: " + error : "cannot start the request";
+            auto next = std::move(pending->next);
+            run(ctx, next(refused));
+        }
+        ngx_http_run_posted_requests(c);
+    });
+    if (rc != NGX_OK) {
+        call = std::move(*pending);
+        return false;
+    }
     return true;
 }
 

@@ -100,6 +100,9 @@ bool redis_failed(const byok::admin::Reply &rep) {
 
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx);
 ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx);
+ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx);
+ngx_int_t after_resolve(ngx_http_request_t *r, ByokRequestCtx *ctx);
+ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx);
 
 ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (!ctx->stale_blob.empty()) {
@@ -265,13 +268,13 @@ ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok::RouteDecision &d) {
     const byok::Provider &target = *d.target;
     byok::Url base = ctx->unified ? target.openai_base : target.base_url;
+    std::string origin = base.origin();
     if (target.per_key_endpoint) {
-        const byok::StoredKey *sk = ctx->snap.find_key(target.id);
-        if (sk == nullptr || sk->endpoint.empty())
-            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint", "no endpoint configured for this provider");
-        base = byok::parse_url(sk->endpoint, "endpoint");
+        // decide() resolved and checked the tenant's endpoint first.
+        base = byok::parse_url(ctx->snap.find_key(target.id)->endpoint, "endpoint");
+        origin = ngx_byok_pinned_origin(base, ctx->pinned_ip);
     }
-    ctx->upstream = base.origin() + base.path + ctx->rest;
+    ctx->upstream = origin + base.path + ctx->rest;
     ctx->upstream_host = base.authority();
 
     if (ngx_byok_install_headers(r, ctx, byok::upstream_headers(target, ctx->key.view()), true) != NGX_OK)
@@ -370,6 +373,54 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
                       BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
                       ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(), d.reason.c_str());
     }
+    if (d.target->per_key_endpoint) return resolve_endpoint(r, ctx);
+    return proxy_decision(r, ctx);
+}
+
+// A custom endpoint is chosen by the tenant: resolve it ourselves, refuse
+// private addresses (SPEC §10) and connect to the address that was checked.
+ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
+    if (sk == nullptr || sk->endpoint.empty())
+        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint", "no endpoint configured for this provider",
+                    "api_error");
+    byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
+    ctx->stage = Stage::WaitResolve;
+    ctx->resumed = false;
+    ctx->waiting_resolve = false;
+    ngx_int_t rc = ngx_byok_resolve_checked(r, url, [ctx](const std::string &ip, const std::string &error) {
+        ctx->pinned_ip = ip;
+        ctx->resolve_error = error;
+        ctx->resumed = true;
+        if (ctx->waiting_resolve) {
+            ngx_http_request_t *req = ctx->r;
+            ngx_connection_t *c = req->connection;
+            ngx_http_core_run_phases(req);
+            ngx_http_run_posted_requests(c);
+        }
+    });
+    if (rc != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (!ctx->resumed) {
+        ctx->waiting_resolve = true;  // the answer arrives from a posted event
+        return NGX_AGAIN;
+    }
+    return after_resolve(r, ctx);
+}
+
+ngx_int_t after_resolve(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (ctx->pinned_ip.empty()) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      BYOK_LOG "custom endpoint of project \"%s\" refused: %s", ctx->snap.project.c_str(),
+                      ctx->resolve_error.c_str());
+        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "endpoint_refused",
+                    "the custom endpoint was refused: " + ctx->resolve_error, "api_error");
+    }
+    return proxy_decision(r, ctx);
+}
+
+ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    const byok::RouteDecision &d = ctx->decision;
+    byok::RouteInput &in = ctx->input;
     ngx_int_t rc = setup_upstream(r, ctx, d);
     if (rc != NGX_OK) return rc;
 
@@ -430,6 +481,10 @@ ngx_int_t dispatch(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         if (!ctx->body_read) return NGX_DONE;
         ctx->resumed = false;
         return decide(r, ctx);
+    case Stage::WaitResolve:
+        if (!ctx->resumed) return NGX_AGAIN;
+        ctx->resumed = false;
+        return after_resolve(r, ctx);
     case Stage::Proxying:
         if (ctx->jumped) {
             ctx->jumped = false;  // now in @byok_direct

@@ -36,11 +36,22 @@ struct RedisLink {
 
 RedisLink g_cmd;
 RedisLink g_sub;
+
+// Commands that arrive while the command link is still connecting (AUTH and
+// SELECT not answered yet) wait here: sending them earlier could run them
+// unauthenticated or against the wrong database.
+struct Queued {
+    std::vector<std::string> argv;
+    ByokRedisWaiter *waiter;  // nullptr: fire and forget
+};
+std::deque<Queued> g_queue;
+constexpr size_t kMaxQueued = 4096;
 ngx_log_t *g_log = nullptr;
 bool g_exiting = false;
 ngx_byok_main_conf_t *g_mcf = nullptr;
 
 void link_connect(RedisLink *link);
+void flush_queue(bool send);
 
 byok::admin::Reply convert(const redisReply *r) {
     byok::admin::Reply out;
@@ -147,6 +158,7 @@ void ev_cleanup(void *data) {
     link->ready = false;
     link->deadlines.clear();
     arm_timeout(link);
+    if (link == &g_cmd) flush_queue(false);
     schedule_reconnect(link);
 }
 
@@ -189,9 +201,11 @@ void setup_reply(redisAsyncContext *ac, void *r, void *privdata) {
     if (!link->subscriber) pop_deadline(link);
     if (reply == nullptr) return;
     if (reply->type == REDIS_REPLY_ERROR) {
+        // Wrong password, database out of range, ...: never use this link.
         ngx_log_error(NGX_LOG_ERR, g_log, 0, BYOK_LOG "redis %s link: setup failed: %*s",
                       link->name, (int)ngx_min(reply->len, 200), reply->str);
         link->ready = false;
+        drop_link(link, "setup failed");
         return;
     }
     if (last && !link->ready) {
@@ -200,6 +214,7 @@ void setup_reply(redisAsyncContext *ac, void *r, void *privdata) {
         link->backoff = 0;
         ngx_log_error(NGX_LOG_INFO, g_log, 0, BYOK_LOG "redis %s link ready", link->name);
         if (link->subscriber && link->timeout_ev.timer_set) ngx_del_timer(&link->timeout_ev);
+        if (link == &g_cmd) flush_queue(true);
     }
 }
 
@@ -386,11 +401,34 @@ void ngx_byok_redis_exit_process(ngx_cycle_t *cycle) {
     }
 }
 
-bool ngx_byok_redis_available() { return g_cmd.ac != nullptr; }
+bool ngx_byok_redis_available() { return g_cmd.ready; }
+
+namespace {
+
+// Sends (once the link is ready) or fails (the link went away) every queued
+// command; a failed waiter gets an Unavailable reply like any dropped command.
+void flush_queue(bool send) {
+    std::deque<Queued> queued;
+    queued.swap(g_queue);
+    for (auto &q : queued) {
+        if (send && g_cmd.ac != nullptr && send_argv(q.argv, q.waiter) == REDIS_OK) continue;
+        if (q.waiter == nullptr) continue;
+        if (q.waiter->cancelled) {
+            delete q.waiter;
+            continue;
+        }
+        q.waiter->reply = byok::admin::Reply{};
+        q.waiter->reply.type = byok::admin::Reply::Type::Unavailable;
+        ngx_post_event(&q.waiter->ev, &ngx_posted_events);
+    }
+}
+
+}  // namespace
 
 ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
                                      void (*done)(ByokRedisWaiter *), void *data) {
     if (g_cmd.ac == nullptr) return nullptr;
+    if (!g_cmd.ready && g_queue.size() >= kMaxQueued) return nullptr;
     auto *w = new (std::nothrow) ByokRedisWaiter();
     if (w == nullptr) return nullptr;
     w->ev.handler = waiter_event;
@@ -398,6 +436,10 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
     w->ev.log = g_log;
     w->done = done;
     w->data = data;
+    if (!g_cmd.ready) {
+        g_queue.push_back({argv, w});
+        return w;
+    }
     if (send_argv(argv, w) != REDIS_OK) {
         delete w;
         return nullptr;
@@ -406,7 +448,8 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
 }
 
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
-    if (g_cmd.ac == nullptr || send_argv(argv, nullptr) != REDIS_OK) ngx_byok_count(BYOK_REDIS_ERROR);
+    if (g_cmd.ready && send_argv(argv, nullptr) == REDIS_OK) return;
+    ngx_byok_count(BYOK_REDIS_ERROR);
 }
 
 void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
