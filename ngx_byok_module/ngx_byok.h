@@ -153,8 +153,9 @@ int64_t ngx_byok_monotonic_ms();
 // checks every address against the endpoint rules and calls done(ip, "") or
 // done("", reason) — from a posted event, or at once for literals and
 // configuration errors. NGX_ERROR only when nothing could be started.
-ngx_int_t ngx_byok_resolve_checked(ngx_http_request_t *r, const byok::Url &url,
-                                   std::function<void(const std::string &, const std::string &)> done);
+ngx_int_t ngx_byok_resolve_checked(
+    ngx_http_request_t *r, const byok::Url &url,
+    std::function<void(const std::string &, const std::string &)> done);
 // "scheme://<ip>:<port>" — connect to the checked address; Host and SNI keep
 // the name.
 std::string ngx_byok_pinned_origin(const byok::Url &url, const std::string &ip);
@@ -185,12 +186,22 @@ struct ByokRequestCtx {
     // tells them apart.
     static constexpr uint32_t kTag = 0x42594751;  // "BYGQ"
     uint32_t tag = kTag;
-    enum class Stage { Start, WaitKey, WaitProject, WaitBody, WaitResolve, Proxying, Fallback, KeyTest, Done };
+    enum class Stage {
+        Start,
+        WaitKey,
+        WaitProject,
+        WaitBody,
+        WaitResolve,
+        Proxying,
+        Fallback,
+        KeyTest,
+        Done
+    };
     ngx_http_request_t *r = nullptr;
     Stage stage = Stage::Start;
-    bool resumed = false;        // a Redis reply or the body arrived
-    bool waiting_body = false;   // body read went async
-    bool jumped = false;         // moved to @byok_direct
+    bool resumed = false;       // a Redis reply or the body arrived
+    bool waiting_body = false;  // body read went async
+    bool jumped = false;        // moved to @byok_direct
     ByokRedisWaiter *waiter = nullptr;
     byok::admin::Reply reply;
 
@@ -212,7 +223,7 @@ struct ByokRequestCtx {
     std::string key_hint;
 
     std::string upstream, upstream_host, upstream_method = "GET";
-    std::string pinned_ip;        // checked address of a custom endpoint
+    std::string pinned_ip;  // checked address of a custom endpoint
     std::string resolve_error;
     bool waiting_resolve = false;
     ngx_list_t client_headers{};  // the client's header list, before rewriting

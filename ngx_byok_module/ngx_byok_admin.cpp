@@ -3,11 +3,10 @@
 // on the worker's async link, outbound HTTP as an in-memory subrequest to
 // /_byok/key-test (same proxy settings and header builder as real traffic).
 // Also the one JSON response writer of the module.
-#include "ngx_byok_module/ngx_byok.h"
+#include <functional>
 
 #include "lib/util.h"
-
-#include <functional>
+#include "ngx_byok_module/ngx_byok.h"
 
 extern "C" {
 #include <ngx_thread_pool.h>
@@ -31,7 +30,8 @@ struct AdminCtx {
         byok::wipe(body.data(), body.size());
         if (r != nullptr && r->request_body != nullptr) {
             for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
-                if (!cl->buf->in_file && cl->buf->pos) byok::wipe(cl->buf->pos, cl->buf->last - cl->buf->pos);
+                if (!cl->buf->in_file && cl->buf->pos)
+                    byok::wipe(cl->buf->pos, cl->buf->last - cl->buf->pos);
             }
         }
     }
@@ -61,7 +61,8 @@ ngx_int_t subrequest_done(ngx_http_request_t *sr, void *data, ngx_int_t rc) {
         res.status = (int)u->headers_in.status_n;
         ngx_buf_t *b = sr->out ? sr->out->buf : &u->buffer;
         if (b != nullptr && b->pos != nullptr && b->last > b->pos)
-            res.body.assign((const char *)b->pos, ngx_min((size_t)(b->last - b->pos), (size_t)4096));
+            res.body.assign((const char *)b->pos,
+                            ngx_min((size_t)(b->last - b->pos), (size_t)4096));
     } else {
         res.status = 0;
     }
@@ -80,7 +81,8 @@ void resume_after_subrequest(ngx_http_request_t *r) {
 
 bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::string &url_text) {
     ngx_http_request_t *r = ctx->r;
-    auto *ps = static_cast<ngx_http_post_subrequest_t *>(ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t)));
+    auto *ps = static_cast<ngx_http_post_subrequest_t *>(
+        ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t)));
     if (ps == nullptr) return false;
     ps->handler = subrequest_done;
     ps->data = ctx;
@@ -112,18 +114,19 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
     if (!call.check_resolved_address) return launch_subrequest(ctx, call, call.url);
     byok::Url url = byok::parse_url(call.url, "test URL");
     auto pending = std::make_shared<byok::admin::HttpCall>(std::move(call));
-    ngx_int_t rc = ngx_byok_resolve_checked(ctx->r, url, [ctx, pending, url](const std::string &ip,
-                                                                            const std::string &error) {
-        ngx_connection_t *c = ctx->r->connection;
-        std::string pinned = ip.empty() ? "" : ngx_byok_pinned_origin(url, ip) + url.path;
-        if (ip.empty() || !launch_subrequest(ctx, *pending, pinned)) {
-            byok::admin::HttpResult refused;
-            refused.body = ip.empty() ? "the target was refused: " + error : "cannot start the request";
-            auto next = std::move(pending->next);
-            run(ctx, next(refused));
-        }
-        ngx_http_run_posted_requests(c);
-    });
+    ngx_int_t rc = ngx_byok_resolve_checked(
+        ctx->r, url, [ctx, pending, url](const std::string &ip, const std::string &error) {
+            ngx_connection_t *c = ctx->r->connection;
+            std::string pinned = ip.empty() ? "" : ngx_byok_pinned_origin(url, ip) + url.path;
+            if (ip.empty() || !launch_subrequest(ctx, *pending, pinned)) {
+                byok::admin::HttpResult refused;
+                refused.body =
+                    ip.empty() ? "the target was refused: " + error : "cannot start the request";
+                auto next = std::move(pending->next);
+                run(ctx, next(refused));
+            }
+            ngx_http_run_posted_requests(c);
+        });
     if (rc != NGX_OK) {
         call = std::move(*pending);
         return false;
@@ -136,8 +139,9 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
 bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
     auto probe = std::make_shared<byok::admin::ProbeCall>(std::move(call));
     auto result = std::make_shared<byok::admin::ProbeResult>();
-    auto next = std::make_shared<std::function<byok::admin::Step(const byok::admin::ProbeResult &)>>(
-        std::move(probe->next));
+    auto next =
+        std::make_shared<std::function<byok::admin::Step(const byok::admin::ProbeResult &)>>(
+            std::move(probe->next));
     probe->next = nullptr;
     ngx_int_t rc = ngx_byok_run_in_thread(
         ctx->r,
@@ -162,7 +166,8 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
         if (auto *resp = std::get_if<byok::admin::Response>(&step.action)) {
             if (resp->status < 300 && !(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
                 ngx_byok_count(BYOK_ADMIN_MUTATION);
-            ngx_http_finalize_request(r, ngx_byok_send_json(r, resp->status, resp->body, &resp->headers));
+            ngx_http_finalize_request(
+                r, ngx_byok_send_json(r, resp->status, resp->body, &resp->headers));
             return;
         }
         if (auto *call = std::get_if<byok::admin::RedisCall>(&step.action)) {
@@ -202,7 +207,9 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
 
 void body_ready(ngx_http_request_t *r) {
     auto *ctx = static_cast<AdminCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
-    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))->m;
+    ByokMain *m =
+        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))
+            ->m;
     try {
         if (r->request_body) {
             for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
@@ -210,18 +217,21 @@ void body_ready(ngx_http_request_t *r) {
                 if (b->in_file) {
                     size_t n = b->file_last - b->file_pos, at = ctx->body.size();
                     ctx->body.resize(at + n);
-                    if (ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos) != (ssize_t)n)
+                    if (ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos) !=
+                        (ssize_t)n)
                         throw byok::Error("cannot read the request body");
                 } else {
                     ctx->body.append((const char *)b->pos, b->last - b->pos);
                 }
             }
         }
-        auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+        auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+            ngx_http_get_module_loc_conf(r, ngx_http_core_module));
         std::string_view uri = sv(r->uri), loc = sv(clcf->name);
         if (!loc.empty() && loc.back() == '/') loc.remove_suffix(1);
         std::string_view path = uri.substr(0, loc.size()) == loc ? uri.substr(loc.size()) : uri;
-        std::string_view auth = r->headers_in.authorization ? sv(r->headers_in.authorization->value) : "";
+        std::string_view auth =
+            r->headers_in.authorization ? sv(r->headers_in.authorization->value) : "";
         std::string_view api_key, content_type;
         if (r->headers_in.content_type) content_type = sv(r->headers_in.content_type->value);
         ngx_list_part_t *part = &r->headers_in.headers.part;
@@ -247,8 +257,9 @@ void body_ready(ngx_http_request_t *r) {
         run(ctx, byok::admin::handle(m->admin, req));
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "admin: %s", e.what());
-        ngx_http_finalize_request(r, ngx_byok_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-                                                         "internal error", "api_error"));
+        ngx_http_finalize_request(
+            r, ngx_byok_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                                   "internal error", "api_error"));
     }
 }
 
@@ -268,9 +279,11 @@ ngx_int_t admin_handler(ngx_http_request_t *r) {
 }  // namespace
 
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
-    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+        ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
     clcf->handler = admin_handler;
-    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
     mcf->gateway_used = 1;
     // Connection tests of execution servers run on the default thread pool.
     if (ngx_thread_pool_add(cf, nullptr) == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
@@ -291,7 +304,8 @@ ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status, const std
             if (e == nullptr) return NGX_ERROR;
             e->hash = 1;
             e->key.len = h.name.size();
-            e->key.data = static_cast<u_char *>(ngx_pnalloc(r->pool, h.name.size() + h.value.size() + 1));
+            e->key.data =
+                static_cast<u_char *>(ngx_pnalloc(r->pool, h.name.size() + h.value.size() + 1));
             if (e->key.data == nullptr) return NGX_ERROR;
             ngx_memcpy(e->key.data, h.name.data(), h.name.size());
             e->value.data = e->key.data + h.name.size();

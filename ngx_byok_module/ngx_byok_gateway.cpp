@@ -2,12 +2,11 @@
 // read the body when the model is needed, decide, decrypt, point the proxy
 // module at the provider), the fallback re-entry from error_page, the
 // variables, the x-byok-* response headers and the log-phase accounting.
-#include "ngx_byok_module/ngx_byok.h"
+#include <openssl/sha.h>
 
 #include "lib/body.h"
 #include "lib/util.h"
-
-#include <openssl/sha.h>
+#include "ngx_byok_module/ngx_byok.h"
 
 namespace {
 
@@ -18,7 +17,9 @@ ngx_http_output_header_filter_pt g_next_header_filter;
 void ctx_cleanup(void *data) { static_cast<ByokRequestCtx *>(data)->~ByokRequestCtx(); }
 
 ByokMain *main_of(ngx_http_request_t *r) {
-    return static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))->m;
+    return static_cast<ngx_byok_main_conf_t *>(
+               ngx_http_get_module_main_conf(r, ngx_http_byok_module))
+        ->m;
 }
 
 bool header_is(const ngx_table_elt_t &h, const char *lowcase) {
@@ -39,7 +40,8 @@ std::string strip_key_param(std::string_view args) {
     size_t i = 0;
     while (i <= args.size() && !args.empty()) {
         size_t amp = args.find('&', i);
-        std::string_view part = args.substr(i, amp == std::string_view::npos ? std::string_view::npos : amp - i);
+        std::string_view part =
+            args.substr(i, amp == std::string_view::npos ? std::string_view::npos : amp - i);
         if (!part.empty() && part.substr(0, 4) != "key=" && part != "key") {
             if (!out.empty()) out += '&';
             out.append(part);
@@ -90,12 +92,14 @@ ngx_int_t send_redis(ngx_http_request_t *r, ByokRequestCtx *ctx, Stage stage,
 
 byok::FieldMap to_map(const byok::admin::Reply &rep) {
     byok::FieldMap m;
-    for (size_t i = 0; i + 1 < rep.elements.size(); i += 2) m[rep.elements[i].str] = rep.elements[i + 1].str;
+    for (size_t i = 0; i + 1 < rep.elements.size(); i += 2)
+        m[rep.elements[i].str] = rep.elements[i + 1].str;
     return m;
 }
 
 bool redis_failed(const byok::admin::Reply &rep) {
-    return rep.type == byok::admin::Reply::Type::Unavailable || rep.type == byok::admin::Reply::Type::Error;
+    return rep.type == byok::admin::Reply::Type::Unavailable ||
+           rep.type == byok::admin::Reply::Type::Error;
 }
 
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx);
@@ -119,7 +123,8 @@ const char *kProjectScript =
 ngx_int_t on_apikey_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (redis_failed(ctx->reply)) return use_stale_or_fail(r, ctx);
     ByokMain *m = main_of(r);
-    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    auto *mcf =
+        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
     ctx->apikey = to_map(ctx->reply);
     auto pid = ctx->apikey.find("project");
     if (ctx->apikey.empty() || pid == ctx->apikey.end() || !byok::valid_id(pid->second)) {
@@ -127,7 +132,8 @@ ngx_int_t on_apikey_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10));
         return after_snapshot(r, ctx);
     }
-    std::vector<std::string> argv = {"EVAL", kProjectScript, "2", m->admin.layout.project(pid->second),
+    std::vector<std::string> argv = {"EVAL", kProjectScript, "2",
+                                     m->admin.layout.project(pid->second),
                                      m->admin.layout.keys(pid->second)};
     ngx_int_t rc = send_redis(r, ctx, Stage::WaitProject, argv);
     if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
@@ -135,9 +141,12 @@ ngx_int_t on_apikey_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 }
 
 ngx_int_t on_project_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    if (redis_failed(ctx->reply) || ctx->reply.elements.size() != 2) return use_stale_or_fail(r, ctx);
-    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
-    ctx->snap = byok::build_snapshot(ctx->apikey, to_map(ctx->reply.elements[0]), to_map(ctx->reply.elements[1]));
+    if (redis_failed(ctx->reply) || ctx->reply.elements.size() != 2)
+        return use_stale_or_fail(r, ctx);
+    auto *mcf =
+        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    ctx->snap = byok::build_snapshot(ctx->apikey, to_map(ctx->reply.elements[0]),
+                                     to_map(ctx->reply.elements[1]));
     std::string blob = byok::encode_snapshot(ctx->snap);
     ngx_byok_cache_put(ctx->sha, ctx->apikey["project"], blob, mcf->ttl);
     return after_snapshot(r, ctx);
@@ -157,7 +166,8 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         rest = path.substr(3);
     } else {
         size_t slash = path.find('/', 1);
-        ctx->native_provider = std::string(path.substr(1, slash == std::string_view::npos ? slash : slash - 1));
+        ctx->native_provider =
+            std::string(path.substr(1, slash == std::string_view::npos ? slash : slash - 1));
         rest = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
         if (ctx->native_provider.empty())
             return fail(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
@@ -166,7 +176,8 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ctx->rest = std::string(rest.empty() ? "/" : rest);
     if (!args.empty()) ctx->rest += "?" + args;
     if (!byok::safe_header_value(ctx->rest) || ctx->rest.find(' ') != std::string::npos)
-        return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_request", "invalid characters in the request URI");
+        return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_request",
+                    "invalid characters in the request URI");
 
     // Gateway key: Authorization: Bearer <key> or x-api-key: <key>.
     std::string_view key;
@@ -182,18 +193,21 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         if (h[i].hash == 0) continue;
         std::string_view value = sv(h[i].value);
         if (header_is(h[i], "authorization")) {
-            if (value.size() > 7 && ngx_strncasecmp((u_char *)value.data(), (u_char *)"bearer ", 7) == 0)
+            if (value.size() > 7 &&
+                ngx_strncasecmp((u_char *)value.data(), (u_char *)"bearer ", 7) == 0)
                 key = value.substr(7);
         } else if (header_is(h[i], "x-api-key") && key.empty()) {
             key = value;
         } else if (header_is(h[i], "x-byok-provider")) {
             if (!byok::safe_header_value(value))
-                return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header", "invalid x-byok-provider header");
+                return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header",
+                            "invalid x-byok-provider header");
             ctx->header_provider = std::string(value);
         }
     }
     while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
-    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" || !byok::safe_header_value(key))
+    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" ||
+        !byok::safe_header_value(key))
         return unauthorized(r, ctx, "missing or invalid gateway API key");
 
     SHA256(reinterpret_cast<const u_char *>(key.data()), key.size(), ctx->sha);
@@ -201,16 +215,17 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
     std::string blob;
     switch (ngx_byok_cache_get(ctx->sha, &blob)) {
-    case ByokCacheResult::Fresh:
-        ctx->snap = byok::decode_snapshot(blob);
-        return after_snapshot(r, ctx);
-    case ByokCacheResult::Stale:
-        ctx->stale_blob = std::move(blob);
-        break;
-    case ByokCacheResult::Miss:
-        break;
+        case ByokCacheResult::Fresh:
+            ctx->snap = byok::decode_snapshot(blob);
+            return after_snapshot(r, ctx);
+        case ByokCacheResult::Stale:
+            ctx->stale_blob = std::move(blob);
+            break;
+        case ByokCacheResult::Miss:
+            break;
     }
-    ngx_int_t rc = send_redis(r, ctx, Stage::WaitKey, {"HGETALL", m->admin.layout.apikey(ctx->sha_hex)});
+    ngx_int_t rc =
+        send_redis(r, ctx, Stage::WaitKey, {"HGETALL", m->admin.layout.apikey(ctx->sha_hex)});
     if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
     return rc;
 }
@@ -277,7 +292,8 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
     ctx->upstream = origin + base.path + ctx->rest;
     ctx->upstream_host = base.authority();
 
-    if (ngx_byok_install_headers(r, ctx, byok::upstream_headers(target, ctx->key.view()), true) != NGX_OK)
+    if (ngx_byok_install_headers(r, ctx, byok::upstream_headers(target, ctx->key.view()), true) !=
+        NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     if (ctx->body_read && r->request_body != nullptr) {
@@ -306,15 +322,18 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
 ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ByokMain *m = main_of(r);
     if (ctx->body_read && ctx->body.empty() && !collect_body(r, ctx))
-        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error", "cannot read the request body", "api_error");
+        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                    "cannot read the request body", "api_error");
     if (ctx->body_read && !ctx->body.empty()) {
         try {
             ctx->model = byok::find_model(ctx->body);
         } catch (const byok::Error &) {
-            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json", "request body is not valid JSON");
+            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json",
+                        "request body is not valid JSON");
         }
         if (ctx->model && !byok::safe_header_value(ctx->model->model))
-            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_model", "invalid characters in \"model\"");
+            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_model",
+                        "invalid characters in \"model\"");
     }
 
     byok::RouteInput &in = ctx->input;
@@ -323,7 +342,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.policy = ctx->snap.policy;
     in.project_keys.clear();
     for (const auto &k : ctx->snap.keys) {
-        in.project_keys.emplace_back(k.provider, k.malformed    ? byok::KeyState::DecryptError
+        in.project_keys.emplace_back(k.provider, k.malformed   ? byok::KeyState::DecryptError
                                                  : k.is_active ? byok::KeyState::Usable
                                                                : byok::KeyState::Inactive);
     }
@@ -340,15 +359,16 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
         try {
             if (sk == nullptr) throw byok::Error("record vanished");
-            ctx->key = byok::open_sealed(m->ring, sk->kid, sk->salt.data(), sk->salt.size(), sk->nonce.data(),
-                                         sk->nonce.size(), sk->ct.data(), sk->ct.size(), ctx->snap.project,
-                                         sk->provider);
+            ctx->key = byok::open_sealed(m->ring, sk->kid, sk->salt.data(), sk->salt.size(),
+                                         sk->nonce.data(), sk->nonce.size(), sk->ct.data(),
+                                         sk->ct.size(), ctx->snap.project, sk->provider);
             ctx->key_hint = sk->key_hint;
             break;
         } catch (const byok::Error &e) {
             ngx_byok_count(BYOK_DECRYPT_FAILURE);
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          BYOK_LOG "stored key of project \"%s\" for provider \"%s\" does not decrypt: %s",
+                          BYOK_LOG
+                          "stored key of project \"%s\" for provider \"%s\" does not decrypt: %s",
                           ctx->snap.project.c_str(), ctx->decision.target->id.c_str(), e.what());
             for (auto &pk : in.project_keys)
                 if (pk.first == ctx->decision.target->id) pk.second = byok::KeyState::DecryptError;
@@ -364,14 +384,16 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (d.route != byok::Route::Byok) {
         const byok::SecretString *sys = m->system_key(d.target->id);
         if (sys == nullptr)
-            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for this provider", "api_error");
+            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential",
+                        "no credential for this provider", "api_error");
         ctx->key = byok::SecretString(sys->view());
     }
     if (d.route == byok::Route::Fallback) {
         ngx_byok_count_fallback(d.reason);
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
-                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(), d.reason.c_str());
+                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(),
+                      d.reason.c_str());
     }
     if (d.target->per_key_endpoint) return resolve_endpoint(r, ctx);
     return proxy_decision(r, ctx);
@@ -382,23 +404,24 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
     if (sk == nullptr || sk->endpoint.empty())
-        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint", "no endpoint configured for this provider",
-                    "api_error");
+        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint",
+                    "no endpoint configured for this provider", "api_error");
     byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
     ctx->stage = Stage::WaitResolve;
     ctx->resumed = false;
     ctx->waiting_resolve = false;
-    ngx_int_t rc = ngx_byok_resolve_checked(r, url, [ctx](const std::string &ip, const std::string &error) {
-        ctx->pinned_ip = ip;
-        ctx->resolve_error = error;
-        ctx->resumed = true;
-        if (ctx->waiting_resolve) {
-            ngx_http_request_t *req = ctx->r;
-            ngx_connection_t *c = req->connection;
-            ngx_http_core_run_phases(req);
-            ngx_http_run_posted_requests(c);
-        }
-    });
+    ngx_int_t rc =
+        ngx_byok_resolve_checked(r, url, [ctx](const std::string &ip, const std::string &error) {
+            ctx->pinned_ip = ip;
+            ctx->resolve_error = error;
+            ctx->resumed = true;
+            if (ctx->waiting_resolve) {
+                ngx_http_request_t *req = ctx->r;
+                ngx_connection_t *c = req->connection;
+                ngx_http_core_run_phases(req);
+                ngx_http_run_posted_requests(c);
+            }
+        });
     if (rc != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (!ctx->resumed) {
         ctx->waiting_resolve = true;  // the answer arrives from a posted event
@@ -410,8 +433,8 @@ ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 ngx_int_t after_resolve(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (ctx->pinned_ip.empty()) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      BYOK_LOG "custom endpoint of project \"%s\" refused: %s", ctx->snap.project.c_str(),
-                      ctx->resolve_error.c_str());
+                      BYOK_LOG "custom endpoint of project \"%s\" refused: %s",
+                      ctx->snap.project.c_str(), ctx->resolve_error.c_str());
         return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "endpoint_refused",
                     "the custom endpoint was refused: " + ctx->resolve_error, "api_error");
     }
@@ -444,16 +467,20 @@ ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         auto *st = static_cast<ngx_http_upstream_state_t *>(r->upstream_states->elts);
         ngx_http_upstream_state_t &last = st[r->upstream_states->nelts - 1];
         if (last.status) status = last.status;
-        if (last.bytes_received > 0 && last.status) reason = "upstream_" + std::to_string(last.status);
+        if (last.bytes_received > 0 && last.status)
+            reason = "upstream_" + std::to_string(last.status);
     }
     auto next = byok::decide_retry(ctx->input, ctx->decision, reason);
     if (!next) {
-        return fail(r, ctx, status, "upstream_error", "the provider failed: " + reason, "api_error");
+        return fail(r, ctx, status, "upstream_error", "the provider failed: " + reason,
+                    "api_error");
     }
     ctx->decision = *next;
     ctx->stage = Stage::Fallback;
     const byok::SecretString *sys = m->system_key(ctx->decision.target->id);
-    if (sys == nullptr) return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for fallback", "api_error");
+    if (sys == nullptr)
+        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for fallback",
+                    "api_error");
     ctx->key = byok::SecretString(sys->view());
     ctx->key_hint.clear();
     ngx_byok_count_fallback(ctx->decision.reason);
@@ -467,41 +494,42 @@ ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
 ngx_int_t dispatch(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     switch (ctx->stage) {
-    case Stage::Start:
-        return start(r, ctx);
-    case Stage::WaitKey:
-        if (!ctx->resumed) return NGX_AGAIN;
-        ctx->resumed = false;
-        return on_apikey_reply(r, ctx);
-    case Stage::WaitProject:
-        if (!ctx->resumed) return NGX_AGAIN;
-        ctx->resumed = false;
-        return on_project_reply(r, ctx);
-    case Stage::WaitBody:
-        if (!ctx->body_read) return NGX_DONE;
-        ctx->resumed = false;
-        return decide(r, ctx);
-    case Stage::WaitResolve:
-        if (!ctx->resumed) return NGX_AGAIN;
-        ctx->resumed = false;
-        return after_resolve(r, ctx);
-    case Stage::Proxying:
-        if (ctx->jumped) {
-            ctx->jumped = false;  // now in @byok_direct
+        case Stage::Start:
+            return start(r, ctx);
+        case Stage::WaitKey:
+            if (!ctx->resumed) return NGX_AGAIN;
+            ctx->resumed = false;
+            return on_apikey_reply(r, ctx);
+        case Stage::WaitProject:
+            if (!ctx->resumed) return NGX_AGAIN;
+            ctx->resumed = false;
+            return on_project_reply(r, ctx);
+        case Stage::WaitBody:
+            if (!ctx->body_read) return NGX_DONE;
+            ctx->resumed = false;
+            return decide(r, ctx);
+        case Stage::WaitResolve:
+            if (!ctx->resumed) return NGX_AGAIN;
+            ctx->resumed = false;
+            return after_resolve(r, ctx);
+        case Stage::Proxying:
+            if (ctx->jumped) {
+                ctx->jumped = false;  // now in @byok_direct
+                return NGX_DECLINED;
+            }
+            return retry(r, ctx);
+        case Stage::Fallback:
+        case Stage::KeyTest:
             return NGX_DECLINED;
-        }
-        return retry(r, ctx);
-    case Stage::Fallback:
-    case Stage::KeyTest:
-        return NGX_DECLINED;
-    case Stage::Done:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        case Stage::Done:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     return NGX_DECLINED;
 }
 
 ngx_int_t access_handler(ngx_http_request_t *r) {
-    auto *lcf = static_cast<ngx_byok_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_byok_module));
+    auto *lcf =
+        static_cast<ngx_byok_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_byok_module));
     if (!lcf->gateway || r != r->main) return NGX_DECLINED;
     ByokRequestCtx *ctx = ngx_byok_request_ctx(r, true);
     if (ctx == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -509,7 +537,8 @@ ngx_int_t access_handler(ngx_http_request_t *r) {
         return dispatch(r, ctx);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "gateway: %s", e.what());
-        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error", "internal gateway error", "api_error");
+        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                    "internal gateway error", "api_error");
     }
 }
 
@@ -555,8 +584,8 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
             for (ngx_uint_t i = 0; i < r->upstream_states->nelts; i++)
                 if (st[i].response_time != (ngx_msec_t)-1) upstream_ms += st[i].response_time;
         }
-        ngx_byok_count_request(m->catalog, d.provider ? d.provider->id : "", d.route, r->headers_out.status,
-                               upstream_ms, had_upstream);
+        ngx_byok_count_request(m->catalog, d.provider ? d.provider->id : "", d.route,
+                               r->headers_out.status, upstream_ms, had_upstream);
         if (d.route != byok::Route::Denied && d.provider != nullptr && !ctx->snap.project.empty()) {
             ngx_byok_usage_add(m->admin.layout, ctx->snap.project, d.provider->id, d.route);
         }
@@ -567,7 +596,19 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
 
 // --- variables ---
 
-enum class Var { Project, Provider, Model, Route, Reason, KeyHint, RequestId, ExecServer, Upstream, UpstreamHost, UpstreamMethod };
+enum class Var {
+    Project,
+    Provider,
+    Model,
+    Route,
+    Reason,
+    KeyHint,
+    RequestId,
+    ExecServer,
+    Upstream,
+    UpstreamHost,
+    UpstreamMethod
+};
 
 ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
     ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
@@ -577,21 +618,46 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
     if (ctx != nullptr) {
         const byok::RouteDecision &d = ctx->decision;
         switch (static_cast<Var>(data)) {
-        case Var::Project: val = ctx->snap.project; break;
-        case Var::Provider: if (ctx->decided && d.provider) val = d.provider->id; break;
-        case Var::Model: val = ctx->decided && !d.model.empty() ? std::string_view(d.model) : ctx->input.model; break;
-        case Var::Route: if (ctx->decided) val = byok::route_name(d.route); break;
-        case Var::Reason: if (ctx->decided && d.route == byok::Route::Fallback) val = d.reason; break;
-        case Var::KeyHint: if (ctx->decided && d.route == byok::Route::Byok) val = ctx->key_hint; break;
-        case Var::RequestId: found = false; break;
-        case Var::ExecServer: val = ctx->snap.default_server; break;
-        case Var::Upstream: val = ctx->upstream; found = !val.empty(); break;
-        case Var::UpstreamHost: val = ctx->upstream_host; break;
-        case Var::UpstreamMethod: val = ctx->upstream_method; break;
+            case Var::Project:
+                val = ctx->snap.project;
+                break;
+            case Var::Provider:
+                if (ctx->decided && d.provider) val = d.provider->id;
+                break;
+            case Var::Model:
+                val =
+                    ctx->decided && !d.model.empty() ? std::string_view(d.model) : ctx->input.model;
+                break;
+            case Var::Route:
+                if (ctx->decided) val = byok::route_name(d.route);
+                break;
+            case Var::Reason:
+                if (ctx->decided && d.route == byok::Route::Fallback) val = d.reason;
+                break;
+            case Var::KeyHint:
+                if (ctx->decided && d.route == byok::Route::Byok) val = ctx->key_hint;
+                break;
+            case Var::RequestId:
+                found = false;
+                break;
+            case Var::ExecServer:
+                val = ctx->snap.default_server;
+                break;
+            case Var::Upstream:
+                val = ctx->upstream;
+                found = !val.empty();
+                break;
+            case Var::UpstreamHost:
+                val = ctx->upstream_host;
+                break;
+            case Var::UpstreamMethod:
+                val = ctx->upstream_method;
+                break;
         }
     }
     if (static_cast<Var>(data) == Var::RequestId) {
-        auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+        auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+            ngx_http_get_module_main_conf(r, ngx_http_byok_module));
         ngx_http_variable_value_t *rid = ngx_http_get_indexed_variable(r, mcf->request_id_index);
         if (rid == nullptr || rid->not_found) {
             v->not_found = 1;
@@ -701,7 +767,8 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
         ngx_table_elt_t h{};
         h.hash = 1;
         h.key.len = a.name.size();
-        h.key.data = static_cast<u_char *>(ngx_pnalloc(r->pool, a.name.size() + a.value.size() + 2));
+        h.key.data =
+            static_cast<u_char *>(ngx_pnalloc(r->pool, a.name.size() + a.value.size() + 2));
         if (h.key.data == nullptr) return NGX_ERROR;
         ngx_memcpy(h.key.data, a.name.data(), a.name.size());
         h.key.data[a.name.size()] = '\0';
@@ -727,11 +794,14 @@ ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf) {
         v->get_handler = variable;
         v->data = static_cast<uintptr_t>(def.which);
     }
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers));
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers));
     if (h == nullptr) return NGX_ERROR;
     *h = access_handler;
-    h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers));
+    h = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers));
     if (h == nullptr) return NGX_ERROR;
     *h = log_handler;
     g_next_header_filter = ngx_http_top_header_filter;

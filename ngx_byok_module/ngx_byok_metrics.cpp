@@ -8,11 +8,12 @@ namespace {
 constexpr size_t kMaxProviders = 64;
 constexpr size_t kRoutes = 4;
 constexpr size_t kClasses = 6;  // 1xx..5xx, other
-const char *kReasons[] = {"no_key",       "tier",         "inactive",     "decrypt_error",
-                          "upstream_429", "upstream_500", "upstream_502", "upstream_503",
+const char *kReasons[] = {"no_key",       "tier",           "inactive",     "decrypt_error",
+                          "upstream_429", "upstream_500",   "upstream_502", "upstream_503",
                           "upstream_504", "upstream_error", "other"};
 constexpr size_t kReasonCount = sizeof(kReasons) / sizeof(kReasons[0]);
-const ngx_msec_t kBucketsMs[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000};
+const ngx_msec_t kBucketsMs[] = {5,    10,   25,   50,    100,   250,  500,
+                                 1000, 2500, 5000, 10000, 30000, 60000};
 constexpr size_t kBuckets = sizeof(kBucketsMs) / sizeof(kBucketsMs[0]);
 const char *kCounterNames[BYOK_COUNTER_MAX][2] = {
     {"byok_cache_hits_total", "Gateway-key lookups served fresh from shared memory."},
@@ -40,8 +41,8 @@ void add(ngx_atomic_t *a, ngx_atomic_int_t v = 1) { (void)ngx_atomic_fetch_add(a
 
 ngx_int_t metrics_handler(ngx_http_request_t *r) {
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) return NGX_HTTP_NOT_ALLOWED;
-    ngx_byok_main_conf_t *mcf = static_cast<ngx_byok_main_conf_t *>(
-        ngx_http_get_module_main_conf(r, ngx_http_byok_module));
+    ngx_byok_main_conf_t *mcf =
+        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
     if (g_metrics == nullptr) return NGX_HTTP_SERVICE_UNAVAILABLE;
     std::string out;
     try {
@@ -49,18 +50,22 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
         for (int i = 0; i < BYOK_COUNTER_MAX; i++) {
             out += std::string("# HELP ") + kCounterNames[i][0] + " " + kCounterNames[i][1] + "\n";
             out += std::string("# TYPE ") + kCounterNames[i][0] + " counter\n";
-            out += std::string(kCounterNames[i][0]) + " " + std::to_string(g_metrics->counters[i]) + "\n";
+            out += std::string(kCounterNames[i][0]) + " " + std::to_string(g_metrics->counters[i]) +
+                   "\n";
         }
-        out += "# HELP byok_cache_entries Entries in the shared-memory cache.\n"
-               "# TYPE byok_cache_entries gauge\nbyok_cache_entries " +
-               std::to_string(ngx_byok_cache_entries()) + "\n";
-        out += "# HELP byok_requests_total Gateway requests by provider, route and status class.\n"
-               "# TYPE byok_requests_total counter\n";
+        out +=
+            "# HELP byok_cache_entries Entries in the shared-memory cache.\n"
+            "# TYPE byok_cache_entries gauge\nbyok_cache_entries " +
+            std::to_string(ngx_byok_cache_entries()) + "\n";
+        out +=
+            "# HELP byok_requests_total Gateway requests by provider, route and status class.\n"
+            "# TYPE byok_requests_total counter\n";
         const auto &providers = mcf->m->catalog.providers();
         static const char *routes[] = {"byok", "system", "fallback", "denied"};
         static const char *classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
         for (size_t p = 0; p <= kMaxProviders; p++) {
-            std::string name = p < providers.size() ? providers[p].id : (p == kMaxProviders ? "unknown" : "");
+            std::string name =
+                p < providers.size() ? providers[p].id : (p == kMaxProviders ? "unknown" : "");
             if (name.empty()) continue;
             for (size_t rt = 0; rt < kRoutes; rt++)
                 for (size_t c = 0; c < kClasses; c++) {
@@ -70,22 +75,26 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                            "\",status=\"" + classes[c] + "\"} " + std::to_string(v) + "\n";
                 }
         }
-        out += "# HELP byok_fallbacks_total Requests sent to the fallback provider, by reason.\n"
-               "# TYPE byok_fallbacks_total counter\n";
+        out +=
+            "# HELP byok_fallbacks_total Requests sent to the fallback provider, by reason.\n"
+            "# TYPE byok_fallbacks_total counter\n";
         for (size_t i = 0; i < kReasonCount; i++)
             out += std::string("byok_fallbacks_total{reason=\"") + kReasons[i] + "\"} " +
                    std::to_string(g_metrics->fallbacks[i]) + "\n";
-        out += "# HELP byok_upstream_latency_seconds Upstream response time of proxied requests.\n"
-               "# TYPE byok_upstream_latency_seconds histogram\n";
+        out +=
+            "# HELP byok_upstream_latency_seconds Upstream response time of proxied requests.\n"
+            "# TYPE byok_upstream_latency_seconds histogram\n";
         ngx_atomic_uint_t cum = 0;
         for (size_t b = 0; b <= kBuckets; b++) {
             cum += g_metrics->latency_buckets[b];
             std::string le = b < kBuckets ? std::to_string(kBucketsMs[b] / 1000.0) : "+Inf";
-            out += "byok_upstream_latency_seconds_bucket{le=\"" + le + "\"} " + std::to_string(cum) + "\n";
+            out += "byok_upstream_latency_seconds_bucket{le=\"" + le + "\"} " +
+                   std::to_string(cum) + "\n";
         }
         out += "byok_upstream_latency_seconds_sum " +
                std::to_string(g_metrics->latency_sum_ms / 1000.0) + "\n";
-        out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) + "\n";
+        out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) +
+               "\n";
     } catch (const std::exception &) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

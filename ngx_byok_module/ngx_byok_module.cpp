@@ -1,10 +1,11 @@
 // Module definition, http{}-level directives and process hooks.
-#include "ngx_byok_module/ngx_byok.h"
+#include <sys/stat.h>
 
 #include <fstream>
 #include <new>
 #include <sstream>
-#include <sys/stat.h>
+
+#include "ngx_byok_module/ngx_byok.h"
 
 static void *ngx_byok_create_main_conf(ngx_conf_t *cf);
 static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -37,8 +38,8 @@ static ngx_command_t ngx_byok_commands[] = {
      NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_system_key"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
      ngx_byok_system_key_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
-    {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_byok_fallback_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_byok_fallback_directive,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin_token_file"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_byok_admin_tokens_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_allow_endpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
@@ -54,14 +55,14 @@ static ngx_command_t ngx_byok_commands[] = {
     ngx_null_command};
 
 static ngx_http_module_t ngx_byok_module_ctx = {
-    NULL,                        /* preconfiguration */
-    ngx_byok_postconfiguration,  /* postconfiguration */
-    ngx_byok_create_main_conf,   /* create main configuration */
-    ngx_byok_init_main_conf,     /* init main configuration */
-    NULL,                        /* create server configuration */
-    NULL,                        /* merge server configuration */
-    ngx_byok_create_loc_conf,    /* create location configuration */
-    ngx_byok_merge_loc_conf      /* merge location configuration */
+    NULL,                       /* preconfiguration */
+    ngx_byok_postconfiguration, /* postconfiguration */
+    ngx_byok_create_main_conf,  /* create main configuration */
+    ngx_byok_init_main_conf,    /* init main configuration */
+    NULL,                       /* create server configuration */
+    NULL,                       /* merge server configuration */
+    ngx_byok_create_loc_conf,   /* create location configuration */
+    ngx_byok_merge_loc_conf     /* merge location configuration */
 };
 
 ngx_module_t ngx_http_byok_module = {NGX_MODULE_V1,
@@ -93,7 +94,8 @@ ngx_byok_main_conf_t *ngx_byok_main_conf() {
 static void ngx_byok_delete_main(void *data) { delete static_cast<ByokMain *>(data); }
 
 static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
-    auto *mcf = static_cast<ngx_byok_main_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_main_conf_t)));
+    auto *mcf =
+        static_cast<ngx_byok_main_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_main_conf_t)));
     if (mcf == nullptr) return nullptr;
     ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == nullptr) return nullptr;
@@ -139,14 +141,16 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     // the errors still point at the directive's own line.
     if (!m->fallback.empty() && m->catalog.find(m->fallback) == nullptr) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      BYOK_LOG "byok_fallback: provider \"%s\" is not in the provider catalog in %s",
+                      BYOK_LOG
+                      "byok_fallback: provider \"%s\" is not in the provider catalog in %s",
                       m->fallback.c_str(), m->fallback_where.c_str());
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     for (const auto &k : m->system_keys) {
         if (m->catalog.find(k.provider) == nullptr) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          BYOK_LOG "byok_system_key: provider \"%s\" is not in the provider catalog in %s",
+                          BYOK_LOG
+                          "byok_system_key: provider \"%s\" is not in the provider catalog in %s",
                           k.provider.c_str(), k.where.c_str());
             return static_cast<char *>(NGX_CONF_ERROR);
         }
@@ -155,7 +159,8 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     if (mcf->gateway_used) {
         if (!m->have_ring) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               BYOK_LOG "\"byok_master_keys\" is required by byok_gateway/byok_admin");
+                               BYOK_LOG
+                               "\"byok_master_keys\" is required by byok_gateway/byok_admin");
             return static_cast<char *>(NGX_CONF_ERROR);
         }
         if (!mcf->redis_set) {
@@ -180,7 +185,8 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
 }
 
 static void *ngx_byok_create_loc_conf(ngx_conf_t *cf) {
-    auto *lcf = static_cast<ngx_byok_loc_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_loc_conf_t)));
+    auto *lcf =
+        static_cast<ngx_byok_loc_conf_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_byok_loc_conf_t)));
     if (lcf == nullptr) return nullptr;
     lcf->gateway = NGX_CONF_UNSET;
     return lcf;
@@ -210,7 +216,8 @@ static ngx_int_t ngx_byok_init_module(ngx_cycle_t *cycle) {
     if (mcf == nullptr || !mcf->gateway_used) return NGX_OK;
     if (ngx_byok_log_is_debug(&cycle->new_log)) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      BYOK_LOG "error_log at \"debug\" level would write upstream request "
+                      BYOK_LOG
+                      "error_log at \"debug\" level would write upstream request "
                       "headers (provider keys) to the log; refusing to start with byok_gateway");
         return NGX_ERROR;
     }
@@ -321,7 +328,8 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
 
     if (!ngx_byok_parse_addr(std::string(sv(value[1])), m)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           BYOK_LOG "byok_redis: invalid address \"%V\" (expected <ip>:<port> or "
+                           BYOK_LOG
+                           "byok_redis: invalid address \"%V\" (expected <ip>:<port> or "
                            "unix:<path>; host names are not resolved in workers)",
                            &value[1]);
         return static_cast<char *>(NGX_CONF_ERROR);
@@ -329,7 +337,8 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
     for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
         std::string arg(sv(value[i]));
         size_t eq = arg.find('=');
-        std::string name = arg.substr(0, eq), val = eq == std::string::npos ? "" : arg.substr(eq + 1);
+        std::string name = arg.substr(0, eq),
+                    val = eq == std::string::npos ? "" : arg.substr(eq + 1);
         ngx_str_t nv = {val.size(), (u_char *)val.data()};
         if (name == "password_file" && !val.empty()) {
             std::string secret;
@@ -430,7 +439,8 @@ static char *ngx_byok_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
         }
         continue;
     invalid:
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_cache: invalid parameter \"%V\"", v);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_cache: invalid parameter \"%V\"",
+                           v);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     if (name.len == 0) {
@@ -446,8 +456,8 @@ static char *ngx_byok_system_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, v
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     std::string provider(sv(value[1]));
     if (m->system_key(provider) != nullptr) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_system_key: duplicate provider \"%V\"",
-                           &value[1]);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_system_key: duplicate provider \"%V\"", &value[1]);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     std::string text;
@@ -455,7 +465,8 @@ static char *ngx_byok_system_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, v
         return static_cast<char *>(NGX_CONF_ERROR);
     auto lines = ngx_byok_lines(text);
     byok::wipe(text.data(), text.size());
-    if (lines.empty() || !byok::safe_header_value(lines[0]) || lines[0].find(' ') != std::string::npos) {
+    if (lines.empty() || !byok::safe_header_value(lines[0]) ||
+        lines[0].find(' ') != std::string::npos) {
         for (auto &l : lines) byok::wipe(l.data(), l.size());
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            BYOK_LOG "byok_system_key: \"%V\" must hold one key on its first line",
@@ -485,9 +496,11 @@ static char *ngx_byok_admin_tokens_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                    "byok_admin_token_file"))
         return static_cast<char *>(NGX_CONF_ERROR);
     for (auto &line : ngx_byok_lines(text)) {
-        if (line.size() < 16 || !byok::safe_header_value(line) || line.find(' ') != std::string::npos) {
+        if (line.size() < 16 || !byok::safe_header_value(line) ||
+            line.find(' ') != std::string::npos) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               BYOK_LOG "byok_admin_token_file: tokens must be at least 16 "
+                               BYOK_LOG
+                               "byok_admin_token_file: tokens must be at least 16 "
                                "printable characters without spaces, one per line");
             return static_cast<char *>(NGX_CONF_ERROR);
         }
@@ -501,7 +514,8 @@ static char *ngx_byok_admin_tokens_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_byok_allow_endpoint_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) m->admin.allow_endpoint.emplace_back(sv(value[i]));
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++)
+        m->admin.allow_endpoint.emplace_back(sv(value[i]));
     return NGX_CONF_OK;
 }
 
@@ -515,13 +529,15 @@ static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void
     return NGX_CONF_OK;
 }
 
-static char *ngx_byok_server_test_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+static char *ngx_byok_server_test_timeout_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                                    void *conf) {
     ByokMain *m = static_cast<ngx_byok_main_conf_t *>(conf)->m;
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     ngx_msec_t t = ngx_parse_time(&value[1], 0);
     if (t == (ngx_msec_t)NGX_ERROR || t == 0 || t > 300000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           BYOK_LOG "byok_server_test_timeout: invalid time \"%V\" (1ms..300s)", &value[1]);
+                           BYOK_LOG "byok_server_test_timeout: invalid time \"%V\" (1ms..300s)",
+                           &value[1]);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     m->admin.server_test_timeout_ms = (int)t;

@@ -9,10 +9,11 @@
 // FIFO (replies arrive in order) watched by one nginx timer; an expired
 // deadline drops the link, failing every pending command, and reconnects
 // with jittered exponential backoff.
-#include "ngx_byok_module/ngx_byok.h"
+#include <sys/ioctl.h>
 
 #include <deque>
-#include <sys/ioctl.h>
+
+#include "ngx_byok_module/ngx_byok.h"
 
 extern "C" {
 #include <hiredis/async.h>
@@ -60,29 +61,29 @@ byok::admin::Reply convert(const redisReply *r) {
         return out;
     }
     switch (r->type) {
-    case REDIS_REPLY_STRING:
-        out.type = byok::admin::Reply::Type::String;
-        out.str.assign(r->str, r->len);
-        break;
-    case REDIS_REPLY_STATUS:
-        out.type = byok::admin::Reply::Type::Status;
-        out.str.assign(r->str, r->len);
-        break;
-    case REDIS_REPLY_ERROR:
-        out.type = byok::admin::Reply::Type::Error;
-        out.str.assign(r->str, r->len);
-        break;
-    case REDIS_REPLY_INTEGER:
-        out.type = byok::admin::Reply::Type::Integer;
-        out.integer = r->integer;
-        break;
-    case REDIS_REPLY_ARRAY:
-        out.type = byok::admin::Reply::Type::Array;
-        out.elements.reserve(r->elements);
-        for (size_t i = 0; i < r->elements; i++) out.elements.push_back(convert(r->element[i]));
-        break;
-    default:
-        out.type = byok::admin::Reply::Type::Nil;
+        case REDIS_REPLY_STRING:
+            out.type = byok::admin::Reply::Type::String;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_STATUS:
+            out.type = byok::admin::Reply::Type::Status;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_ERROR:
+            out.type = byok::admin::Reply::Type::Error;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_INTEGER:
+            out.type = byok::admin::Reply::Type::Integer;
+            out.integer = r->integer;
+            break;
+        case REDIS_REPLY_ARRAY:
+            out.type = byok::admin::Reply::Type::Array;
+            out.elements.reserve(r->elements);
+            for (size_t i = 0; i < r->elements; i++) out.elements.push_back(convert(r->element[i]));
+            break;
+        default:
+            out.type = byok::admin::Reply::Type::Nil;
     }
     return out;
 }
@@ -222,13 +223,14 @@ void sub_message(redisAsyncContext *ac, void *r, void *privdata) {
     auto *reply = static_cast<redisReply *>(r);
     if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
     redisReply *kind = reply->element[0];
-    if (kind->type == REDIS_REPLY_STRING && kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
+    if (kind->type == REDIS_REPLY_STRING && kind->len == 9 &&
+        memcmp(kind->str, "subscribe", 9) == 0) {
         setup_reply(ac, r, (void *)1);
         return;
     }
     redisReply *payload = reply->element[2];
-    if (kind->type == REDIS_REPLY_STRING && kind->len == 7 && memcmp(kind->str, "message", 7) == 0 &&
-        payload->type == REDIS_REPLY_STRING) {
+    if (kind->type == REDIS_REPLY_STRING && kind->len == 7 &&
+        memcmp(kind->str, "message", 7) == 0 && payload->type == REDIS_REPLY_STRING) {
         ngx_byok_cache_invalidate(std::string_view(payload->str, payload->len));
     }
 }
@@ -297,7 +299,8 @@ void link_connect(RedisLink *link) {
         return;
     }
 
-    if (!m->redis_password.empty()) send_setup(link, {"AUTH", std::string(m->redis_password.view())}, false);
+    if (!m->redis_password.empty())
+        send_setup(link, {"AUTH", std::string(m->redis_password.view())}, false);
     if (m->redis_db != 0) send_setup(link, {"SELECT", std::to_string(m->redis_db)}, false);
     if (link->subscriber) {
         send_setup(link, {"SUBSCRIBE", m->admin.layout.invalidate_channel()}, true, sub_message);
@@ -373,8 +376,8 @@ int send_argv(const std::vector<std::string> &args, void *privdata) {
         argv.push_back(a.data());
         lens.push_back(a.size());
     }
-    int rc = redisAsyncCommandArgv(g_cmd.ac, command_reply, privdata, (int)argv.size(),
-                                   argv.data(), lens.data());
+    int rc = redisAsyncCommandArgv(g_cmd.ac, command_reply, privdata, (int)argv.size(), argv.data(),
+                                   lens.data());
     if (rc == REDIS_OK) push_deadline(&g_cmd, g_mcf->redis_timeout);
     return rc;
 }

@@ -20,7 +20,8 @@ std::string check_addresses(ByokMain *m, const std::string &host, ngx_resolver_c
     std::string first;
     for (ngx_uint_t i = 0; i < ctx->naddrs; i++) {
         u_char text[NGX_SOCKADDR_STRLEN];
-        size_t n = ngx_sock_ntop(ctx->addrs[i].sockaddr, ctx->addrs[i].socklen, text, sizeof(text), 0);
+        size_t n =
+            ngx_sock_ntop(ctx->addrs[i].sockaddr, ctx->addrs[i].socklen, text, sizeof(text), 0);
         std::string ip((const char *)text, n);
         std::string why = byok::admin::resolved_address_problem(m->admin, host, ip);
         if (!why.empty()) return "!" + why;  // one bad address refuses the name
@@ -37,7 +38,8 @@ void resolved(ngx_resolver_ctx_t *ctx) {
     } catch (const std::exception &) {
     }
     if (ip.empty()) {
-        res->error = ctx->state == NGX_OK ? "the host has no address" : "the host could not be resolved";
+        res->error =
+            ctx->state == NGX_OK ? "the host has no address" : "the host could not be resolved";
     } else if (ip[0] == '!') {
         res->error = ip.substr(1);
     } else {
@@ -57,15 +59,19 @@ void deliver(ngx_event_t *ev) {
 
 }  // namespace
 
-ngx_int_t ngx_byok_resolve_checked(ngx_http_request_t *r, const byok::Url &url,
-                                   std::function<void(const std::string &, const std::string &)> done) {
-    ByokMain *m = static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))->m;
+ngx_int_t ngx_byok_resolve_checked(
+    ngx_http_request_t *r, const byok::Url &url,
+    std::function<void(const std::string &, const std::string &)> done) {
+    ByokMain *m =
+        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))
+            ->m;
     if (url.host_is_ip) {
         std::string why = byok::admin::resolved_address_problem(m->admin, url.host, url.host);
         done(why.empty() ? url.host : "", why);
         return NGX_OK;
     }
-    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_core_module));
     ngx_resolver_ctx_t temp{};
     temp.name.data = (u_char *)url.host.data();
     temp.name.len = url.host.size();

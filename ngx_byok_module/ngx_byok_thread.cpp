@@ -1,12 +1,11 @@
 // Blocking work (libssh connection tests, filesystem checks) runs on nginx's
 // default thread pool, never on the event loop. The request is held with
 // r->main->blocked while the task runs, as the copy filter does for aio.
-#include "ngx_byok_module/ngx_byok.h"
-
 #include <libssh/libssh.h>
 #include <libssh/sftp.h>
-
 #include <sys/stat.h>
+
+#include "ngx_byok_module/ngx_byok.h"
 
 namespace {
 
@@ -131,7 +130,8 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
         rc = ssh_userauth_publickey(s, nullptr, key);
         ssh_key_free(key);
     }
-    if (rc != SSH_AUTH_SUCCESS) return finish(false, "auth", "authentication failed for user " + in.username);
+    if (rc != SSH_AUTH_SUCCESS)
+        return finish(false, "auth", "authentication failed for user " + in.username);
 
     if (!in.workspace_path.empty()) {
         sftp_session sftp = sftp_new(s);
@@ -143,7 +143,9 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
         bool is_dir = st != nullptr && st->type == SSH_FILEXFER_TYPE_DIRECTORY;
         if (st) sftp_attributes_free(st);
         sftp_free(sftp);
-        if (!is_dir) return finish(false, "workspace", "workspace_path does not exist or is not a directory");
+        if (!is_dir)
+            return finish(false, "workspace",
+                          "workspace_path does not exist or is not a directory");
     }
     finish(true, "done", "connected, authenticated and found the workspace");
 }
@@ -154,7 +156,8 @@ void ngx_byok_local_probe(const std::string &path, byok::admin::ProbeResult *out
     bool ok = stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
     out->ok = ok;
     out->stage = ok ? "done" : "workspace";
-    out->message = ok ? "the path exists and is a directory" : "the path does not exist or is not a directory";
+    out->message =
+        ok ? "the path exists and is a directory" : "the path does not exist or is not a directory";
     out->latency_ms = ngx_byok_monotonic_ms() - started;
 }
 
