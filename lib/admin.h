@@ -29,13 +29,13 @@ struct Reply {
 
 struct Response {
     int status = 200;
-    std::string body;  // JSON
+    std::string body;             // JSON
     std::vector<Header> headers;  // extra headers, e.g. WWW-Authenticate
 };
 
 struct HttpResult {
-    int status = 0;       // 0 = connect error or timeout
-    std::string body;     // possibly truncated
+    int status = 0;    // 0 = connect error or timeout
+    std::string body;  // possibly truncated
     int64_t latency_ms = 0;
 };
 
@@ -45,8 +45,8 @@ struct RedisCall {
     std::function<Step(const Reply &)> next;
 };
 struct HttpCall {
-    std::string method;  // "GET" / "POST"
-    std::string url;     // absolute URL
+    std::string method;           // "GET" / "POST"
+    std::string url;              // absolute URL
     std::vector<Header> headers;  // from upstream_headers(); holds a secret
     int timeout_ms = 10000;
     // The target was chosen by a tenant (custom endpoint, server endpoint):
@@ -60,9 +60,9 @@ struct HttpCall {
 // workspace via sftp) or "local" (path exists and is a directory).
 struct ProbeResult {
     bool ok = false;
-    std::string stage;    // connect | host_key | auth | workspace | done
-    std::string message;  // secret-free
-    std::string host_key_fingerprint;  // "SHA256:..." seen (ssh)
+    std::string stage;                  // connect | host_key | auth | workspace | done
+    std::string message;                // secret-free
+    std::string host_key_fingerprint;   // "SHA256:..." seen (ssh)
     bool trusted_on_first_use = false;  // nothing was pinned; record the one seen
     int64_t latency_ms = 0;
 };
@@ -71,7 +71,7 @@ struct ProbeCall {
     std::string host;
     int port = 22;
     std::string username;
-    std::string auth_method;  // "key" | "password"
+    std::string auth_method;               // "key" | "password"
     std::shared_ptr<SecretString> secret;  // private key text or password
     std::string host_key_fingerprint;      // pinned, or "" (trust on first use)
     std::string workspace_path;            // ssh: checked remotely; local: the path
@@ -84,12 +84,12 @@ struct Step {
 };
 
 struct Request {
-    std::string_view method;        // "GET", "POST", ...
-    std::string_view path;          // after the location prefix, e.g. "/projects/p1/keys"
-    std::string_view query;         // raw query string without '?'
-    std::string_view content_type;  // header value or empty
-    std::string_view authorization; // raw Authorization header value or empty
-    std::string_view api_key;       // raw x-api-key header value or empty
+    std::string_view method;         // "GET", "POST", ...
+    std::string_view path;           // after the location prefix, e.g. "/projects/p1/keys"
+    std::string_view query;          // raw query string without '?'
+    std::string_view content_type;   // header value or empty
+    std::string_view authorization;  // raw Authorization header value or empty
+    std::string_view api_key;        // raw x-api-key header value or empty
     std::string_view body;
 };
 

@@ -581,10 +581,13 @@ namespace byok::admin {
 
 std::string resolved_address_problem(const Config &cfg, std::string_view host,
                                      std::string_view ip) {
-    if (detail::host_allowed(cfg, detail::lower(host)) || detail::host_allowed(cfg, detail::lower(ip))) return "";
+    if (detail::host_allowed(cfg, detail::lower(host)) ||
+        detail::host_allowed(cfg, detail::lower(ip)))
+        return "";
     auto addr = detail::parse_ip(ip);
     if (!addr) return "the host did not resolve to an IP address";
-    if (const char *why = detail::private_ip(*addr)) return std::string("the host resolves to ") + why;
+    if (const char *why = detail::private_ip(*addr))
+        return std::string("the host resolves to ") + why;
     return "";
 }
 

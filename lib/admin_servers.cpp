@@ -69,7 +69,7 @@ std::string cc_field(std::string_view f) {
     return "field 'connection_config." + std::string(f) + "'";
 }
 
-Step invalid(std::string what, std::string_view why) {
+Step invalid(const std::string &what, std::string_view why) {
     return fail(422, "invalid_value", what + " " + std::string(why));
 }
 

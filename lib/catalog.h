@@ -39,7 +39,7 @@ struct Provider {
     std::vector<std::pair<std::string, std::string>> headers;  // fixed extra headers
     std::string key_prefix;                                    // may be empty
     std::string test_method = "GET";
-    std::string test_path;       // relative to openai_base; empty = no live test
+    std::string test_path;            // relative to openai_base; empty = no live test
     std::vector<std::string> models;  // glob patterns ('*' and '?')
     bool per_key_endpoint = false;    // "custom": base URLs come from the key's endpoint
 };

@@ -33,7 +33,7 @@ class KeyRing {
     KeyRing &operator=(KeyRing &&) noexcept = default;
     ~KeyRing();
 
-    const MasterKey &active() const;             // first line; throws if empty
+    const MasterKey &active() const;                    // first line; throws if empty
     const MasterKey *find(std::string_view kid) const;  // nullptr when unknown
     const std::vector<MasterKey> &keys() const { return keys_; }
 
@@ -64,8 +64,7 @@ SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, std::string_
 
 // Same, with views into already-decoded binary fields (hot path: no copies).
 SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_t *salt,
-                         size_t salt_len, const uint8_t *nonce, size_t nonce_len,
-                         const uint8_t *ct, size_t ct_len, std::string_view pid,
-                         std::string_view subject);
+                         size_t salt_len, const uint8_t *nonce, size_t nonce_len, const uint8_t *ct,
+                         size_t ct_len, std::string_view pid, std::string_view subject);
 
 }  // namespace byok

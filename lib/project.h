@@ -15,7 +15,7 @@ namespace byok {
 enum class Tier { Free, Starter, Pro, Enterprise };
 enum class Policy { Auto, NoKey, Off };
 
-std::optional<Tier> parse_tier(std::string_view s);      // "free" ...
+std::optional<Tier> parse_tier(std::string_view s);  // "free" ...
 std::string_view tier_name(Tier t);
 std::optional<Policy> parse_policy(std::string_view s);  // "auto" | "no_key" | "off"
 std::string_view policy_name(Policy p);

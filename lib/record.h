@@ -17,8 +17,8 @@ struct KeyRecord {
     bool is_active = true;
     std::string key_hint;
     std::string created_at, updated_at;
-    std::string last_tested;   // "" = never
-    std::string test_status;   // "", "valid", "invalid", "error"
+    std::string last_tested;  // "" = never
+    std::string test_status;  // "", "valid", "invalid", "error"
     std::string test_message;
 };
 

@@ -35,8 +35,8 @@ struct RouteDecision {
     Route route = Route::Denied;
     const Provider *provider = nullptr;  // the requested provider P
     const Provider *target = nullptr;    // the provider actually called
-    std::string reason;        // why not byok: no_key|tier|inactive|decrypt_error|upstream_*
-    std::string model;         // model to send upstream ("" = leave body alone)
+    std::string reason;  // why not byok: no_key|tier|inactive|decrypt_error|upstream_*
+    std::string model;   // model to send upstream ("" = leave body alone)
     bool model_changed = false;
     // Denied only: HTTP status and OpenAI-style error code/message.
     int status = 0;
