@@ -42,34 +42,65 @@ std::string printable_kid(std::string_view kid) {
 }
 
 // Algorithms are fetched once per process: fetching is the expensive part of
-// an EVP operation and decryption runs on the request path.
+// an EVP operation and decryption runs on the request path. HKDF is spelled
+// out over a keyless HMAC-SHA256 template context (duplicated per use)
+// because EVP_KDF "HKDF" looks the digest up by name on every call.
 struct Algorithms {
-    EVP_KDF *hkdf = nullptr;
+    EVP_MAC *hmac = nullptr;
+    EVP_MAC_CTX *hmac_sha256 = nullptr;  // template: digest set, no key
     EVP_CIPHER *gcm = nullptr;
+    EVP_MD *sha256 = nullptr;
     Algorithms() {
-        hkdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+        hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
         gcm = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+        sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+        if (hmac != nullptr) hmac_sha256 = EVP_MAC_CTX_new(hmac);
+        if (hmac_sha256 != nullptr) {
+            char digest[] = "SHA256";
+            OSSL_PARAM params[] = {
+                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                OSSL_PARAM_construct_end()};
+            if (EVP_MAC_CTX_set_params(hmac_sha256, params) != 1) {
+                EVP_MAC_CTX_free(hmac_sha256);
+                hmac_sha256 = nullptr;
+            }
+        }
     }
     ~Algorithms() {
-        EVP_KDF_free(hkdf);
+        EVP_MAC_CTX_free(hmac_sha256);
+        EVP_MAC_free(hmac);
         EVP_CIPHER_free(gcm);
+        EVP_MD_free(sha256);
     }
 };
 
 const Algorithms &algorithms() {
     static const Algorithms algs;
-    if (algs.hkdf == nullptr || algs.gcm == nullptr) {
-        throw Error("OpenSSL lacks HKDF or AES-256-GCM");
+    if (algs.hmac_sha256 == nullptr || algs.gcm == nullptr || algs.sha256 == nullptr) {
+        throw Error("OpenSSL lacks HMAC-SHA256, SHA-256 or AES-256-GCM");
     }
     return algs;
 }
 
-struct KdfCtxFree {
-    void operator()(EVP_KDF_CTX *c) const { EVP_KDF_CTX_free(c); }
+struct MacCtxFree {
+    void operator()(EVP_MAC_CTX *c) const { EVP_MAC_CTX_free(c); }
 };
 struct CipherCtxFree {
     void operator()(EVP_CIPHER_CTX *c) const { EVP_CIPHER_CTX_free(c); }
 };
+
+// HMAC-SHA256(key, a || b) into out[32].
+void hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len,
+                 const uint8_t *b, size_t b_len, uint8_t out[32]) {
+    std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_dup(algorithms().hmac_sha256));
+    size_t len = 0;
+    if (!ctx || EVP_MAC_init(ctx.get(), key, key_len, nullptr) != 1 ||
+        EVP_MAC_update(ctx.get(), a, a_len) != 1 ||
+        (b_len > 0 && EVP_MAC_update(ctx.get(), b, b_len) != 1) ||
+        EVP_MAC_final(ctx.get(), out, &len, 32) != 1 || len != 32) {
+        throw Error("HMAC-SHA256 failed");
+    }
+}
 
 // Derived data key, wiped when it goes out of scope.
 struct DataKey {
@@ -78,21 +109,7 @@ struct DataKey {
 };
 
 void derive(const MasterKey &mk, const uint8_t *salt, size_t salt_len, DataKey &out) {
-    std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(algorithms().hkdf));
-    if (!ctx) throw Error("HKDF context allocation failed");
-    OSSL_PARAM params[5];
-    char digest[] = "SHA256";
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(
-        OSSL_KDF_PARAM_KEY, const_cast<uint8_t *>(mk.key.data()), mk.key.size());
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t *>(salt),
-                                                  salt_len);
-    params[3] = OSSL_PARAM_construct_octet_string(
-        OSSL_KDF_PARAM_INFO, const_cast<char *>(kHkdfInfo), sizeof kHkdfInfo - 1);
-    params[4] = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(ctx.get(), out.k, sizeof out.k, params) != 1) {
-        throw Error("HKDF derivation failed");
-    }
+    hkdf_sha256(mk.key.data(), mk.key.size(), salt, salt_len, kHkdfInfo, out.k);
 }
 
 [[noreturn]] void fail_open() {
@@ -100,6 +117,32 @@ void derive(const MasterKey &mk, const uint8_t *salt, size_t salt_len, DataKey &
 }
 
 }  // namespace
+
+void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                 std::string_view info, uint8_t out[32]) {
+    // RFC 5869 with L = 32: PRK = HMAC(salt, IKM); OKM = HMAC(PRK, info || 0x01).
+    uint8_t prk[32];
+    const uint8_t one = 0x01;
+    std::string t(info);
+    t.push_back(static_cast<char>(one));
+    try {
+        hmac_sha256(salt, salt_len, ikm, ikm_len, nullptr, 0, prk);
+        hmac_sha256(prk, sizeof prk, reinterpret_cast<const uint8_t *>(t.data()), t.size(), nullptr,
+                    0, out);
+    } catch (...) {
+        wipe(prk, sizeof prk);
+        throw;
+    }
+    wipe(prk, sizeof prk);
+}
+
+void sha256(std::string_view data, uint8_t out[32]) {
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), out, &len, algorithms().sha256, nullptr) != 1 ||
+        len != 32) {
+        throw Error("sha256 failed");
+    }
+}
 
 KeyRing::~KeyRing() {
     for (auto &k : keys_) wipe(k.key.data(), k.key.size());

@@ -56,6 +56,13 @@ inline std::string server_subject(std::string_view sid) { return "server:" + std
 Sealed seal(const KeyRing &ring, std::string_view plaintext, std::string_view pid,
             std::string_view subject);
 
+// RFC 5869 HKDF-SHA256 with a 32-byte output (the data-key derivation).
+void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                 std::string_view info, uint8_t out[32]);
+
+// SHA-256 with the digest fetched once per process (gateway-key lookups).
+void sha256(std::string_view data, uint8_t out[32]);
+
 // Decrypts with the key named by sealed.kid. Throws Error("unknown master key
 // id '<kid>'") or Error("record does not decrypt (tampered, moved or wrong
 // key)"); never returns partial plaintext.

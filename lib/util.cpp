@@ -1,5 +1,7 @@
 #include "lib/util.h"
 
+#include "lib/crypto.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -134,12 +136,9 @@ std::string hex_encode(const uint8_t *p, size_t n) {
 }
 
 std::string sha256_hex(std::string_view data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
-        throw Error("sha256 failed");
-    }
-    return hex_encode(md, len);
+    uint8_t md[32];
+    sha256(data, md);
+    return hex_encode(md, sizeof md);
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {

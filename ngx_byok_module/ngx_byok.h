@@ -189,7 +189,6 @@ struct ByokRequestCtx {
     enum class Stage {
         Start,
         WaitKey,
-        WaitProject,
         WaitBody,
         WaitResolve,
         Proxying,
@@ -208,7 +207,6 @@ struct ByokRequestCtx {
     u_char sha[32]{};
     std::string sha_hex;
     std::string stale_blob;
-    byok::FieldMap apikey;
     byok::GatewaySnapshot snap;
 
     bool unified = false;

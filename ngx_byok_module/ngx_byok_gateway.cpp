@@ -117,38 +117,45 @@ ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokRequestCtx *ctx) {
                 "the key store is unavailable; try again shortly", "api_error");
 }
 
-const char *kProjectScript =
-    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}";
+// One round trip on a cache miss: the gateway-key hash, then the project's
+// settings and encrypted key records, read atomically. The key names are
+// built from Layout templates split around the project id (ARGV), so the
+// layout stays defined in one place.
+const char *kLookupScript =
+    "local a = redis.call('HGETALL', KEYS[1])\n"
+    "local pid\n"
+    "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
+    "if not pid then return {a, {}, {}} end\n"
+    "return {a, redis.call('HGETALL', ARGV[1] .. pid .. ARGV[2]),\n"
+    "        redis.call('HGETALL', ARGV[3] .. pid .. ARGV[4])}";
 
-ngx_int_t on_apikey_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    if (redis_failed(ctx->reply)) return use_stale_or_fail(r, ctx);
-    ByokMain *m = main_of(r);
+std::vector<std::string> lookup_command(const byok::Layout &layout, const std::string &sha_hex) {
+    static const std::string marker = "\x01";
+    auto split = [](const std::string &key) {
+        size_t at = key.find(marker);
+        return std::make_pair(key.substr(0, at), key.substr(at + marker.size()));
+    };
+    auto [project_head, project_tail] = split(layout.project(marker));
+    auto [keys_head, keys_tail] = split(layout.keys(marker));
+    return {"EVAL",    kLookupScript, "1",       layout.apikey(sha_hex),
+            project_head, project_tail, keys_head, keys_tail};
+}
+
+ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    if (redis_failed(ctx->reply) || ctx->reply.elements.size() != 3)
+        return use_stale_or_fail(r, ctx);
     auto *mcf =
         static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
-    ctx->apikey = to_map(ctx->reply);
-    auto pid = ctx->apikey.find("project");
-    if (ctx->apikey.empty() || pid == ctx->apikey.end() || !byok::valid_id(pid->second)) {
+    byok::FieldMap apikey = to_map(ctx->reply.elements[0]);
+    auto pid = apikey.find("project");
+    if (pid == apikey.end() || !byok::valid_id(pid->second)) {
         ctx->snap = byok::GatewaySnapshot{};  // Unknown; cached briefly against floods
         ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10));
         return after_snapshot(r, ctx);
     }
-    std::vector<std::string> argv = {"EVAL", kProjectScript, "2",
-                                     m->admin.layout.project(pid->second),
-                                     m->admin.layout.keys(pid->second)};
-    ngx_int_t rc = send_redis(r, ctx, Stage::WaitProject, argv);
-    if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
-    return rc;
-}
-
-ngx_int_t on_project_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    if (redis_failed(ctx->reply) || ctx->reply.elements.size() != 2)
-        return use_stale_or_fail(r, ctx);
-    auto *mcf =
-        static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
-    ctx->snap = byok::build_snapshot(ctx->apikey, to_map(ctx->reply.elements[0]),
-                                     to_map(ctx->reply.elements[1]));
-    std::string blob = byok::encode_snapshot(ctx->snap);
-    ngx_byok_cache_put(ctx->sha, ctx->apikey["project"], blob, mcf->ttl);
+    ctx->snap = byok::build_snapshot(apikey, to_map(ctx->reply.elements[1]),
+                                     to_map(ctx->reply.elements[2]));
+    ngx_byok_cache_put(ctx->sha, pid->second, byok::encode_snapshot(ctx->snap), mcf->ttl);
     return after_snapshot(r, ctx);
 }
 
@@ -210,7 +217,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         !byok::safe_header_value(key))
         return unauthorized(r, ctx, "missing or invalid gateway API key");
 
-    SHA256(reinterpret_cast<const u_char *>(key.data()), key.size(), ctx->sha);
+    byok::sha256(key, ctx->sha);
     ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
 
     std::string blob;
@@ -225,7 +232,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             break;
     }
     ngx_int_t rc =
-        send_redis(r, ctx, Stage::WaitKey, {"HGETALL", m->admin.layout.apikey(ctx->sha_hex)});
+        send_redis(r, ctx, Stage::WaitKey, lookup_command(m->admin.layout, ctx->sha_hex));
     if (rc == NGX_DECLINED) return use_stale_or_fail(r, ctx);
     return rc;
 }
@@ -499,11 +506,7 @@ ngx_int_t dispatch(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         case Stage::WaitKey:
             if (!ctx->resumed) return NGX_AGAIN;
             ctx->resumed = false;
-            return on_apikey_reply(r, ctx);
-        case Stage::WaitProject:
-            if (!ctx->resumed) return NGX_AGAIN;
-            ctx->resumed = false;
-            return on_project_reply(r, ctx);
+            return on_lookup_reply(r, ctx);
         case Stage::WaitBody:
             if (!ctx->body_read) return NGX_DONE;
             ctx->resumed = false;

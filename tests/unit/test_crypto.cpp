@@ -217,3 +217,25 @@ Test(keyring, file_errors) {
     unlink(bad.c_str());
     unlink(empty.c_str());
 }
+
+static std::string hex32(const uint8_t *p) { return byok::hex_encode(p, 32); }
+
+Test(crypto, hkdf_matches_rfc5869_test_case_1) {
+    // RFC 5869 A.1 (SHA-256): the first 32 bytes of the 42-byte OKM.
+    std::vector<uint8_t> ikm(22, 0x0b), salt, info;
+    for (uint8_t i = 0x00; i <= 0x0c; i++) salt.push_back(i);
+    for (uint8_t i = 0xf0; i <= 0xf9; i++) info.push_back(i);
+    uint8_t okm[32];
+    byok::hkdf_sha256(ikm.data(), ikm.size(), salt.data(), salt.size(),
+                      std::string_view(reinterpret_cast<const char *>(info.data()), info.size()),
+                      okm);
+    cr_assert_eq(hex32(okm),
+                 std::string("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"));
+}
+
+Test(crypto, sha256_matches_known_digest) {
+    uint8_t md[32];
+    byok::sha256("abc", md);
+    cr_assert_eq(hex32(md),
+                 std::string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}
