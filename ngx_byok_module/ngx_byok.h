@@ -186,16 +186,7 @@ struct ByokRequestCtx {
     // tells them apart.
     static constexpr uint32_t kTag = 0x42594751;  // "BYGQ"
     uint32_t tag = kTag;
-    enum class Stage {
-        Start,
-        WaitKey,
-        WaitBody,
-        WaitResolve,
-        Proxying,
-        Fallback,
-        KeyTest,
-        Done
-    };
+    enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, KeyTest, Done };
     ngx_http_request_t *r = nullptr;
     Stage stage = Stage::Start;
     bool resumed = false;       // a Redis reply or the body arrived
@@ -212,7 +203,9 @@ struct ByokRequestCtx {
     bool unified = false;
     std::string native_provider, header_provider, rest;
     bool body_read = false;
-    std::string body, body_out;
+    std::string body, body_out;  // gathered body (only when not one buffer), rewritten body
+    std::string_view body_view;  // the client's body as sent
+    ngx_chain_t *orig_bufs = nullptr;
     std::optional<byok::ModelSpan> model;
     byok::RouteInput input;
     byok::RouteDecision decision;

@@ -137,8 +137,8 @@ std::vector<std::string> lookup_command(const byok::Layout &layout, const std::s
     };
     auto [project_head, project_tail] = split(layout.project(marker));
     auto [keys_head, keys_tail] = split(layout.keys(marker));
-    return {"EVAL",    kLookupScript, "1",       layout.apikey(sha_hex),
-            project_head, project_tail, keys_head, keys_tail};
+    return {"EVAL",       kLookupScript, "1",       layout.apikey(sha_hex),
+            project_head, project_tail,  keys_head, keys_tail};
 }
 
 ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
@@ -249,10 +249,20 @@ void body_ready(ngx_http_request_t *r) {
     }
 }
 
-// Copies the request body (memory or temp file) into ctx->body.
+// Makes the request body readable as one string_view: in place when nginx
+// holds it in a single memory buffer (the common case, no copy), otherwise
+// gathered from the buffers and temp file into ctx->body.
 bool collect_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    if (r->request_body == nullptr) return true;
-    for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+    ctx->body_view = {};
+    if (r->request_body == nullptr || r->request_body->bufs == nullptr) return true;
+    ctx->orig_bufs = r->request_body->bufs;
+    ngx_chain_t *first = r->request_body->bufs;
+    if (first->next == nullptr && !first->buf->in_file) {
+        ctx->body_view = {(const char *)first->buf->pos,
+                          (size_t)(first->buf->last - first->buf->pos)};
+        return true;
+    }
+    for (ngx_chain_t *cl = first; cl; cl = cl->next) {
         ngx_buf_t *b = cl->buf;
         if (b->in_file) {
             size_t n = b->file_last - b->file_pos;
@@ -264,6 +274,7 @@ bool collect_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             ctx->body.append((const char *)b->pos, b->last - b->pos);
         }
     }
+    ctx->body_view = ctx->body;
     return true;
 }
 
@@ -303,24 +314,26 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
         NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
 
-    if (ctx->body_read && r->request_body != nullptr) {
-        const std::string *src = &ctx->body;
+    if (ctx->body_read && r->request_body != nullptr && ctx->orig_bufs != nullptr) {
+        // Only a changed model costs a copy; otherwise the client's buffers
+        // go upstream as they are (restored if a first attempt rewrote them).
+        ngx_chain_t *bufs = ctx->orig_bufs;
+        size_t len = ctx->body_view.size();
         if (d.model_changed && ctx->model) {
-            ctx->body_out = byok::replace_model(ctx->body, *ctx->model, d.model);
-            src = &ctx->body_out;
+            ctx->body_out = byok::replace_model(ctx->body_view, *ctx->model, d.model);
+            auto *b = static_cast<ngx_buf_t *>(ngx_pcalloc(r->pool, sizeof(ngx_buf_t)));
+            bufs = ngx_alloc_chain_link(r->pool);
+            if (b == nullptr || bufs == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            b->pos = b->start = (u_char *)ctx->body_out.data();
+            b->last = b->end = b->pos + ctx->body_out.size();
+            b->memory = 1;
+            b->last_buf = 1;
+            bufs->buf = b;
+            bufs->next = nullptr;
+            len = ctx->body_out.size();
         }
-        ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_pcalloc(r->pool, sizeof(ngx_buf_t)));
-        ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
-        if (b == nullptr || cl == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        b->pos = b->start = (u_char *)src->data();
-        b->last = b->end = b->pos + src->size();
-        b->memory = 1;
-        b->last_buf = 1;
-        cl->buf = b;
-        cl->next = nullptr;
-        r->request_body->bufs = cl;
-        r->request_body->temp_file = nullptr;
-        r->headers_in.content_length_n = src->size();
+        r->request_body->bufs = bufs;
+        r->headers_in.content_length_n = len;
         r->headers_in.chunked = 0;
     }
     return NGX_OK;
@@ -328,12 +341,12 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
 
 ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ByokMain *m = main_of(r);
-    if (ctx->body_read && ctx->body.empty() && !collect_body(r, ctx))
+    if (ctx->body_read && !collect_body(r, ctx))
         return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
                     "cannot read the request body", "api_error");
-    if (ctx->body_read && !ctx->body.empty()) {
+    if (ctx->body_read && !ctx->body_view.empty()) {
         try {
-            ctx->model = byok::find_model(ctx->body);
+            ctx->model = byok::find_model(ctx->body_view);
         } catch (const byok::Error &) {
             return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json",
                         "request body is not valid JSON");
