@@ -47,6 +47,7 @@ def machine():
         "wrk": (sh("wrk", "-v") or "").splitlines()[0] if sh("wrk", "-v") else None,
         "node": sh("node", "--version"),
         "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
+        "other_processes_note": "shared machine: other jobs (builds, tests) may run during the bench",
     }
 
 
@@ -99,6 +100,10 @@ def main():
             secs = w["duration_us"] / 1e6
             r["cpu_us_per_req"] = round(r["cpu_ticks"] / clk * 1e6 / w["requests"], 2) if w["requests"] else None
             r["cpu_util"] = round(r["cpu_ticks"] / clk / secs, 3) if secs else None
+            # Share of the proxies' CPU that other processes used during the run
+            # (only meaningful when pinned; includes softirq work of any process).
+            if "sut_cpu_busy_ticks" in r and secs:
+                r["others_on_proxy_cpu"] = round(max(0, r["sut_cpu_busy_ticks"] - r["cpu_ticks"]) / clk / secs, 3)
         runs.append(r)
 
     def sel(phase, target, conc):
@@ -113,6 +118,8 @@ def main():
         return {
             "rounds": len(rs),
             "rps": round(med([x["rps"] for x in w]), 1),
+            "rps_best": round(max(x["rps"] for x in w), 1),
+            "others_on_proxy_cpu": med([r.get("others_on_proxy_cpu") for r in rs]),
             "p50_us": med([x["p50_us"] for x in w]),
             "p90_us": med([x["p90_us"] for x in w]),
             "p99_us": med([x["p99_us"] for x in w]),
@@ -122,6 +129,7 @@ def main():
             "socket_errors": sum(x["err_connect"] + x["err_read"] + x["err_write"] + x["err_timeout"] for x in w),
             "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
             "cpu_util": med([r["cpu_util"] for r in rs]),
+            "upstream_conns_opened": med([r.get("upstream_accepts") for r in rs]),
             "per_round_rps": [round(x["rps"]) for x in w],
             "per_round_p50_us": [x["p50_us"] for x in w],
             "per_round_p99_us": [x["p99_us"] for x in w],
@@ -144,7 +152,12 @@ def main():
         t = res["throughput"][c]
         summary["throughput_%s_byok_over_bare" % c] = ratio(t["byok"], t["bare"], "rps")
         summary["throughput_%s_byok_over_portkey" % c] = ratio(t["byok"], t.get("portkey"), "rps")
+        summary["throughput_%s_best_round_byok_over_bare" % c] = ratio(t["byok"], t["bare"], "rps_best")
         summary["cpu_us_per_req_%s_added" % c] = diff(t["byok"], t["bare"], "cpu_us_per_req")
+        # What byok/bare would be if the nginx worker were the only bottleneck:
+        # the ratio of worker CPU per request. Robust to a busy load generator
+        # or neighbours on the machine, which distort the req/s ratio.
+        summary["cpu_bound_ratio_%s" % c] = ratio(t["bare"], t["byok"], "cpu_us_per_req")
     lat = res["latency_c1"]
     summary["added_p50_c1_us"] = diff(lat["byok"], lat["bare"], "p50_us")
     summary["added_p99_c1_us"] = diff(lat["byok"], lat["bare"], "p99_us")
@@ -172,6 +185,7 @@ def main():
     m0 = metrics(os.path.join(W, "metrics", "stall.before"))
     m1 = metrics(os.path.join(W, "metrics", "stall.after"))
     stall = {"normal": agg("nostall", "byok", 32), "stalled": agg("stall", "byok", 32),
+             "bare_normal": agg("nostall", "bare", 32), "bare_stalled": agg("stall", "bare", 32),
              "debug_sleep_commands": int(facts.get("stall_commands", 0) or 0),
              "redis_errors_delta": int(delta(m0, m1, "byok_redis_errors_total")),
              "redis_reconnects_delta": int(delta(m0, m1, "byok_redis_reconnects_total")),
@@ -187,6 +201,15 @@ def main():
     s = res["sse_ttfb"]
     if s.get("byok", {}).get("p50_us") and s.get("bare", {}).get("p50_us"):
         summary["sse_ttfb_added_p50_us"] = round(s["byok"]["p50_us"] - s["bare"]["p50_us"], 1)
+
+    # sparse traffic
+    try:
+        res["paced_c1_10ms_gaps"] = json.load(open(os.path.join(W, "paced.json")))
+    except (OSError, ValueError):
+        res["paced_c1_10ms_gaps"] = {}
+    pc = res["paced_c1_10ms_gaps"]
+    if pc.get("byok", {}).get("p50_us") and pc.get("bare", {}).get("p50_us"):
+        summary["paced_added_p50_us"] = round(pc["byok"]["p50_us"] - pc["bare"]["p50_us"], 1)
 
     # shm capacity
     ms = metrics(os.path.join(W, "metrics", "shm.after"))
@@ -218,6 +241,8 @@ def main():
                    "gateway_keys_redis": a.keys, "worker_processes": 1, "wrk_threads": 1,
                    "pinning": facts.get("pinning"), "portkey": facts.get("portkey_status"),
                    "portkey_version": facts.get("portkey_version"),
+                   "loadavg_at_start": facts.get("loadavg_start"),
+                   "module": facts.get("module"),
                    "provision": json.loads(facts["provision"]) if facts.get("provision") else None},
         "targets": TARGETS,
         "summary": summary,
@@ -256,14 +281,23 @@ def print_table(doc):
 
     for c in ("c32", "c256"):
         t = res["throughput"][c]
-        g = lambda k, key: fmt((t.get(k) or {}).get(key))  # noqa: E731
+        g = lambda k, key, nd=0: fmt((t.get(k) or {}).get(key), nd)  # noqa: E731
         row("throughput %s (req/s)" % c, g("bare", "rps"), g("byok", "rps"), g("portkey", "rps"),
             fmt(s["throughput_%s_byok_over_bare" % c], 3), fmt(s["throughput_%s_byok_over_portkey" % c], 3),
             ">= 0.90 x bare")
-        row("  worker CPU us/req %s" % c, g("bare", "cpu_us_per_req"), g("byok", "cpu_us_per_req"),
-            g("portkey", "cpu_us_per_req"), "+" + fmt(s["cpu_us_per_req_%s_added" % c], 1) + " us", "", "")
-        row("  worker CPU util %s" % c, g("bare", "cpu_util"), g("byok", "cpu_util"), g("portkey", "cpu_util"),
+        row("  best round (req/s) %s" % c, g("bare", "rps_best"), g("byok", "rps_best"), g("portkey", "rps_best"),
+            fmt(s["throughput_%s_best_round_byok_over_bare" % c], 3), "", "")
+        row("  worker CPU us/req %s" % c, g("bare", "cpu_us_per_req", 1), g("byok", "cpu_us_per_req", 1),
+            g("portkey", "cpu_us_per_req", 1), "+" + fmt(s["cpu_us_per_req_%s_added" % c], 1) + " us", "",
+            "CPU-bound ratio %s" % fmt(s["cpu_bound_ratio_%s" % c], 3))
+        row("  worker CPU util %s" % c, g("bare", "cpu_util", 2), g("byok", "cpu_util", 2),
+            g("portkey", "cpu_util", 2),
             "", "", "")
+        row("  others' CPU on proxy core %s" % c, g("bare", "others_on_proxy_cpu", 2),
+            g("byok", "others_on_proxy_cpu", 2), g("portkey", "others_on_proxy_cpu", 2), "", "",
+            "noise: >0.1 = disturbed")
+        row("  upstream conns opened/run %s" % c, g("bare", "upstream_conns_opened"),
+            g("byok", "upstream_conns_opened"), g("portkey", "upstream_conns_opened"), "", "", "")
     lat = res["latency_c1"]
     g = lambda k, key: fmt((lat.get(k) or {}).get(key))  # noqa: E731
     row("latency c1 p50 (us)", g("bare", "p50_us"), g("byok", "p50_us"), g("portkey", "p50_us"),
@@ -285,16 +319,24 @@ def print_table(doc):
     row("SSE first chunk p50 (us)", g("bare", "p50_us"), g("byok", "p50_us"), g("portkey", "p50_us"),
         "+" + fmt(s.get("sse_ttfb_added_p50_us"), 1) + " us", "", "")
     row("SSE first chunk p90 (us)", g("bare", "p90_us"), g("byok", "p90_us"), g("portkey", "p90_us"), "", "", "")
+    for k, v in sorted(sse.items()):
+        if v.get("errors"):
+            print("  SSE %s: %d of %d samples failed; first: %s" % (k, v["errors"], v["errors"] + v["n"],
+                                                                   v.get("first_error")))
+    pc = res.get("paced_c1_10ms_gaps") or {}
+    g = lambda k, key: fmt((pc.get(k) or {}).get(key))  # noqa: E731
+    row("sparse c1, 10 ms gaps p50 (us)", g("bare", "p50_us"), g("byok", "p50_us"), g("portkey", "p50_us"),
+        "+" + fmt(s.get("paced_added_p50_us"), 1) + " us", "", "")
+    row("sparse c1, 10 ms gaps p99 (us)", g("bare", "p99_us"), g("byok", "p99_us"), g("portkey", "p99_us"), "", "", "")
     st = res["redis_stall_c32"]
-    n, x = st["normal"] or {}, st["stalled"] or {}
     print()
-    print("Redis stall (byok, hot key, c32; DEBUG SLEEP 0.5 in a loop, %d commands):" % st["debug_sleep_commands"])
-    print("  %-10s req/s %9s  p50 %7s us  p99 %7s us  p99.9 %7s us  max %8s us  non2xx %s" %
-          ("normal", fmt(n.get("rps")), fmt(n.get("p50_us")), fmt(n.get("p99_us")), fmt(n.get("p999_us")),
-           fmt(n.get("max_us")), fmt(n.get("non2xx"))))
-    print("  %-10s req/s %9s  p50 %7s us  p99 %7s us  p99.9 %7s us  max %8s us  non2xx %s" %
-          ("stalled", fmt(x.get("rps")), fmt(x.get("p50_us")), fmt(x.get("p99_us")), fmt(x.get("p999_us")),
-           fmt(x.get("max_us")), fmt(x.get("non2xx"))))
+    print("Redis stall (hot key, c32; DEBUG SLEEP 0.5 in a loop, %d commands during the byok runs; "
+          "bare = control, it never talks to Redis):" % st["debug_sleep_commands"])
+    for label, key in (("byok", "normal"), ("byok", "stalled"), ("bare", "bare_normal"), ("bare", "bare_stalled")):
+        n = st.get(key) or {}
+        print("  %-5s %-8s req/s %9s  p50 %7s us  p99 %7s us  p99.9 %7s us  max %8s us  non2xx %s  per-round p99 %s" %
+              (label, key.replace("bare_", ""), fmt(n.get("rps")), fmt(n.get("p50_us")), fmt(n.get("p99_us")),
+               fmt(n.get("p999_us")), fmt(n.get("max_us")), fmt(n.get("non2xx")), n.get("per_round_p99_us")))
     print("  redis errors +%d, reconnects +%d, cache misses +%d during the stall phase (target: same p99)"
           % (st["redis_errors_delta"], st["redis_reconnects_delta"], st["cache_misses_delta"]))
     sm = res["shm_capacity"]
@@ -312,7 +354,8 @@ def print_table(doc):
            if not r.get("wrk") or r["wrk"]["err_status"] or r["wrk"]["err_timeout"] or r["wrk"]["err_connect"]]
     if bad:
         print("WARNING: runs with errors or non-2xx answers: %s" % bad)
-    print("load average at end: %s (other jobs on this machine add noise)" % " ".join(doc["machine"]["loadavg_at_end"]))
+    print("load average at start: %s, at end: %s (on %s CPUs; anything above ~2 means other jobs competed for the CPUs)"
+          % (cfg.get("loadavg_at_start"), " ".join(doc["machine"]["loadavg_at_end"]), doc["machine"]["cpus"]))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,23 @@
 # BENCH_ROUNDS rounds of BENCH_DURATION seconds; medians are printed and
 # written to bench/results/<UTC timestamp>.json.
 #
-# Knobs: BYOK_MODULE (build/ngx_http_byok_module.so) BENCH_DURATION (5) BENCH_ROUNDS (3) BENCH_PROJECTS (2000)
-#        BENCH_KEYS (80000) BENCH_SSE_SAMPLES (50) BENCH_SHM_SECONDS (8)
-#        BENCH_PIN (1: measured proxies on CPU 1, wrk/upstream/redis on CPU 0)
-#        BENCH_PEER (1: install and run Portkey) BENCH_PERF (0: perf record the
-#        byok worker during one extra c32 run) BENCH_KEEP (0)
+# Phases: warm-up + upstream keepalive check; throughput c32 and c256; latency
+# c1 (back to back); cold path c1 (every request a cache miss); Redis stall
+# (DEBUG SLEEP 0.5 loop) with bare as control; SSE time to first chunk; sparse
+# c1 (10 ms between requests); shared-memory capacity; worker RSS.
+#
+# Knobs (environment):
+#   BYOK_MODULE          module to load (build/ngx_http_byok_module.so)
+#   BENCH_DURATION (5)   seconds per wrk run     BENCH_ROUNDS (3)
+#   BENCH_PROJECTS (2000) projects made through the admin API (cold path)
+#   BENCH_KEYS (80000)   gateway keys written to Redis (cold path, capacity)
+#   BENCH_SSE_SAMPLES (50)  BENCH_PACED_SAMPLES (300)  BENCH_SHM_SECONDS (8)
+#   BENCH_PIN (1)        proxies on CPU 1; wrk, fake upstreams, Redis on CPU 0
+#   BENCH_RETRY_NOISY (2) repeat a run (at most this often) when other
+#                        processes took >10% of the proxies' CPU during it
+#   BENCH_PEER (1)       install (npm) and run Portkey
+#   BENCH_PERF (0)       perf-record the byok worker during one extra c32 run
+#   BENCH_KEEP (0)       keep the temporary directory
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,11 +39,14 @@ ROUNDS=${BENCH_ROUNDS:-3}
 PROJECTS=${BENCH_PROJECTS:-2000}
 NKEYS=${BENCH_KEYS:-80000}
 SSE_SAMPLES=${BENCH_SSE_SAMPLES:-50}
+PACED_SAMPLES=${BENCH_PACED_SAMPLES:-300}
 SHM_SECONDS=${BENCH_SHM_SECONDS:-8}
 SHM_ZONE_MB=8
 PIN=${BENCH_PIN:-1}
 PEER=${BENCH_PEER:-1}
 PERF=${BENCH_PERF:-0}
+RETRY_NOISY=${BENCH_RETRY_NOISY:-2}
+CLK_TCK=$(getconf CLK_TCK)
 PORTKEY_VERSION=1.15.2
 UPSTREAM_KEY="sk-bench-0000000000000000000000000000000000000000"
 
@@ -79,6 +94,8 @@ trap 'exit 130' INT TERM
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
+fact loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+fact module "$MODULE"
 
 # CPU placement: the proxy being measured gets CPU 1 to itself; the load
 # generator, the fake upstreams and Redis share CPU 0.
@@ -126,6 +143,11 @@ cpu_ticks() {  # pid -> utime+stime of the process (all threads), clock ticks
 
 worker_of() { pgrep -P "$1" | head -1; }
 
+# Busy clock ticks of the CPU the proxies run on (user+nice+system+irq+softirq
+# +steal), to tell how much of it other processes took during a run.
+SUT_CPU=1
+sut_cpu_busy() { awk -v c="cpu$SUT_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
 # ------------------------------------------------------------------ configs
 cat >"$W/upstream.conf" <<EOF
 worker_processes 1;
@@ -148,7 +170,9 @@ http {
 EOF
 
 # Bare nginx: the gateway's proxy settings (byok_gateway.conf) with a fixed
-# Authorization header instead of auth + Redis + decrypt.
+# Authorization header instead of auth + Redis + decrypt. Both proxies keep up
+# to 512 idle upstream connections (more than the highest concurrency), so
+# the c=256 runs measure proxying, not upstream connection churn.
 cat >"$W/bare.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 16384;
@@ -158,7 +182,7 @@ events { worker_connections 8192; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
+    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$P_BARE backlog=4096;
         client_max_body_size    16m;
@@ -217,7 +241,7 @@ events { worker_connections 8192; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
+    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
     byok_redis 127.0.0.1:$P_REDIS;
     byok_master_keys $W/secrets/master.keys;
     byok_providers $W/providers.yaml;
@@ -340,30 +364,52 @@ hdrs() {  # target -> wrk -H args (bare gets the same Authorization bytes as byo
     esac
 }
 
+stub_accepts() { curl -s --max-time 2 "http://127.0.0.1:$P_UP/stub" | awk 'NR==3 {print $1}'; }
+
 run_wrk() {  # phase target conc round seconds [env...] — appends one JSON line to $RAW
+    # When pinned, a run during which other processes took more than 10% of
+    # the proxies' CPU is repeated (BENCH_RETRY_NOISY extra attempts, default
+    # 2); the quietest attempt is kept and the attempt count recorded.
     local phase=$1 target=$2 conc=$3 round=$4 secs=$5
     shift 5
     local -a H
     mapfile -t H < <(hdrs "$target")
-    local c0 c1 out line
-    c0=$(cpu_ticks "${CPUPID[$target]}")
-    out=$(env "$@" timeout $((secs + 30)) "${AUX[@]}" wrk -t1 -c"$conc" -d"${secs}s" --timeout 5s \
-        -s "$ROOT/bench/wrk.lua" "${H[@]}" "${URL[$target]}" 2>&1) || true
-    c1=$(cpu_ticks "${CPUPID[$target]}")
-    line=$(sed -n 's/^BENCHJSON //p' <<<"$out")
-    if [ -z "$line" ]; then
-        log "wrk failed for $phase/$target: $(tail -3 <<<"$out" | tr '\n' ' ')"
-        line=null
-    fi
-    printf '{"phase":"%s","target":"%s","conc":%d,"round":%d,"cpu_ticks":%d,"wrk":%s}\n' \
-        "$phase" "$target" "$conc" "$round" "$((c1 - c0))" "$line" >>"$RAW"
+    local c0 c1 a0 a1 b0 b1 out line others best_line="" best_others=-1 attempt=0 max_attempts=1
+    [ ${#SUT[@]} -gt 0 ] && [ "$phase" != warm ] && max_attempts=$((1 + RETRY_NOISY))
+    while [ $attempt -lt $max_attempts ]; do
+        attempt=$((attempt + 1))
+        a0=$(stub_accepts)
+        b0=$(sut_cpu_busy)
+        c0=$(cpu_ticks "${CPUPID[$target]}")
+        out=$(env "$@" timeout $((secs + 30)) "${AUX[@]}" wrk -t1 -c"$conc" -d"${secs}s" --timeout 5s \
+            -s "$ROOT/bench/wrk.lua" "${H[@]}" "${URL[$target]}" 2>&1) || true
+        c1=$(cpu_ticks "${CPUPID[$target]}")
+        b1=$(sut_cpu_busy)
+        a1=$(stub_accepts)
+        line=$(sed -n 's/^BENCHJSON //p' <<<"$out")
+        if [ -z "$line" ]; then
+            log "wrk failed for $phase/$target: $(tail -3 <<<"$out" | tr '\n' ' ')"
+            line=null
+        fi
+        others=$(( (${b1:-0} - ${b0:-0}) - (c1 - c0) ))
+        [ $others -lt 0 ] && others=0
+        if [ $best_others -lt 0 ] || [ $others -lt $best_others ]; then
+            best_others=$others
+            best_line=$(printf '{"phase":"%s","target":"%s","conc":%d,"round":%d,"attempt":%d,"cpu_ticks":%d,"sut_cpu_busy_ticks":%d,"upstream_accepts":%d,"wrk":%s}' \
+                "$phase" "$target" "$conc" "$round" "$attempt" "$((c1 - c0))" "$((${b1:-0} - ${b0:-0}))" \
+                "$((${a1:-0} - ${a0:-0}))" "$line")
+        fi
+        # quiet enough: others used < 10% of the proxy CPU over the run
+        [ $((others * 10)) -lt $((secs * CLK_TCK)) ] && break
+        [ $attempt -lt $max_attempts ] && log "  $phase/$target r$round: other processes took $((others * 100 / (secs * CLK_TCK)))% of the proxy CPU; repeating"
+    done
+    echo "$best_line" >>"$RAW"
+    line=$($PY -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["wrk"]))' "$best_line")
     if [ "$line" != null ]; then
         $PY -c 'import json,sys; w=json.loads(sys.argv[1]); print("[bench]   %-8s %-8s c=%-4s r%s %9.0f req/s  p50 %6d us  p99 %6d us  non2xx %d" % (sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], w["rps"], w["p50_us"], w["p99_us"], w["err_status"]))' \
             "$line" "$phase" "$target" "$conc" "$round" >&2
     fi
 }
-
-stub_accepts() { curl -s --max-time 2 "http://127.0.0.1:$P_UP/stub" | awk 'NR==3 {print $1}'; }
 
 # ------------------------------------------------------------------ warm-up + keepalive check
 log "warm-up (2 s each) and upstream keepalive check"
@@ -375,8 +421,8 @@ done
 
 # ------------------------------------------------------------------ throughput + latency
 for conc in 32 256 1; do
-    phase=tput
-    [ "$conc" = 1 ] && phase=lat
+    phase="tput"
+    [ "$conc" = 1 ] && phase="lat"
     log "phase $phase c=$conc: $ROUNDS rounds x ${DUR}s, interleaved ${TARGETS[*]}"
     for r in $(seq "$ROUNDS"); do
         for t in "${TARGETS[@]}"; do run_wrk "$phase" "$t" "$conc" "$r" "$DUR"; done
@@ -395,23 +441,28 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ------------------------------------------------------------------ Redis stall
-log "phase stall c=32: hot key, with and without DEBUG SLEEP 0.5 in a loop"
+log "phase stall c=32: hot key, with and without DEBUG SLEEP 0.5 in a loop; bare as control"
 curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.before"
 stalls=0
+stall_loop() {  # DEBUG SLEEP 0.5 back to back while $W/stalling exists (at most 120 s)
+    local end=$((SECONDS + 120))
+    while [ -f "$W/stalling" ] && [ $SECONDS -lt $end ]; do
+        timeout 5 "${AUX[@]}" redis-cli -p "$P_REDIS" DEBUG SLEEP 0.5 >/dev/null 2>&1 || true
+        echo x
+    done
+}
 for r in $(seq "$ROUNDS"); do
-    run_wrk nostall byok 32 "$r" "$DUR"
-    (
-        end=$((SECONDS + DUR + 1))
-        while [ $SECONDS -lt $end ]; do
-            timeout 5 redis-cli -p "$P_REDIS" DEBUG SLEEP 0.5 >/dev/null 2>&1 || true
-            echo x
-        done
-    ) >"$W/stall.r$r.count" &
-    stall_pid=$!
-    sleep 0.2
-    run_wrk stall byok 32 "$r" "$DUR"
-    wait "$stall_pid" || true
-    stalls=$((stalls + $(wc -l <"$W/stall.r$r.count")))
+    for t in byok bare; do
+        run_wrk nostall "$t" 32 "$r" "$DUR"
+        touch "$W/stalling"
+        stall_loop >"$W/stall.$t.r$r.count" &
+        stall_pid=$!
+        sleep 0.2
+        run_wrk stall "$t" 32 "$r" "$DUR"
+        rm -f "$W/stalling"
+        wait "$stall_pid" || true
+        if [ "$t" = byok ]; then stalls=$((stalls + $(wc -l <"$W/stall.$t.r$r.count"))); fi
+    done
 done
 fact stall_commands "$stalls"
 curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.after"
@@ -427,6 +478,17 @@ sse_targets+="]"
 "${AUX[@]}" timeout 300 $PY "$ROOT/bench/sse_ttfb.py" "$SSE_SAMPLES" "$sse_targets" >"$W/sse.json" \
     || echo '{}' >"$W/sse.json"
 
+# ------------------------------------------------------------------ sparse traffic
+log "phase paced: $PACED_SAMPLES requests per target, one at a time, 10 ms apart, keep-alive"
+paced_targets="[{\"name\":\"bare\",\"port\":$P_BARE,\"path\":\"/v1/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}},"
+paced_targets+="{\"name\":\"byok\",\"port\":$P_BYOK,\"path\":\"/v1/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}}"
+if [ "$PK_STATUS" = ok ]; then
+    paced_targets+=",{\"name\":\"portkey\",\"port\":$P_PK,\"path\":\"/v1/chat/completions\",\"headers\":{\"x-portkey-provider\":\"openai\",\"x-portkey-custom-host\":\"http://127.0.0.1:$P_UP/openai\",\"Authorization\":\"Bearer $UPSTREAM_KEY\"}}"
+fi
+paced_targets+="]"
+"${AUX[@]}" timeout 300 $PY "$ROOT/bench/paced_latency.py" "$PACED_SAMPLES" 0.01 "$paced_targets" >"$W/paced.json" \
+    || echo '{}' >"$W/paced.json"
+
 # ------------------------------------------------------------------ shm capacity
 log "phase shm: fill a ${SHM_ZONE_MB} MiB zone with up to $NKEYS distinct gateway keys (${SHM_SECONDS}s, c=32)"
 run_wrk shmfill shm 32 1 "$SHM_SECONDS" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=0
@@ -436,12 +498,16 @@ fact shm_zone_mb "$SHM_ZONE_MB"
 # ------------------------------------------------------------------ optional profile
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
     log "perf: recording the byok worker during one c=32 run"
-    perf record -F 999 -g -p "${CPUPID[byok]}" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
+    perf record -F 1999 -p "${CPUPID[byok]}" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
     perf_pid=$!
     run_wrk perf byok 32 1 "$DUR"
     wait "$perf_pid" || true
-    perf report -i "$W/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -60 >"$W/perf.txt" || true
+    {
+        echo "# byok worker, c=32 hot key, $DUR s: share of samples by DSO, then top symbols"
+        perf report -i "$W/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+        echo
+        perf report -i "$W/perf.data" --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
+    } >"$W/perf.txt" || true
 fi
 
 # ------------------------------------------------------------------ memory

@@ -8,7 +8,7 @@ build_pkgs="build-essential nginx nginx-dev libhiredis-dev libyaml-cpp-dev libss
 run_pkgs="redis-server openssl"
 test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests
            openssh-server"
-bench_pkgs="wrk redis-server"
+bench_pkgs="wrk redis-server python3 curl"
 
 case "${1:-build}" in
     build) want="$build_pkgs" ;;
