@@ -3,10 +3,11 @@
 // on the worker's async link, outbound HTTP as an in-memory subrequest to
 // /_byok/key-test (same proxy settings and header builder as real traffic).
 // Also the one JSON response writer of the module.
+#include "ngx_byok_module/ngx_byok.h"
+
 #include <functional>
 
 #include "lib/util.h"
-#include "ngx_byok_module/ngx_byok.h"
 
 extern "C" {
 #include <ngx_thread_pool.h>

@@ -2,11 +2,10 @@
 // read the body when the model is needed, decide, decrypt, point the proxy
 // module at the provider), the fallback re-entry from error_page, the
 // variables, the x-byok-* response headers and the log-phase accounting.
-#include <openssl/sha.h>
+#include "ngx_byok_module/ngx_byok.h"
 
 #include "lib/body.h"
 #include "lib/util.h"
-#include "ngx_byok_module/ngx_byok.h"
 
 namespace {
 

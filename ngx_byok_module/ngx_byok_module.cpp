@@ -1,11 +1,11 @@
 // Module definition, http{}-level directives and process hooks.
+#include "ngx_byok_module/ngx_byok.h"
+
 #include <sys/stat.h>
 
 #include <fstream>
 #include <new>
 #include <sstream>
-
-#include "ngx_byok_module/ngx_byok.h"
 
 static void *ngx_byok_create_main_conf(ngx_conf_t *cf);
 static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf);

@@ -9,11 +9,11 @@
 // FIFO (replies arrive in order) watched by one nginx timer; an expired
 // deadline drops the link, failing every pending command, and reconnects
 // with jittered exponential backoff.
+#include "ngx_byok_module/ngx_byok.h"
+
 #include <sys/ioctl.h>
 
 #include <deque>
-
-#include "ngx_byok_module/ngx_byok.h"
 
 extern "C" {
 #include <hiredis/async.h>
@@ -389,6 +389,9 @@ ngx_int_t ngx_byok_redis_init_process(ngx_cycle_t *cycle) {
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
     g_log = cycle->log;
     g_exiting = false;
+    // A new worker starts with the master's cached clock; deadlines must not
+    // be measured from a time before the configuration was loaded.
+    ngx_time_update();
     init_link(&g_cmd, "command", false);
     init_link(&g_sub, "subscriber", true);
     link_connect(&g_cmd);

@@ -1,11 +1,11 @@
 // Blocking work (libssh connection tests, filesystem checks) runs on nginx's
 // default thread pool, never on the event loop. The request is held with
 // r->main->blocked while the task runs, as the copy filter does for aio.
+#include "ngx_byok_module/ngx_byok.h"
+
 #include <libssh/libssh.h>
 #include <libssh/sftp.h>
 #include <sys/stat.h>
-
-#include "ngx_byok_module/ngx_byok.h"
 
 namespace {
 

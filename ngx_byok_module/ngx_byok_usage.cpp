@@ -3,10 +3,11 @@
 // request never waits on them and Redis sees one HINCRBY per project,
 // provider and route per second instead of one per request. Counts survive a
 // Redis outage in memory (bounded) and are written when it returns.
+#include "ngx_byok_module/ngx_byok.h"
+
 #include <map>
 
 #include "lib/util.h"
-#include "ngx_byok_module/ngx_byok.h"
 
 namespace {
 

@@ -50,6 +50,14 @@ if [ "$BUILD_DIR/lib/libbyok.a" -nt objs/ngx_http_byok_module.so ]; then
     rm -f objs/ngx_http_byok_module.so
 fi
 make -s -j"$JOBS" -f objs/Makefile modules
+# A shared module may leave symbols undefined (nginx's own are resolved at
+# load time), so a missing lib/ definition would only show up at dlopen().
+undefined=$(nm -u --demangle objs/ngx_http_byok_module.so | grep 'byok::' || true)
+if [ -n "$undefined" ]; then
+    echo "build.sh: the module references undefined lib/ symbols:" >&2
+    echo "$undefined" >&2
+    exit 1
+fi
 # Replace by rename, never by overwriting in place: a running nginx (`make
 # run`, a test) has the old file mapped, and rewriting it under the master
 # crashes it on the next reload.

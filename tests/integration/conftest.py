@@ -8,7 +8,7 @@
                    .requests(prefix), .last(prefix), .wait_for()
     gateway        factory: gateway(start=True, **Gateway options) -> Gateway;
                    every gateway is stopped after the test and checked for
-                   crashed workers.
+                   crashed workers and sanitizer reports (make test-asan).
     gw             a started default gateway.
     sshd           SshServer: a real OpenSSH sshd on loopback (session);
                    .host, .port, .username, .private_key, .fingerprint
@@ -67,11 +67,13 @@ def gateway(tmp_path, redis_server, fake_provider):
         return gw
 
     yield make
-    crashed = []
+    crashed, reports = [], []
     for gw in made:
         gw.stop()
         crashed += gw.crashes()
+        reports += gw.sanitizer_reports()
     assert not crashed, "nginx workers crashed:\n" + "\n".join(crashed)
+    assert not reports, "sanitizer reports:\n" + "\n".join(reports)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json as jsonlib
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +25,11 @@ MODULE = Path(os.environ.get("BYOK_MODULE", str(REPO / "build" / "ngx_http_byok_
 NGINX = os.environ.get("BYOK_NGINX", "/usr/sbin/nginx")
 REDIS_SERVER = os.environ.get("BYOK_REDIS_SERVER", "redis-server")
 GATEWAY_CONF = REPO / "conf" / "byok_gateway.conf"
+# Extra environment for every nginx the harness runs (and only nginx), as
+# shell words: `LD_PRELOAD='/x/libasan.so /x/libubsan.so' ASAN_OPTIONS=...`.
+# `make test-asan` uses it to load the sanitizer runtimes into the system
+# nginx; sanitizer reports go to <gateway>/logs/{asan,ubsan}.<pid>.
+NGINX_ENV = dict(w.split("=", 1) for w in shlex.split(os.environ.get("BYOK_NGINX_ENV", "")))
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -378,6 +384,7 @@ class Gateway:
         self.extra_main, self.extra_http, self.extra_server = extra_main, extra_http, extra_server
         self.overrides = dict(overrides or {})
         self.proc: Optional[subprocess.Popen] = None
+        self.killed_workers: set = set()
         self._local = threading.local()  # one requests.Session per thread
 
         for sub in ("secrets", "logs", "temp"):
@@ -490,8 +497,22 @@ http {{
             path = self.dir / name
             path.write_text(conf_text)
         p = subprocess.run([NGINX, "-t", "-p", str(self.dir), "-c", str(path)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, env=self.nginx_env())
         return p.returncode, p.stderr + p.stdout, path
+
+    def nginx_env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(NGINX_ENV)
+        for var, name in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+            if var in NGINX_ENV:
+                env[var] = f"{NGINX_ENV[var]}:log_path={self.dir / 'logs' / name}"
+        return env
+
+    def sanitizer_reports(self) -> List[str]:
+        """Contents of every ASan/UBSan report file nginx wrote."""
+        logs = self.dir / "logs"
+        return [f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+                for p in sorted(logs.glob("asan.*")) + sorted(logs.glob("ubsan.*"))]
 
     def start(self) -> "Gateway":
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -501,7 +522,8 @@ http {{
         self.proc = subprocess.Popen(
             [NGINX, "-p", str(self.dir), "-c", str(self.conf_path),
              "-g", "daemon off; master_process on;"],
-            stdout=self._stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=self._stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.nginx_env())
 
         def up():
             if self.proc.poll() is not None:
@@ -596,9 +618,17 @@ http {{
     def access_log(self) -> str:
         return self.access_log_path.read_text(errors="replace") if self.access_log_path.exists() else ""
 
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILLs one worker on purpose; crashes() then ignores its exit."""
+        assert pid in self.workers(), (pid, self.workers())
+        self.killed_workers.add(pid)
+        os.kill(pid, signal.SIGKILL)
+
     def crashes(self) -> List[str]:
+        expected = [f"process {pid} exited on signal 9" for pid in self.killed_workers]
         return [l for l in self.error_log().splitlines()
-                if "exited on signal" in l or "[alert]" in l and "worker process" in l]
+                if ("exited on signal" in l or "[alert]" in l and "worker process" in l)
+                and not any(e in l for e in expected)]
 
     # -- HTTP ------------------------------------------------------------------
 
