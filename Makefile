@@ -32,7 +32,7 @@ $(LIB_A): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(UNIT_BIN): $(UNIT_SRCS) $(LIB_A)
+$(UNIT_BIN): $(UNIT_SRCS) $(wildcard tests/unit/*.h) $(LIB_A)
 	$(CXX) $(CXXFLAGS) -I$(ROOT) $(UNIT_SRCS) $(LIB_A) $(LIB_LIBS) -lcriterion -o $@
 
 unit: $(UNIT_BIN)

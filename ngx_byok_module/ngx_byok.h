@@ -172,6 +172,25 @@ ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::str
                               std::string_view message,
                               std::string_view type = "invalid_request_error");
 
+// Case-insensitive header-name test; `lowcase` is the lower-case name.
+inline bool ngx_byok_header_is(const ngx_table_elt_t &h, std::string_view lowcase) {
+    return h.key.len == lowcase.size() &&
+           ngx_strncasecmp(h.key.data, (u_char *)lowcase.data(), lowcase.size()) == 0;
+}
+
+// Calls f(header) for every live header of a header list until f returns
+// false; returns false when f stopped the walk.
+template <class F>
+bool ngx_byok_each_header(const ngx_list_t &list, F f) {
+    for (const ngx_list_part_t *part = &list.part; part != nullptr; part = part->next) {
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            if (h[i].hash != 0 && !f(h[i])) return false;
+        }
+    }
+    return true;
+}
+
 inline std::string_view sv(const ngx_str_t &s) {
     return {reinterpret_cast<const char *>(s.data), s.len};
 }

@@ -235,18 +235,10 @@ void body_ready(ngx_http_request_t *r) {
             r->headers_in.authorization ? sv(r->headers_in.authorization->value) : "";
         std::string_view api_key, content_type;
         if (r->headers_in.content_type) content_type = sv(r->headers_in.content_type->value);
-        ngx_list_part_t *part = &r->headers_in.headers.part;
-        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-        for (ngx_uint_t i = 0;; i++) {
-            if (i >= part->nelts) {
-                if (part->next == nullptr) break;
-                part = part->next;
-                h = static_cast<ngx_table_elt_t *>(part->elts);
-                i = 0;
-            }
-            if (h[i].key.len == 9 && ngx_strncasecmp(h[i].key.data, (u_char *)"x-api-key", 9) == 0)
-                api_key = sv(h[i].value);
-        }
+        ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
+            if (ngx_byok_header_is(h, "x-api-key")) api_key = sv(h.value);
+            return true;
+        });
         byok::admin::Request req;
         req.method = sv(r->method_name);
         req.path = path.empty() ? "/" : path;

@@ -21,16 +21,11 @@ ByokMain *main_of(ngx_http_request_t *r) {
         ->m;
 }
 
-bool header_is(const ngx_table_elt_t &h, const char *lowcase) {
-    size_t n = ngx_strlen(lowcase);
-    return h.key.len == n && ngx_strncasecmp(h.key.data, (u_char *)lowcase, n) == 0;
-}
-
 // Headers that carry client credentials or gateway controls; never forwarded.
 bool is_client_secret_header(const ngx_table_elt_t &h) {
-    return header_is(h, "authorization") || header_is(h, "x-api-key") || header_is(h, "api-key") ||
-           header_is(h, "x-goog-api-key") || header_is(h, "x-byok-provider") ||
-           header_is(h, "proxy-authorization");
+    return ngx_byok_header_is(h, "authorization") || ngx_byok_header_is(h, "x-api-key") ||
+           ngx_byok_header_is(h, "api-key") || ngx_byok_header_is(h, "x-goog-api-key") ||
+           ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
 }
 
 // Query string without `key=` parameters (Google-style client keys).
@@ -187,30 +182,24 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
     // Gateway key: Authorization: Bearer <key> or x-api-key: <key>.
     std::string_view key;
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) break;
-            part = part->next;
-            h = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-        }
-        if (h[i].hash == 0) continue;
-        std::string_view value = sv(h[i].value);
-        if (header_is(h[i], "authorization")) {
+    bool bad_provider_header = false;
+    ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
+        std::string_view value = sv(h.value);
+        if (ngx_byok_header_is(h, "authorization")) {
             if (value.size() > 7 &&
                 ngx_strncasecmp((u_char *)value.data(), (u_char *)"bearer ", 7) == 0)
                 key = value.substr(7);
-        } else if (header_is(h[i], "x-api-key") && key.empty()) {
+        } else if (ngx_byok_header_is(h, "x-api-key") && key.empty()) {
             key = value;
-        } else if (header_is(h[i], "x-byok-provider")) {
-            if (!byok::safe_header_value(value))
-                return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header",
-                            "invalid x-byok-provider header");
+        } else if (ngx_byok_header_is(h, "x-byok-provider")) {
+            bad_provider_header = !byok::safe_header_value(value);
             ctx->header_provider = std::string(value);
         }
-    }
+        return !bad_provider_header;
+    });
+    if (bad_provider_header)
+        return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header",
+                    "invalid x-byok-provider header");
     while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
     if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" ||
         !byok::safe_header_value(key))
@@ -759,24 +748,14 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
         return true;
     };
     if (keep_client) {
-        ngx_list_part_t *part = &ctx->client_headers.part;
-        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-        for (ngx_uint_t i = 0;; i++) {
-            if (i >= part->nelts) {
-                if (part->next == nullptr) break;
-                part = part->next;
-                h = static_cast<ngx_table_elt_t *>(part->elts);
-                i = 0;
+        bool ok = ngx_byok_each_header(ctx->client_headers, [&](const ngx_table_elt_t &h) {
+            if (is_client_secret_header(h)) return true;
+            for (const auto &a : add) {
+                if (ngx_byok_header_is(h, a.name)) return true;  // replaced by ours
             }
-            if (h[i].hash == 0 || is_client_secret_header(h[i])) continue;
-            bool overridden = false;
-            for (const auto &a : add)
-                if (h[i].key.len == a.name.size() &&
-                    ngx_strncasecmp(h[i].key.data, (u_char *)a.name.data(), a.name.size()) == 0)
-                    overridden = true;
-            if (overridden) continue;
-            if (!push(h[i])) return NGX_ERROR;
-        }
+            return push(h);
+        });
+        if (!ok) return NGX_ERROR;
     }
     for (const auto &a : add) {
         ngx_table_elt_t h{};

@@ -4,20 +4,13 @@
 
 #include "lib/body.h"
 #include "lib/util.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 
 const std::string kInvalid = "request body is not valid JSON";
 

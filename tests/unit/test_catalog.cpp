@@ -3,20 +3,13 @@
 #include <string>
 
 #include "lib/catalog.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 
 bool same_url(const Url &a, const Url &b) {
     return a.scheme == b.scheme && a.host == b.host && a.port == b.port && a.path == b.path &&

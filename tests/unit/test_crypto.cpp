@@ -8,20 +8,13 @@
 #include <string>
 
 #include "lib/crypto.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 
 bool contains(const std::string &s, const std::string &part) {
     return s.find(part) != std::string::npos;

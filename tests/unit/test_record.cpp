@@ -5,21 +5,14 @@
 #include <string>
 
 #include "lib/record.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 using nlohmann::json;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 
 KeyRing test_ring() {
     return KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");

@@ -4,20 +4,13 @@
 
 #include "lib/project.h"
 #include "lib/record.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 
 std::string record_json(bool active) {
     KeyRing ring = KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");

@@ -4,19 +4,12 @@
 
 #include "lib/layout.h"
 #include "lib/util.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 
 namespace {
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error &e) {
-        return e.what();
-    }
-    return "<no error>";
-}
+using byok::test::error_of;
 }  // namespace
 
 Test(util, base64_round_trip_all_lengths) {
