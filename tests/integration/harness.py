@@ -342,6 +342,18 @@ KEY_PREFIX = {"openai": "sk-test-", "anthropic": "sk-ant-test-", "google": "AIza
               "openrouter": "sk-or-test-"}
 
 
+def custom_catalog(base: str) -> str:
+    """The test catalog plus the `custom` provider (per-key endpoints)."""
+    return providers_yaml(base) + """\
+  custom:
+    name: Custom
+    base_url: https://custom.invalid
+    auth: bearer
+    test: { method: GET, path: /models }
+    per_key_endpoint: true
+"""
+
+
 def master_key_line(kid: str) -> str:
     return f"{kid} {base64.b64encode(secrets.token_bytes(32)).decode()}"
 

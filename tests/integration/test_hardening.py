@@ -20,8 +20,9 @@ import pytest
 import redis
 import requests
 
-from harness import (REDIS_SERVER, START_TIMEOUT, Abort, assert_json_error, canary, free_port,
-                     master_key_line, providers_yaml, raw_http, status_of, until, wait_until)
+from harness import (REDIS_SERVER, START_TIMEOUT, Abort, assert_json_error, canary,
+                     custom_catalog, free_port, master_key_line, raw_http,
+                     status_of, until, wait_until)
 
 CHAT = "/v1/chat/completions"
 ZONE_SIZE = 16 * 1024 * 1024  # byok_cache zone=byok:16m in the harness config
@@ -607,16 +608,6 @@ def test_project_ids_with_path_tricks(gw, redis_server, pid):
     r = gw.admin("POST", "/projects", {"id": pid, "name": "x"})
     assert r.status_code in (400, 422), (r.status_code, r.text)
     assert keyspace(redis_server) == before
-
-
-def custom_catalog(base):
-    return providers_yaml(base) + """\
-  custom:
-    name: Custom
-    base_url: https://custom.invalid
-    auth: bearer
-    per_key_endpoint: true
-"""
 
 
 @pytest.mark.parametrize("endpoint", [

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from harness import assert_json_error, canary, providers_yaml
+from harness import assert_json_error, canary, custom_catalog
 
 
 class FakeDns:
@@ -57,17 +57,6 @@ def dns():
     d = FakeDns()
     yield d
     d.close()
-
-
-def custom_catalog(base):
-    return providers_yaml(base) + """\
-  custom:
-    name: Custom
-    base_url: https://custom.invalid
-    auth: bearer
-    test: { method: GET, path: /models }
-    per_key_endpoint: true
-"""
 
 
 def test_name_resolving_to_loopback_is_refused_after_resolution(gateway, dns, fake_provider):

@@ -9,32 +9,16 @@
 
 #include "lib/admin.h"
 #include "lib/record.h"
+#include "tests/unit/admin_support.h"
 
 using namespace byok;
 using namespace byok::admin;
 using nlohmann::json;
+using namespace byok::admin::test;
 
 namespace {
 
-const char *kAdminToken = "admin-token-0123456789";
-const char *kRing1 = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-const char *kRing21 =
-    "k2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"
-    "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
 const char *kOpenAiKey = "sk-test-abcdefghijklmnopqrstuvwxyz0123";
-
-const Catalog &catalog() {
-    static Catalog c = Catalog::builtin();
-    return c;
-}
-const KeyRing &ring1() {
-    static KeyRing r = KeyRing::parse(kRing1, "ring1");
-    return r;
-}
-const KeyRing &ring21() {
-    static KeyRing r = KeyRing::parse(kRing21, "ring21");
-    return r;
-}
 
 Config config(const KeyRing &ring = ring1()) {
     Config c;
@@ -68,57 +52,6 @@ Step run(const Config &cfg, std::string method, std::string path, std::string bo
     c.path = std::move(path);
     c.body = std::move(body);
     return run(cfg, c);
-}
-
-const Response &response(const Step &s) {
-    cr_assert(std::holds_alternative<Response>(s.action), "expected a Response");
-    return std::get<Response>(s.action);
-}
-const RedisCall &redis_call(const Step &s) {
-    cr_assert(std::holds_alternative<RedisCall>(s.action), "expected a RedisCall");
-    return std::get<RedisCall>(s.action);
-}
-const HttpCall &http_call(const Step &s) {
-    cr_assert(std::holds_alternative<HttpCall>(s.action), "expected an HttpCall");
-    return std::get<HttpCall>(s.action);
-}
-
-Step feed(const Step &s, const Reply &r) { return redis_call(s).next(r); }
-
-json body_of(const Step &s) { return json::parse(response(s).body); }
-std::string error_code(const Step &s) { return body_of(s)["error"]["code"].get<std::string>(); }
-
-Reply integer(long long n) {
-    Reply r;
-    r.type = Reply::Type::Integer;
-    r.integer = n;
-    return r;
-}
-Reply str(std::string s) {
-    Reply r;
-    r.type = Reply::Type::String;
-    r.str = std::move(s);
-    return r;
-}
-Reply arr(std::vector<Reply> e) {
-    Reply r;
-    r.type = Reply::Type::Array;
-    r.elements = std::move(e);
-    return r;
-}
-Reply hash(std::vector<std::pair<std::string, std::string>> kv) {
-    std::vector<Reply> e;
-    for (auto &[k, v] : kv) {
-        e.push_back(str(k));
-        e.push_back(str(v));
-    }
-    return arr(std::move(e));
-}
-Reply code(long long c) { return arr({integer(c)}); }
-Reply unavailable() {
-    Reply r;
-    r.type = Reply::Type::Unavailable;
-    return r;
 }
 
 std::string record_json(const KeyRing &ring, std::string_view key, std::string_view pid,

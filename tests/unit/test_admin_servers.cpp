@@ -9,18 +9,14 @@
 
 #include "lib/admin.h"
 #include "lib/record.h"
+#include "tests/unit/admin_support.h"
 
 using namespace byok;
 using namespace byok::admin;
 using nlohmann::json;
+using namespace byok::admin::test;
 
 namespace {
-
-const char *kAdminToken = "admin-token-0123456789";
-const char *kRing1 = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-const char *kRing21 =
-    "k2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"
-    "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
 
 // Distinctive secret bodies: any occurrence in an argv or a response is a leak.
 const char *kKeyBody = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
@@ -32,19 +28,6 @@ const char *kPassword = "pw-canary-Secr3t!";
 const char *kToken = "k8s-token-canary-0123456789";
 const char *kFingerprint = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
 const char *kOtherFingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-
-const Catalog &catalog() {
-    static Catalog c = Catalog::builtin();
-    return c;
-}
-const KeyRing &ring1() {
-    static KeyRing r = KeyRing::parse(kRing1, "ring1");
-    return r;
-}
-const KeyRing &ring21() {
-    static KeyRing r = KeyRing::parse(kRing21, "ring21");
-    return r;
-}
 
 Config config(const KeyRing &ring = ring1()) {
     Config c;
@@ -66,60 +49,6 @@ Step run(const Config &cfg, std::string method, std::string path, std::string bo
     r.body = body;
     return handle(cfg, r);
 }
-
-const Response &response(const Step &s) {
-    cr_assert(std::holds_alternative<Response>(s.action), "expected a Response");
-    return std::get<Response>(s.action);
-}
-const RedisCall &redis_call(const Step &s) {
-    cr_assert(std::holds_alternative<RedisCall>(s.action), "expected a RedisCall, got %s",
-              std::holds_alternative<Response>(s.action) ? std::get<Response>(s.action).body.c_str()
-                                                         : "another step");
-    return std::get<RedisCall>(s.action);
-}
-const HttpCall &http_call(const Step &s) {
-    cr_assert(std::holds_alternative<HttpCall>(s.action), "expected an HttpCall");
-    return std::get<HttpCall>(s.action);
-}
-const ProbeCall &probe_call(const Step &s) {
-    cr_assert(std::holds_alternative<ProbeCall>(s.action), "expected a ProbeCall");
-    return std::get<ProbeCall>(s.action);
-}
-
-Step feed(const Step &s, const Reply &r) { return redis_call(s).next(r); }
-json body_of(const Step &s) { return json::parse(response(s).body); }
-std::string error_code(const Step &s) { return body_of(s)["error"]["code"].get<std::string>(); }
-std::string error_message(const Step &s) {
-    return body_of(s)["error"]["message"].get<std::string>();
-}
-
-Reply integer(long long n) {
-    Reply r;
-    r.type = Reply::Type::Integer;
-    r.integer = n;
-    return r;
-}
-Reply str(std::string s) {
-    Reply r;
-    r.type = Reply::Type::String;
-    r.str = std::move(s);
-    return r;
-}
-Reply arr(std::vector<Reply> e) {
-    Reply r;
-    r.type = Reply::Type::Array;
-    r.elements = std::move(e);
-    return r;
-}
-Reply hash(std::vector<std::pair<std::string, std::string>> kv) {
-    std::vector<Reply> e;
-    for (auto &[k, v] : kv) {
-        e.push_back(str(k));
-        e.push_back(str(v));
-    }
-    return arr(std::move(e));
-}
-Reply code(long long c) { return arr({integer(c)}); }
 
 // Reply of the read script: project hash + servers hash.
 Reply project_read(std::vector<std::pair<std::string, std::string>> servers,
