@@ -98,14 +98,6 @@ bool bool_member(const json &j, const char *field, bool dflt) {
     return it->get<bool>();
 }
 
-Bytes b64_member(const json &j, const char *field) {
-    try {
-        return base64_decode(str_member(j, field, true));
-    } catch (const Error &) {
-        bad_record(field, "invalid base64");
-    }
-}
-
 // `sid` is the hash field the record is stored under: the record's id.
 ServerRecord parse_server(std::string_view raw, std::string_view sid) {
     json j = json::parse(raw.begin(), raw.end(), nullptr, false);
@@ -125,18 +117,7 @@ ServerRecord parse_server(std::string_view raw, std::string_view sid) {
     auto s = j.find("secrets");
     if (s != j.end() && !s->is_null()) {
         if (!s->is_object()) bad_record("secrets", "expected an object");
-        auto v = s->find("v");
-        if (v == s->end() || !v->is_number_integer() || v->get<int64_t>() != 1)
-            bad_record("secrets.v", "unsupported version");
-        Sealed sealed;
-        sealed.kid = str_member(*s, "kid", true);
-        if (sealed.kid.empty()) bad_record("kid", "must not be empty");
-        sealed.salt = b64_member(*s, "salt");
-        if (sealed.salt.size() != 16) bad_record("salt", "expected 16 bytes");
-        sealed.nonce = b64_member(*s, "nonce");
-        if (sealed.nonce.size() != 12) bad_record("nonce", "expected 12 bytes");
-        sealed.ct = b64_member(*s, "ct");
-        if (sealed.ct.size() < 16) bad_record("ct", "expected at least 16 bytes");
+        Sealed sealed = read_sealed_fields(*s, "server record: secrets");
         auto fields = s->find("fields");
         if (fields != s->end() && fields->is_array()) {
             for (const auto &f : *fields) {
@@ -170,11 +151,7 @@ std::string serialize_server(const ServerRecord &r) {
     j["connection_config"] = r.config;
     if (r.secrets) {
         nlohmann::ordered_json s;
-        s["v"] = 1;
-        s["kid"] = r.secrets->kid;
-        s["salt"] = base64_encode(r.secrets->salt);
-        s["nonce"] = base64_encode(r.secrets->nonce);
-        s["ct"] = base64_encode(r.secrets->ct);
+        write_sealed_fields(s, *r.secrets);
         s["fields"] = r.secret_fields;
         j["secrets"] = std::move(s);
     }

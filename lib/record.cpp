@@ -34,15 +34,6 @@ std::string opt_string(const json &j, const char *field) {
     return v->get<std::string>();
 }
 
-Bytes req_binary(const json &j, const char *field) {
-    std::string s = req_string(j, field);
-    try {
-        return base64_decode(s);
-    } catch (const Error &) {
-        bad(field, "invalid base64");
-    }
-}
-
 }  // namespace
 
 KeyRecord parse_key_record(std::string_view text) {
@@ -51,18 +42,8 @@ KeyRecord parse_key_record(std::string_view text) {
     if (!j.is_object()) throw Error("key record: expected a JSON object");
 
     KeyRecord r;
-    const json *v = member(j, "v", true);
-    if (!v->is_number_integer()) bad("v", "expected an integer");
-    if (v->get<int64_t>() != 1) bad("v", "unsupported version");
     r.v = 1;
-    r.sealed.kid = req_string(j, "kid");
-    if (r.sealed.kid.empty()) bad("kid", "must not be empty");
-    r.sealed.salt = req_binary(j, "salt");
-    if (r.sealed.salt.size() != 16) bad("salt", "expected 16 bytes");
-    r.sealed.nonce = req_binary(j, "nonce");
-    if (r.sealed.nonce.size() != 12) bad("nonce", "expected 12 bytes");
-    r.sealed.ct = req_binary(j, "ct");
-    if (r.sealed.ct.size() < 16) bad("ct", "expected at least 16 bytes");
+    r.sealed = read_sealed_fields(j, "key record");
     const json *active = member(j, "is_active", true);
     if (!active->is_boolean()) bad("is_active", "expected a boolean");
     r.is_active = active->get<bool>();
@@ -79,11 +60,7 @@ KeyRecord parse_key_record(std::string_view text) {
 
 std::string serialize_key_record(const KeyRecord &r) {
     nlohmann::ordered_json j;
-    j["v"] = r.v;
-    j["kid"] = r.sealed.kid;
-    j["salt"] = base64_encode(r.sealed.salt);
-    j["nonce"] = base64_encode(r.sealed.nonce);
-    j["ct"] = base64_encode(r.sealed.ct);
+    write_sealed_fields(j, r.sealed);
     j["label"] = r.label;
     j["endpoint"] = r.endpoint;
     j["is_active"] = r.is_active;
@@ -95,6 +72,48 @@ std::string serialize_key_record(const KeyRecord &r) {
     j["test_message"] = r.test_message;
     // Replace invalid UTF-8 (e.g. in a provider's test message) instead of throwing.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void write_sealed_fields(nlohmann::ordered_json &j, const Sealed &s) {
+    j["v"] = 1;
+    j["kid"] = s.kid;
+    j["salt"] = base64_encode(s.salt);
+    j["nonce"] = base64_encode(s.nonce);
+    j["ct"] = base64_encode(s.ct);
+}
+
+Sealed read_sealed_fields(const json &j, std::string_view what) {
+    auto bad_field = [&](const char *field, const char *why) {
+        throw Error(std::string(what) + ": field '" + field + "': " + why);
+    };
+    auto binary = [&](const char *field) {
+        auto it = j.find(field);
+        if (it == j.end()) bad_field(field, "missing");
+        if (!it->is_string()) bad_field(field, "expected a string");
+        try {
+            return base64_decode(it->get<std::string>());
+        } catch (const Error &) {
+            bad_field(field, "invalid base64");
+        }
+        return Bytes{};
+    };
+    auto v = j.find("v");
+    if (v == j.end()) bad_field("v", "missing");
+    if (!v->is_number_integer()) bad_field("v", "expected an integer");
+    if (v->get<int64_t>() != 1) bad_field("v", "unsupported version");
+    Sealed s;
+    auto kid = j.find("kid");
+    if (kid == j.end()) bad_field("kid", "missing");
+    if (!kid->is_string()) bad_field("kid", "expected a string");
+    s.kid = kid->get<std::string>();
+    if (s.kid.empty()) bad_field("kid", "must not be empty");
+    s.salt = binary("salt");
+    if (s.salt.size() != 16) bad_field("salt", "expected 16 bytes");
+    s.nonce = binary("nonce");
+    if (s.nonce.size() != 12) bad_field("nonce", "expected 12 bytes");
+    s.ct = binary("ct");
+    if (s.ct.size() < 16) bad_field("ct", "expected at least 16 bytes");
+    return s;
 }
 
 }  // namespace byok

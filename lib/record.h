@@ -1,6 +1,7 @@
 // Provider key record: the JSON stored in byok:{<pid>}:keys (SPEC §6).
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,5 +31,11 @@ struct KeyRecord {
 // field: "key record: field 'nonce': expected 12 bytes".
 KeyRecord parse_key_record(std::string_view json);
 std::string serialize_key_record(const KeyRecord &r);
+
+// The sealed part of any record — v (1), kid, salt, nonce, ct (base64) —
+// shared by provider-key records and execution-server secrets.
+void write_sealed_fields(nlohmann::ordered_json &j, const Sealed &s);
+// Strict as above; errors read "<what>: field '<name>': <why>".
+Sealed read_sealed_fields(const nlohmann::json &j, std::string_view what);
 
 }  // namespace byok
