@@ -128,8 +128,9 @@ enum ByokCounter {
     BYOK_COUNTER_MAX
 };
 void ngx_byok_count(ByokCounter c);
-void ngx_byok_count_request(const byok::Catalog &cat, std::string_view provider, byok::Route route,
-                            ngx_uint_t status, ngx_msec_t upstream_ms, bool had_upstream);
+void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *provider,
+                            byok::Route route, ngx_uint_t status, ngx_msec_t upstream_ms,
+                            bool had_upstream);
 void ngx_byok_count_fallback(std::string_view reason);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);

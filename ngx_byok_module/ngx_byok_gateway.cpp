@@ -327,6 +327,27 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
     return NGX_OK;
 }
 
+// The operator's key for the decided target (routes system and fallback);
+// a fallback is counted and logged here, once for both ways of reaching it.
+// NGX_OK, or NGX_DONE when the error response has been sent.
+ngx_int_t take_operator_key(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    const byok::RouteDecision &d = ctx->decision;
+    const byok::SecretString *sys = main_of(r)->system_key(d.target->id);
+    if (sys == nullptr)
+        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential",
+                    "no credential for this provider", "api_error");
+    ctx->key = byok::SecretString(sys->view());
+    ctx->key_hint.clear();
+    if (d.route == byok::Route::Fallback) {
+        ngx_byok_count_fallback(d.reason);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
+                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(),
+                      d.reason.c_str());
+    }
+    return NGX_OK;
+}
+
 ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ByokMain *m = main_of(r);
     if (ctx->body_read && !collect_body(r, ctx))
@@ -389,20 +410,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
                     d.status == NGX_HTTP_FORBIDDEN ? "permission_error"
                     : d.status >= 500              ? "api_error"
                                                    : "invalid_request_error");
-    if (d.route != byok::Route::Byok) {
-        const byok::SecretString *sys = m->system_key(d.target->id);
-        if (sys == nullptr)
-            return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential",
-                        "no credential for this provider", "api_error");
-        ctx->key = byok::SecretString(sys->view());
-    }
-    if (d.route == byok::Route::Fallback) {
-        ngx_byok_count_fallback(d.reason);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
-                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(),
-                      d.reason.c_str());
-    }
+    if (d.route != byok::Route::Byok && take_operator_key(r, ctx) != NGX_OK) return NGX_DONE;
     if (d.target->per_key_endpoint) return resolve_endpoint(r, ctx);
     return proxy_decision(r, ctx);
 }
@@ -468,7 +476,6 @@ ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
 // Re-entry through error_page after the direct call failed before any byte.
 ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    ByokMain *m = main_of(r);
     std::string reason = "upstream_error";
     ngx_uint_t status = NGX_HTTP_BAD_GATEWAY;
     if (r->upstream_states && r->upstream_states->nelts) {
@@ -485,17 +492,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     }
     ctx->decision = *next;
     ctx->stage = Stage::Fallback;
-    const byok::SecretString *sys = m->system_key(ctx->decision.target->id);
-    if (sys == nullptr)
-        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential", "no credential for fallback",
-                    "api_error");
-    ctx->key = byok::SecretString(sys->view());
-    ctx->key_hint.clear();
-    ngx_byok_count_fallback(ctx->decision.reason);
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
-                  ctx->snap.project.c_str(), ctx->decision.provider->id.c_str(),
-                  ctx->decision.target->id.c_str(), ctx->decision.reason.c_str());
+    if (take_operator_key(r, ctx) != NGX_OK) return NGX_DONE;
     ngx_int_t rc = setup_upstream(r, ctx, ctx->decision);
     return rc == NGX_OK ? NGX_DECLINED : rc;
 }
@@ -588,8 +585,8 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
             for (ngx_uint_t i = 0; i < r->upstream_states->nelts; i++)
                 if (st[i].response_time != (ngx_msec_t)-1) upstream_ms += st[i].response_time;
         }
-        ngx_byok_count_request(m->catalog, d.provider ? d.provider->id : "", d.route,
-                               r->headers_out.status, upstream_ms, had_upstream);
+        ngx_byok_count_request(m->catalog, d.provider, d.route, r->headers_out.status, upstream_ms,
+                               had_upstream);
         if (d.route != byok::Route::Denied && d.provider != nullptr && !ctx->snap.project.empty()) {
             ngx_byok_usage_add(m->admin.layout, ctx->snap.project, d.provider->id, d.route);
         }

@@ -121,13 +121,16 @@ void ngx_byok_count(ByokCounter c) {
     if (g_metrics) add(&g_metrics->counters[c]);
 }
 
-void ngx_byok_count_request(const byok::Catalog &cat, std::string_view provider, byok::Route route,
-                            ngx_uint_t status, ngx_msec_t upstream_ms, bool had_upstream) {
+void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *provider,
+                            byok::Route route, ngx_uint_t status, ngx_msec_t upstream_ms,
+                            bool had_upstream) {
     if (g_metrics == nullptr) return;
-    size_t p = kMaxProviders;
+    // Decisions point into the catalog, so the row is the pointer's offset.
     const auto &providers = cat.providers();
-    for (size_t i = 0; i < providers.size() && i < kMaxProviders; i++)
-        if (providers[i].id == provider) p = i;
+    size_t p = kMaxProviders;
+    if (provider != nullptr && !providers.empty() && provider >= &providers.front() &&
+        provider <= &providers.back())
+        p = ngx_min(static_cast<size_t>(provider - &providers.front()), kMaxProviders);
     size_t cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
     add(&g_metrics->requests[p][static_cast<size_t>(route)][cls]);
     if (!had_upstream) return;

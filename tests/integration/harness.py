@@ -43,6 +43,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: Optional[subprocess.Popen]) -> None:
+    """SIGTERM, then SIGKILL after a bounded wait."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_TIMEOUT)
+
+
+def silent_listener(timeout: float = 0.3) -> socket.socket:
+    """A loopback listener a test expects never to be connected to."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(timeout)
+    return listener
+
+
 class Abort(Exception):
     """Raised by a wait_until predicate to stop waiting at once."""
 
@@ -169,13 +190,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
+        stop_process(self.proc)
         self.proc = None
         self.client.connection_pool.disconnect()
         self.raw.connection_pool.disconnect()
@@ -277,13 +292,7 @@ Subsystem sftp internal-sftp
         wait_until(up, START_TIMEOUT, what="sshd to answer")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
+        stop_process(self.proc)
         self.proc = None
 
 

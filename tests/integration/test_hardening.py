@@ -21,7 +21,7 @@ import redis
 import requests
 
 from harness import (REDIS_SERVER, START_TIMEOUT, Abort, assert_json_error, canary,
-                     custom_catalog, free_port, master_key_line, raw_http,
+                     custom_catalog, free_port, master_key_line, raw_http, silent_listener,
                      status_of, until, wait_until)
 
 CHAT = "/v1/chat/completions"
@@ -632,10 +632,7 @@ def test_endpoint_name_resolving_to_loopback_is_never_contacted(gateway, redis_s
                                                                  fake_provider):
     """A name (not a literal) that resolves to 127.0.0.1: refused at write
     time, or refused after resolution at request time — never connected."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.2)
+    listener = silent_listener(0.2)
     port = listener.getsockname()[1]
     try:
         gw = gateway(providers=custom_catalog(fake_provider.base))

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from harness import assert_json_error, canary, custom_catalog
+from harness import assert_json_error, canary, custom_catalog, silent_listener
 
 
 class FakeDns:
@@ -60,10 +60,7 @@ def dns():
 
 
 def test_name_resolving_to_loopback_is_refused_after_resolution(gateway, dns, fake_provider):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.3)
+    listener = silent_listener(0.3)
     port = listener.getsockname()[1]
     try:
         gw = gateway(providers=custom_catalog(fake_provider.base),
