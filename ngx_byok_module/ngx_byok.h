@@ -62,6 +62,7 @@ struct ngx_byok_main_conf_t {
     time_t ttl;
     time_t stale;
     ngx_flag_t gateway_used;
+    ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
 };
 

@@ -391,7 +391,7 @@ class Gateway:
                  providers: Optional[str] = None,
                  extra_main: str = "", extra_http: str = "", extra_server: str = "",
                  overrides: Optional[Dict[str, Optional[str]]] = None,
-                 worker_processes: int = 2, error_log_level: str = "info",
+                 worker_processes: int = 2, error_log_level: str = "notice",
                  access_log: bool = True):
         self.dir = Path(workdir)
         self.redis = redis_server
