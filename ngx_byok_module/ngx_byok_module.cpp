@@ -199,8 +199,8 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
     // nginx merges its core module first, so the error_log this server or
     // location will write to (its own or the one it inherits) is known here.
     auto *ctx = static_cast<ngx_http_conf_ctx_t *>(cf->ctx);
-    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
-        ctx->loc_conf[ngx_http_core_module.ctx_index]);
+    auto *clcf =
+        static_cast<ngx_http_core_loc_conf_t *>(ctx->loc_conf[ngx_http_core_module.ctx_index]);
     if (clcf != nullptr && !ngx_byok_check_log(cf, clcf->error_log))
         return static_cast<char *>(NGX_CONF_ERROR);
     return NGX_CONF_OK;
@@ -225,9 +225,9 @@ static ByokLogRisk ngx_byok_log_risk(ngx_log_t *log) {
     return risk;
 }
 
-static const char ngx_byok_debug_refused[] =
-    BYOK_LOG "%s at \"debug\" level would write upstream request headers (provider keys) "
-             "to the log; refusing to start with byok_gateway";
+static const char ngx_byok_debug_refused[] = BYOK_LOG
+    "%s at \"debug\" level would write upstream request headers (provider keys) "
+    "to the log; refusing to start with byok_gateway";
 
 // An http-, server- or location-level error_log; false refuses the
 // configuration. The client-header warning is printed once.
@@ -236,22 +236,22 @@ static bool ngx_byok_check_log(ngx_conf_t *cf, ngx_log_t *log) {
         ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
     if (mcf == nullptr || !mcf->gateway_used) return true;
     switch (ngx_byok_log_risk(log)) {
-    case ByokLogRisk::UpstreamKeys:
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, ngx_byok_debug_refused,
-                      "an http, server or location error_log");
-        return false;
-    case ByokLogRisk::ClientHeaders:
-        if (!mcf->log_warned) {
-            mcf->log_warned = 1;
-            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
-                          BYOK_LOG
-                          "error_log at \"info\" level logs whole invalid or over-long client "
-                          "header lines, which may hold gateway keys; use \"notice\" or higher "
-                          "with byok_gateway");
-        }
-        return true;
-    case ByokLogRisk::None:
-        break;
+        case ByokLogRisk::UpstreamKeys:
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0, ngx_byok_debug_refused,
+                          "an http, server or location error_log");
+            return false;
+        case ByokLogRisk::ClientHeaders:
+            if (!mcf->log_warned) {
+                mcf->log_warned = 1;
+                ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                              BYOK_LOG
+                              "error_log at \"info\" level logs whole invalid or over-long client "
+                              "header lines, which may hold gateway keys; use \"notice\" or higher "
+                              "with byok_gateway");
+            }
+            return true;
+        case ByokLogRisk::None:
+            break;
     }
     return true;
 }
@@ -304,8 +304,8 @@ static std::string ngx_byok_conf_where(ngx_conf_t *cf) {
 // to the worker user when a `user` directive came before http{}.
 static std::vector<uint32_t> ngx_byok_secret_owners(ngx_conf_t *cf) {
     std::vector<uint32_t> owners{static_cast<uint32_t>(geteuid())};
-    auto *ccf = reinterpret_cast<ngx_core_conf_t *>(
-        ngx_get_conf(cf->cycle->conf_ctx, ngx_core_module));
+    auto *ccf =
+        reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cf->cycle->conf_ctx, ngx_core_module));
     if (ccf != nullptr && ccf->user != (ngx_uid_t)NGX_CONF_UNSET_UINT)
         owners.push_back(static_cast<uint32_t>(ccf->user));
     return owners;
@@ -422,8 +422,8 @@ static char *ngx_byok_master_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, 
     if (m->have_ring) return (char *)"is duplicate";
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     try {
-        m->ring = byok::KeyRing::load_file(ngx_byok_conf_path(cf, &value[1]),
-                                           ngx_byok_secret_owners(cf));
+        m->ring =
+            byok::KeyRing::load_file(ngx_byok_conf_path(cf, &value[1]), ngx_byok_secret_owners(cf));
         m->have_ring = true;
     } catch (const std::exception &e) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_master_keys: %s", e.what());

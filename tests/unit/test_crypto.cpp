@@ -202,15 +202,16 @@ Test(keyring, file_permissions) {
 }
 
 Test(secret_file, owner_must_be_root_or_listed) {
-    std::string p = temp_file("owned.keys", "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", 0600);
+    std::string p =
+        temp_file("owned.keys", "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", 0600);
     if (geteuid() != 0) {
         unlink(p.c_str());
         return;  // chown needs root; CI runs as root
     }
     cr_assert_eq(chown(p.c_str(), 4242, 4242), 0);
     std::string err = error_of([&] { read_secret_file(p); });
-    cr_assert_eq(err, p + " is owned by uid 4242, neither root nor the nginx user (chown root " +
-                          p + ")");
+    cr_assert_eq(
+        err, p + " is owned by uid 4242, neither root nor the nginx user (chown root " + p + ")");
     cr_assert_eq(read_secret_file(p, {4242}).view().substr(0, 3), "k1 ");
     cr_assert_eq(KeyRing::load_file(p, {4242}).active().kid, "k1");
     unlink(p.c_str());
