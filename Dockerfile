@@ -22,13 +22,13 @@ FROM debian:bookworm AS build
 # Keep package postinst scripts from starting services during the build.
 RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
 
-COPY scripts/deps.sh /src/scripts/deps.sh
+COPY scripts/deps.sh scripts/progress.sh /src/scripts/
 RUN /src/scripts/deps.sh build
 
 COPY . /src
 RUN /src/scripts/build.sh \
  && mkdir -p /out/etc/byok/upstreams.d /out/usr/share/byok \
- && cp /src/conf/byok_gateway.conf /out/etc/byok/ \
+ && cp /src/conf/byok_gateway.conf /src/conf/byok_admin.conf /out/etc/byok/ \
  && cp /src/conf/provider_upstreams.conf /out/usr/share/byok/ \
  && cp /src/conf/nginx.conf /out/nginx.conf \
  && if [ -f /src/conf/providers.yaml ]; then \

@@ -233,6 +233,7 @@ def render_example_conf(cfg) -> str:
         "/etc/byok/openrouter.key": str(cfg.system_key_path),
         "/etc/byok/admin.tokens": str(cfg.admin_tokens_path),
         "/etc/byok/byok_gateway.conf": str(REPO / "conf" / "byok_gateway.conf"),
+        "/etc/byok/byok_admin.conf": str(REPO / "conf" / "byok_admin.conf"),
     }
     for a, b in repl.items():
         text = text.replace(a, b)
@@ -242,6 +243,7 @@ def render_example_conf(cfg) -> str:
     text = re.sub(r"^(\s*access_log\s+)\S+", rf"\g<1>{cfg.access_log_path}", text, flags=re.M)
     text = re.sub(r"^pid\s+[^;]*;", f"pid {cfg.pid_path};", text, flags=re.M)
     text = re.sub(r"listen\s+127\.0\.0\.1:8080", f"listen 127.0.0.1:{free_port()}", text)
+    text = re.sub(r"listen\s+127\.0\.0\.1:8081", f"listen 127.0.0.1:{free_port()}", text)
     text = re.sub(r"^(\s*byok_redis\s+)\S+", rf"\g<1>{cfg.redis.address}", text, flags=re.M)
     text = text.replace("http {", "http {\n"
                         f"    client_body_temp_path {t}/body; proxy_temp_path {t}/proxy;\n"
