@@ -136,6 +136,7 @@ void ngx_byok_count_fallback(std::string_view reason);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // --- thread pool work (ngx_byok_thread.cpp) ------------------------------------
 
