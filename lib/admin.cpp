@@ -275,6 +275,17 @@ std::vector<std::string> split_path(std::string_view p) {
     return seg;
 }
 
+// "a b  c" → {"a","b","c"}
+std::vector<std::string> split_words(std::string_view s) {
+    std::vector<std::string> out;
+    while (!s.empty()) {
+        size_t sp = s.find(' ');
+        if (sp != 0) out.emplace_back(s.substr(0, sp));
+        s = sp == std::string_view::npos ? std::string_view() : s.substr(sp + 1);
+    }
+    return out;
+}
+
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -333,7 +344,8 @@ enum class RouteId {
     Server,
     ServerTest,
     Audit,
-    Rotate
+    Rotate,
+    Me
 };
 
 struct Match {
@@ -352,6 +364,8 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::Audit;
     else if (n == 1 && s[0] == "rotate")
         m.id = RouteId::Rotate;
+    else if (n == 1 && s[0] == "me")
+        m.id = RouteId::Me;
     if (m.id != RouteId::None || n < 2 || s[0] != "projects") return m;
     m.pid = s[1];
     if (n == 2)
@@ -412,6 +426,8 @@ std::vector<std::string_view> allowed_methods(RouteId id) {
             return {"GET"};
         case RouteId::Rotate:
             return {"POST"};
+        case RouteId::Me:
+            return {"GET"};
         case RouteId::None:
             break;
     }
@@ -511,6 +527,8 @@ Step dispatch(const Pending &p) {
             return audit_list(c);
         case RouteId::Rotate:
             return rotate(c, body);
+        case RouteId::Me:
+            return whoami(c);
         case RouteId::Servers:
             return meth == "GET" ? servers_list(c, m.pid) : server_create(c, m.pid, body);
         case RouteId::ServerDefault:
@@ -577,6 +595,8 @@ Step handle(const Config &cfg, const Request &req) {
         std::string sha = sha256_hex(token);
         return redis({"HGETALL", cfg.layout.apikey(sha)}, [p](const Reply &r) -> Step {
             Fields f = to_fields(r);
+            auto scopes = f.find("scopes");
+            if (scopes != f.end()) p.ctx->who.scopes = split_words(scopes->second);
             auto revoked = f.find("revoked");
             auto project = f.find("project");
             if (f.empty() || project == f.end() || !valid_id(project->second) ||

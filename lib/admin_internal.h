@@ -23,6 +23,9 @@ struct Principal {
     bool admin = false;
     std::string project;  // the project a gateway-key principal is bound to
     std::string actor;    // "admin:<8 hex>" or "project:<pid>" (audit trail)
+    // The gateway key's scopes as stored in its record ("scopes", space
+    // separated); empty for the admin token and for keys minted without any.
+    std::vector<std::string> scopes;
 };
 
 // What every handler and continuation needs, owned: the Request's views die
@@ -144,6 +147,7 @@ Step server_patch(const CtxPtr &c, const std::string &pid, const std::string &si
 Step server_delete(const CtxPtr &c, const std::string &pid, const std::string &sid);
 Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body);
 Step audit_list(const CtxPtr &c);
+Step whoami(const CtxPtr &c);
 Step rotate(const CtxPtr &c, json &body);
 
 }  // namespace byok::admin::detail
