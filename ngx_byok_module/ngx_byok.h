@@ -68,6 +68,7 @@ struct ngx_byok_main_conf_t {
 
 struct ngx_byok_loc_conf_t {
     ngx_flag_t gateway;
+    ngx_str_t console_index;  // byok_console: index.html with its api= path
 };
 
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
@@ -253,3 +254,7 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // request ends.
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                    const std::vector<byok::Header> &add, bool keep_client);
+
+// --- web console (ngx_byok_console.cpp) -----------------------------------------
+
+char *ngx_byok_console_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

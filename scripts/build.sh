@@ -23,6 +23,11 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 step build.sh "compiling lib/ (libbyok.a)" \
     make -s -C "$ROOT" -j"$JOBS" BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" lib
 
+# 1b. The web console's assets (console/) as a C++ table the module links;
+#     rewritten only when they changed.
+CONSOLE_SRC=$BUILD_DIR/console/console_assets.cpp
+python3 "$ROOT/scripts/embed_console.py" "$ROOT/console" "$CONSOLE_SRC"
+
 # 2. A private copy of the nginx tree, configured once. Re-configured only
 #    when the module's file list, `config` or the flags change.
 NGX_TREE=$BUILD_DIR/nginx
@@ -38,7 +43,7 @@ if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$s
     # conf_flags has no --with-cc-opt; the distro's nginx was built with
     # -fPIC, which a shared module needs anyway.
     step build.sh "configuring a private nginx tree (once)" \
-        env BYOK_LIB="$BUILD_DIR/lib/libbyok.a" ./configure "${NGX_CONF_FLAGS[@]}" \
+        env BYOK_LIB="$BUILD_DIR/lib/libbyok.a" BYOK_CONSOLE_SRC="$CONSOLE_SRC" ./configure "${NGX_CONF_FLAGS[@]}" \
         --with-cc-opt="-fPIC $BYOK_CFLAGS" \
         --with-ld-opt="$BYOK_CFLAGS" \
         --add-dynamic-module="$ROOT"

@@ -505,6 +505,7 @@ http {{
         include {ADMIN_CONF};
         location /admin/v1/ {{ byok_admin; }}
         location = /metrics {{ byok_metrics; }}
+        location /console/ {{ byok_console; }}
         {self.extra_server}
     }}
 }}
