@@ -17,7 +17,9 @@ export function drawStacked(canvas, labels, series) {
   g.clearRect(0, 0, w, hgt);
   const pad = { l: 40, r: 8, t: 8, b: 28 };
   const totals = labels.map((_, i) => series.reduce((s, x) => s + (x.values[i] || 0), 0));
-  const max = Math.max(1, ...totals);
+  // Whole-number gridlines: four steps of a whole number.
+  const step = Math.max(1, Math.ceil(Math.max(...totals, 0) / 4));
+  const max = step * 4;
   const plotW = w - pad.l - pad.r;
   const plotH = hgt - pad.t - pad.b;
   g.font = '12px system-ui, sans-serif';
@@ -25,7 +27,7 @@ export function drawStacked(canvas, labels, series) {
   g.strokeStyle = '#ccc';
   g.lineWidth = 1;
   for (let k = 0; k <= 4; k++) {
-    const v = Math.round((max * k) / 4);
+    const v = step * k;
     const y = pad.t + plotH - (plotH * k) / 4;
     g.beginPath(); g.moveTo(pad.l, y + 0.5); g.lineTo(w - pad.r, y + 0.5); g.stroke();
     g.textAlign = 'right'; g.textBaseline = 'middle';

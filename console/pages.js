@@ -46,7 +46,7 @@ async function projectsPage(body, ctx) {
   });
   body.append(table(['ID', 'Name', 'Tier', 'Fallback', 'Limits', 'Created', ''], rows, 'Projects'));
 
-  const id = field('ID (optional)', h('input', { name: 'id', pattern: '[a-z0-9][a-z0-9_-]{0,63}',
+  const id = field('ID (optional)', h('input', { name: 'id', pattern: '[a-z0-9][a-z0-9_\\-]{0,63}',
     autocomplete: 'off' }), 'lower-case letters, digits, - and _; generated when empty');
   const name = field('Name', h('input', { name: 'name', required: true, maxlength: '200' }));
   const tier = field('Tier', select(TIERS, 'starter'));
@@ -271,6 +271,7 @@ async function gatewayPage(body, ctx) {
     err.show('');
     try {
       const k = await api('POST', `${P(ctx)}/api-keys`, { label: label.input.value });
+      form.reset();
       showOnce(slot, k, ctx);
     } catch (e) { err.show(e.message); }
   });

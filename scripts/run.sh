@@ -383,6 +383,7 @@ next_steps() {
     cat <<EOF
 
 Gateway:  $gw      Admin API and metrics: http://127.0.0.1:$ADMIN_PORT (loopback only)
+Console:  http://127.0.0.1:$ADMIN_PORT/console/ (sign in with the admin token or a gateway key)
 Logs:     $RUN/logs/      config: $RUN/nginx.conf
 Secrets:  $RUN/master.keys (master key ring), $RUN/admin.tokens (admin token),
           $RUN/openrouter.key (put your real OpenRouter key there for fallback)
