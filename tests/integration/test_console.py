@@ -118,6 +118,9 @@ def test_i15_console_in_chromium(gateway, driver, tmp_path):
     assert out["xss"] == {"fired": False, "imgs": 0}
     assert out["narrowOverflow"] <= 0, "the page scrolls sideways at 360 px"
     assert out["clipboardMatches"] is True
+    print(f"console: key test '{out['keyTest']}', server test '{out['serverTest']}', "
+          f"refused key '{out['keyError']}', minted key still in the JS heap after Done: "
+          f"{out['mintedKeyInHeapAfterDone']}")
 
     # What the browser did really happened, through the API.
     keys = gw.admin("GET", f"/projects/{p.pid}/keys").json()
