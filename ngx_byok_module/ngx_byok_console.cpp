@@ -58,11 +58,11 @@ ngx_int_t send(ngx_http_request_t *r, ngx_uint_t status, std::string_view conten
 
 ngx_int_t console_handler(ngx_http_request_t *r) {
     constexpr std::string_view kText = "text/plain; charset=utf-8";
+    if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         if (!add_header(r, "Allow", "GET, HEAD")) return NGX_HTTP_INTERNAL_SERVER_ERROR;
         return send(r, NGX_HTTP_NOT_ALLOWED, kText, "no-store", "method not allowed\n");
     }
-    if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     auto *lcf =
         static_cast<ngx_byok_loc_conf_t *>(ngx_http_get_module_loc_conf(r, ngx_http_byok_module));
     auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
