@@ -3,7 +3,7 @@
 // passes its inputs in BYOK_CONSOLE_CHECK (JSON) and asserts on the JSON
 // this prints as its last line. Every step throws on failure with a message
 // that says which step.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -180,8 +180,12 @@ try {
   check(painted > 100, `usage chart has coloured bars (${painted} px)`);
   out.usageRows = await page.$$eval('#page-usage tbody tr', (r) => r.length);
   check(out.usageRows > 0, 'usage table has rows');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
+  const csvText = readFileSync(await download.path(), 'utf8').split('\r\n');
+  check(csvText[0] === 'day,provider,byok,system,fallback' && csvText.length === out.usageRows + 1,
+    `CSV export (${csvText[0]}, ${csvText.length} lines)`);
   await shot('usage');
-  step('usage chart drawn');
+  step('usage chart drawn, CSV exported');
 
   // ---- gateway keys --------------------------------------------------------
   await go('gateway');
