@@ -216,30 +216,23 @@ function keyCard(ctx, provider, rec, reload) {
 }
 
 async function keysPage(body, ctx) {
-  const [providers, keys, stats] = await Promise.all([
-    api('GET', `providers?project=${enc(ctx.project)}`),
-    api('GET', `${P(ctx)}/keys`),
-    api('GET', `${P(ctx)}/stats`)]);
-  const grid = h('div', { class: 'grid' });
-  const reload = async () => {
-    const [k2, s2] = await Promise.all([api('GET', `${P(ctx)}/keys`), api('GET', `${P(ctx)}/stats`)]);
-    body.replaceChildren(body.firstChild);
-    render(k2, s2);
-  };
-  const render = (ks, st) => {
-    const map = new Map();
-    for (const k of ks) map.set(k.provider, [...(map.get(k.provider) || []), k]);
-    clear(grid);
-    for (const p of providers) {
-      const recs = map.get(p.id) || [null];
-      for (const r of recs) grid.append(keyCard(ctx, p, r, reload));
-    }
-    append(body, [routeBanner(st),
+  const providers = await api('GET', `providers?project=${enc(ctx.project)}`);
+  const view = h('div');
+  body.append(view);
+  // Cards are rebuilt from the API after every change, so what is shown is
+  // what is stored (and no form keeps a typed key around).
+  const load = async () => {
+    const [keys, st] = await Promise.all([api('GET', `${P(ctx)}/keys`), api('GET', `${P(ctx)}/stats`)]);
+    const byProvider = new Map();
+    for (const k of keys) byProvider.set(k.provider, [...(byProvider.get(k.provider) || []), k]);
+    const grid = h('div', { class: 'grid' });
+    for (const p of providers)
+      for (const rec of byProvider.get(p.id) || [null]) grid.append(keyCard(ctx, p, rec, load));
+    view.replaceChildren(routeBanner(st),
       h('p', { class: 'hint' }, `Tier ${st.tier}: ${st.configured_providers} of ${st.total_providers} providers configured, ${st.valid_providers} tested valid.`),
-      grid]);
-    body.dataset.ready = '1';
+      grid);
   };
-  render(keys, stats);
+  await load();
 }
 
 // ---- Gateway keys ----------------------------------------------------------
