@@ -77,6 +77,9 @@ struct ProbeCall {
     std::shared_ptr<SecretString> secret;  // private key text or password
     std::string host_key_fingerprint;      // pinned, or "" (trust on first use)
     std::string workspace_path;            // ssh: checked remotely; local: the path
+    // ssh without an sftp subsystem: the command whose exit status 0 / 1
+    // says whether workspace_path is a directory (the path shell-quoted).
+    std::string workspace_exec;
     int timeout_ms = 10000;
     // ssh, chosen by a tenant: the glue resolves `host` itself, refuses it
     // unless every address passes resolved_address_problem(), and hands

@@ -934,6 +934,13 @@ const char *fixed_message(std::string_view type, std::string_view stage) {
     return "cannot connect to the server";
 }
 
+// One POSIX shell word: single quotes, each embedded ' as '\''.
+std::string shell_quote(std::string_view s) {
+    std::string out = "'";
+    for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return out + "'";
+}
+
 std::vector<std::string_view> secret_views(const SecretMap *secrets) {
     std::vector<std::string_view> out;
     if (secrets)
@@ -1075,6 +1082,7 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
             call.host_key_fingerprint = cc_string(cc, "host_key_fingerprint");
             call.secret = secret(call.auth_method == "key" ? "private_key" : "password");
             call.check_resolved_address = self_service;
+            call.workspace_exec = "test -d " + shell_quote(rec->workspace_path);
             if (!call.secret) {
                 Outcome o = failed("auth", "no credentials are stored for this server");
                 o.ssh = true;

@@ -943,5 +943,10 @@ Test(admin_servertest, i10_17_workspace_check_method_is_reported) {
         json r = body_of(feed(probe_call(pr).next(ok), arr({integer(0), integer(0)})));
         cr_assert_eq(r["workspace_check"], method);
         cr_assert_eq(r["status"], "ok");
-    }
+    }  // The exec fallback gets the path as one shell word, whatever it holds.
+    json b = ssh_body();
+    b["workspace_path"] = "/srv/it's here; rm -rf $HOME `x`";
+    std::string odd = stored(b);
+    Step pr = feed(run(cfg, "POST", "/projects/acme/servers/s1/test"), project_read({{"s1", odd}}));
+    cr_assert_eq(probe_call(pr).workspace_exec, "test -d '/srv/it'\\''s here; rm -rf $HOME `x`'");
 }
