@@ -91,13 +91,13 @@ def test_i10_01_ssh_name_resolving_to_loopback_is_refused(gateway, dns, sshd):
         sid = create(gw, p.pid, token=p.gateway_key, name="ssrf", server_type="ssh",
                      workspace_path="/tmp", connection_config=ssh_cc(sshd, host=name, port=port))
         body = test_server(gw, p.pid, sid, token=p.gateway_key)
-        assert body["status"] == "failed", body
-        assert body["message"] == UNREACHABLE
-        assert body["excerpt"] == "" and body["latency_ms"] == 0
-        assert (name, 1) in dns.queries, "the module did not resolve the name itself"
         with pytest.raises(socket.timeout):
             conn, _ = listener.accept()  # libssh never connected anywhere
             conn.close()
+        assert (name, 1) in dns.queries, "the module did not resolve the name itself"
+        assert body["status"] == "failed", body
+        assert body["message"] == UNREACHABLE
+        assert body["excerpt"] == "" and body["latency_ms"] == 0
         gw.assert_no_leaks(extra=[sshd.private_key.strip()])
     finally:
         listener.close()
@@ -120,6 +120,15 @@ def test_i10_01_refused_closed_and_private_look_alike_for_a_gateway_key(gateway,
         answers.append(body)
     assert answers[0]["message"] == UNREACHABLE, answers[0]
     assert all(a == answers[0] for a in answers), answers
+    # HTTP-tested types: a refused name and a closed port look alike too.
+    http = []
+    for host, port in (("inside.internal", 443), ("allowed.internal", closed)):
+        sid = create(gw, p.pid, token=p.gateway_key, name="d" + host, server_type="docker",
+                     connection_config={"endpoint": f"https://{host}:{port}"})
+        body = test_server(gw, p.pid, sid, token=p.gateway_key)
+        http.append({k: v for k, v in body.items() if k != "id"})
+    assert http[0]["message"] == UNREACHABLE, http
+    assert http[0] == http[1], http
     # The operator keeps the detail.
     sid = create(gw, p.pid, name="op", server_type="ssh", workspace_path="/tmp",
                  connection_config=ssh_cc(sshd, port=closed))
@@ -231,14 +240,14 @@ def test_i10_12_key_test_echoing_the_key_is_redacted(gw, redis_server, fake_prov
                        "Incorrect API key provided: " + " or ".join(forms))
     r = gw.admin("POST", f"/projects/{p.pid}/keys/openai/test", {})
     assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["status"] == "invalid" and body["http_status"] == 401
-    assert body["message"] == "the provider refused the key"
-    assert body["excerpt"].startswith("Incorrect API key provided")
     stored = redis_server.client.hget(f"byok:{{{p.pid}}}:keys", "openai")
     for text in (r.text, stored):
         for s in [key] + forms:
             assert s not in text, f"{s[:8]}… in {text}"
+    body = r.json()
+    assert body["status"] == "invalid" and body["http_status"] == 401
+    assert body["message"] == "the provider refused the key"
+    assert body["excerpt"].startswith("Incorrect API key provided")
     gw.assert_no_leaks(r, extra=forms)
 
 
@@ -272,7 +281,7 @@ def test_i10_17_workspace_check_falls_back_to_exec_without_sftp(gw, sshd, sshd_n
     pid = gw.create_project()
     odd = tmp_path / "it's a $dir"
     odd.mkdir()
-    cases = [(sshd, "/tmp", "ok", "sftp"), (sshd_no_sftp, "/tmp", "ok", "exec"),
+    cases = [(sshd_no_sftp, "/tmp", "ok", "exec"), (sshd, "/tmp", "ok", "sftp"),
              (sshd_no_sftp, str(odd), "ok", "exec"),
              (sshd_no_sftp, "/nonexistent/ws", "failed", "exec"),
              (sshd_no_sftp, str(odd / "file' ; true '"), "failed", "exec")]
