@@ -158,8 +158,8 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, const std::string &add
         out->trusted_on_first_use = true;
     } else if (strip_sha256(in.host_key_fingerprint) != strip_sha256(out->host_key_fingerprint)) {
         return finish(false, "host_key",
-                      "host key changed: the server presented " + out->host_key_fingerprint +
-                          ", which does not match the pinned fingerprint");
+                      "host key changed: the key the server presented (host_key_fingerprint) "
+                      "does not match the pinned fingerprint");
     }
 
     int rc;
