@@ -815,3 +815,28 @@ def status_of(raw: bytes) -> int:
 
 def jdump(obj) -> str:
     return jsonlib.dumps(obj, separators=(",", ":"))
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of exactly one Prometheus sample of `text`, named with its
+    labels as exposed (`byok_decrypt_failures_total`,
+    `byok_fallbacks_total{reason="tier"}`); 0 when the sample is absent
+    (counters with a zero value may be left out)."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+    return 0.0
+
+
+def redis_stalled(redis_server) -> bool:
+    """True while redis-server does not answer a PING within 0.3 s (a
+    DEBUG SLEEP is running). Used to wait for a stall to begin."""
+    import redis as redislib
+    try:
+        redislib.Redis(host=redis_server.host, port=redis_server.port,
+                       socket_timeout=0.3, socket_connect_timeout=0.3).ping()
+        return False
+    except redislib.TimeoutError:
+        return True

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from harness import (assert_json_error, canary, free_port, providers_yaml, raw_http, status_of,
-                     until, wait_until)
+import redis
+
+from harness import (Abort, assert_json_error, canary, free_port, metric_value, providers_yaml, raw_http,
+                     redis_stalled, status_of, until, wait_until)
 
 CHAT = "/v1/chat/completions"
 
@@ -174,9 +176,11 @@ def test_unmatched_model_goes_to_fallback_untouched(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     r = gw.chat(p, model="llama-3-70b-instruct")
     assert r.status_code == 200, r.text
-    # resolution step 4 picks the fallback provider itself as P; its
-    # credential is the operator key, so "system" (or "fallback") both fit
-    assert route(r) in ("system", "fallback")
+    # README: an unmatched model goes to the fallback provider untouched,
+    # route `system` with the operator's key (not a fallback: no reason)
+    assert route(r) == "system"
+    assert r.headers.get("x-byok-provider") == "openrouter"
+    assert reason(r) is None
     rec = fake_provider.last()
     assert rec.path == "/openrouter/chat/completions"
     assert rec.headers["authorization"] == f"Bearer {gw.system_key}"
@@ -244,7 +248,7 @@ def test_policy_off_without_key_is_denied(gw, fake_provider):
     r = gw.chat(p, model="gpt-4o")
     err = assert_json_error(r, 403)
     assert p.gateway_key not in r.text
-    assert err.get("code")
+    assert (err["code"], err["type"]) == ("byok_denied", "permission_error")
     assert fake_provider.requests() == []
 
 
@@ -315,27 +319,39 @@ def test_fallback_decision_logged_without_secrets(gw, fake_provider):
 
 # -- streaming ------------------------------------------------------------------
 
-def read_stream(resp):
-    """(arrival times relative to the first chunk, whole body)."""
-    times, data = [], b""
-    for chunk in resp.iter_content(chunk_size=None):
-        if chunk:
-            times.append(time.monotonic())
-            data += chunk
-    return [t - times[0] for t in times], data
+HANG_GUARD = 30  # seconds; only stops a hung test, never decides a verdict
+
+
+def first_chunk_while_held(resp, hold):
+    """Reads the stream up to its first event while the fake provider still
+    holds every later chunk (so nothing later exists yet), then releases
+    the provider and reads the rest. Returns (first event bytes, rest).
+    A buffering proxy would deliver nothing before the release: the read
+    would hang until HANG_GUARD (requests' read timeout) and fail."""
+    it = resp.iter_content(chunk_size=None)
+    first = b""
+    while b"\n\n" not in first:
+        first += next(it)
+    assert not hold.is_set(), "the provider was released before chunk 1 arrived"
+    t0 = time.monotonic()
+    hold.set()
+    rest = b"".join(it)
+    print(f"rest of the stream {time.monotonic() - t0:.3f}s after the release")
+    return first, rest
 
 
 def test_sse_streams_unbuffered(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
-    fake_provider.stream("/openai", chunks=5, chunk_delay=0.3)
+    hold = threading.Event()
+    fake_provider.stream("/openai", chunks=5, hold=hold)
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True)
+    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True, timeout=HANG_GUARD)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     assert route(r) == "byok"
-    times, data = read_stream(r)
-    assert times[-1] > 0.8, f"stream was buffered: chunk arrival times {times}"
-    text = data.decode()
+    first, rest = first_chunk_while_held(r, hold)
+    assert b"tok0 " in first and b"tok1" not in first, first
+    text = (first + rest).decode()
     for i in range(5):
         assert f"tok{i} " in text
     assert text.rstrip().endswith("data: [DONE]")
@@ -345,14 +361,15 @@ def test_sse_streams_unbuffered(gw, fake_provider):
 def test_sse_fallback_streams_too(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     fake_provider.fail("/openai", 503)
-    fake_provider.stream("/openrouter", chunks=4, chunk_delay=0.3)
+    hold = threading.Event()
+    fake_provider.stream("/openrouter", chunks=4, hold=hold)
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True)
+    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True, timeout=HANG_GUARD)
     assert r.status_code == 200
     assert route(r) == "fallback" and reason(r) == "upstream_503"
-    times, data = read_stream(r)
-    assert times[-1] > 0.6, times
-    assert b"data: [DONE]" in data
+    first, rest = first_chunk_while_held(r, hold)
+    assert b"tok0 " in first and b"tok1" not in first, first
+    assert b"data: [DONE]" in rest
     assert fake_provider.last("/openrouter").json()["model"] == "openai/gpt-4o"
 
 
@@ -524,32 +541,49 @@ def consistently(gw, p, pred, n=6):
     return all(pred(fresh_chat(gw, p)) for _ in range(n))
 
 
-def test_deleted_key_changes_route_within_1s(gw, fake_provider):
+# The cache ttl is 300 s (harness default): a change seen within the
+# HANG_GUARD can only come from the published invalidation. The control
+# test below shows that without a publish the cache keeps the old answer.
+
+def test_deleted_key_changes_route_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
     r = gw.admin("DELETE", f"/projects/{p.pid}/keys/openai")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
     t0 = time.monotonic()
     wait_until(lambda: consistently(gw, p, lambda r: route(r) == "fallback"
-                                    and reason(r) == "no_key"), 1.0,
+                                    and reason(r) == "no_key"), HANG_GUARD,
                what="route change after delete")
-    assert time.monotonic() - t0 <= 1.5
+    print(f"route changed {time.monotonic() - t0:.3f}s after the delete")
 
 
-def test_added_key_changes_route_within_1s(gw, fake_provider):
+def test_i19_unpublished_change_is_not_seen_until_invalidation(gw, fake_provider,
+                                                               redis_server):
+    """Control for the invalidation tests: a hand edit of Redis without a
+    publish leaves the cached answer in place; the publish alone changes it."""
+    p = gw.provision(keys={"openai": None})
+    assert consistently(gw, p, lambda r: route(r) == "byok")
+    redis_server.client.hdel(f"byok:{{{p.pid}}}:keys", "openai")
+    assert consistently(gw, p, lambda r: route(r) == "byok", n=8)
+    redis_server.client.publish("byok:invalidate", p.pid)
+    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "no_key"), HANG_GUARD,
+               what="route change after the publish")
+
+
+def test_added_key_changes_route_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={})
     assert consistently(gw, p, lambda r: route(r) == "fallback")
     key = gw.put_key(p.pid, "openai")
-    wait_until(lambda: consistently(gw, p, lambda r: route(r) == "byok"), 1.0,
+    wait_until(lambda: consistently(gw, p, lambda r: route(r) == "byok"), HANG_GUARD,
                what="route change after add")
     assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {key}"
 
 
-def test_tier_change_applies_within_1s(gw, fake_provider):
+def test_tier_change_applies_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     assert route(fresh_chat(gw, p)) == "byok"
     assert gw.admin("PATCH", f"/projects/{p.pid}", {"tier": "free"}).status_code == 200
-    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "tier"), 1.0,
+    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "tier"), HANG_GUARD,
                what="tier change")
 
 
@@ -561,18 +595,16 @@ def test_redis_outage_and_recovery(gw, fake_provider, redis_server):
     redis_server.stop()
     try:
         for _ in range(4):
-            t0 = time.monotonic()
             r = fresh_chat(gw, p)
             assert r.status_code == 200, r.text
             assert route(r) == "byok"
-            assert time.monotonic() - t0 < 2.0
         assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {p.keys['openai']}"
 
         unknown = "byok_" + secrets.token_hex(20)
         gw.track(unknown)
         r = gw.chat(unknown, model="gpt-4o")
-        assert r.status_code in (503, 401), r.text
-        assert "error" in r.json()
+        # README: unknown keys get 503 while Redis is unreachable, never a pass
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable"
         # admin writes fail closed
         r = gw.admin("POST", "/projects", {"id": "during-outage", "name": "x"})
         assert r.status_code == 503, r.text
@@ -594,13 +626,25 @@ def test_redis_outage_and_recovery(gw, fake_provider, redis_server):
     gw.assert_no_leaks()
 
 
+def stale_served(gw):
+    return metric_value(gw.metrics(), "byok_cache_stale_total")
+
+
 def test_stale_cache_served_while_redis_down(gateway, fake_provider, redis_server):
+    """ttl 1s, stale 15m: once the entry is past its ttl (seen as a stale
+    hit in /metrics, no clock involved) the cached project is still served."""
     gw = gateway(ttl="1s", stale="15m")
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
+    before = stale_served(gw)
     redis_server.stop()
     try:
-        time.sleep(1.5)  # past ttl, within stale
+        def served_stale():
+            r = fresh_chat(gw, p)
+            if r.status_code != 200 or route(r) != "byok":
+                raise Abort(f"not served from the cache: {r.status_code} {r.text}")
+            return stale_served(gw) > before
+        wait_until(served_stale, HANG_GUARD, interval=0.2, what="a stale hit")
         r = fresh_chat(gw, p)
         assert r.status_code == 200, r.text
         assert route(r) == "byok"
@@ -609,43 +653,55 @@ def test_stale_cache_served_while_redis_down(gateway, fake_provider, redis_serve
 
 
 def test_expired_stale_cache_fails_closed(gateway, fake_provider, redis_server):
+    """ttl 1s, stale 1s: served stale first (counted), then refused with 503
+    once the stale window is over, and never proxied after that."""
     gw = gateway(ttl="1s", stale="1s")
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
+    before = stale_served(gw)
     redis_server.stop()
     try:
-        time.sleep(2.5)  # past ttl + stale
+        seen = []
+
+        def refused():
+            r = fresh_chat(gw, p)
+            seen.append(r.status_code)
+            return r.status_code == 503
+        wait_until(refused, HANG_GUARD, interval=0.1, what="the stale entry to expire")
+        assert set(seen) == {200, 503} and seen.index(503) == len(seen) - 1, seen
+        assert stale_served(gw) > before, "never served stale before refusing"
         fake_provider.clear()
         r = fresh_chat(gw, p)
-        assert r.status_code == 503, r.text
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable"
         assert fake_provider.requests() == []
     finally:
         redis_server.start()
 
 
 def test_redis_stall_does_not_block_cached_requests(gw, fake_provider, redis_server):
-    """Redis alive but not answering (DEBUG SLEEP): cached projects keep going."""
+    """Redis alive but not answering (DEBUG SLEEP): cached projects are
+    answered while the stall is still going on (the stalling command has
+    not returned yet), so they never waited for Redis."""
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
     failures = []
 
     def stall():
         try:
-            redis_server.client.execute_command("DEBUG", "SLEEP", "1.5")
+            redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=60
+                        ).execute_command("DEBUG", "SLEEP", "3")
         except Exception as e:  # noqa: BLE001
             failures.append(e)
     t = threading.Thread(target=stall)
     t.start()
-    time.sleep(0.1)
     try:
+        wait_until(lambda: redis_stalled(redis_server), HANG_GUARD, what="the stall to begin")
         for _ in range(4):
-            t0 = time.monotonic()
             r = fresh_chat(gw, p)
             assert r.status_code == 200 and route(r) == "byok", r.text
-            assert time.monotonic() - t0 < 0.5
-        assert t.is_alive(), "Redis was not stalled during the requests"
+            assert t.is_alive(), "the stall ended before the cached request was answered"
     finally:
-        t.join(5)
+        t.join(60)
     assert not failures, failures
 
 
@@ -718,10 +774,28 @@ def test_metrics_prometheus_text(gw, fake_provider):
 
 
 def test_usage_counters_written(gw, fake_provider, redis_server):
+    """Usage per project/provider/route/day for every route (README Usage):
+    byok, system and fallback each land in their own field; denied
+    requests are not counted."""
     p = gw.provision(keys={"openai": None})
+    q = gw.provision(keys={})
+    off = gw.provision(fallback="off", keys={})
     for _ in range(2):
-        assert gw.chat(p, model="gpt-4o").status_code == 200
+        assert route(gw.chat(p, model="gpt-4o")) == "byok"
+    for _ in range(3):
+        assert route(gw.chat(p, model="llama-3-70b")) == "system"
+    assert route(gw.chat(q, model="gpt-4o")) == "fallback"
+    assert gw.chat(off, model="gpt-4o").status_code == 403
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    key = f"byok:{{{p.pid}}}:usage:{day}"
-    wait_until(lambda: redis_server.client.hget(key, "openai:byok") == "2", 3,
-               what=f"{key} openai:byok == 2")
+    rc = redis_server.client
+    want = {p.pid: {"openai:byok": "2", "openrouter:system": "3"},
+            q.pid: {"openai:fallback": "1"}}
+    for pid, fields in want.items():
+        key = f"byok:{{{pid}}}:usage:{day}"
+        wait_until(lambda: rc.hgetall(key) == fields, HANG_GUARD,
+                   what=f"{key} == {fields} (now {rc.hgetall(key)})")
+        assert 0 < rc.ttl(key) <= 90 * 86400
+    assert rc.exists(f"byok:{{{off.pid}}}:usage:{day}") == 0
+    r = gw.admin("GET", f"/projects/{p.pid}/stats")
+    assert r.json()["usage"] == {"openai": {"byok": 2, "system": 0, "fallback": 0},
+                                 "openrouter": {"byok": 0, "system": 3, "fallback": 0}}, r.text
