@@ -488,7 +488,7 @@ def test_mutations_publish_invalidation(gw, redis_server):
     pid = gw.create_project()
     ps = redis_server.client.pubsub()
     ps.subscribe("byok:invalidate")
-    wait_until(lambda: ps.get_message(timeout=0.1), 2, what="subscribe confirmation")
+    wait_until(lambda: ps.get_message(timeout=0.1), HANG_GUARD, what="subscribe confirmation")
     gw.admin("PATCH", f"/projects/{pid}", {"name": "renamed"})
     gw.put_key(pid, "openai")
 
@@ -499,7 +499,7 @@ def test_mutations_publish_invalidation(gw, redis_server):
         if m and m["type"] == "message":
             got.append(m["data"])
         return len(got) >= 2
-    wait_until(two, 2, what="two invalidation messages")
+    wait_until(two, HANG_GUARD, what="two invalidation messages")
     assert got == [pid, pid]
     ps.close()
 
@@ -600,7 +600,7 @@ def test_concurrent_put_delete_is_consistent(gw, fake_provider, redis_server):
     gw.track(*put_keys)
     assert not errors, errors
     # 409 = the admin API detected a concurrent write and refused this one
-    assert set(statuses) <= {200, 201, 204, 404, 409}, statuses
+    assert set(statuses) <= {200, 201, 404, 409}, statuses
 
     rec = stored_record(redis_server, p.pid, "openai")
     e, _ = masked_entry(gw, p.pid, "openai")

@@ -23,7 +23,7 @@ import requests
 from harness import (REDIS_SERVER, START_TIMEOUT, Abort, assert_json_error, canary,
                      custom_catalog, free_port, master_key_line, metric_value, raw_http,
                      redis_stalled, silent_listener, status_of, until, wait_until,
-                     assert_never_connected)
+                     assert_never_connected, leak_forms)
 
 CHAT = "/v1/chat/completions"
 ZONE_SIZE = 16 * 1024 * 1024  # byok_cache zone=byok:16m in the harness config
@@ -195,13 +195,13 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
 
     with ThreadPoolExecutor(8) as pool:
         futs = [pool.submit(client, i) for i in range(8)]
-        wait_until(lambda: len(cached) >= 20, 10, what="traffic before the kill")
+        wait_until(lambda: len(cached) >= 20, HANG_GUARD, what="traffic before the kill")
         killing.set()
         redis_server.proc.kill()  # SIGKILL: no goodbye on the sockets
         redis_server.proc.wait(10)
         killed.set()
         n = len(cached)
-        wait_until(lambda: len(cached) >= n + 40, 20, what="traffic while Redis is dead")
+        wait_until(lambda: len(cached) >= n + 40, HANG_GUARD, what="traffic while Redis is dead")
         stop.set()
         for f in futs:
             f.result(30)
@@ -281,7 +281,7 @@ def test_reload_under_load_has_no_5xx(gw, fake_provider):
         for _ in range(5):
             n = len(statuses)
             gw.reload()
-            wait_until(lambda: len(statuses) > n + 5, 10, what="requests after reload")
+            wait_until(lambda: len(statuses) > n + 5, HANG_GUARD, what="requests after reload")
     finally:
         stop.set()
         for t in threads:
@@ -303,7 +303,7 @@ def test_killed_worker_is_respawned_and_zone_usable(gw, fake_provider, redis_ser
         survivor = [w for w in gw.workers() if w != victim]
         gw.kill_worker(victim)
         wait_until(lambda: len(gw.workers()) == gw.worker_processes
-                   and victim not in gw.workers(), 5, what="master to respawn the worker")
+                   and victim not in gw.workers(), HANG_GUARD, what="master to respawn the worker")
         assert all(w in gw.workers() for w in survivor), "other workers were affected"
         for _ in range(8):  # both the new and the old worker
             r = fresh_chat(gw, p)
@@ -315,7 +315,7 @@ def test_killed_worker_is_respawned_and_zone_usable(gw, fake_provider, redis_ser
     finally:
         redis_server.start()
     # writes to the zone still work (no lock left held): a new key is cached
-    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, 5, interval=0.1,
+    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD, interval=0.1,
                what="Redis link back")
     q = gw.provision(keys={"openai": None})
     warm(gw, q, n=4)
@@ -456,7 +456,8 @@ def test_secret_leak_scan(gw, fake_provider, redis_server):
     # the shared-memory zone: the project id is there (right region), no secret
     for dump in dumps:
         assert a.pid.encode() in dump, "did not read the cache zone"
-        found = [s[:8] for s in gw.secrets if s and s.encode() in dump]
+        found = [f"{s[:8]} ({what})" for s in gw.secrets for form, what in leak_forms(s)
+                 if form.encode() in dump]
         assert not found, f"secrets in the shared-memory zone: {found}"
         for line in gw.master_key_lines:  # raw master key bytes too
             raw = base64.b64decode(line.split()[1])
