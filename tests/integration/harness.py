@@ -837,12 +837,11 @@ def metric_value(text: str, sample: str) -> float:
 def redis_stalled(redis_server) -> bool:
     """True while redis-server does not answer a PING within 0.3 s (a
     DEBUG SLEEP is running). Used to wait for a stall to begin."""
-    import redis as redislib
     try:
-        redislib.Redis(host=redis_server.host, port=redis_server.port,
-                       socket_timeout=0.3, socket_connect_timeout=0.3).ping()
+        redis.Redis(host=redis_server.host, port=redis_server.port,
+                    socket_timeout=0.3, socket_connect_timeout=0.3).ping()
         return False
-    except redislib.TimeoutError:
+    except redis.TimeoutError:
         return True
 
 

@@ -342,3 +342,28 @@ def test_i19_redis_error_and_reconnect_metrics(gw, fake_provider, redis_server):
     wait_until(lambda: metric_value(gw.metrics(), "byok_redis_reconnects_total") > reconnects,
                HANG_GUARD, interval=0.2, what="a counted reconnect")
     assert gw.admin("GET", "/projects").status_code == 200
+
+
+# -- the leak scan itself ----------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["whole", "upper", "base64", "first12", "last12"])
+@pytest.mark.parametrize("where", ["error.log", "nginx.stdout", "response"])
+def test_i19_leak_scan_sees_parts_and_encodings(gw, form, where):
+    """The scan must fail on a secret that shows up re-encoded or in part,
+    in any log nginx writes (nginx.stdout included) or in a response."""
+    p = gw.provision(keys={"openai": None})
+    key = p.keys["openai"]
+    body = key[len("sk-test-"):]
+    leaked = {"whole": key, "upper": key.upper(), "base64": base64.b64encode(key.encode()).decode(),
+              "first12": body[:12], "last12": key[-12:]}[form]
+    gw.assert_no_leaks()
+    text = f"something {leaked} something"
+    if where == "response":
+        with pytest.raises(AssertionError, match="secrets leaked"):
+            gw.assert_no_leaks(text)
+        return
+    path = gw.error_log_path if where == "error.log" else gw.dir / "logs" / "nginx.stdout"
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    with pytest.raises(AssertionError, match="secrets leaked"):
+        gw.assert_no_leaks()
