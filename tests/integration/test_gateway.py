@@ -660,9 +660,9 @@ def test_stale_cache_served_while_redis_down(gateway, fake_provider, redis_serve
 
 
 def test_expired_stale_cache_fails_closed(gateway, fake_provider, redis_server):
-    """ttl 1s, stale 1s: served stale first (counted), then refused with 503
+    """ttl 1s, stale 2s: served stale first (counted), then refused with 503
     once the stale window is over, and never proxied after that."""
-    gw = gateway(ttl="1s", stale="1s")
+    gw = gateway(ttl="1s", stale="2s")
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
     before = stale_served(gw)

@@ -338,10 +338,12 @@ def test_i19_redis_error_and_reconnect_metrics(gw, fake_provider, redis_server):
         reconnects = metric_value(gw.metrics(), "byok_redis_reconnects_total")
     finally:
         redis_server.start()
-    # Redis is back (empty: no persistence); the link reconnects by itself
+    # Redis is back (empty: no persistence); the links reconnect by themselves
+    # (commands and the invalidation subscriber, in each worker)
     wait_until(lambda: metric_value(gw.metrics(), "byok_redis_reconnects_total") > reconnects,
                HANG_GUARD, interval=0.2, what="a counted reconnect")
-    assert gw.admin("GET", "/projects").status_code == 200
+    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD,
+               interval=0.2, what="admin reads after the reconnect")
 
 
 # -- the leak scan itself ----------------------------------------------------------------
