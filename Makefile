@@ -1,5 +1,5 @@
 # ngx_byok_module — entry points: build (default), run, stop, status, test, bench,
-# test-asan, valgrind, fuzz, fuzz-smoke, lint, docker. See README.md.
+# test-asan, valgrind, fuzz, fuzz-smoke, mutation, lint, docker. See README.md.
 SHELL      := /bin/bash
 ROOT       := $(abspath .)
 BUILD_DIR  ?= $(ROOT)/build
@@ -17,7 +17,7 @@ MODULE     := $(BUILD_DIR)/ngx_http_byok_module.so
 PYTEST     := /usr/bin/python3 -m pytest
 
 .PHONY: build lib unit deps test test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
-        fuzz-smoke lint docker clean
+        fuzz-smoke mutation lint docker clean
 
 build: deps
 	scripts/build.sh
@@ -118,6 +118,13 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	@scripts/fuzz.sh 5 $(FUZZ_TARGETS)
 
+# Mutation testing (tests/mutation/mutants.yaml): each one-line mutant is
+# applied to a copy of the tree in build-mutation/ (never the working tree),
+# built, and run against the tests it names; fails if one survives.
+# `make mutation ONLY=id,id` runs a subset.
+mutation: deps test-deps
+	/usr/bin/python3 scripts/mutation.py $(if $(ONLY),--only $(ONLY))
+
 lint:
 	clang-format --dry-run --Werror lib/*.cpp lib/*.h ngx_byok_module/*.cpp ngx_byok_module/*.h
 	cppcheck --quiet --error-exitcode=1 --std=c++17 --enable=warning,performance lib
@@ -126,4 +133,4 @@ docker:
 	scripts/docker.sh
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-fuzz
+	rm -rf $(BUILD_DIR) build-asan build-fuzz build-mutation

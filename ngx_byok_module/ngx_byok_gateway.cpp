@@ -370,10 +370,12 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.tier = ctx->snap.tier;
     in.policy = ctx->snap.policy;
     in.project_keys.clear();
+    // A malformed record goes through the decrypt attempt below like any
+    // other undecryptable one, so it is logged and counted the same way.
     for (const auto &k : ctx->snap.keys) {
-        in.project_keys.emplace_back(k.provider, k.malformed   ? byok::KeyState::DecryptError
-                                                 : k.is_active ? byok::KeyState::Usable
-                                                               : byok::KeyState::Inactive);
+        in.project_keys.emplace_back(k.provider, k.malformed || k.is_active
+                                                     ? byok::KeyState::Usable
+                                                     : byok::KeyState::Inactive);
     }
     in.system_keys.clear();
     for (const auto &sk : m->system_keys) in.system_keys.push_back(sk.provider);
@@ -388,6 +390,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
         try {
             if (sk == nullptr) throw byok::Error("record vanished");
+            if (sk->malformed) throw byok::Error("the stored record is malformed");
             ctx->key = byok::open_sealed(m->ring, sk->kid, sk->salt.data(), sk->salt.size(),
                                          sk->nonce.data(), sk->nonce.size(), sk->ct.data(),
                                          sk->ct.size(), ctx->snap.project, sk->provider);

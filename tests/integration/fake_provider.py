@@ -10,10 +10,18 @@ Answers follow rules chosen per path prefix (longest prefix wins):
   - fixed status + body (+ headers);
   - SSE streaming: N `data: {...}` chunks `chunk_delay` seconds apart, then
     `data: [DONE]`, sent with chunked transfer encoding;
-  - `delay` seconds before the answer starts.
+  - `delay` seconds before the answer starts;
+  - `hold` (a threading.Event the test sets): a plain answer waits for it
+    before it starts, a stream after its first chunk, so a test can prove
+    ordering ("chunk 1 reached the client while the provider still held
+    the rest") instead of measuring time. HOLD_TIMEOUT only guards against
+    a test that never releases; reset() releases every hold;
+  - `cut`: a stream drops the connection after its first chunk (and the
+    hold), without the terminating chunk.
 """
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,6 +69,11 @@ class Rule:
     chunk_delay: float = 0.0
     delay: float = 0.0
     times: Optional[int] = None  # apply this many times, then drop the rule
+    hold: Optional[threading.Event] = None
+    cut: bool = False
+
+
+HOLD_TIMEOUT = 60.0
 
 
 def chat_completion(model: str, provider: str) -> dict:
@@ -99,7 +112,8 @@ class FakeProvider:
 
     def set_rule(self, prefix: str, status: int = 200, body=None, headers=None,
                  stream_chunks: int = 0, chunk_delay: float = 0.0, delay: float = 0.0,
-                 times: Optional[int] = None) -> None:
+                 times: Optional[int] = None, hold: Optional[threading.Event] = None,
+                 cut: bool = False) -> None:
         """Answer requests whose path starts with `prefix` (e.g. "/openai")."""
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
@@ -108,17 +122,21 @@ class FakeProvider:
             body = body.encode()
         with self._lock:
             self._rules[prefix] = Rule(status, body, dict(headers or {}), stream_chunks,
-                                       chunk_delay, delay, times)
+                                       chunk_delay, delay, times, hold, cut)
 
     def fail(self, prefix: str, status: int, message: str = "fake failure") -> None:
         self.set_rule(prefix, status=status,
                       body={"error": {"message": message, "type": "fake", "code": status}})
 
-    def stream(self, prefix: str, chunks: int = 5, chunk_delay: float = 0.3) -> None:
-        self.set_rule(prefix, stream_chunks=chunks, chunk_delay=chunk_delay)
+    def stream(self, prefix: str, chunks: int = 5, chunk_delay: float = 0.0,
+               hold: Optional[threading.Event] = None, cut: bool = False) -> None:
+        self.set_rule(prefix, stream_chunks=chunks, chunk_delay=chunk_delay, hold=hold, cut=cut)
 
     def reset(self) -> None:
         with self._lock:
+            for rule in self._rules.values():
+                if rule.hold is not None:
+                    rule.hold.set()
             self._rules.clear()
             self._records.clear()
 
@@ -221,6 +239,8 @@ def _make_handler(fake: FakeProvider):
         def _answer(self, rec: Recorded, rule: Rule):
             if rule.delay:
                 time.sleep(rule.delay)
+            if rule.hold is not None and not rule.stream_chunks:
+                rule.hold.wait(HOLD_TIMEOUT)
             if rule.stream_chunks:
                 return self._answer_stream(rec, rule)
             if rule.body is None:
@@ -263,6 +283,12 @@ def _make_handler(fake: FakeProvider):
                     "choices": [{"index": 0, "delta": {"content": f"tok{i} "}}],
                 }
                 chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+                if i == 0 and rule.hold is not None:
+                    rule.hold.wait(HOLD_TIMEOUT)
+                if i == 0 and rule.cut:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
             chunk(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

@@ -759,10 +759,13 @@ http {{
         self.secrets.update(secrets_)
 
     def assert_no_leaks(self, *texts, extra: Iterable[str] = (), metrics: bool = True) -> None:
-        """No known secret in error.log, access.log, /metrics nor in `texts`
-        (str, bytes, requests.Response: body and headers)."""
+        """No known secret in error.log, access.log, nginx.stdout, /metrics
+        nor in `texts` (str, bytes, requests.Response: body and headers) —
+        neither whole nor in part or re-encoded (see leak_forms)."""
         found = []
-        corpus = {"error.log": self.error_log(), "access.log": self.access_log()}
+        stdout = self.dir / "logs" / "nginx.stdout"
+        corpus = {"error.log": self.error_log(), "access.log": self.access_log(),
+                  "nginx.stdout": stdout.read_text(errors="replace") if stdout.exists() else ""}
         if metrics and self.running():
             try:
                 corpus["/metrics"] = self.metrics()
@@ -777,9 +780,10 @@ http {{
             else:
                 corpus[f"text {i}"] = str(t)
         for s in set(self.secrets) | set(extra):
-            for where, text in corpus.items():
-                if s and s in text:
-                    found.append(f"{s[:6]}… in {where}")
+            for form, what in leak_forms(s):
+                for where, text in corpus.items():
+                    if form in text:
+                        found.append(f"{s[:6]}… ({what}) in {where}")
         assert not found, "secrets leaked: " + ", ".join(found)
 
 
@@ -818,3 +822,72 @@ def status_of(raw: bytes) -> int:
 
 def jdump(obj) -> str:
     return jsonlib.dumps(obj, separators=(",", ":"))
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of exactly one Prometheus sample of `text`, named with its
+    labels as exposed (`byok_decrypt_failures_total`,
+    `byok_fallbacks_total{reason="tier"}`); 0 when the sample is absent
+    (counters with a zero value may be left out)."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+    return 0.0
+
+
+def redis_stalled(redis_server) -> bool:
+    """True while redis-server does not answer a PING within 0.3 s (a
+    DEBUG SLEEP is running). Used to wait for a stall to begin."""
+    try:
+        redis.Redis(host=redis_server.host, port=redis_server.port,
+                    socket_timeout=0.3, socket_connect_timeout=0.3).ping()
+        return False
+    except redis.TimeoutError:
+        return True
+
+
+def assert_never_connected(listener):
+    """Called after the gateway answered: had nginx connected, the kernel
+    would have completed the handshake before that answer, so the
+    connection would already wait in the backlog. No waiting involved."""
+    listener.setblocking(False)
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        return
+    conn.close()
+    raise AssertionError("the gateway connected to a target it must never contact")
+
+
+# Public heads of secrets: the gateway key's first 12 characters are its
+# published `prefix`; canary prefixes are the catalog's public key_prefix.
+PUBLIC_HEADS = ("byok_", "sk-or-system-", "sk-ant-test-", "sk-or-test-", "sk-test-", "AIzaTest",
+                "sk-junk-", "redis-pw-", "pw-", "sk-custom-", "sk-")
+
+
+def leak_forms(secret: str):
+    """(text, description) pairs a leak scan looks for: the secret itself,
+    upper- and lower-cased, base64 (standard and URL-safe, padded or not),
+    and for secrets of 24+ characters its first 12 characters after the
+    public head (gateway keys: after their 12-character published prefix),
+    its middle 12 and its last 12."""
+    if not secret:
+        return []
+    forms = {secret: "whole", secret.upper(): "upper-case", secret.lower(): "lower-case"}
+    raw = secret.encode()
+    for enc, name in ((base64.b64encode, "base64"), (base64.urlsafe_b64encode, "base64url")):
+        b = enc(raw).decode()
+        forms.setdefault(b, name)
+        forms.setdefault(b.rstrip("="), name)
+    if len(secret) >= 24:
+        head = 12 if secret.startswith("byok_") else next(
+            (len(h) for h in PUBLIC_HEADS if secret.startswith(h)), 0)
+        body = secret[head:]
+        if len(body) >= 24:
+            forms.setdefault(body[:12], "first 12")
+            mid = len(body) // 2
+            forms.setdefault(body[mid - 6:mid + 6], "middle 12")
+        forms.setdefault(secret[-12:], "last 12")
+    return [(f, w) for f, w in forms.items() if len(f) >= 6]

@@ -16,6 +16,7 @@ from harness import assert_json_error, canary, master_key_line, wait_until
 
 ELLIPSIS = "\u2026"
 RECORD_FIELDS = {"v", "kid", "salt", "nonce", "ct"}
+HANG_GUARD = 30  # seconds; only stops a hung test, never decides a verdict
 MASKED_FIELDS = {"provider", "provider_name", "key_hint", "label", "endpoint", "is_active",
                  "created_at", "updated_at", "last_tested", "test_status"}
 
@@ -98,7 +99,7 @@ def test_project_crud(gw, redis_server):
     r = gw.admin("POST", "/projects", {"name": "No Id"})
     assert r.status_code == 201, r.text
     gen = r.json()
-    assert gen["tier"] in ("free", "starter") and gen["fallback"] == "auto"
+    assert gen["tier"] == "free" and gen["fallback"] == "auto"  # README defaults
     assert re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", gen["id"]), gen
 
     # delete with all its data
@@ -106,13 +107,14 @@ def test_project_crud(gw, redis_server):
     gw.put_key("acme", "openai")
     assert project_keys(redis_server, "acme")
     r = gw.admin("DELETE", "/projects/acme")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": "acme", "deleted": True}, r.text
     assert project_keys(redis_server, "acme") == []
     assert not rc.sismember("byok:projects", "acme")
     assert rc.exists(f"byok:apikey:{hashlib.sha256(key.encode()).hexdigest()}") == 0
     assert gw.admin("GET", "/projects/acme").status_code == 404
     assert gw.admin("DELETE", "/projects/acme").status_code == 404
-    wait_until(lambda: gw.chat(key, model="gpt-4o").status_code == 401, 1.0,
+    wait_until(lambda: gw.chat(key, model="gpt-4o").status_code == 401, HANG_GUARD,
                what="deleted project's gateway key refused")
     redis_server.assert_absent(gw.secrets)
 
@@ -120,15 +122,14 @@ def test_project_crud(gw, redis_server):
 @pytest.mark.parametrize("pid", ["Bad", "-x", "a" * 65, "a/b", "a b", "", "ü"])
 def test_invalid_project_id(gw, pid):
     r = gw.admin("POST", "/projects", {"id": pid, "name": "x"})
-    assert_json_error(r, r.status_code)
-    assert r.status_code in (400, 422), r.text
+    # README: a bad id in a body is a bad value (400 invalid_id is for paths)
+    assert assert_json_error(r, 422)["code"] == "invalid_value", r.text
 
 
 @pytest.mark.parametrize("field,value", [("tier", "platinum"), ("fallback", "sometimes")])
 def test_invalid_enum_values(gw, field, value):
     r = gw.admin("POST", "/projects", {"id": "p1", "name": "x", field: value})
-    assert r.status_code in (400, 422), r.text
-    assert_json_error(r, r.status_code)
+    assert assert_json_error(r, 422)["code"] == "invalid_value", r.text
 
 
 # -- gateway keys -----------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_gateway_key_lifecycle(gw, redis_server, fake_provider):
     sha = hashlib.sha256(key.encode()).hexdigest()
     h = rc.hgetall(f"byok:apikey:{sha}")
     assert h["project"] == pid and h["id"] == kid and h["label"] == "ci"
-    assert h["revoked"] in ("", "0")
+    assert h["revoked"] == "0"
     meta = json.loads(rc.hget(f"byok:{{{pid}}}:apikeys", kid))
     assert meta["hash"] == sha and meta["label"] == "ci"
     assert meta["prefix"] and key.startswith(meta["prefix"]) and len(meta["prefix"]) < 16
@@ -161,10 +162,11 @@ def test_gateway_key_lifecycle(gw, redis_server, fake_provider):
     # the key works at the gateway, then is revoked
     assert gw.chat(key, model="gpt-4o").status_code == 200
     r = gw.admin("DELETE", f"/projects/{pid}/api-keys/{kid}")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
+    assert (r.json()["id"], r.json()["revoked"]) == (kid, True), r.text
     wait_until(lambda: all(gw.chat(key, model="gpt-4o",
                                    headers={"Connection": "close"}).status_code == 401
-                           for _ in range(4)), 1.0, what="revoked key refused")
+                           for _ in range(4)), HANG_GUARD, what="revoked key refused")
     r = gw.chat(key, model="gpt-4o")
     assert_json_error(r, 401)
     assert gw.admin("DELETE", f"/projects/{pid}/api-keys/nope").status_code == 404
@@ -219,7 +221,8 @@ def test_provider_key_crud(gw, redis_server, fake_provider):
     assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {key2}"
 
     r = gw.admin("DELETE", f"/projects/{pid}/keys/openai")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
+    assert r.json() == {"provider": "openai", "deleted": True}, r.text
     assert stored_record(redis_server, pid, "openai") is None
     assert masked_entry(gw, pid, "openai")[0] is None
     assert gw.admin("DELETE", f"/projects/{pid}/keys/openai").status_code == 404
@@ -324,7 +327,7 @@ def test_bad_input_classes(gw):
     assert_json_error(r, 400)
     r = gw.request("POST", "/admin/v1/projects", headers={**h, "Content-Type": "application/json"},
                    data='["name"]')
-    assert r.status_code in (400, 422)
+    assert assert_json_error(r, 400)["code"] == "invalid_json"  # README: not an object
     assert_json_error(gw.admin("POST", "/projects", {"name": "x", "colour": "red"}), 422)
     assert_json_error(gw.admin("POST", "/projects", {"name": 5}), 400)
     assert_json_error(gw.admin("PATCH", f"/projects/{pid}", {"tier": 3}), 400)
@@ -335,10 +338,11 @@ def test_bad_input_classes(gw):
     assert_json_error(gw.admin("PUT", f"/projects/{pid}/keys/openai",
                                {"key": canary(), "is_active": "yes"}), 400)
     r = gw.admin("PUT", f"/projects/{pid}/keys/openai", {"label": "no key"})  # key missing
-    assert r.status_code in (400, 422), r.text
-    assert_json_error(r, r.status_code)
-    assert gw.admin("GET", "/nosuch").status_code == 404
-    assert gw.admin("DELETE", "/projects").status_code in (404, 405)
+    assert assert_json_error(r, 422)["code"] == "missing_field", r.text
+    assert assert_json_error(gw.admin("GET", "/nosuch"), 404)["code"] == "not_found"
+    r = gw.admin("DELETE", "/projects")
+    assert assert_json_error(r, 405)["code"] == "method_not_allowed"
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}, r.headers
 
 
 def test_free_tier_cannot_add_keys(gw, redis_server):
@@ -416,12 +420,16 @@ def test_key_test_uses_provider_auth_header(gw, fake_provider):
 
 def test_key_test_timeout_is_error(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
-    fake_provider.set_rule("/openai/models", delay=12)
+    hold = threading.Event()
+    fake_provider.set_rule("/openai/models", hold=hold)
     t0 = time.monotonic()
-    r = gw.admin("POST", f"/projects/{p.pid}/keys/openai/test", timeout=30)
+    r = gw.admin("POST", f"/projects/{p.pid}/keys/openai/test", timeout=HANG_GUARD)
+    print(f"key test answered after {time.monotonic() - t0:.1f}s")
+    # answered while the provider still holds its answer: the test timed out
+    assert not hold.is_set()
+    hold.set()
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "error"
-    assert time.monotonic() - t0 < 12
 
 
 def test_stats(gw, fake_provider):
@@ -439,7 +447,7 @@ def test_stats(gw, fake_provider):
     assert s["configured_providers"] == 2
     assert s["tested_providers"] == 1 and s["valid_providers"] == 1
     assert s["tier"] == "starter"
-    wait_until(lambda: stats()["usage"].get("openai", {}).get("byok") == 1, 3,
+    wait_until(lambda: stats()["usage"].get("openai", {}).get("byok") == 1, HANG_GUARD,
                what="usage in stats")
     assert gw.admin("GET", f"/projects/{q.pid}/stats").json()["configured_providers"] == 0
 
@@ -451,29 +459,36 @@ def test_audit_trail_without_secrets(gw, redis_server):
     gw.admin("PATCH", f"/projects/{p.pid}/keys/openai", {"label": "x"})
     gw.admin("DELETE", f"/projects/{p.pid}/keys/openai")
     entries = redis_server.client.xrange("byok:audit")
-    # create project, mint key, put key, patch key, delete key
-    assert len(entries) >= 5, entries
-    assert all(p.pid in json.dumps(fields) for _, fields in entries)
-    assert any(str(fields).find("admin:") >= 0 for _, fields in entries), entries
+    actor = "admin:" + hashlib.sha256(gw.admin_token.encode()).hexdigest()[:8]
+    want = [("project.create", p.pid), ("apikey.create", p.gateway_key_id),
+            ("key.put", "openai"), ("key.patch", "openai"), ("key.delete", "openai")]
+    got = [(f["action"], f["target"]) for _, f in entries]
+    assert got == want, got
+    for _, f in entries:
+        assert (f["actor"], f["project"]) == (actor, p.pid), f
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", f["at"]), f
+        assert set(f) == {"actor", "action", "project", "target", "at"}, f
     redis_server.assert_absent(gw.secrets)
 
     r = gw.admin("GET", f"/audit?project={p.pid}&limit=3")
     assert r.status_code == 200, r.text
     items = listing(r.json(), "entries", "audit")
-    assert len(items) == 3
-    assert all(p.pid in json.dumps(i) for i in items)
+    # newest first, the stream ids as ids
+    assert [(i["action"], i["target"]) for i in items] == want[::-1][:3], items
+    assert [i["id"] for i in items] == [e[0] for e in entries][::-1][:3]
+    assert all(i["actor"] == actor and i["project"] == p.pid for i in items), items
     gw.assert_no_leaks(r)
-    # project keys do not see the global audit of other projects
+    # a gateway key naming another project gets 404 (README scoping)
     other = gw.provision(keys={})
     r = gw.admin("GET", f"/audit?project={p.pid}", token=other.gateway_key)
-    assert r.status_code in (403, 404)
+    assert_json_error(r, 404)
 
 
 def test_mutations_publish_invalidation(gw, redis_server):
     pid = gw.create_project()
     ps = redis_server.client.pubsub()
     ps.subscribe("byok:invalidate")
-    wait_until(lambda: ps.get_message(timeout=0.1), 2, what="subscribe confirmation")
+    wait_until(lambda: ps.get_message(timeout=0.1), HANG_GUARD, what="subscribe confirmation")
     gw.admin("PATCH", f"/projects/{pid}", {"name": "renamed"})
     gw.put_key(pid, "openai")
 
@@ -484,7 +499,7 @@ def test_mutations_publish_invalidation(gw, redis_server):
         if m and m["type"] == "message":
             got.append(m["data"])
         return len(got) >= 2
-    wait_until(two, 2, what="two invalidation messages")
+    wait_until(two, HANG_GUARD, what="two invalidation messages")
     assert got == [pid, pid]
     ps.close()
 
@@ -517,7 +532,9 @@ def test_master_key_rotation(gateway, fake_provider, redis_server):
 
     r = gw.admin("POST", "/rotate")
     assert r.status_code == 200, r.text
-    assert isinstance(r.json(), dict)
+    # a's two and b's one were on k1; c's was already on k2
+    assert r.json() == {"rotated": 3, "unchanged": 1, "failed": 0, "skipped": 0,
+                        "active_kid": "k2"}, r.text
     recs = all_records(redis_server)
     assert len(recs) == 4
     assert {rec["kid"] for rec in recs.values()} == {"k2"}
@@ -583,14 +600,14 @@ def test_concurrent_put_delete_is_consistent(gw, fake_provider, redis_server):
     gw.track(*put_keys)
     assert not errors, errors
     # 409 = the admin API detected a concurrent write and refused this one
-    assert set(statuses) <= {200, 201, 204, 404, 409}, statuses
+    assert set(statuses) <= {200, 201, 404, 409}, statuses
 
     rec = stored_record(redis_server, p.pid, "openai")
     e, _ = masked_entry(gw, p.pid, "openai")
     if rec is None:
         assert e is None
         wait_until(lambda: gw.chat(p, model="gpt-4o").headers.get("x-byok-fallback-reason")
-                   == "no_key", 1.0, what="no_key after concurrent writes")
+                   == "no_key", HANG_GUARD, what="no_key after concurrent writes")
     else:
         assert e is not None
         winners = [k for k in put_keys if rec["key_hint"].endswith(k[-4:])]
@@ -600,7 +617,7 @@ def test_concurrent_put_delete_is_consistent(gw, fake_provider, redis_server):
         def routed():
             r = gw.chat(p, model="gpt-4o", headers={"Connection": "close"})
             return r.headers.get("x-byok-route") == "byok"
-        wait_until(routed, 1.0, what="byok after concurrent writes")
+        wait_until(routed, HANG_GUARD, what="byok after concurrent writes")
         sent = fake_provider.last("/openai").headers["authorization"]
         assert sent.removeprefix("Bearer ") in winners
         assert_sealed(rec, winners[0])

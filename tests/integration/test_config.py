@@ -206,13 +206,17 @@ def test_duplicate_directive(cfg):
     assert "duplicate" in out or "is duplicate" in out, out
 
 
-def test_debug_error_log_refused_or_warned(cfg):
-    """SPEC §10: refuse to start (or warn loudly) with error_log ... debug."""
-    conf = cfg.render().replace(f"error_log {cfg.error_log_path} notice;",
-                                f"error_log {cfg.error_log_path} debug;")
-    rc, out, _ = cfg.nginx_t(conf)
-    assert rc != 0 or "[warn]" in out or "[emerg]" in out, out
-    assert "byok" in out, out
+def test_debug_error_log_is_refused(gateway):
+    """README Security: nginx refuses to start when the main error_log is at
+    debug with byok_gateway: an [emerg] at `nginx -t`, and no nginx serving."""
+    cfg = gateway(start=False, error_log_level="debug")
+    rc, out, _ = cfg.nginx_t()
+    assert rc != 0, out
+    assert re.search(r"\[emerg\].*byok.*debug", out), out
+    with pytest.raises(RuntimeError, match="did not start"):
+        cfg.start()
+    assert not cfg.running()
+    assert "[emerg]" in cfg.diagnostics()
 
 
 def test_shipped_providers_yaml_passes(cfg):

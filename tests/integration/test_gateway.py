@@ -12,10 +12,13 @@ import time
 
 import pytest
 
-from harness import (assert_json_error, canary, free_port, providers_yaml, raw_http, status_of,
-                     until, wait_until)
+import redis
+
+from harness import (Abort, assert_json_error, canary, free_port, metric_value, providers_yaml, raw_http,
+                     redis_stalled, status_of, until, wait_until)
 
 CHAT = "/v1/chat/completions"
+HANG_GUARD = 30  # seconds; only stops a hung test, never decides a verdict
 
 
 def route(r):
@@ -174,9 +177,11 @@ def test_unmatched_model_goes_to_fallback_untouched(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     r = gw.chat(p, model="llama-3-70b-instruct")
     assert r.status_code == 200, r.text
-    # resolution step 4 picks the fallback provider itself as P; its
-    # credential is the operator key, so "system" (or "fallback") both fit
-    assert route(r) in ("system", "fallback")
+    # README: an unmatched model goes to the fallback provider untouched,
+    # route `system` with the operator's key (not a fallback: no reason)
+    assert route(r) == "system"
+    assert r.headers.get("x-byok-provider") == "openrouter"
+    assert reason(r) is None
     rec = fake_provider.last()
     assert rec.path == "/openrouter/chat/completions"
     assert rec.headers["authorization"] == f"Bearer {gw.system_key}"
@@ -244,7 +249,7 @@ def test_policy_off_without_key_is_denied(gw, fake_provider):
     r = gw.chat(p, model="gpt-4o")
     err = assert_json_error(r, 403)
     assert p.gateway_key not in r.text
-    assert err.get("code")
+    assert (err["code"], err["type"]) == ("byok_denied", "permission_error")
     assert fake_provider.requests() == []
 
 
@@ -308,34 +313,45 @@ def test_fallback_decision_logged_without_secrets(gw, fake_provider):
     r = gw.chat(p, model="gpt-4o")
     assert route(r) == "fallback"
     line = wait_until(lambda: [l for l in gw.error_log().splitlines()
-                               if p.pid in l and "tier" in l], 2, what="fallback log line")
+                               if p.pid in l and "tier" in l], HANG_GUARD, what="fallback log line")
     assert "openai" in line[0]
     gw.assert_no_leaks(r)
 
 
 # -- streaming ------------------------------------------------------------------
 
-def read_stream(resp):
-    """(arrival times relative to the first chunk, whole body)."""
-    times, data = [], b""
-    for chunk in resp.iter_content(chunk_size=None):
-        if chunk:
-            times.append(time.monotonic())
-            data += chunk
-    return [t - times[0] for t in times], data
+
+
+def first_chunk_while_held(resp, hold):
+    """Reads the stream up to its first event while the fake provider still
+    holds every later chunk (so nothing later exists yet), then releases
+    the provider and reads the rest. Returns (first event bytes, rest).
+    A buffering proxy would deliver nothing before the release: the read
+    would hang until HANG_GUARD (requests' read timeout) and fail."""
+    it = resp.iter_content(chunk_size=None)
+    first = b""
+    while b"\n\n" not in first:
+        first += next(it)
+    assert not hold.is_set(), "the provider was released before chunk 1 arrived"
+    t0 = time.monotonic()
+    hold.set()
+    rest = b"".join(it)
+    print(f"rest of the stream {time.monotonic() - t0:.3f}s after the release")
+    return first, rest
 
 
 def test_sse_streams_unbuffered(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
-    fake_provider.stream("/openai", chunks=5, chunk_delay=0.3)
+    hold = threading.Event()
+    fake_provider.stream("/openai", chunks=5, hold=hold)
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True)
+    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True, timeout=HANG_GUARD)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     assert route(r) == "byok"
-    times, data = read_stream(r)
-    assert times[-1] > 0.8, f"stream was buffered: chunk arrival times {times}"
-    text = data.decode()
+    first, rest = first_chunk_while_held(r, hold)
+    assert b"tok0 " in first and b"tok1" not in first, first
+    text = (first + rest).decode()
     for i in range(5):
         assert f"tok{i} " in text
     assert text.rstrip().endswith("data: [DONE]")
@@ -345,14 +361,15 @@ def test_sse_streams_unbuffered(gw, fake_provider):
 def test_sse_fallback_streams_too(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     fake_provider.fail("/openai", 503)
-    fake_provider.stream("/openrouter", chunks=4, chunk_delay=0.3)
+    hold = threading.Event()
+    fake_provider.stream("/openrouter", chunks=4, hold=hold)
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True)
+    r = gw.request("POST", CHAT, headers=p.auth, json=body, stream=True, timeout=HANG_GUARD)
     assert r.status_code == 200
     assert route(r) == "fallback" and reason(r) == "upstream_503"
-    times, data = read_stream(r)
-    assert times[-1] > 0.6, times
-    assert b"data: [DONE]" in data
+    first, rest = first_chunk_while_held(r, hold)
+    assert b"tok0 " in first and b"tok1" not in first, first
+    assert b"data: [DONE]" in rest
     assert fake_provider.last("/openrouter").json()["model"] == "openai/gpt-4o"
 
 
@@ -422,10 +439,11 @@ def test_control_chars_in_provider_header_are_400(gw, fake_provider, value):
     assert fake_provider.requests() == []
 
 
-@pytest.mark.parametrize("path", ["/openai/chat%0D%0AX-Evil:%201/completions",
-                                  "/openai/chat%0Acompletions", "/openai/chat%00completions"],
+@pytest.mark.parametrize("path,want", [("/openai/chat%0D%0AX-Evil:%201/completions", 200),
+                                       ("/openai/chat%0Acompletions", 200),
+                                       ("/openai/chat%00completions", 400)],
                          ids=["crlf", "lf", "nul"])
-def test_encoded_control_chars_in_path_never_reach_provider(gw, fake_provider, path):
+def test_encoded_control_chars_in_path_never_reach_provider(gw, fake_provider, path, want):
     """The native path is copied upstream: decoded CR/LF/NUL must give 400,
     or the path must stay percent-encoded."""
     p = gw.provision(keys={"openai": None})
@@ -435,11 +453,15 @@ def test_encoded_control_chars_in_path_never_reach_provider(gw, fake_provider, p
            b"Content-Type: application/json\r\n"
            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     out = raw_http(gw.port, req)
-    if status_of(out) != 400:
-        for rec in fake_provider.requests():
-            assert "x-evil" not in rec.headers
-            assert not re.search(r"[\r\n\x00]", rec.path), rec.path
-    assert all("x-evil" not in rec.headers for rec in fake_provider.requests())
+    # README Input: the upstream path is the raw URI, so CR/LF stay encoded;
+    # nginx's own URI parser refuses an encoded NUL before the module runs
+    assert status_of(out) == want, out[:300]
+    if want == 400:
+        assert fake_provider.requests() == []
+    else:
+        rec = fake_provider.last("/openai")
+        assert rec.path == path, rec.path
+        assert "x-evil" not in rec.headers
 
 
 def test_invalid_json_body_is_400(gw, fake_provider):
@@ -471,7 +493,7 @@ def test_record_copied_between_projects_is_never_sent(gw, fake_provider, redis_s
         return r.status_code == 403 and any(b.pid in l and "decrypt" in l
                                             for l in gw.error_log().splitlines())
 
-    r = until(lambda: gw.chat(b, model="gpt-4o", headers={"Connection": "close"}), decided, 2,
+    r = until(lambda: gw.chat(b, model="gpt-4o", headers={"Connection": "close"}), decided, HANG_GUARD,
               what="B to see the copied record")
     if policy == "auto":
         assert route(r) == "fallback"
@@ -482,7 +504,7 @@ def test_record_copied_between_projects_is_never_sent(gw, fake_provider, redis_s
     assert fake_provider.requests("/openai") == []
     assert_not_sent(fake_provider, a.keys["openai"])
     wait_until(lambda: any(b.pid in l and "decrypt" in l for l in gw.error_log().splitlines()),
-               2, what="decrypt failure logged")
+               HANG_GUARD, what="decrypt failure logged")
     gw.assert_no_leaks(r)
 
 
@@ -493,7 +515,8 @@ def test_record_for_other_provider_does_not_decrypt(gw, fake_provider, redis_ser
     rc.hset(f"byok:{{{p.pid}}}:keys", "anthropic", rec)
     rc.publish("byok:invalidate", p.pid)
     r = until(lambda: gw.chat(p, model="claude-3-opus", headers={"Connection": "close"}),
-              lambda r: reason(r) == "decrypt_error", 2, what="decrypt_error for moved record")
+              lambda r: reason(r) == "decrypt_error", HANG_GUARD,
+              what="decrypt_error for moved record")
     assert fake_provider.requests("/anthropic") == []
     for rq in fake_provider.requests("/openrouter"):
         assert p.keys["openai"] not in rq.raw_text()
@@ -511,7 +534,8 @@ def test_tampered_ciphertext_is_never_sent(gw, fake_provider, redis_server):
     rc.hset(key, "openai", json.dumps(rec))
     rc.publish("byok:invalidate", p.pid)
     until(lambda: gw.chat(p, model="gpt-4o", headers={"Connection": "close"}),
-          lambda r: reason(r) == "decrypt_error", 2, what="decrypt_error for tampered record")
+          lambda r: reason(r) == "decrypt_error", HANG_GUARD,
+          what="decrypt_error for tampered record")
     assert fake_provider.requests("/openai") == []
 
 
@@ -524,32 +548,49 @@ def consistently(gw, p, pred, n=6):
     return all(pred(fresh_chat(gw, p)) for _ in range(n))
 
 
-def test_deleted_key_changes_route_within_1s(gw, fake_provider):
+# The cache ttl is 300 s (harness default): a change seen within the
+# HANG_GUARD can only come from the published invalidation. The control
+# test below shows that without a publish the cache keeps the old answer.
+
+def test_deleted_key_changes_route_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
     r = gw.admin("DELETE", f"/projects/{p.pid}/keys/openai")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
     t0 = time.monotonic()
     wait_until(lambda: consistently(gw, p, lambda r: route(r) == "fallback"
-                                    and reason(r) == "no_key"), 1.0,
+                                    and reason(r) == "no_key"), HANG_GUARD,
                what="route change after delete")
-    assert time.monotonic() - t0 <= 1.5
+    print(f"route changed {time.monotonic() - t0:.3f}s after the delete")
 
 
-def test_added_key_changes_route_within_1s(gw, fake_provider):
+def test_i19_unpublished_change_is_not_seen_until_invalidation(gw, fake_provider,
+                                                               redis_server):
+    """Control for the invalidation tests: a hand edit of Redis without a
+    publish leaves the cached answer in place; the publish alone changes it."""
+    p = gw.provision(keys={"openai": None})
+    assert consistently(gw, p, lambda r: route(r) == "byok")
+    redis_server.client.hdel(f"byok:{{{p.pid}}}:keys", "openai")
+    assert consistently(gw, p, lambda r: route(r) == "byok", n=8)
+    redis_server.client.publish("byok:invalidate", p.pid)
+    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "no_key"), HANG_GUARD,
+               what="route change after the publish")
+
+
+def test_added_key_changes_route_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={})
     assert consistently(gw, p, lambda r: route(r) == "fallback")
     key = gw.put_key(p.pid, "openai")
-    wait_until(lambda: consistently(gw, p, lambda r: route(r) == "byok"), 1.0,
+    wait_until(lambda: consistently(gw, p, lambda r: route(r) == "byok"), HANG_GUARD,
                what="route change after add")
     assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {key}"
 
 
-def test_tier_change_applies_within_1s(gw, fake_provider):
+def test_tier_change_applies_on_invalidation(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     assert route(fresh_chat(gw, p)) == "byok"
     assert gw.admin("PATCH", f"/projects/{p.pid}", {"tier": "free"}).status_code == 200
-    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "tier"), 1.0,
+    wait_until(lambda: consistently(gw, p, lambda r: reason(r) == "tier"), HANG_GUARD,
                what="tier change")
 
 
@@ -561,18 +602,16 @@ def test_redis_outage_and_recovery(gw, fake_provider, redis_server):
     redis_server.stop()
     try:
         for _ in range(4):
-            t0 = time.monotonic()
             r = fresh_chat(gw, p)
             assert r.status_code == 200, r.text
             assert route(r) == "byok"
-            assert time.monotonic() - t0 < 2.0
         assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {p.keys['openai']}"
 
         unknown = "byok_" + secrets.token_hex(20)
         gw.track(unknown)
         r = gw.chat(unknown, model="gpt-4o")
-        assert r.status_code in (503, 401), r.text
-        assert "error" in r.json()
+        # README: unknown keys get 503 while Redis is unreachable, never a pass
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable"
         # admin writes fail closed
         r = gw.admin("POST", "/projects", {"id": "during-outage", "name": "x"})
         assert r.status_code == 503, r.text
@@ -584,23 +623,35 @@ def test_redis_outage_and_recovery(gw, fake_provider, redis_server):
     def create():
         r = gw.admin("POST", "/projects", {"id": "after-outage", "name": "x", "tier": "starter"})
         return r.status_code == 201
-    wait_until(create, 5, interval=0.2, what="admin API to reach Redis again")
+    wait_until(create, HANG_GUARD, interval=0.2, what="admin API to reach Redis again")
     key, _ = gw.mint_key("after-outage")
     okey = gw.put_key("after-outage", "openai")
-    r = until(lambda: gw.chat(key, model="gpt-4o"), lambda r: r.status_code == 200, 5,
+    r = until(lambda: gw.chat(key, model="gpt-4o"), lambda r: r.status_code == 200, HANG_GUARD,
               interval=0.2, what="new project served")
     assert route(r) == "byok"
     assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {okey}"
     gw.assert_no_leaks()
 
 
+def stale_served(gw):
+    return metric_value(gw.metrics(), "byok_cache_stale_total")
+
+
 def test_stale_cache_served_while_redis_down(gateway, fake_provider, redis_server):
+    """ttl 1s, stale 15m: once the entry is past its ttl (seen as a stale
+    hit in /metrics, no clock involved) the cached project is still served."""
     gw = gateway(ttl="1s", stale="15m")
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
+    before = stale_served(gw)
     redis_server.stop()
     try:
-        time.sleep(1.5)  # past ttl, within stale
+        def served_stale():
+            r = fresh_chat(gw, p)
+            if r.status_code != 200 or route(r) != "byok":
+                raise Abort(f"not served from the cache: {r.status_code} {r.text}")
+            return stale_served(gw) > before
+        wait_until(served_stale, HANG_GUARD, interval=0.2, what="a stale hit")
         r = fresh_chat(gw, p)
         assert r.status_code == 200, r.text
         assert route(r) == "byok"
@@ -609,43 +660,55 @@ def test_stale_cache_served_while_redis_down(gateway, fake_provider, redis_serve
 
 
 def test_expired_stale_cache_fails_closed(gateway, fake_provider, redis_server):
-    gw = gateway(ttl="1s", stale="1s")
+    """ttl 1s, stale 2s: served stale first (counted), then refused with 503
+    once the stale window is over, and never proxied after that."""
+    gw = gateway(ttl="1s", stale="2s")
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
+    before = stale_served(gw)
     redis_server.stop()
     try:
-        time.sleep(2.5)  # past ttl + stale
+        seen = []
+
+        def refused():
+            r = fresh_chat(gw, p)
+            seen.append(r.status_code)
+            return r.status_code == 503
+        wait_until(refused, HANG_GUARD, interval=0.1, what="the stale entry to expire")
+        assert set(seen) == {200, 503} and seen.index(503) == len(seen) - 1, seen
+        assert stale_served(gw) > before, "never served stale before refusing"
         fake_provider.clear()
         r = fresh_chat(gw, p)
-        assert r.status_code == 503, r.text
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable"
         assert fake_provider.requests() == []
     finally:
         redis_server.start()
 
 
 def test_redis_stall_does_not_block_cached_requests(gw, fake_provider, redis_server):
-    """Redis alive but not answering (DEBUG SLEEP): cached projects keep going."""
+    """Redis alive but not answering (DEBUG SLEEP): cached projects are
+    answered while the stall is still going on (the stalling command has
+    not returned yet), so they never waited for Redis."""
     p = gw.provision(keys={"openai": None})
     assert consistently(gw, p, lambda r: route(r) == "byok")
     failures = []
 
     def stall():
         try:
-            redis_server.client.execute_command("DEBUG", "SLEEP", "1.5")
+            redis.Redis(host=redis_server.host, port=redis_server.port, socket_timeout=60
+                        ).execute_command("DEBUG", "SLEEP", "3")
         except Exception as e:  # noqa: BLE001
             failures.append(e)
     t = threading.Thread(target=stall)
     t.start()
-    time.sleep(0.1)
     try:
+        wait_until(lambda: redis_stalled(redis_server), HANG_GUARD, what="the stall to begin")
         for _ in range(4):
-            t0 = time.monotonic()
             r = fresh_chat(gw, p)
             assert r.status_code == 200 and route(r) == "byok", r.text
-            assert time.monotonic() - t0 < 0.5
-        assert t.is_alive(), "Redis was not stalled during the requests"
+            assert t.is_alive(), "the stall ended before the cached request was answered"
     finally:
-        t.join(5)
+        t.join(60)
     assert not failures, failures
 
 
@@ -718,10 +781,31 @@ def test_metrics_prometheus_text(gw, fake_provider):
 
 
 def test_usage_counters_written(gw, fake_provider, redis_server):
+    """Usage per project/provider/route/day for every route (README Usage):
+    byok, system and fallback each land in their own field; denied
+    requests are not counted."""
     p = gw.provision(keys={"openai": None})
+    q = gw.provision(keys={})
+    off = gw.provision(fallback="off", keys={})
     for _ in range(2):
-        assert gw.chat(p, model="gpt-4o").status_code == 200
+        assert route(gw.chat(p, model="gpt-4o")) == "byok"
+    for _ in range(3):
+        assert route(gw.chat(p, model="llama-3-70b")) == "system"
+    assert route(gw.chat(q, model="gpt-4o")) == "fallback"
+    assert gw.chat(off, model="gpt-4o").status_code == 403
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    key = f"byok:{{{p.pid}}}:usage:{day}"
-    wait_until(lambda: redis_server.client.hget(key, "openai:byok") == "2", 3,
-               what=f"{key} openai:byok == 2")
+    rc = redis_server.client
+    want = {p.pid: {"openai:byok": "2", "openrouter:system": "3"},
+            q.pid: {"openai:fallback": "1"}}
+    for pid, fields in want.items():
+        key = f"byok:{{{pid}}}:usage:{day}"
+        total = sum(int(v) for v in fields.values())
+        # flushed once a second: wait for every request to be counted
+        wait_until(lambda: sum(int(v) for v in rc.hgetall(key).values()) >= total, HANG_GUARD,
+                   what=f"{total} requests counted in {key}")
+        assert rc.hgetall(key) == fields
+        assert 0 < rc.ttl(key) <= 90 * 86400
+    assert rc.exists(f"byok:{{{off.pid}}}:usage:{day}") == 0
+    r = gw.admin("GET", f"/projects/{p.pid}/stats")
+    assert r.json()["usage"] == {"openai": {"byok": 2, "system": 0, "fallback": 0},
+                                 "openrouter": {"byok": 0, "system": 3, "fallback": 0}}, r.text

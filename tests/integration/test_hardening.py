@@ -21,11 +21,13 @@ import redis
 import requests
 
 from harness import (REDIS_SERVER, START_TIMEOUT, Abort, assert_json_error, canary,
-                     custom_catalog, free_port, master_key_line, raw_http, silent_listener,
-                     status_of, until, wait_until)
+                     custom_catalog, free_port, master_key_line, metric_value, raw_http,
+                     redis_stalled, silent_listener, status_of, until, wait_until,
+                     assert_never_connected, leak_forms)
 
 CHAT = "/v1/chat/completions"
 ZONE_SIZE = 16 * 1024 * 1024  # byok_cache zone=byok:16m in the harness config
+HANG_GUARD = 30  # seconds; only stops a hung test, never decides a verdict
 
 
 def route(r):
@@ -151,8 +153,10 @@ def test_redis_key_of_wrong_type(gw, fake_provider, redis_server, what):
     if what == "keys":
         # The project is known; its key hash is unreadable: never proxied
         # with a key, either refused or sent to the fallback.
-        r = until(lambda: fresh_chat(gw, p), settled, 3, what="wrong-type keys hash seen")
-        assert r.status_code in (200, 401, 403, 503), r.text
+        r = until(lambda: fresh_chat(gw, p), settled, HANG_GUARD,
+                  what="wrong-type keys hash seen")
+        # a Redis error on the lookup: the key store is unusable for it
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable", r.text
         assert fake_provider.requests("/openai") == []
     else:
         # Flush the cached lookup: only an uncached key exercises the read.
@@ -160,8 +164,7 @@ def test_redis_key_of_wrong_type(gw, fake_provider, redis_server, what):
         workers = set(gw.workers())
         for _ in range(4):
             r = fresh_chat(gw, p)
-            assert r.status_code in (401, 503), (r.status_code, r.text)
-            assert_json_error(r, r.status_code)
+            assert assert_json_error(r, 503)["code"] == "key_store_unavailable", r.text
         assert fake_provider.requests() == []
     assert set(gw.workers()) == workers, "a worker died"
     gw.assert_no_leaks(r)
@@ -172,6 +175,7 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
     warm(gw, p)
     workers = set(gw.workers())
     stop = threading.Event()
+    killing, killed = threading.Event(), threading.Event()
     cached, unknown, errors = [], [], []
 
     def client(i):
@@ -179,8 +183,10 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
             try:
                 if i % 4 == 3:
                     key = "byok_" + secrets.token_hex(20)
+                    sent_dead = killed.is_set()
                     r = gw.chat(key, model="gpt-4o", headers={"Connection": "close"})
-                    unknown.append(r.status_code)
+                    # (answered before the kill began, sent after it ended, status)
+                    unknown.append((not killing.is_set(), sent_dead, r.status_code))
                 else:
                     r = fresh_chat(gw, p)
                     cached.append((r.status_code, route(r)))
@@ -189,18 +195,24 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
 
     with ThreadPoolExecutor(8) as pool:
         futs = [pool.submit(client, i) for i in range(8)]
-        wait_until(lambda: len(cached) >= 20, 10, what="traffic before the kill")
+        wait_until(lambda: len(cached) >= 20, HANG_GUARD, what="traffic before the kill")
+        killing.set()
         redis_server.proc.kill()  # SIGKILL: no goodbye on the sockets
         redis_server.proc.wait(10)
+        killed.set()
         n = len(cached)
-        wait_until(lambda: len(cached) >= n + 40, 20, what="traffic while Redis is dead")
+        wait_until(lambda: len(cached) >= n + 40, HANG_GUARD, what="traffic while Redis is dead")
         stop.set()
         for f in futs:
             f.result(30)
     assert not errors, errors[:5]
     bad = [c for c in cached if c != (200, "byok")]
     assert not bad, f"{len(bad)} cached requests not served: {bad[:5]}"
-    assert unknown and all(s in (401, 503) for s in unknown), sorted(set(unknown))
+    # an unknown key is 401 while Redis answers and 503 once it is dead
+    # (README: never a pass); requests straddling the kill may get either
+    before = {s for alive, dead, s in unknown if alive}
+    after = {s for alive, dead, s in unknown if dead}
+    assert before == {401} and after == {503}, sorted(set(unknown))
     assert set(gw.workers()) == workers, "a worker died"
 
     redis_server.start()  # empty (no persistence)
@@ -209,12 +221,12 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
         r = gw.admin("POST", "/projects", {"id": "after-kill", "name": "x", "tier": "starter"})
         return r.status_code == 201
     t0 = time.monotonic()
-    wait_until(provisioned, 5, interval=0.1, what="admin writes after Redis restart")
+    wait_until(provisioned, HANG_GUARD, interval=0.1, what="admin writes after Redis restart")
     key, _ = gw.mint_key("after-kill")
     okey = gw.put_key("after-kill", "openai")
     r = until(lambda: gw.chat(key, model="gpt-4o"), lambda r: r.status_code == 200,
-              5, interval=0.1, what="new key served after Redis restart")
-    assert time.monotonic() - t0 < 5 + 2
+              HANG_GUARD, interval=0.1, what="new key served after Redis restart")
+    print(f"recovered {time.monotonic() - t0:.2f}s after the restart")
     assert route(r) == "byok"
     assert fake_provider.last("/openai").headers["authorization"] == f"Bearer {okey}"
     gw.assert_no_leaks()
@@ -223,26 +235,26 @@ def test_redis_killed_mid_traffic_then_restarted(gw, fake_provider, redis_server
 def test_uncached_key_during_redis_stall_is_refused_in_bounded_time(gw, fake_provider,
                                                                      redis_server):
     """Redis alive but stalled (DEBUG SLEEP): an uncached key is answered
-    503 after the command timeout (500 ms here), not held until Redis wakes;
-    afterwards the link recovers by itself."""
+    503 after the command timeout (500 ms here) while the stall is still
+    going on (the stalling command has not returned), so the request was
+    not held until Redis woke; afterwards the link recovers by itself."""
     p = gw.provision(keys={"openai": None})  # never used: not cached
     stall = threading.Thread(target=lambda: redis.Redis(
-        host=redis_server.host, port=redis_server.port, socket_timeout=10
+        host=redis_server.host, port=redis_server.port, socket_timeout=60
     ).execute_command("DEBUG", "SLEEP", "3"))
     stall.start()
-    time.sleep(0.2)
     try:
+        wait_until(lambda: redis_stalled(redis_server), HANG_GUARD, what="the stall to begin")
         t0 = time.monotonic()
         r = fresh_chat(gw, p)
-        elapsed = time.monotonic() - t0
-        assert stall.is_alive(), "Redis was not stalled during the request"
-        assert_json_error(r, 503)
-        assert elapsed < 2.5, f"request held {elapsed:.1f}s past the 500ms Redis timeout"
+        print(f"503 after {time.monotonic() - t0:.2f}s")
+        assert stall.is_alive(), "the stall ended before the request was answered"
+        assert assert_json_error(r, 503)["code"] == "key_store_unavailable"
         assert fake_provider.requests() == []
     finally:
-        stall.join(10)
-    r = until(lambda: fresh_chat(gw, p), lambda r: r.status_code == 200, 5, interval=0.1,
-              what="recovery after the stall")
+        stall.join(60)
+    r = until(lambda: fresh_chat(gw, p), lambda r: r.status_code == 200, HANG_GUARD,
+              interval=0.1, what="recovery after the stall")
     assert route(r) == "byok"
 
 
@@ -269,7 +281,7 @@ def test_reload_under_load_has_no_5xx(gw, fake_provider):
         for _ in range(5):
             n = len(statuses)
             gw.reload()
-            wait_until(lambda: len(statuses) > n + 5, 10, what="requests after reload")
+            wait_until(lambda: len(statuses) > n + 5, HANG_GUARD, what="requests after reload")
     finally:
         stop.set()
         for t in threads:
@@ -291,7 +303,7 @@ def test_killed_worker_is_respawned_and_zone_usable(gw, fake_provider, redis_ser
         survivor = [w for w in gw.workers() if w != victim]
         gw.kill_worker(victim)
         wait_until(lambda: len(gw.workers()) == gw.worker_processes
-                   and victim not in gw.workers(), 5, what="master to respawn the worker")
+                   and victim not in gw.workers(), HANG_GUARD, what="master to respawn the worker")
         assert all(w in gw.workers() for w in survivor), "other workers were affected"
         for _ in range(8):  # both the new and the old worker
             r = fresh_chat(gw, p)
@@ -303,7 +315,7 @@ def test_killed_worker_is_respawned_and_zone_usable(gw, fake_provider, redis_ser
     finally:
         redis_server.start()
     # writes to the zone still work (no lock left held): a new key is cached
-    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, 5, interval=0.1,
+    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD, interval=0.1,
                what="Redis link back")
     q = gw.provision(keys={"openai": None})
     warm(gw, q, n=4)
@@ -415,7 +427,6 @@ def test_secret_leak_scan(gw, fake_provider, redis_server):
     for field, altered in tamper_cases(json.loads(original)):
         rc.hset(kh, "openai", altered)
         rc.publish("byok:invalidate", a.pid)
-        time.sleep(0.05)
         keep(fresh_chat(gw, a))
         keep(gw.admin("GET", f"/projects/{a.pid}/keys"))
     rc.hset(kh, "openai", original)
@@ -445,7 +456,8 @@ def test_secret_leak_scan(gw, fake_provider, redis_server):
     # the shared-memory zone: the project id is there (right region), no secret
     for dump in dumps:
         assert a.pid.encode() in dump, "did not read the cache zone"
-        found = [s[:8] for s in gw.secrets if s and s.encode() in dump]
+        found = [f"{s[:8]} ({what})" for s in gw.secrets for form, what in leak_forms(s)
+                 if form.encode() in dump]
         assert not found, f"secrets in the shared-memory zone: {found}"
         for line in gw.master_key_lines:  # raw master key bytes too
             raw = base64.b64decode(line.split()[1])
@@ -467,12 +479,14 @@ def test_tampered_record_is_never_used(gw, fake_provider, redis_server, field):
     else:
         altered = dict(tamper_cases(rec))[field]
     warm(gw, a, n=2)
-    before = metric_sum(gw.metrics(), "decrypt")
+    before = metric_value(gw.metrics(), "byok_decrypt_failures_total")
     rc.hset(kh, "openai", altered)
     rc.publish("byok:invalidate", a.pid)
     # Requests racing the invalidation may still use the cached (valid) record.
-    until(lambda: fresh_chat(gw, a), lambda r: route(r) != "byok", 3,
+    until(lambda: fresh_chat(gw, a), lambda r: route(r) != "byok", HANG_GUARD,
           what="the tampered record to be seen")
+    seen = metric_value(gw.metrics(), "byok_decrypt_failures_total")
+    assert seen > before, "the decrypt failure was not counted"
     fake_provider.clear()
     r = fresh_chat(gw, a)
     # never proxied with it: either the fallback (system key) or a refusal
@@ -480,28 +494,14 @@ def test_tampered_record_is_never_used(gw, fake_provider, redis_server, field):
     for rq in fake_provider.requests():
         assert a.keys["openai"] not in rq.raw_text()
         assert other.keys["openai"] not in rq.raw_text()
-    if r.status_code == 200:
-        assert route(r) == "fallback"
-        assert r.headers.get("x-byok-fallback-reason") in ("decrypt_error", "no_key"), \
-            dict(r.headers)
-    else:
-        assert_json_error(r, r.status_code)
-    wait_until(lambda: metric_sum(gw.metrics(), "decrypt") > before, 3,
-               what="the failure to be counted in /metrics")
+    # README: a stored key that does not decrypt is never sent, counted, and
+    # under policy auto falls back with reason decrypt_error
+    assert r.status_code == 200, r.text
+    assert route(r) == "fallback"
+    assert r.headers.get("x-byok-fallback-reason") == "decrypt_error", dict(r.headers)
+    # exactly one more failure, on the exact metric line
+    assert metric_value(gw.metrics(), "byok_decrypt_failures_total") == seen + 1
     gw.assert_no_leaks(r)
-
-
-def metric_sum(text, needle):
-    """Sum of every sample whose line mentions `needle` (metric name or label)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or needle not in line:
-            continue
-        try:
-            total += float(line.rsplit(None, 1)[1])
-        except (IndexError, ValueError):
-            pass
-    return total
 
 
 # -- hostile input ------------------------------------------------------------------
@@ -546,7 +546,7 @@ def test_truncated_body_then_close(gw, fake_provider):
                        f"Authorization: Bearer {p.gateway_key}\r\n"
                        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
                        ).encode() + body)
-            time.sleep(0.05)
+            s.shutdown(socket.SHUT_WR)  # the client gives up half way
     # a body that stops half way and the client waits: nginx times out
     # (client_body_timeout) rather than proxying half a request
     assert fake_provider.requests() == []
@@ -558,17 +558,16 @@ def test_truncated_body_then_close(gw, fake_provider):
     b'{"model":"gpt-4o","messages":[{"role":"user","content":"\xff\xfe\xc3"}]}',
     b'{"model":"gpt-\xff4o","messages":[]}',
     b'{"model":"gpt-4o","messages":[{"role":"user","content":"\xed\xa0\x80"}]}',
-])
+], ids=["in-content", "in-model", "surrogate"])
 def test_non_utf8_body(gw, fake_provider, data):
+    """The scanner checks JSON structure, not the encoding of strings: bytes
+    that are not UTF-8 pass to the provider untouched (the body is only
+    rewritten when the model changes), and the worker keeps serving."""
     p = gw.provision(keys={"openai": None})
     r = gw.request("POST", CHAT, headers={**p.auth, "content-type": "application/json"},
                    data=data)
-    assert r.status_code in (200, 400), (r.status_code, r.text)
-    if r.status_code == 400:
-        assert_json_error(r, 400)
-        assert fake_provider.requests() == []
-    else:
-        assert fake_provider.last("/openai").body == data  # untouched passthrough
+    assert r.status_code == 200 and route(r) == "byok", (r.status_code, r.text)
+    assert fake_provider.last("/openai").body == data
     assert fresh_chat(gw, p).status_code == 200
 
 
@@ -578,27 +577,34 @@ def test_wrong_content_type_does_not_crash(gw, fake_provider, ctype):
     p = gw.provision(keys={"openai": None})
     r = gw.request("POST", CHAT, headers={**p.auth, "content-type": ctype},
                    data=b'{"model":"gpt-4o"}')
-    assert r.status_code < 500, (r.status_code, r.text)
+    # the gateway reads the model from the body whatever the declared type
+    # and passes the request on untouched
+    assert r.status_code == 200 and route(r) == "byok", (r.status_code, r.text)
+    rec = fake_provider.last("/openai")
+    assert rec.body == b'{"model":"gpt-4o"}' and rec.headers["content-type"] == ctype
 
 
-@pytest.mark.parametrize("raw_path", [
-    "/admin/v1/projects/..%2f..%2fetc/keys/openai",
-    "/admin/v1/projects/%2e%2e/keys/openai",
-    "/admin/v1/projects/a%2fb/keys/openai",
-    "/admin/v1/projects/a/../b/keys/openai",
-    "/admin/v1/projects/%00/keys/openai",
-    "/admin/v1/projects/A%0d%0aX/keys/openai",
+# nginx decodes %2f/%2e and resolves "/../" before choosing the location:
+# "..%2f..%2fetc" leaves /admin/v1/ for the gateway (which refuses an admin
+# token, 401), "%2e%2e" and "/../" land on routes that do not exist (404),
+# "a%2fb" has one segment too many (404); ids that stay one segment but break
+# the id rule are 400 invalid_id (README).
+@pytest.mark.parametrize("raw_path,want", [
+    ("/admin/v1/projects/..%2f..%2fetc/keys/openai", 401),
+    ("/admin/v1/projects/%2e%2e/keys/openai", 404),
+    ("/admin/v1/projects/a%2fb/keys/openai", 404),
+    ("/admin/v1/projects/a/../b/keys/openai", 404),
+    ("/admin/v1/projects/%00/keys/openai", 400),
+    ("/admin/v1/projects/A%0d%0aX/keys/openai", 400),
 ])
-def test_admin_ids_with_path_tricks(gw, redis_server, raw_path):
+def test_admin_ids_with_path_tricks(gw, redis_server, raw_path, want):
     before = keyspace(redis_server)
     body = json.dumps({"key": canary()}).encode()
     req = (f"PUT {raw_path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw.admin_token}\r\n"
            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
            "Connection: close\r\n\r\n").encode() + body
-    status = status_of(raw_http(gw.port, req))
-    # nginx itself resolves %2f/%2e and "/../": such a path may leave the
-    # admin location and reach the gateway, which refuses the admin token.
-    assert status in (400, 401, 404), status
+    out = raw_http(gw.port, req)
+    assert status_of(out) == want, out[:400]
     assert keyspace(redis_server) == before
 
 
@@ -606,46 +612,70 @@ def test_admin_ids_with_path_tricks(gw, redis_server, raw_path):
 def test_project_ids_with_path_tricks(gw, redis_server, pid):
     before = keyspace(redis_server)
     r = gw.admin("POST", "/projects", {"id": pid, "name": "x"})
-    assert r.status_code in (400, 422), (r.status_code, r.text)
+    # README: a bad id in a body is a bad value
+    assert assert_json_error(r, 422)["code"] == "invalid_value", r.text
     assert keyspace(redis_server) == before
 
 
-@pytest.mark.parametrize("endpoint", [
+PRIVATE_ENDPOINTS = [
     "https://127.0.0.1/v1", "https://127.0.0.1:8443/v1", "https://169.254.169.254/latest",
     "https://10.0.0.1/v1", "https://192.168.1.1/v1", "https://172.16.0.1/v1",
     "https://[::1]/v1", "https://[::ffff:127.0.0.1]/v1", "https://[fe80::1]/v1",
     "https://localhost/v1", "https://LOCALHOST/v1", "https://0.0.0.0/v1",
     "https://127.1/v1", "https://2130706433/v1", "https://0x7f000001/v1",
     "http://api.example.com/v1", "ftp://api.example.com/", "https://user:pw@api.example.com/",
-])
-def test_custom_endpoint_to_private_address_is_422(gateway, redis_server, fake_provider,
-                                                   endpoint):
+    "https://100.64.0.1/v1", "https://100.127.255.255/v1", "https://224.0.0.1/v1",
+    "https://240.0.0.1/v1", "https://[64:ff9b::7f00:1]/v1", "https://[::ffff:7f00:1]/v1",
+    "https://[::127.0.0.1]/v1",
+]
+
+
+def test_custom_endpoint_to_private_address_is_422(gateway, redis_server, fake_provider):
+    """One gateway for the whole table (a gateway per case only cost time)."""
     gw = gateway(providers=custom_catalog(fake_provider.base))
     pid = gw.create_project()
     before = keyspace(redis_server)
-    r = gw.admin("PUT", f"/projects/{pid}/keys/custom", {"key": canary(), "endpoint": endpoint})
-    assert_json_error(r, 422)
+    wrong = []
+    for endpoint in PRIVATE_ENDPOINTS:
+        r = gw.admin("PUT", f"/projects/{pid}/keys/custom",
+                     {"key": canary(), "endpoint": endpoint})
+        if r.status_code != 422 or r.json()["error"]["code"] != "invalid_endpoint":
+            wrong.append((endpoint, r.status_code, r.text[:200]))
+    assert not wrong, wrong
     assert keyspace(redis_server) == before
 
 
 def test_endpoint_name_resolving_to_loopback_is_never_contacted(gateway, redis_server,
                                                                  fake_provider):
-    """A name (not a literal) that resolves to 127.0.0.1: refused at write
-    time, or refused after resolution at request time — never connected."""
-    listener = silent_listener(0.2)
+    """Both halves of the SSRF rule. Write time: the name `localhost.` is
+    refused (422). Request time: a name that passes the write-time check but
+    resolves to 127.0.0.1 is refused after resolution (502 endpoint_refused),
+    for traffic and live key tests, and the listener behind it never sees a
+    connection."""
+    from test_resolution import FakeDns
+    dns = FakeDns()
+    listener = silent_listener()
     port = listener.getsockname()[1]
     try:
-        gw = gateway(providers=custom_catalog(fake_provider.base))
+        gw = gateway(providers=custom_catalog(fake_provider.base),
+                     extra_http=f"resolver 127.0.0.1:{dns.port} ipv6=off valid=1s;")
         p = gw.provision(keys={})
         r = gw.admin("PUT", f"/projects/{p.pid}/keys/custom",
                      {"key": canary(), "endpoint": f"https://localhost.:{port}/v1"})
-        if r.status_code == 422:
-            return
-        assert r.status_code in (200, 201), r.text
+        assert assert_json_error(r, 422)["code"] == "invalid_endpoint", r.text
+
+        r = gw.admin("PUT", f"/projects/{p.pid}/keys/custom",
+                     {"key": canary(), "endpoint": f"https://models.tenant.example:{port}/v1"})
+        assert r.status_code == 201, r.text
         r = gw.chat(p, model="anything", headers={"x-byok-provider": "custom"})
-        with pytest.raises(socket.timeout):
-            conn, _ = listener.accept()
-            conn.close()
-        assert r.status_code != 200 or route(r) != "byok", r.text
+        assert assert_json_error(r, 502)["code"] == "endpoint_refused", r.text
+        assert route(r) == "byok"
+        assert ("models.tenant.example", 1) in dns.queries
+        assert_never_connected(listener)
+        r = gw.admin("POST", f"/projects/{p.pid}/keys/custom/test")
+        assert r.status_code == 200 and r.json()["status"] == "error", r.text
+        assert_never_connected(listener)
+        gw.assert_no_leaks(r)
     finally:
         listener.close()
+        dns.close()

@@ -3,15 +3,13 @@ connection_config encrypted and never returned, and connection tests that
 really connect (a real sshd on loopback, real directories)."""
 
 import json
+import socket
 import threading
 import time
 
+from harness import assert_json_error, canary, free_port, until
 
-from harness import assert_json_error, canary, free_port
-
-# The spec leaves the success word of test_status open; failures are any
-# other non-empty value.
-OK = {"ok", "success", "valid", "connected", "reachable"}
+HANG_GUARD = 60  # seconds; only stops a hung test, never decides a verdict
 
 
 def listing(body, *names):
@@ -37,14 +35,20 @@ def server(gw, pid, sid):
     return r.json()
 
 
-def run_test(gw, pid, sid, timeout=30):
+def run_test(gw, pid, sid, want="ok", stage="done"):
+    """POST …/test; asserts the README's answer (status ok|failed and the
+    stage that failed, or "done") and that the outcome was stored."""
     t0 = time.monotonic()
-    r = gw.admin("POST", f"/projects/{pid}/servers/{sid}/test", timeout=timeout)
+    r = gw.admin("POST", f"/projects/{pid}/servers/{sid}/test", timeout=HANG_GUARD)
+    print(f"server test took {time.monotonic() - t0:.2f}s")
     assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["stage"]) == (want, stage), body
+    assert body["id"] == sid and isinstance(body["latency_ms"], int), body
     s = server(gw, pid, sid)
     assert s.get("last_tested_at"), s
-    assert s.get("test_status"), s
-    return s["test_status"], r, time.monotonic() - t0
+    assert s["test_status"] == want, s
+    return r
 
 
 def ssh_config(sshd, **over):
@@ -78,7 +82,8 @@ def test_local_server_crud_and_default(gw, tmp_path, redis_server):
     assert redis_server.client.hexists(f"byok:{{{pid}}}:servers", a)
 
     r = gw.admin("DELETE", f"/projects/{pid}/servers/{b}")
-    assert r.status_code in (200, 204), r.text
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": b, "deleted": True, "was_default": False}, r.text
     assert gw.admin("GET", f"/projects/{pid}/servers/{b}").status_code == 404
     assert not redis_server.client.hexists(f"byok:{{{pid}}}:servers", b)
 
@@ -104,9 +109,9 @@ def test_local_server_test_checks_directory(gw, tmp_path):
                         workspace_path=str(tmp_path / "nope"))
     notdir, _ = create(gw, pid, name="f", server_type="local",
                        workspace_path=str(tmp_path / "file"))
-    assert run_test(gw, pid, good)[0] in OK
-    assert run_test(gw, pid, missing)[0] not in OK
-    assert run_test(gw, pid, notdir)[0] not in OK
+    run_test(gw, pid, good)
+    run_test(gw, pid, missing, "failed", "workspace")
+    run_test(gw, pid, notdir, "failed", "workspace")
 
 
 def test_ssh_secrets_encrypted_and_never_returned(gw, redis_server, sshd):
@@ -139,8 +144,7 @@ def test_ssh_test_really_connects(gw, sshd):
     pid = gw.create_project()
     sid, _ = create(gw, pid, name="ssh", server_type="ssh", workspace_path="/tmp",
                     connection_config=ssh_config(sshd))
-    status, r, _ = run_test(gw, pid, sid)
-    assert status in OK, r.text
+    r = run_test(gw, pid, sid)
     gw.assert_no_leaks(r, extra=[sshd.private_key.strip()])
 
 
@@ -149,14 +153,14 @@ def test_ssh_wrong_host_key_is_refused(gw, sshd):
     wrong = "SHA256:" + "A" * 43
     sid, _ = create(gw, pid, name="ssh", server_type="ssh", workspace_path="/tmp",
                     connection_config=ssh_config(sshd, host_key_fingerprint=wrong))
-    assert run_test(gw, pid, sid)[0] not in OK
+    run_test(gw, pid, sid, "failed", "host_key")
 
 
 def test_ssh_trust_on_first_use_records_fingerprint(gw, sshd):
     pid = gw.create_project()
     sid, _ = create(gw, pid, name="ssh", server_type="ssh", workspace_path="/tmp",
                     connection_config=ssh_config(sshd, host_key_fingerprint=None))
-    assert run_test(gw, pid, sid)[0] in OK
+    run_test(gw, pid, sid)
     assert sshd.fingerprint in json.dumps(server(gw, pid, sid))
 
 
@@ -164,36 +168,49 @@ def test_ssh_missing_workspace_fails(gw, sshd):
     pid = gw.create_project()
     sid, _ = create(gw, pid, name="ssh", server_type="ssh", workspace_path="/nonexistent/ws",
                     connection_config=ssh_config(sshd))
-    assert run_test(gw, pid, sid)[0] not in OK
+    run_test(gw, pid, sid, "failed", "workspace")
 
 
-def test_ssh_closed_port_fails_in_bounded_time(gw, sshd):
+def test_ssh_closed_port_fails_at_connect(gw, sshd):
     pid = gw.create_project()
     sid, _ = create(gw, pid, name="ssh", server_type="ssh", workspace_path="/tmp",
                     connection_config=ssh_config(sshd, port=free_port()))
-    status, _, took = run_test(gw, pid, sid)
-    assert status not in OK
-    assert took < 15
+    run_test(gw, pid, sid, "failed", "connect")
 
 
-def test_gateway_keeps_serving_during_ssh_test(gw, fake_provider, sshd):
-    """The ssh test runs on the thread pool, not the event loop."""
+def test_gateway_keeps_serving_during_ssh_test(gateway, fake_provider, sshd):
+    """The ssh test runs on the thread pool, not the event loop. Its target
+    accepts TCP and never speaks SSH, so libssh blocks waiting for the banner
+    until the test closes that connection. One worker: gateway requests sent
+    while the ssh test is pending must be answered before it is — proof that
+    the worker's event loop is free."""
+    gw = gateway(worker_processes=1)
     p = gw.provision(keys={"openai": None})
-    # 192.0.2.1 (TEST-NET-1) does not answer: the connect waits for its timeout
-    sid, _ = create(gw, p.pid, name="slow", server_type="ssh", workspace_path="/tmp",
-                    connection_config=ssh_config(sshd, host="192.0.2.1", port=22))
-    t = threading.Thread(target=lambda: gw.admin("POST", f"/projects/{p.pid}/servers/{sid}/test",
-                                                 timeout=60))
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(1)
+    mute.settimeout(HANG_GUARD)
+    sid, _ = create(gw, p.pid, name="mute", server_type="ssh", workspace_path="/tmp",
+                    connection_config=ssh_config(sshd, port=mute.getsockname()[1]))
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        gw.admin("POST", f"/projects/{p.pid}/servers/{sid}/test", timeout=HANG_GUARD)))
     t.start()
+    conn = None
     try:
-        time.sleep(0.3)
+        conn, _ = mute.accept()  # libssh connected and now waits for the banner
         for _ in range(6):
-            t0 = time.monotonic()
             r = gw.chat(p, model="gpt-4o", headers={"Connection": "close"})
-            assert r.status_code == 200
-            assert time.monotonic() - t0 < 0.5
+            assert r.status_code == 200 and r.headers["x-byok-route"] == "byok", r.text
+            assert not done, "the ssh test ended before the concurrent requests were answered"
     finally:
-        t.join(60)
+        if conn is not None:
+            conn.close()  # release libssh
+        t.join(HANG_GUARD)
+        mute.close()
+    assert done and done[0].status_code == 200, done
+    body = done[0].json()
+    assert (body["status"], body["stage"]) == ("failed", "connect"), body
 
 
 def test_execution_server_variable(gateway, tmp_path):
@@ -201,12 +218,10 @@ def test_execution_server_variable(gateway, tmp_path):
     p = gw.provision(keys={"openai": None})
     sid, _ = create(gw, p.pid, name="d", server_type="local", workspace_path=str(tmp_path),
                     is_default=True)
-    r = gw.chat(p, model="gpt-4o", headers={"Connection": "close"})
-    deadline = time.monotonic() + 1
-    while r.headers.get("x-test-exec") != sid and time.monotonic() < deadline:
-        time.sleep(0.05)
-        r = gw.chat(p, model="gpt-4o", headers={"Connection": "close"})
-    assert r.headers.get("x-test-exec") == sid
+    # the default is set by an invalidating write; the variable follows it
+    until(lambda: gw.chat(p, model="gpt-4o", headers={"Connection": "close"}),
+          lambda r: r.headers.get("x-test-exec") == sid, HANG_GUARD,
+          what="$byok_execution_server")
 
 
 def test_self_service_tests_cannot_probe_private_targets(gw, tmp_path, fake_provider):
