@@ -115,6 +115,10 @@ struct Config {
 // cfg.allow_endpoint are always allowed.
 std::string resolved_address_problem(const Config &cfg, std::string_view host, std::string_view ip);
 
+// True when `host` (any case) or, for an IP literal, an address in a listed
+// CIDR is named by byok_allow_endpoint (cfg.allow_endpoint).
+bool allow_listed(const Config &cfg, std::string_view host);
+
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().
 Step handle(const Config &cfg, const Request &req);

@@ -19,10 +19,15 @@ namespace byok::admin::detail {
 
 using nlohmann::json;
 
+// Scope a gateway key may carry: mint and revoke the project's gateway keys.
+inline constexpr const char *kScopeManageKeys = "manage_keys";
+
 struct Principal {
     bool admin = false;
-    std::string project;  // the project a gateway-key principal is bound to
-    std::string actor;    // "admin:<8 hex>" or "project:<pid>" (audit trail)
+    std::string project;       // the project a gateway-key principal is bound to
+    std::string key_id;        // the gateway key's id (self-service)
+    bool manage_keys = false;  // the gateway key has the manage_keys scope
+    std::string actor;         // "admin:<8 hex>" or "project:<pid>" (audit trail)
 };
 
 // What every handler and continuation needs, owned: the Request's views die
@@ -91,7 +96,7 @@ long long script_code(const Reply &r);               // element 0 of a script re
 const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
 
 // ---- strict JSON input --------------------------------------------------
-enum class Kind { String, Bool, Int, Object };
+enum class Kind { String, Bool, Int, Object, Array };
 struct FieldSpec {
     std::string_view name;
     Kind kind;
@@ -118,6 +123,10 @@ bool endpoint_host_allowed(const Config &cfg, std::string_view host);
 // unknown kid or does not decrypt.
 std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string_view pid,
                                                 std::string_view sid, std::string_view raw);
+// The decrypted `secrets` of an execution-server record (JSON object text),
+// opened with the record's own binding. Throws Error.
+SecretString open_server_record(const KeyRing &ring, std::string_view pid, std::string_view sid,
+                                std::string_view raw);
 
 // ---- handlers -----------------------------------------------------------
 Step providers_list(const CtxPtr &c);

@@ -177,6 +177,9 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
 
     m->admin.catalog = &m->catalog;
     m->admin.ring = &m->ring;
+    // Local providers (ollama) are off unless byok_allow_endpoint names them.
+    m->catalog.allow_local(
+        [m](std::string_view host) { return byok::admin::allow_listed(m->admin, host); });
 
     ngx_str_t rid = ngx_string("request_id");
     mcf->request_id_index = ngx_http_get_variable_index(cf, &rid);

@@ -15,7 +15,7 @@ using byok::test::error_of;
 std::string record_json(bool active) {
     KeyRing ring = KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
     KeyRecord r;
-    r.sealed = seal(ring, "sk-abcdefgh1234", "acme", "openai");
+    r.sealed = seal(ring, "sk-abcdefgh1234", key_binding("acme", "openai", "https://e.example"));
     r.is_active = active;
     r.key_hint = "sk-\u20261234";
     r.endpoint = "https://e.example";
