@@ -34,10 +34,14 @@ struct Response {
 };
 
 struct HttpResult {
-    int status = 0;    // 0 = connect error or timeout
-    std::string body;  // possibly truncated
+    int status = 0;          // 0 = connect error or timeout
+    std::string body;        // at most kHttpExcerpt bytes of the answer
+    bool truncated = false;  // the answer was longer than `body`
     int64_t latency_ms = 0;
 };
+// The glue keeps no more of an outbound answer than this: a status line and
+// a short excerpt are all a live test needs, whatever the provider sends.
+constexpr size_t kHttpExcerpt = 4096;
 
 struct Step;
 struct RedisCall {

@@ -449,7 +449,9 @@ void truncate_utf8(std::string &s, size_t max) {
 
 std::string provider_message(const HttpResult &h, std::string_view key) {
     std::string msg;
-    json j = json::parse(h.body, nullptr, false);
+    // A long success (a model list) is cut mid-JSON: it says nothing more.
+    bool long_success = h.truncated && h.status >= 200 && h.status < 300;
+    json j = long_success ? json::object() : json::parse(h.body, nullptr, false);
     if (j.is_object()) {
         auto err = j.find("error");
         if (err != j.end() && err->is_object() && err->contains("message") &&

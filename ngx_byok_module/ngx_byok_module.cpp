@@ -202,7 +202,10 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
     return NGX_CONF_OK;
 }
 
-static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) { return ngx_byok_gateway_init(cf); }
+static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) {
+    if (ngx_byok_admin_init(cf) != NGX_OK) return NGX_ERROR;
+    return ngx_byok_gateway_init(cf);
+}
 
 // nginx's proxy module writes every upstream request header at debug level;
 // with byok_gateway those carry provider keys, so debug logging is refused.

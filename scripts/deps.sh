@@ -6,7 +6,7 @@ set -eu
 build_pkgs="build-essential nginx nginx-dev libhiredis-dev libyaml-cpp-dev libssl-dev
             libssh-dev nlohmann-json3-dev pkg-config ca-certificates"
 run_pkgs="redis-server openssl"
-test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests
+test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests python3-cryptography
            openssh-server"
 bench_pkgs="wrk redis-server python3 curl"
 
