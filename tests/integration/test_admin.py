@@ -47,7 +47,7 @@ def stored_record(redis_server, pid, provider):
 
 def assert_sealed(rec, key, kid="k1"):
     assert RECORD_FIELDS <= set(rec), rec
-    assert rec["v"] == 1
+    assert rec["v"] == 2  # record version 2: target fields bound into the AAD
     assert rec["kid"] == kid
     assert len(base64.b64decode(rec["salt"], validate=True)) == 16
     assert len(base64.b64decode(rec["nonce"], validate=True)) == 12
