@@ -210,7 +210,8 @@ def test_provider_key_crud(gw, redis_server, fake_provider):
     r = gw.admin("PATCH", f"/projects/{pid}/keys/openai", {"is_active": True})
     rec4 = stored_record(redis_server, pid, "openai")
     assert rec4["label"] == "renamed" and rec4["is_active"] is True
-    assert gw.admin("PATCH", f"/projects/{pid}/keys/openai", {"key": canary()}).status_code == 422
+    # PATCH takes a new key too (needed to move an endpoint); the format rules hold.
+    assert gw.admin("PATCH", f"/projects/{pid}/keys/openai", {"key": "bad key"}).status_code == 422
 
     # the stored key is the one used upstream
     p_key, _ = gw.mint_key(pid)
