@@ -1,4 +1,4 @@
-# ngx_byok_module — entry points: build (default), run, stop, test, bench,
+# ngx_byok_module — entry points: build (default), run, stop, status, test, bench,
 # test-asan, valgrind, fuzz, fuzz-smoke, lint, docker. See README.md.
 SHELL      := /bin/bash
 ROOT       := $(abspath .)
@@ -16,7 +16,7 @@ UNIT_BIN   := $(BUILD_DIR)/unit-tests
 MODULE     := $(BUILD_DIR)/ngx_http_byok_module.so
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: build lib unit deps test test-deps run stop bench test-asan valgrind fuzz fuzz-build \
+.PHONY: build lib unit deps test test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
         fuzz-smoke lint docker clean
 
 build: deps
@@ -52,6 +52,9 @@ run: deps build
 
 stop:
 	@scripts/run.sh stop
+
+status:
+	@scripts/run.sh status
 
 bench: deps build
 	@scripts/deps.sh bench

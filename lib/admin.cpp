@@ -279,6 +279,17 @@ std::vector<std::string> split_path(std::string_view p) {
     return seg;
 }
 
+// "a b  c" → {"a","b","c"}
+std::vector<std::string> split_words(std::string_view s) {
+    std::vector<std::string> out;
+    while (!s.empty()) {
+        size_t sp = s.find(' ');
+        if (sp != 0) out.emplace_back(s.substr(0, sp));
+        s = sp == std::string_view::npos ? std::string_view() : s.substr(sp + 1);
+    }
+    return out;
+}
+
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -337,7 +348,8 @@ enum class RouteId {
     Server,
     ServerTest,
     Audit,
-    Rotate
+    Rotate,
+    Me
 };
 
 struct Match {
@@ -356,6 +368,8 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::Audit;
     else if (n == 1 && s[0] == "rotate")
         m.id = RouteId::Rotate;
+    else if (n == 1 && s[0] == "me")
+        m.id = RouteId::Me;
     if (m.id != RouteId::None || n < 2 || s[0] != "projects") return m;
     m.pid = s[1];
     if (n == 2)
@@ -416,6 +430,8 @@ std::vector<std::string_view> allowed_methods(RouteId id) {
             return {"GET"};
         case RouteId::Rotate:
             return {"POST"};
+        case RouteId::Me:
+            return {"GET"};
         case RouteId::None:
             break;
     }
@@ -519,6 +535,8 @@ Step dispatch(const Pending &p) {
             return audit_list(c);
         case RouteId::Rotate:
             return rotate(c, body);
+        case RouteId::Me:
+            return whoami(c);
         case RouteId::Servers:
             return meth == "GET" ? servers_list(c, m.pid) : server_create(c, m.pid, body);
         case RouteId::ServerDefault:
@@ -585,6 +603,8 @@ Step handle(const Config &cfg, const Request &req) {
         std::string sha = sha256_hex(token);
         return redis({"HGETALL", cfg.layout.apikey(sha)}, [p](const Reply &r) -> Step {
             Fields f = to_fields(r);
+            auto scopes = f.find("scopes");
+            if (scopes != f.end()) p.ctx->who.scopes = split_words(scopes->second);
             auto revoked = f.find("revoked");
             auto project = f.find("project");
             if (f.empty() || project == f.end() || !valid_id(project->second) ||
@@ -594,15 +614,6 @@ Step handle(const Config &cfg, const Request &req) {
             p.ctx->who.project = project->second;
             auto id = f.find("id");
             if (id != f.end()) p.ctx->who.key_id = id->second;
-            auto scopes = f.find("scopes");
-            if (scopes != f.end()) {
-                std::string_view rest = scopes->second;
-                while (!rest.empty()) {
-                    size_t sp = rest.find(' ');
-                    if (rest.substr(0, sp) == kScopeManageKeys) p.ctx->who.manage_keys = true;
-                    rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
-                }
-            }
             p.ctx->who.actor = "project:" + project->second;
             return dispatch(p);
         });

@@ -24,10 +24,17 @@ inline constexpr const char *kScopeManageKeys = "manage_keys";
 
 struct Principal {
     bool admin = false;
-    std::string project;       // the project a gateway-key principal is bound to
-    std::string key_id;        // the gateway key's id (self-service)
-    bool manage_keys = false;  // the gateway key has the manage_keys scope
-    std::string actor;         // "admin:<8 hex>" or "project:<pid>" (audit trail)
+    std::string project;  // the project a gateway-key principal is bound to
+    std::string key_id;   // the gateway key's id (self-service)
+    std::string actor;    // "admin:<8 hex>" or "project:<pid>" (audit trail)
+    // The gateway key's scopes as stored in its record ("scopes", space
+    // separated); empty for the admin token and for keys minted without any.
+    std::vector<std::string> scopes;
+    bool has_scope(std::string_view s) const {
+        for (const auto &x : scopes)
+            if (x == s) return true;
+        return false;
+    }
 };
 
 // What every handler and continuation needs, owned: the Request's views die
@@ -153,6 +160,7 @@ Step server_patch(const CtxPtr &c, const std::string &pid, const std::string &si
 Step server_delete(const CtxPtr &c, const std::string &pid, const std::string &sid);
 Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body);
 Step audit_list(const CtxPtr &c);
+Step whoami(const CtxPtr &c);
 Step rotate(const CtxPtr &c, json &body);
 
 }  // namespace byok::admin::detail

@@ -188,7 +188,7 @@ Step project_delete(const CtxPtr &c, const std::string &pid) {
 // with the manage_keys scope: a leaked ordinary key cannot mint itself
 // successors or revoke its siblings.
 std::optional<Step> key_management_refused(const Ctx &c) {
-    if (c.who.admin || c.who.manage_keys) return std::nullopt;
+    if (c.who.admin || c.who.has_scope(kScopeManageKeys)) return std::nullopt;
     return fail(403, "scope_required",
                 "managing gateway keys needs the admin token or a gateway key with the "
                 "'manage_keys' scope");

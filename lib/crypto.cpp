@@ -203,38 +203,9 @@ KeyRing KeyRing::parse(std::string_view text, const std::string &origin) {
     return ring;
 }
 
-KeyRing KeyRing::load_file(const std::string &path) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        throw Error(path + ": cannot open master key file: " + std::strerror(errno));
-    }
-    struct FdCloser {
-        int fd;
-        ~FdCloser() { close(fd); }
-    } closer{fd};
-    struct stat st {};
-    if (fstat(fd, &st) != 0) throw Error(path + ": cannot stat: " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
-    if ((st.st_mode & 007) != 0) {
-        throw Error(path + " is accessible by other users (chmod 600)");
-    }
-    if (st.st_size > 1024 * 1024) throw Error(path + ": too large for a master key file");
-
-    SecretString text;
-    std::string &buf = text.mutable_str();
-    buf.resize(static_cast<size_t>(st.st_size) + 1);
-    size_t got = 0;
-    for (;;) {
-        if (got == buf.size()) buf.resize(buf.size() * 2);
-        ssize_t n = read(fd, &buf[got], buf.size() - got);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw Error(path + ": read failed: " + std::strerror(errno));
-        }
-        if (n == 0) break;
-        got += static_cast<size_t>(n);
-    }
-    return parse(std::string_view(buf.data(), got), path);
+KeyRing KeyRing::load_file(const std::string &path, const std::vector<uint32_t> &owners) {
+    SecretString text = read_secret_file(path, owners);
+    return parse(text.view(), path);
 }
 
 const MasterKey &KeyRing::active() const {

@@ -22,11 +22,11 @@ struct MasterKey {
 
 class KeyRing {
   public:
-    // Reads `<kid> <base64 of 32 bytes>` lines (blank lines and '#' comments
-    // allowed). Refuses files that are missing, not regular, unreadable,
-    // readable or writable by "other" (mode & 007), empty, or malformed;
-    // errors name the path and the line number, never the key material.
-    static KeyRing load_file(const std::string &path);
+    // Reads `<kid> <base64 of 32 bytes>` lines (blank lines and '#' comments)
+    // with read_secret_file's rules (mode & 077 == 0, owned by root or one of
+    // `owners`). Refuses empty or malformed files; errors name the path and
+    // the line number, never the key material.
+    static KeyRing load_file(const std::string &path, const std::vector<uint32_t> &owners = {});
     // Same rules without the file checks; `origin` names the source in errors.
     static KeyRing parse(std::string_view text, const std::string &origin);
 

@@ -6,11 +6,55 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
 namespace byok {
 
 SecretString::SecretString(std::string_view s) : data_(s) {}
+
+SecretString read_secret_file(const std::string &path, const std::vector<uint32_t> &owners) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+    struct FdCloser {
+        int fd;
+        ~FdCloser() { close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (fstat(fd, &st) != 0) throw Error(path + ": cannot stat: " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+    if ((st.st_mode & 077) != 0) {
+        throw Error(path + " is accessible by group or other users (chmod 600 " + path + ")");
+    }
+    if (st.st_uid != 0 && std::find(owners.begin(), owners.end(), st.st_uid) == owners.end()) {
+        throw Error(path + " is owned by uid " + std::to_string(st.st_uid) +
+                    ", neither root nor the nginx user (chown root " + path + ")");
+    }
+    if (st.st_size > 1024 * 1024) throw Error(path + ": too large for a secret file");
+
+    SecretString text;
+    std::string &buf = text.mutable_str();
+    buf.resize(static_cast<size_t>(st.st_size) + 1);
+    size_t got = 0;
+    for (;;) {
+        if (got == buf.size()) buf.resize(buf.size() * 2);
+        ssize_t n = read(fd, &buf[got], buf.size() - got);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw Error(path + ": read failed: " + std::strerror(errno));
+        }
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    buf.resize(got);
+    return text;
+}
 
 SecretString::SecretString(SecretString &&other) noexcept : data_(std::move(other.data_)) {
     other.clear();

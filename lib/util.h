@@ -42,6 +42,13 @@ class SecretString {
     std::string data_;
 };
 
+// Reads a file that holds secrets (master key ring, admin tokens, system
+// keys). Refuses anything but a regular file, any group or other permission
+// bit (mode & 077) and an owner other than root or one of `owners` (the
+// worker user, the user nginx runs as). Errors name the path and the fix,
+// never the content.
+SecretString read_secret_file(const std::string &path, const std::vector<uint32_t> &owners = {});
+
 // Wipes memory the compiler may not optimise away (OPENSSL_cleanse).
 void wipe(void *p, size_t n);
 

@@ -62,11 +62,13 @@ struct ngx_byok_main_conf_t {
     time_t ttl;
     time_t stale;
     ngx_flag_t gateway_used;
+    ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
 };
 
 struct ngx_byok_loc_conf_t {
     ngx_flag_t gateway;
+    ngx_str_t console_index;  // byok_console: index.html with its api= path
 };
 
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
@@ -135,6 +137,7 @@ void ngx_byok_count_fallback(std::string_view reason);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // --- thread pool work (ngx_byok_thread.cpp) ------------------------------------
 
@@ -252,3 +255,7 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // request ends.
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                    const std::vector<byok::Header> &add, bool keep_client);
+
+// --- web console (ngx_byok_console.cpp) -----------------------------------------
+
+char *ngx_byok_console_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

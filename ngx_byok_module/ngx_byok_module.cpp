@@ -3,7 +3,6 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
 #include <new>
 #include <sstream>
 
@@ -11,6 +10,7 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf);
 static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_byok_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
+static bool ngx_byok_check_log(ngx_conf_t *cf, ngx_log_t *log);
 static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_byok_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_byok_init_process(ngx_cycle_t *cycle);
@@ -52,6 +52,10 @@ static ngx_command_t ngx_byok_commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_metrics_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_health"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_health_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_console"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+     ngx_byok_console_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     ngx_null_command};
 
 static ngx_http_module_t ngx_byok_module_ctx = {
@@ -199,6 +203,13 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
     auto *prev = static_cast<ngx_byok_loc_conf_t *>(parent);
     auto *conf = static_cast<ngx_byok_loc_conf_t *>(child);
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    // nginx merges its core module first, so the error_log this server or
+    // location will write to (its own or the one it inherits) is known here.
+    auto *ctx = static_cast<ngx_http_conf_ctx_t *>(cf->ctx);
+    auto *clcf =
+        static_cast<ngx_http_core_loc_conf_t *>(ctx->loc_conf[ngx_http_core_module.ctx_index]);
+    if (clcf != nullptr && !ngx_byok_check_log(cf, clcf->error_log))
+        return static_cast<char *>(NGX_CONF_ERROR);
     return NGX_CONF_OK;
 }
 
@@ -208,25 +219,69 @@ static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) {
 }
 
 // nginx's proxy module writes every upstream request header at debug level;
-// with byok_gateway those carry provider keys, so debug logging is refused.
-static bool ngx_byok_log_is_debug(ngx_log_t *log) {
+// with byok_gateway those carry provider keys, so debug logging is refused
+// wherever it is configured (main, http, server, location, debug_connection).
+// At info, nginx logs the whole line of an invalid or over-long client
+// header, which may hold a gateway key: that is worth a warning.
+enum class ByokLogRisk { None, ClientHeaders, UpstreamKeys };
+
+static ByokLogRisk ngx_byok_log_risk(ngx_log_t *log) {
+    ByokLogRisk risk = ByokLogRisk::None;
     for (; log != nullptr; log = log->next) {
-        if (log->log_level & NGX_LOG_DEBUG_ALL || log->log_level >= NGX_LOG_DEBUG) return true;
+        if (log->log_level & NGX_LOG_DEBUG_ALL || log->log_level >= NGX_LOG_DEBUG)
+            return ByokLogRisk::UpstreamKeys;
+        if (log->log_level >= NGX_LOG_INFO) risk = ByokLogRisk::ClientHeaders;
     }
-    return false;
+    return risk;
+}
+
+static const char ngx_byok_debug_refused[] = BYOK_LOG
+    "%s at \"debug\" level would write upstream request headers (provider keys) "
+    "to the log; refusing to start with byok_gateway";
+
+// An http-, server- or location-level error_log; false refuses the
+// configuration. The client-header warning is printed once.
+static bool ngx_byok_check_log(ngx_conf_t *cf, ngx_log_t *log) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_byok_module));
+    if (mcf == nullptr || !mcf->gateway_used) return true;
+    switch (ngx_byok_log_risk(log)) {
+        case ByokLogRisk::UpstreamKeys:
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0, ngx_byok_debug_refused,
+                          "an http, server or location error_log");
+            return false;
+        case ByokLogRisk::ClientHeaders:
+            if (!mcf->log_warned) {
+                mcf->log_warned = 1;
+                ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                              BYOK_LOG
+                              "error_log at \"info\" level logs whole invalid or over-long client "
+                              "header lines, which may hold gateway keys; use \"notice\" or higher "
+                              "with byok_gateway");
+            }
+            return true;
+        case ByokLogRisk::None:
+            break;
+    }
+    return true;
 }
 
 static ngx_int_t ngx_byok_init_module(ngx_cycle_t *cycle) {
     auto *mcf = static_cast<ngx_byok_main_conf_t *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
     if (mcf == nullptr || !mcf->gateway_used) return NGX_OK;
-    if (ngx_byok_log_is_debug(&cycle->new_log)) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      BYOK_LOG
-                      "error_log at \"debug\" level would write upstream request "
-                      "headers (provider keys) to the log; refusing to start with byok_gateway");
+    if (ngx_byok_log_risk(&cycle->new_log) == ByokLogRisk::UpstreamKeys) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, ngx_byok_debug_refused, "error_log");
         return NGX_ERROR;
     }
+#if (NGX_DEBUG)
+    auto *ecf = reinterpret_cast<ngx_event_conf_t *>(
+        ngx_event_get_conf(cycle->conf_ctx, ngx_event_core_module));
+    if (ecf != nullptr && ecf->debug_connection.nelts > 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, ngx_byok_debug_refused, "debug_connection");
+        return NGX_ERROR;
+    }
+#endif
     return NGX_OK;
 }
 
@@ -255,35 +310,27 @@ static std::string ngx_byok_conf_where(ngx_conf_t *cf) {
     return std::string(sv(cf->conf_file->file.name)) + ":" + std::to_string(cf->conf_file->line);
 }
 
-// Reads a small secret file; refuses files "other" users can read.
+// Besides root, a secret file may belong to the user nginx reads it as or
+// to the worker user when a `user` directive came before http{}.
+static std::vector<uint32_t> ngx_byok_secret_owners(ngx_conf_t *cf) {
+    std::vector<uint32_t> owners{static_cast<uint32_t>(geteuid())};
+    auto *ccf =
+        reinterpret_cast<ngx_core_conf_t *>(ngx_get_conf(cf->cycle->conf_ctx, ngx_core_module));
+    if (ccf != nullptr && ccf->user != (ngx_uid_t)NGX_CONF_UNSET_UINT)
+        owners.push_back(static_cast<uint32_t>(ccf->user));
+    return owners;
+}
+
+// Reads a small secret file with lib's rules (read_secret_file).
 static bool ngx_byok_read_secret_file(ngx_conf_t *cf, const std::string &path, std::string *out,
                                       const char *what) {
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, BYOK_LOG "%s: cannot open \"%s\"", what,
-                           path.c_str());
+    try {
+        byok::SecretString text = byok::read_secret_file(path, ngx_byok_secret_owners(cf));
+        out->assign(text.view());
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "%s: %s", what, e.what());
         return false;
     }
-    if (!S_ISREG(st.st_mode)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "%s: \"%s\" is not a regular file", what,
-                           path.c_str());
-        return false;
-    }
-    if (st.st_mode & 0007) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           BYOK_LOG "%s: \"%s\" is accessible by other users (chmod 600)", what,
-                           path.c_str());
-        return false;
-    }
-    std::ifstream f(path, std::ios::binary);
-    if (!f) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, BYOK_LOG "%s: cannot read \"%s\"", what,
-                           path.c_str());
-        return false;
-    }
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    *out = ss.str();
     return true;
 }
 
@@ -385,7 +432,8 @@ static char *ngx_byok_master_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, 
     if (m->have_ring) return (char *)"is duplicate";
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     try {
-        m->ring = byok::KeyRing::load_file(ngx_byok_conf_path(cf, &value[1]));
+        m->ring =
+            byok::KeyRing::load_file(ngx_byok_conf_path(cf, &value[1]), ngx_byok_secret_owners(cf));
         m->have_ring = true;
     } catch (const std::exception &e) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_master_keys: %s", e.what());

@@ -213,7 +213,7 @@ void setup_reply(redisAsyncContext *ac, void *r, void *privdata) {
         link->ready = true;
         if (link->backoff) ngx_byok_count(BYOK_REDIS_RECONNECT);
         link->backoff = 0;
-        ngx_log_error(NGX_LOG_INFO, g_log, 0, BYOK_LOG "redis %s link ready", link->name);
+        ngx_log_error(NGX_LOG_NOTICE, g_log, 0, BYOK_LOG "redis %s link ready", link->name);
         if (link->subscriber && link->timeout_ev.timer_set) ngx_del_timer(&link->timeout_ev);
         if (link == &g_cmd) flush_queue(true);
     }

@@ -251,6 +251,7 @@ http {
     server {
         listen 127.0.0.1:$2 backlog=4096;
         include $ROOT/conf/byok_gateway.conf;
+        include $ROOT/conf/byok_admin.conf;
         location /admin/v1/ { byok_admin; }
         location = /metrics { byok_metrics; }
     }

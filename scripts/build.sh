@@ -6,6 +6,7 @@
 #   BUILD_DIR   output directory (default <repo>/build)
 #   BYOK_CFLAGS extra compiler flags for lib/ and the glue (e.g. sanitizers)
 set -eu
+. "$(dirname "$0")/progress.sh"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NGX_SRC=${NGX_SRC:-/usr/share/nginx/src}
@@ -19,7 +20,13 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 }
 
 # 1. The C++ core as a static library.
-make -s -C "$ROOT" -j"$JOBS" BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" lib
+step build.sh "compiling lib/ (libbyok.a)" \
+    make -s -C "$ROOT" -j"$JOBS" BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" lib
+
+# 1b. The web console's assets (console/) as a C++ table the module links;
+#     rewritten only when they changed.
+CONSOLE_SRC=$BUILD_DIR/console/console_assets.cpp
+python3 "$ROOT/scripts/embed_console.py" "$ROOT/console" "$CONSOLE_SRC"
 
 # 2. A private copy of the nginx tree, configured once. Re-configured only
 #    when the module's file list, `config` or the flags change.
@@ -35,11 +42,11 @@ if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$s
     cd "$NGX_TREE"
     # conf_flags has no --with-cc-opt; the distro's nginx was built with
     # -fPIC, which a shared module needs anyway.
-    BYOK_LIB="$BUILD_DIR/lib/libbyok.a" ./configure "${NGX_CONF_FLAGS[@]}" \
+    step build.sh "configuring a private nginx tree (once)" \
+        env BYOK_LIB="$BUILD_DIR/lib/libbyok.a" BYOK_CONSOLE_SRC="$CONSOLE_SRC" ./configure "${NGX_CONF_FLAGS[@]}" \
         --with-cc-opt="-fPIC $BYOK_CFLAGS" \
         --with-ld-opt="$BYOK_CFLAGS" \
-        --add-dynamic-module="$ROOT" >"$NGX_TREE/configure.log" 2>&1 || {
-            tail -30 "$NGX_TREE/configure.log" >&2; exit 1; }
+        --add-dynamic-module="$ROOT"
     echo "$stamp" >"$NGX_TREE/.byok-stamp"
 fi
 
@@ -49,7 +56,7 @@ cd "$NGX_TREE"
 if [ "$BUILD_DIR/lib/libbyok.a" -nt objs/ngx_http_byok_module.so ]; then
     rm -f objs/ngx_http_byok_module.so
 fi
-make -s -j"$JOBS" -f objs/Makefile modules
+step build.sh "compiling the module glue and linking" make -s -j"$JOBS" -f objs/Makefile modules
 # A shared module may leave symbols undefined (nginx's own are resolved at
 # load time), so a missing lib/ definition would only show up at dlopen().
 undefined=$(nm -u --demangle objs/ngx_http_byok_module.so | grep 'byok::' || true)

@@ -2,12 +2,13 @@
 # Installs the Debian packages a target needs, only when something is missing.
 #   deps.sh build | test | bench | run
 set -eu
+. "$(dirname "$0")/progress.sh"
 
 build_pkgs="build-essential nginx nginx-dev libhiredis-dev libyaml-cpp-dev libssl-dev
-            libssh-dev nlohmann-json3-dev pkg-config ca-certificates"
-run_pkgs="redis-server openssl"
+            libssh-dev nlohmann-json3-dev pkg-config ca-certificates python3"
+run_pkgs="redis-server openssl python3 curl"
 test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests python3-cryptography
-           openssh-server"
+           openssh-server chromium"
 bench_pkgs="wrk redis-server python3 curl"
 
 case "${1:-build}" in
@@ -34,7 +35,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "deps.sh: missing packages:$missing (run as root or install them)" >&2
     exit 1
 fi
-echo "deps.sh: installing$missing"
+echo "deps.sh: missing packages:$missing"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq || true
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+step deps.sh "apt-get update" apt-get update -q || echo "deps.sh: apt-get update failed; trying the cached lists"
+# shellcheck disable=SC2086
+step deps.sh "installing $(echo $missing | wc -w) packages" \
+    apt-get install -y -q --no-install-recommends $missing

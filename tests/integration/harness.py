@@ -25,6 +25,7 @@ MODULE = Path(os.environ.get("BYOK_MODULE", str(REPO / "build" / "ngx_http_byok_
 NGINX = os.environ.get("BYOK_NGINX", "/usr/sbin/nginx")
 REDIS_SERVER = os.environ.get("BYOK_REDIS_SERVER", "redis-server")
 GATEWAY_CONF = REPO / "conf" / "byok_gateway.conf"
+ADMIN_CONF = REPO / "conf" / "byok_admin.conf"
 # Extra environment for every nginx the harness runs (and only nginx), as
 # shell words: `LD_PRELOAD='/x/libasan.so /x/libubsan.so' ASAN_OPTIONS=...`.
 # `make test-asan` uses it to load the sanitizer runtimes into the system
@@ -391,7 +392,7 @@ class Gateway:
                  providers: Optional[str] = None,
                  extra_main: str = "", extra_http: str = "", extra_server: str = "",
                  overrides: Optional[Dict[str, Optional[str]]] = None,
-                 worker_processes: int = 2, error_log_level: str = "info",
+                 worker_processes: int = 2, error_log_level: str = "notice",
                  access_log: bool = True):
         self.dir = Path(workdir)
         self.redis = redis_server
@@ -501,8 +502,10 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         include {GATEWAY_CONF};
+        include {ADMIN_CONF};
         location /admin/v1/ {{ byok_admin; }}
         location = /metrics {{ byok_metrics; }}
+        location /console/ {{ byok_console; }}
         {self.extra_server}
     }}
 }}

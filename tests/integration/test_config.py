@@ -61,10 +61,10 @@ def test_world_readable_master_key_file(cfg):
         assert s not in out
 
 
-def test_group_only_master_key_file_is_accepted(cfg):
+def test_group_readable_master_key_file_is_refused(cfg):
     cfg.write_master_keys(cfg.master_key_lines, mode=0o640)
     rc, out, _ = cfg.nginx_t(cfg.render())
-    assert rc == 0, out
+    assert rc != 0 and "chmod 600" in out, out
 
 
 @pytest.mark.parametrize("bad_line", [
@@ -208,7 +208,7 @@ def test_duplicate_directive(cfg):
 
 def test_debug_error_log_refused_or_warned(cfg):
     """SPEC §10: refuse to start (or warn loudly) with error_log ... debug."""
-    conf = cfg.render().replace(f"error_log {cfg.error_log_path} info;",
+    conf = cfg.render().replace(f"error_log {cfg.error_log_path} notice;",
                                 f"error_log {cfg.error_log_path} debug;")
     rc, out, _ = cfg.nginx_t(conf)
     assert rc != 0 or "[warn]" in out or "[emerg]" in out, out
@@ -233,6 +233,7 @@ def render_example_conf(cfg) -> str:
         "/etc/byok/openrouter.key": str(cfg.system_key_path),
         "/etc/byok/admin.tokens": str(cfg.admin_tokens_path),
         "/etc/byok/byok_gateway.conf": str(REPO / "conf" / "byok_gateway.conf"),
+        "/etc/byok/byok_admin.conf": str(REPO / "conf" / "byok_admin.conf"),
     }
     for a, b in repl.items():
         text = text.replace(a, b)
@@ -242,6 +243,7 @@ def render_example_conf(cfg) -> str:
     text = re.sub(r"^(\s*access_log\s+)\S+", rf"\g<1>{cfg.access_log_path}", text, flags=re.M)
     text = re.sub(r"^pid\s+[^;]*;", f"pid {cfg.pid_path};", text, flags=re.M)
     text = re.sub(r"listen\s+127\.0\.0\.1:8080", f"listen 127.0.0.1:{free_port()}", text)
+    text = re.sub(r"listen\s+127\.0\.0\.1:8081", f"listen 127.0.0.1:{free_port()}", text)
     text = re.sub(r"^(\s*byok_redis\s+)\S+", rf"\g<1>{cfg.redis.address}", text, flags=re.M)
     text = text.replace("http {", "http {\n"
                         f"    client_body_temp_path {t}/body; proxy_temp_path {t}/proxy;\n"

@@ -814,3 +814,32 @@ Test(admin_keys, i10_06_local_provider_is_refused_unless_allowed) {
     cr_assert(std::holds_alternative<RedisCall>(
         run(cfg, "PUT", "/projects/acme/keys/ollama", R"({"key":"anything-1234567"})").action));
 }
+
+// ---- GET /me (issue 15: the console asks who it is instead of probing) -------
+
+Test(admin_me, i15_admin_token_is_admin) {
+    Config cfg = config();
+    Step s = run(cfg, "GET", "/me");
+    cr_assert_eq(response(s).status, 200);
+    cr_assert_eq(body_of(s), json({{"kind", "admin"}}));
+    cr_assert_eq(response(run(cfg, "POST", "/me")).status, 405);
+}
+
+Test(admin_me, i15_gateway_key_is_its_project_with_scopes) {
+    Config cfg = config();
+    Call c;
+    c.path = "/me";
+    Step plain = as_project(cfg, "acme", c);
+    cr_assert_eq(response(plain).status, 200);
+    cr_assert_eq(body_of(plain),
+                 json({{"kind", "project"}, {"project", "acme"}, {"scopes", json::array()}}));
+
+    c.authorization = "Bearer byok_gatewaykey123";
+    Step s = run(cfg, c);
+    Step scoped =
+        feed(s, hash({{"project", "acme"}, {"id", "k1"}, {"scopes", "manage_keys  other"}}));
+    cr_assert_eq(body_of(scoped)["scopes"], json({"manage_keys", "other"}));
+
+    Step bad = run(cfg, c);
+    cr_assert_eq(response(feed(bad, hash({{"project", "acme"}, {"revoked", "1"}}))).status, 401);
+}

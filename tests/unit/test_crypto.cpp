@@ -249,14 +249,34 @@ Test(keyring, file_permissions) {
     const std::string text = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
     std::string p644 = temp_file("644.keys", text, 0644);
     cr_assert_eq(error_of([&] { KeyRing::load_file(p644); }),
-                 p644 + " is accessible by other users (chmod 600)");
+                 p644 + " is accessible by group or other users (chmod 600 " + p644 + ")");
     std::string p604 = temp_file("604.keys", text, 0604);
     cr_assert(contains(error_of([&] { KeyRing::load_file(p604); }), "chmod 600"));
     std::string p600 = temp_file("600.keys", text, 0600);
     cr_assert_eq(KeyRing::load_file(p600).active().kid, "k1");
-    std::string p640 = temp_file("640.keys", text, 0640);
-    cr_assert_eq(KeyRing::load_file(p640).active().kid, "k1");
-    for (const auto &p : {p644, p604, p600, p640}) unlink(p.c_str());
+    // Issue 10 item 13: group bits are refused too.
+    for (mode_t m : {0640, 0620, 0610, 0660}) {
+        std::string p = temp_file("group.keys", text, m);
+        cr_assert(contains(error_of([&] { KeyRing::load_file(p); }), "chmod 600"), "mode %o", m);
+        unlink(p.c_str());
+    }
+    for (const auto &p : {p644, p604, p600}) unlink(p.c_str());
+}
+
+Test(secret_file, owner_must_be_root_or_listed) {
+    std::string p =
+        temp_file("owned.keys", "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", 0600);
+    if (geteuid() != 0) {
+        unlink(p.c_str());
+        return;  // chown needs root; CI runs as root
+    }
+    cr_assert_eq(chown(p.c_str(), 4242, 4242), 0);
+    std::string err = error_of([&] { read_secret_file(p); });
+    cr_assert_eq(
+        err, p + " is owned by uid 4242, neither root nor the nginx user (chown root " + p + ")");
+    cr_assert_eq(read_secret_file(p, {4242}).view().substr(0, 3), "k1 ");
+    cr_assert_eq(KeyRing::load_file(p, {4242}).active().kid, "k1");
+    unlink(p.c_str());
 }
 
 Test(keyring, file_errors) {
