@@ -38,6 +38,10 @@ Step fail(int status, std::string_view code, std::string_view message) {
     return Step{Response{status, json_error(code, message, error_type(status)), {}}};
 }
 
+Step tier_refused() {
+    return fail(403, "tier_required", "BYOK requires the starter tier or above");
+}
+
 static Step internal_error() { return fail(500, "internal_error", "internal error"); }
 
 Step guarded(const std::function<Step()> &fn) {

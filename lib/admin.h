@@ -61,13 +61,15 @@ struct HttpCall {
 };
 // A blocking connection test of an execution server (SPEC §8), run by the
 // glue on nginx's thread pool: "ssh" (libssh: connect, host key, auth,
-// workspace via sftp) or "local" (path exists and is a directory).
+// workspace via sftp, or `test -d` on an exec channel when the server has
+// no sftp subsystem) or "local" (path exists and is a directory).
 struct ProbeResult {
     bool ok = false;
     std::string stage;                  // connect | host_key | auth | workspace | done
-    std::string message;                // secret-free
+    std::string message;                // detail; lib redacts it before showing it
     std::string host_key_fingerprint;   // "SHA256:..." seen (ssh)
     bool trusted_on_first_use = false;  // nothing was pinned; record the one seen
+    std::string workspace_check;        // ssh: "sftp" | "exec" once the check ran
     int64_t latency_ms = 0;
 };
 struct ProbeCall {
@@ -79,7 +81,14 @@ struct ProbeCall {
     std::shared_ptr<SecretString> secret;  // private key text or password
     std::string host_key_fingerprint;      // pinned, or "" (trust on first use)
     std::string workspace_path;            // ssh: checked remotely; local: the path
+    // ssh without an sftp subsystem: the command whose exit status 0 / 1
+    // says whether workspace_path is a directory (the path shell-quoted).
+    std::string workspace_exec;
     int timeout_ms = 10000;
+    // ssh, chosen by a tenant: the glue resolves `host` itself, refuses it
+    // unless every address passes resolved_address_problem(), and hands
+    // libssh the checked address (the name stays for messages).
+    bool check_resolved_address = false;
     std::function<Step(const ProbeResult &)> next;
 };
 

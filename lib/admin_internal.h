@@ -84,6 +84,9 @@ extern const std::string kScriptMultiHgetall;
 Step respond(int status, const json &body);
 Step fail(int status, std::string_view code, std::string_view message);
 std::string dump(const json &j);  // never throws on invalid UTF-8
+// The Ops-Center rule: provider keys and execution servers (BYOK features)
+// need the starter tier or above.
+Step tier_refused();
 
 // A RedisCall whose continuation answers 503 on Unavailable, 500 on a Redis
 // error and 500 when `next` throws.

@@ -8,6 +8,7 @@
 #include "lib/admin_internal.h"
 #include "lib/layout.h"
 #include "lib/project.h"
+#include "lib/redact.h"
 
 namespace byok::admin::detail {
 
@@ -131,10 +132,6 @@ std::string field_or(const Fields &f, const std::string &k) {
 bool tier_allows_byok(const Fields &project) {
     auto t = parse_tier(field_or(project, "tier"));
     return t && *t != Tier::Free;
-}
-
-Step tier_refused() {
-    return fail(403, "tier_required", "BYOK requires the starter tier or above");
 }
 
 // Endpoint field rules shared by PUT and PATCH; fills `normalized`.
@@ -421,81 +418,42 @@ namespace {
 struct TestResult {
     std::string status;  // valid | invalid | error
     int http_status = 0;
-    std::string message;
+    std::string message;  // fixed per outcome: never text from the provider
     int64_t latency_ms = 0;
+    std::string excerpt;  // what the provider said, through redact_excerpt()
 };
 
-void redact(std::string &msg, std::string_view key) {
-    if (key.empty()) return;
-    const std::string mark = "[redacted]";
-    for (size_t pos; (pos = msg.find(key)) != std::string::npos;)
-        msg.replace(pos, key.size(), mark);
-    // A body cut inside the key leaves a prefix of it at the end.
-    for (size_t k = std::min(key.size(), msg.size()); k >= 8; --k) {
-        if (msg.compare(msg.size() - k, k, key.substr(0, k)) == 0) {
-            msg.replace(msg.size() - k, k, mark);
-            break;
-        }
-    }
-}
-
-// At most `max` bytes, not cutting a UTF-8 sequence.
-void truncate_utf8(std::string &s, size_t max) {
-    if (s.size() <= max) return;
-    size_t n = max;
-    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-    s.resize(n);
-}
-
-std::string provider_message(const HttpResult &h, std::string_view key) {
-    std::string msg;
-    // A long success (a model list) is cut mid-JSON: it says nothing more.
-    bool long_success = h.truncated && h.status >= 200 && h.status < 300;
-    json j = long_success ? json::object() : json::parse(h.body, nullptr, false);
-    if (j.is_object()) {
-        auto err = j.find("error");
-        if (err != j.end() && err->is_object() && err->contains("message") &&
-            (*err)["message"].is_string())
-            msg = (*err)["message"].get<std::string>();
-        else if (err != j.end() && err->is_string())
-            msg = err->get<std::string>();
-        else if (j.contains("message") && j["message"].is_string())
-            msg = j["message"].get<std::string>();
-        else if (j.contains("detail") && j["detail"].is_string())
-            msg = j["detail"].get<std::string>();
-    } else if (!j.is_discarded()) {
-        msg.clear();  // JSON, but no message we know (e.g. a model list)
-    } else {
-        msg = h.body.substr(0, 4096);
-    }
-    redact(msg, key);
-    for (auto &ch : msg)
-        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
-    size_t b = msg.find_first_not_of(' ');
-    msg = b == std::string::npos ? std::string() : msg.substr(b, msg.find_last_not_of(' ') - b + 1);
-    if (msg.empty()) {
-        if (h.status == 0)
-            msg = "connection failed or timed out";
-        else if (h.status >= 200 && h.status < 300)
-            msg = "ok";
-        else
-            msg = "HTTP " + std::to_string(h.status);
-    }
-    truncate_utf8(msg, 200);
-    return msg;
+// The provider's own error text when it has one, else the body.
+std::string provider_said(const HttpResult &h) {
+    json j = json::parse(h.body, nullptr, false);
+    if (j.is_discarded()) return h.body;
+    if (!j.is_object()) return "";
+    auto err = j.find("error");
+    if (err != j.end() && err->is_object() && err->contains("message") &&
+        (*err)["message"].is_string())
+        return (*err)["message"].get<std::string>();
+    if (err != j.end() && err->is_string()) return err->get<std::string>();
+    for (const char *f : {"message", "detail"})
+        if (j.contains(f) && j[f].is_string()) return j[f].get<std::string>();
+    return "";  // JSON, but no message we know (e.g. a model list)
 }
 
 TestResult classify(const HttpResult &h, std::string_view key) {
     TestResult t;
     t.http_status = h.status;
     t.latency_ms = h.latency_ms;
-    if (h.status >= 200 && h.status < 300)
+    if (h.status >= 200 && h.status < 300) {
         t.status = "valid";
-    else if (h.status == 401 || h.status == 403)
+        t.message = "the provider accepted the key";
+    } else if (h.status == 401 || h.status == 403) {
         t.status = "invalid";
-    else
+        t.message = "the provider refused the key";
+    } else {
         t.status = "error";
-    t.message = provider_message(h, key);
+        t.message = h.status == 0 ? "connection failed or timed out"
+                                  : "the provider answered with an unexpected HTTP status";
+    }
+    t.excerpt = redact_excerpt(provider_said(h), {key});
     return t;
 }
 
@@ -503,14 +461,12 @@ TestResult classify(const HttpResult &h, std::string_view key) {
 // with it whatever the store outcome.
 Step store_result(const CtxPtr &c, const std::string &pid, const std::string &provider,
                   const std::string &ct, const TestResult &t) {
-    json out{{"provider", provider},
-             {"status", t.status},
-             {"http_status", t.http_status},
-             {"message", t.message},
-             {"latency_ms", t.latency_ms}};
+    json out{{"provider", provider}, {"status", t.status},   {"http_status", t.http_status},
+             {"message", t.message}, {"excerpt", t.excerpt}, {"latency_ms", t.latency_ms}};
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(*c, kScriptKeyTestStore, pid, {l.keys(pid)},
-                         {provider, ct, c->at, t.status, t.message});
+    auto argv = mutation(
+        *c, kScriptKeyTestStore, pid, {l.keys(pid)},
+        {provider, ct, c->at, t.status, t.message, t.excerpt, std::to_string(t.http_status)});
     return redis(std::move(argv), [out](const Reply &) { return respond(200, out); });
 }
 
@@ -557,7 +513,7 @@ Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &
                          key = std::make_shared<SecretString>(open_sealed(
                              *c->cfg->ring, rec.sealed, key_binding(pid, prov->id, rec.endpoint)));
                      } catch (const Error &) {
-                         TestResult t{"error", 0, "stored key does not decrypt", 0};
+                         TestResult t{"error", 0, "stored key does not decrypt", 0, ""};
                          return store_result(c, pid, prov->id, ct, t);
                      }
                      HttpCall call;

@@ -200,7 +200,8 @@ return {0}
 // ciphertext (a concurrent PATCH of metadata is kept; a replaced key is not
 // marked with the old key's result).
 // KEYS[2] keys hash; ARGV[5] provider, [6] ct (base64 as in the record),
-// [7] last_tested, [8] test_status, [9] test_message.
+// [7] last_tested, [8] test_status, [9] test_message (fixed per outcome),
+// [10] test_excerpt (redacted), [11] test_http_status.
 // → {0} | {4} record gone | {6} record replaced or unreadable.
 const std::string kScriptKeyTestStore = kAudit + R"lua(
 local cur = redis.call('HGET', KEYS[2], ARGV[5])
@@ -210,6 +211,8 @@ if not ok or type(r) ~= 'table' or r.ct ~= ARGV[6] then return {6} end
 r.last_tested = ARGV[7]
 r.test_status = ARGV[8]
 r.test_message = ARGV[9]
+r.test_excerpt = ARGV[10]
+r.test_http_status = tonumber(ARGV[11]) or 0
 redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
 audit('key.test', ARGV[5])
 return {0}
@@ -243,14 +246,19 @@ return {0, n, skipped}
 // default per project" and the project's `default_server` field in step.
 // KEYS[2] project hash, [3] servers hash; ARGV[5] server id, [6] expected
 // current JSON ("" = must be absent: create), [7] new JSON, [8] "1" = the
-// new record is the project's default, [9] audit action.
+// new record is the project's default, [9] audit action, [10] "1" = the
+// project must be on the starter tier or above (create and PUT).
 // When [8] is "1", every other record with is_default = true is rewritten
 // with is_default = false (updated_at = ARGV[2]) and default_server is set
 // to the id; otherwise default_server is removed if it named this server.
 // → {1} created | {0} replaced | {2} no project | {3} exists (create) |
-//   {4} gone (replace) | {6} record changed meanwhile.
+//   {4} gone (replace) | {5} tier too low | {6} record changed meanwhile.
 const std::string kScriptServerSet = kAudit + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
+if ARGV[10] == '1' then
+  local tier = redis.call('HGET', KEYS[2], 'tier')
+  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if ARGV[6] == '' then
   if cur then return {3} end
@@ -300,12 +308,13 @@ return {0, was}
 // changed host or credential is not marked with the old result). With
 // ARGV[10] set (trust on first use) it also pins that fingerprint into
 // connection_config.host_key_fingerprint, only if none is pinned yet, and
-// replaces `secrets` with ARGV[11]: the secrets re-sealed bound to the pinned
+// replaces `secrets` with ARGV[13]: the secrets re-sealed bound to the pinned
 // fingerprint (record version 2). A record with secrets is not pinned
 // without them (its secrets would no longer decrypt).
 // KEYS[2] servers hash; ARGV[5] server id, [6] config_rev, [7]
-// last_tested_at, [8] test_status, [9] test_message, [10] fingerprint seen
-// or "", [11] re-sealed secrets JSON or "".
+// last_tested_at, [8] test_status, [9] test_message (fixed per outcome),
+// [10] fingerprint seen or "", [11] test_excerpt (redacted), [12]
+// test_http_status ("0" = none), [13] re-sealed secrets JSON or "".
 // → {0, 1 if the fingerprint was pinned else 0} | {4} record gone |
 //   {6} record changed or unreadable.
 const std::string kScriptServerTestStore = kAudit + R"lua(
@@ -316,15 +325,17 @@ if not ok or type(r) ~= 'table' or r.config_rev ~= ARGV[6] then return {6} end
 r.last_tested_at = ARGV[7]
 r.test_status = ARGV[8]
 r.test_message = ARGV[9]
+r.test_excerpt = ARGV[11]
+r.test_http_status = tonumber(ARGV[12]) or 0
 local pinned = 0
 local has_secrets = r.secrets ~= nil and r.secrets ~= cjson.null
 if ARGV[10] ~= '' and type(r.connection_config) == 'table' and
-   (ARGV[11] ~= '' or not has_secrets) then
+   (ARGV[13] ~= '' or not has_secrets) then
   local fp = r.connection_config.host_key_fingerprint
   if fp == nil or fp == cjson.null or fp == '' then
     r.connection_config.host_key_fingerprint = ARGV[10]
-    if ARGV[11] ~= '' then
-      r.secrets = cjson.decode(ARGV[11])
+    if ARGV[13] ~= '' then
+      r.secrets = cjson.decode(ARGV[13])
       r.v = r.secrets.v
     end
     pinned = 1

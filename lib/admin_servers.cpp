@@ -11,8 +11,9 @@
 //   secrets {v, kid, salt, nonce, ct, fields} (absent when none; the
 //   plaintext is the JSON object of the secret fields), workspace_path,
 //   is_default, is_active, created_at, updated_at, last_tested_at,
-//   test_status, test_message, config_rev (random; changes whenever what a
-//   connection test depends on changes).
+//   test_status, test_message (fixed per outcome), test_http_status,
+//   test_excerpt (what the target said, redacted), config_rev (random;
+//   changes whenever what a connection test depends on changes).
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 
 #include "lib/admin_internal.h"
 #include "lib/layout.h"
+#include "lib/redact.h"
 
 namespace byok::admin::detail {
 
@@ -48,6 +50,8 @@ struct ServerRecord {
     std::string workspace_path;
     bool is_default = false, is_active = true;
     std::string created_at, updated_at, last_tested_at, test_status, test_message;
+    int test_http_status = 0;
+    std::string test_excerpt;
     std::string config_rev;
 };
 
@@ -139,6 +143,9 @@ ServerRecord parse_server(std::string_view raw, std::string_view sid) {
     r.last_tested_at = str_member(j, "last_tested_at", false);
     r.test_status = str_member(j, "test_status", false);
     r.test_message = str_member(j, "test_message", false);
+    r.test_excerpt = str_member(j, "test_excerpt", false);
+    if (auto hs = j.find("test_http_status"); hs != j.end() && hs->is_number_integer())
+        r.test_http_status = hs->get<int>();
     r.config_rev = str_member(j, "config_rev", false);
     return r;
 }
@@ -164,6 +171,8 @@ std::string serialize_server(const ServerRecord &r) {
     j["last_tested_at"] = r.last_tested_at;
     j["test_status"] = r.test_status;
     j["test_message"] = r.test_message;
+    j["test_http_status"] = r.test_http_status;
+    j["test_excerpt"] = r.test_excerpt;
     j["config_rev"] = r.config_rev;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -186,7 +195,9 @@ json server_view(const ServerRecord &r) {
                 {"updated_at", r.updated_at},
                 {"last_tested_at", or_null(r.last_tested_at)},
                 {"test_status", or_null(r.test_status)},
-                {"test_message", or_null(r.test_message)}};
+                {"test_message", or_null(r.test_message)},
+                {"test_http_status", r.test_http_status ? json(r.test_http_status) : json(nullptr)},
+                {"test_excerpt", or_null(r.test_excerpt)}};
 }
 
 // ---- secrets ------------------------------------------------------------------
@@ -446,6 +457,12 @@ std::string cc_string(const json &cc, const char *name) {
     return it != cc.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// The fields that decide where a server's secret is sent (and to whom it
+// is proven: the pinned host key). A PATCH changing one needs the secret
+// again (or an admin token), and all are bound into the secrets' AAD.
+const char *const kTargetFields[] = {"host",     "port",   "username", "host_key_fingerprint",
+                                     "endpoint", "api_url"};
+
 // What a server's secrets are bound to (record version 2): the project, the
 // subject "server:<sid>", the type and every connection field that decides
 // where the secrets are sent. A record retargeted straight in Redis (another
@@ -455,18 +472,16 @@ class ServerBinding {
   public:
     ServerBinding(std::string_view pid, std::string_view sid, std::string_view type, const json &cc)
         : pid_(pid), subject_(server_subject(sid)), type_(type) {
-        static const char *const kTargets[] = {"host",     "port",    "username",
-                                               "endpoint", "api_url", "host_key_fingerprint"};
         b_.pid = pid_;
         b_.subject = subject_;
         b_.bind("server_type", type_);
         for (size_t i = 0; i < values_.size(); i++) {
-            auto it = cc.find(kTargets[i]);
+            auto it = cc.find(kTargetFields[i]);
             if (it != cc.end() && it->is_string())
                 values_[i] = it->get<std::string>();
             else if (it != cc.end() && it->is_number_integer())
                 values_[i] = std::to_string(it->get<long long>());
-            b_.bind(kTargets[i], values_[i]);
+            b_.bind(kTargetFields[i], values_[i]);
         }
     }
     ServerBinding(const ServerRecord &r, std::string_view pid)
@@ -480,7 +495,7 @@ class ServerBinding {
 
   private:
     std::string pid_, subject_, type_;
-    std::array<std::string, 6> values_;
+    std::array<std::string, std::size(kTargetFields)> values_;
     Binding b_;
 };
 
@@ -557,7 +572,8 @@ std::optional<Step> check_type(const json &body) {
 using Builder = std::function<std::variant<ServerRecord, Step>(const std::string &old_json)>;
 struct ServerWrite {
     std::string pid, sid, action;
-    Builder build;  // PUT / PATCH: from the current record
+    bool require_tier = false;  // create and PUT: a BYOK feature (starter or above)
+    Builder build;              // PUT / PATCH: from the current record
 };
 
 Step script_outcome(long long code, const ServerRecord &rec, const std::function<Step()> &retry,
@@ -565,6 +581,7 @@ Step script_outcome(long long code, const ServerRecord &rec, const std::function
     if (code == kNoProject) return project_missing();
     if (code == kExists) return fail(409, "server_exists", "a server with this id already exists");
     if (code == kNotFound) return server_missing();
+    if (code == kTier) return tier_refused();
     if (code == kConflict) {
         if (attempt + 1 >= kCasAttempts)
             return fail(409, "conflict", "the server was changed concurrently, retry");
@@ -574,10 +591,12 @@ Step script_outcome(long long code, const ServerRecord &rec, const std::function
 }
 
 std::vector<std::string> set_argv(const Ctx &c, const std::string &pid, const ServerRecord &rec,
-                                  const std::string &expected, const std::string &action) {
+                                  const std::string &expected, const std::string &action,
+                                  bool require_tier) {
     const Layout &l = c.cfg->layout;
     return mutation(c, kScriptServerSet, pid, {l.project(pid), l.servers(pid)},
-                    {rec.id, expected, serialize_server(rec), rec.is_default ? "1" : "0", action});
+                    {rec.id, expected, serialize_server(rec), rec.is_default ? "1" : "0", action,
+                     require_tier ? "1" : "0"});
 }
 
 // Read-modify-write of an existing record with a compare-and-set.
@@ -593,7 +612,7 @@ Step update(const CtxPtr &c, std::shared_ptr<const ServerWrite> w, int attempt) 
         auto built = w->build(old);
         if (auto *s = std::get_if<Step>(&built)) return std::move(*s);
         auto rec = std::make_shared<ServerRecord>(std::move(std::get<ServerRecord>(built)));
-        return redis(set_argv(*c, w->pid, *rec, old, w->action),
+        return redis(set_argv(*c, w->pid, *rec, old, w->action, w->require_tier),
                      [c, w, attempt, rec](const Reply &wr) -> Step {
                          return script_outcome(
                              script_code(wr), *rec, [&] { return update(c, w, attempt + 1); },
@@ -727,7 +746,7 @@ Step server_create(const CtxPtr &c, const std::string &pid, json &body) {
     rec->created_at = rec->updated_at = c->at;
     rec->config_rev = new_rev();
     // The script refuses an existing id, so no read is needed first.
-    return redis(set_argv(*c, pid, *rec, "", "server.create"), [rec](const Reply &r) {
+    return redis(set_argv(*c, pid, *rec, "", "server.create", true), [rec](const Reply &r) {
         return script_outcome(
             script_code(r), *rec, [] { return server_missing(); }, kCasAttempts);
     });
@@ -743,6 +762,7 @@ Step server_put(const CtxPtr &c, const std::string &pid, const std::string &sid,
     w->pid = pid;
     w->sid = sid;
     w->action = "server.put";
+    w->require_tier = true;
     // A full replace: keeps created_at, and is_default / is_active when the
     // body does not say; test results belong to the old configuration.
     w->build = [d, sid, at = c->at](const std::string &old) -> std::variant<ServerRecord, Step> {
@@ -781,9 +801,16 @@ struct Patch {
     std::shared_ptr<SecretMap> secrets = std::make_shared<SecretMap>();
 };
 
+Step secret_required() {
+    return fail(409, "secret_required",
+                "changing where the server's credentials are sent (host, port, username, "
+                "host_key_fingerprint, endpoint, api_url) needs the secret again in the same "
+                "request, or an admin token");
+}
+
 std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::string &pid,
                                              const std::string &sid, const std::string &at,
-                                             const Patch &p, const std::string &old) {
+                                             bool admin, const Patch &p, const std::string &old) {
     ServerRecord rec;
     try {
         rec = parse_server(old, sid);
@@ -799,9 +826,16 @@ std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::strin
     if (p.is_active) rec.is_active = *p.is_active;
     bool reconfigured = p.config.has_value() || p.workspace_path.has_value();
     if (p.workspace_path) rec.workspace_path = *p.workspace_path;
+    bool retargeted = false;
     if (p.config) {
         json given = *p.config;
         if (auto e = check_config(cfg, rec.type, given, *p.secrets)) return std::move(*e);
+        for (const char *f : kTargetFields) {
+            auto now = given.find(f);
+            auto was = rec.config.find(f);
+            retargeted =
+                retargeted || (now != given.end() && (was == rec.config.end() || *was != *now));
+        }
         for (const auto &item : given.items()) rec.config[item.key()] = item.value();
         fill_defaults(rec.type, rec.config);
         if (auto e = check_unused(rec.type, rec.config, *p.secrets)) return std::move(*e);
@@ -815,6 +849,11 @@ std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::strin
         if (available.count(f)) have.insert(f);
     if (auto e = check_complete(rec.type, rec.config, have, rec.workspace_path))
         return std::move(*e);
+    // A write-only secret must not be redirected to a host of the caller's
+    // choosing: a new target needs the secret again (or the operator).
+    if (retargeted && !admin)
+        for (const auto &f : have)
+            if (!p.secrets->count(f)) return secret_required();
 
     ServerBinding after(rec, pid);
     // A new target re-seals the kept secrets bound to it.
@@ -883,8 +922,8 @@ Step server_patch(const CtxPtr &c, const std::string &pid, const std::string &si
     w->action = "server.patch";
     const Config *cfg = c->cfg;
     std::shared_ptr<const Patch> patch = p;
-    w->build = [cfg, pid, sid, patch, at = c->at](const std::string &old) {
-        return apply_patch(*cfg, pid, sid, at, *patch, old);
+    w->build = [cfg, pid, sid, patch, at = c->at, admin = c->who.admin](const std::string &old) {
+        return apply_patch(*cfg, pid, sid, at, admin, *patch, old);
     };
     return update(c, std::move(w), 0);
 }
@@ -907,43 +946,55 @@ namespace {
 
 struct Outcome {
     bool ok = false;
-    std::string stage;  // connect | host_key | auth | workspace | done
-    std::string message;
+    std::string stage;    // connect | host_key | auth | workspace | done
+    std::string message;  // fixed per outcome: never text from the target
+    std::string excerpt;  // what the target said, through redact_excerpt()
+    int http_status = 0;  // docker / kubernetes; 0 = no answer
     int64_t latency_ms = 0;
     bool ssh = false;
     std::string fingerprint;  // seen (ssh)
     bool tofu = false;
+    std::string workspace_check;  // ssh: "sftp" | "exec", how the workspace was checked
 };
 
-void redact(std::string &msg, std::string_view s) {
-    if (s.size() < 4) return;
-    for (size_t pos; (pos = msg.find(s)) != std::string::npos;)
-        msg.replace(pos, s.size(), "[redacted]");
+// Self-service tests must not map the operator's network nor scan ports: a
+// refused target, a closed port, a filtered one and a name that does not
+// resolve all give this one answer (no excerpt, no latency).
+constexpr const char *kUnreachable =
+    "the server could not be reached, or the target is not allowed for self-service tests";
+
+const char *fixed_message(std::string_view type, std::string_view stage) {
+    if (stage == "done") {
+        if (type == "ssh") return "connected, authenticated and found the workspace";
+        if (type == "local") return "the workspace path exists and is a directory";
+        if (type == "docker") return "the Docker engine answered the ping";
+        return "the Kubernetes API accepted the token";
+    }
+    if (stage == "host_key") return "the host key check failed";
+    if (stage == "auth") return "the server refused the credentials";
+    if (stage == "workspace") return "workspace_path does not exist or is not a directory";
+    return "cannot connect to the server";
 }
 
-// Secret-free, single line, at most 200 bytes (not cutting UTF-8). Each
-// secret is redacted whole and, for multi-line ones (keys), line by line.
-std::string clean_message(std::string msg, const SecretMap *secrets) {
-    if (secrets) {
-        for (const auto &kv : *secrets) {
-            std::string_view s = kv.second.view();
-            redact(msg, s);
-            while (!s.empty()) {
-                size_t nl = s.find('\n');
-                std::string_view line = trim_ws(s.substr(0, nl));
-                if (line.size() >= 16) redact(msg, line);
-                s = nl == std::string_view::npos ? std::string_view() : s.substr(nl + 1);
-            }
-        }
-    }
-    for (auto &ch : msg)
-        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
-    if (msg.size() > 200) {
-        size_t n = 200;
-        while (n > 0 && (static_cast<unsigned char>(msg[n]) & 0xC0) == 0x80) --n;
-        msg.resize(n);
-    }
-    return msg;
+// One POSIX shell word: single quotes, each embedded ' as '\''.
+std::string shell_quote(std::string_view s) {
+    std::string out = "'";
+    for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return out + "'";
+}
+
+std::vector<std::string_view> secret_views(const SecretMap *secrets) {
+    std::vector<std::string_view> out;
+    if (secrets)
+        for (const auto &kv : *secrets) out.push_back(kv.second.view());
+    return out;
+}
+
+void hide_reachability(Outcome &o) {
+    o.message = kUnreachable;
+    o.excerpt.clear();
+    o.http_status = 0;
+    o.latency_ms = 0;
 }
 
 Outcome failed(std::string stage, std::string message) {
@@ -953,7 +1004,8 @@ Outcome failed(std::string stage, std::string message) {
     return o;
 }
 
-Outcome from_probe(const ProbeResult &r, bool ssh, const SecretMap *secrets) {
+Outcome from_probe(const ProbeResult &r, const std::string &type, bool self_service,
+                   const SecretMap *secrets) {
     Outcome o;
     o.ok = r.ok;
     static const char *const stages[] = {"connect", "host_key", "auth", "workspace"};
@@ -963,50 +1015,59 @@ Outcome from_probe(const ProbeResult &r, bool ssh, const SecretMap *secrets) {
         for (const char *s : stages)
             if (r.stage == s) o.stage = s;
     }
-    o.message = clean_message(r.message, secrets);
-    if (o.message.empty()) o.message = r.ok ? "ok" : "the connection test failed";
+    o.message = fixed_message(type, o.stage);
+    o.excerpt = redact_excerpt(r.message, secret_views(secrets));
     o.latency_ms = r.latency_ms;
-    o.ssh = ssh;
-    if (ssh) {
+    o.ssh = type == "ssh";
+    if (o.ssh) {
         std::string norm;
         if (valid_fingerprint(r.host_key_fingerprint, &norm)) o.fingerprint = norm;
         o.tofu = r.trusted_on_first_use;
+        if (r.workspace_check == "sftp" || r.workspace_check == "exec")
+            o.workspace_check = r.workspace_check;
     }
+    if (self_service && o.stage == "connect") hide_reachability(o);
     return o;
 }
 
-Outcome from_http(const HttpResult &h, std::string_view type) {
+Outcome from_http(const HttpResult &h, const std::string &type, bool self_service,
+                  const SecretMap *secrets) {
     Outcome o;
     o.latency_ms = h.latency_ms;
-    if (h.status == 0) {
-        o.stage = "connect";
-        o.message = "connection failed or timed out";
-    } else if (h.status >= 200 && h.status < 300) {
+    o.http_status = h.status;
+    o.stage = "connect";
+    if (h.status >= 200 && h.status < 300) {
         o.ok = true;
         o.stage = "done";
-        o.message = "ok";
-        json j = json::parse(h.body, nullptr, false);
-        if (type == "kubernetes" && j.is_object() && j.contains("gitVersion") &&
-            j["gitVersion"].is_string())
-            o.message = clean_message("Kubernetes " + j["gitVersion"].get<std::string>(), nullptr);
-        else if (type == "docker")
-            o.message = "the Docker engine answered the ping";
     } else if (h.status == 401 || h.status == 403) {
         o.stage = "auth";
-        o.message = "the endpoint refused the credentials (HTTP " + std::to_string(h.status) + ")";
-    } else {
-        o.stage = "connect";
-        o.message = "unexpected HTTP status " + std::to_string(h.status);
     }
+    o.message = h.status == 0 || o.stage != "connect" ? fixed_message(type, o.stage)
+                                                      : "the endpoint answered with an "
+                                                        "unexpected HTTP status";
+    std::string said = h.body;
+    json j = json::parse(h.body, nullptr, false);
+    if (type == "kubernetes" && o.ok && j.is_object() && j.contains("gitVersion") &&
+        j["gitVersion"].is_string())
+        said = "Kubernetes " + j["gitVersion"].get<std::string>();
+    o.excerpt = redact_excerpt(said, secret_views(secrets));
+    if (self_service && h.status == 0) hide_reachability(o);
     return o;
 }
 
 json outcome_json(const std::string &sid, const std::string &type, const Outcome &o) {
-    json out{{"id", sid},        {"server_type", type},  {"status", o.ok ? "ok" : "failed"},
-             {"stage", o.stage}, {"message", o.message}, {"latency_ms", o.latency_ms}};
+    json out{{"id", sid},
+             {"server_type", type},
+             {"status", o.ok ? "ok" : "failed"},
+             {"stage", o.stage},
+             {"message", o.message},
+             {"excerpt", o.excerpt},
+             {"latency_ms", o.latency_ms}};
+    if (type == "docker" || type == "kubernetes") out["http_status"] = o.http_status;
     if (o.ssh) {
         out["host_key_fingerprint"] = o.fingerprint;
         out["trusted_on_first_use"] = o.tofu;
+        out["workspace_check"] = or_null(o.workspace_check);
     }
     return out;
 }
@@ -1036,9 +1097,9 @@ Step store_outcome(const CtxPtr &c, const std::string &pid, const ServerRecord &
     if (!pin.empty() && rec.secrets && secrets && !secrets->empty())
         resealed = resealed_for_pin(*c->cfg, pid, rec, pin, *secrets);
     const Layout &l = c->cfg->layout;
-    auto argv =
-        mutation(*c, kScriptServerTestStore, pid, {l.servers(pid)},
-                 {rec.id, rec.config_rev, c->at, o.ok ? "ok" : "failed", o.message, pin, resealed});
+    auto argv = mutation(*c, kScriptServerTestStore, pid, {l.servers(pid)},
+                         {rec.id, rec.config_rev, c->at, o.ok ? "ok" : "failed", o.message, pin,
+                          o.excerpt, std::to_string(o.http_status), resealed});
     return redis(std::move(argv), [out](const Reply &r) mutable {
         if (out.contains("trusted_on_first_use"))
             out["host_key_recorded"] = script_code(r) == kOk && script_item(r, 1).integer == 1;
@@ -1064,6 +1125,7 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
     };
     const json &cc = rec->config;
     int timeout = c->cfg->server_test_timeout_ms;
+    bool self_service = !c->who.admin;
 
     if (rec->type == "ssh" || rec->type == "local") {
         ProbeCall call;
@@ -1079,15 +1141,18 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
             call.auth_method = cc_string(cc, "auth_method");
             call.host_key_fingerprint = cc_string(cc, "host_key_fingerprint");
             call.secret = secret(call.auth_method == "key" ? "private_key" : "password");
+            call.check_resolved_address = self_service;
+            call.workspace_exec = "test -d " + shell_quote(rec->workspace_path);
             if (!call.secret) {
                 Outcome o = failed("auth", "no credentials are stored for this server");
                 o.ssh = true;
                 return store_outcome(c, pid, *rec, o);
             }
         }
-        call.next = [c, pid, rec, ssh, secrets](const ProbeResult &r) {
+        call.next = [c, pid, rec, self_service, secrets](const ProbeResult &r) {
             return guarded([&] {
-                return store_outcome(c, pid, *rec, from_probe(r, ssh, secrets.get()),
+                return store_outcome(c, pid, *rec,
+                                     from_probe(r, rec->type, self_service, secrets.get()),
                                      secrets.get());
             });
         };
@@ -1097,7 +1162,7 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
     HttpCall call;
     call.method = "GET";
     call.timeout_ms = timeout;
-    call.check_resolved_address = !c->who.admin;
+    call.check_resolved_address = self_service;
     if (rec->type == "docker") {
         call.url = cc_string(cc, "endpoint") + "/_ping";
     } else {
@@ -1114,36 +1179,34 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
             Header{"Authorization", "Bearer " + std::string(token->second.view())});
         call.headers.push_back(Header{"Accept", "application/json"});
     }
-    std::string type = rec->type;
-    call.next = [c, pid, rec, type](const HttpResult &h) {
-        return guarded([&] { return store_outcome(c, pid, *rec, from_http(h, type)); });
+    call.next = [c, pid, rec, self_service, secrets](const HttpResult &h) {
+        return guarded([&] {
+            return store_outcome(c, pid, *rec,
+                                 from_http(h, rec->type, self_service, secrets.get()));
+        });
     };
     return Step{std::move(call)};
 }
 
-}  // namespace
-
 // A project's own gateway key may not turn the gateway into a probe of the
-// operator's network: its tests follow the custom-endpoint rules (https, no
-// private/loopback/link-local literals unless in byok_allow_endpoint) and
-// "local" tests (a path on the gateway host) need an admin token.
+// operator's network. "local" tests (a path on the gateway host) need an
+// admin token; docker / kubernetes URLs follow the custom-endpoint rules
+// (https, no private/loopback/link-local literals unless in
+// byok_allow_endpoint). Every target is then resolved and checked by the
+// glue (check_resolved_address), and ssh relies on that alone so that a
+// private literal, a name resolving inside and a closed port look the same.
 std::optional<Step> self_service_target_refused(const CtxPtr &c, const ServerRecord &rec) {
-    if (c->who.admin) return std::nullopt;
+    if (c->who.admin || rec.type == "ssh") return std::nullopt;
     if (rec.type == "local")
         return fail(403, "admin_only", "testing a local server needs an admin token");
-    auto field = [&](const char *name) -> std::string {
-        auto it = rec.config.find(name);
-        return it != rec.config.end() && it->is_string() ? it->get<std::string>() : "";
-    };
-    std::string target = rec.type == "ssh"          ? "https://" + field("host")
-                         : rec.type == "docker"     ? field("endpoint")
-                         : rec.type == "kubernetes" ? field("api_url")
-                                                    : "";
+    std::string target = cc_string(rec.config, rec.type == "docker" ? "endpoint" : "api_url");
     if (endpoint_problem(*c->cfg, target, nullptr).empty()) return std::nullopt;
     return fail(403, "target_refused",
                 "self-service connection tests may only reach public https endpoints; use an "
                 "admin token or list the host in byok_allow_endpoint");
 }
+
+}  // namespace
 
 Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body) {
     if (auto e = check_fields(body, {})) return *e;

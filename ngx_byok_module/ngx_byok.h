@@ -147,7 +147,9 @@ ngx_int_t ngx_byok_run_in_thread(ngx_http_request_t *r, std::function<void()> wo
                                  std::function<void()> done);
 
 // Blocking; call only from a thread-pool task.
-void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResult *out);
+// `address`: the checked IP to connect to, or "" to let libssh resolve in.host.
+void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, const std::string &address,
+                        byok::admin::ProbeResult *out);
 void ngx_byok_local_probe(const std::string &path, byok::admin::ProbeResult *out);
 int64_t ngx_byok_monotonic_ms();
 

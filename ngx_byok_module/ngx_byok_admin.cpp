@@ -175,9 +175,10 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
     return true;
 }
 
-// Connection tests block (DNS, TCP, SSH handshake), so they run on the
-// thread pool; the result comes back to the event loop and the step chain.
-bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
+// Connection tests block (TCP, SSH handshake), so they run on the thread
+// pool; the result comes back to the event loop and the step chain.
+// `address` is the checked IP for tenant-chosen hosts ("" = libssh resolves).
+bool launch_probe(AdminCtx *ctx, byok::admin::ProbeCall &call, const std::string &address) {
     auto probe = std::make_shared<byok::admin::ProbeCall>(std::move(call));
     auto result = std::make_shared<byok::admin::ProbeResult>();
     auto next =
@@ -186,16 +187,45 @@ bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
     probe->next = nullptr;
     ngx_int_t rc = ngx_byok_run_in_thread(
         ctx->r,
-        [probe, result] {
+        [probe, result, address] {
             if (probe->kind == "ssh") {
-                ngx_byok_ssh_probe(*probe, result.get());
+                ngx_byok_ssh_probe(*probe, address, result.get());
             } else {
                 ngx_byok_local_probe(probe->workspace_path, result.get());
             }
         },
         [ctx, result, next] { run(ctx, (*next)(*result)); });
     if (rc != NGX_OK) {
+        call = std::move(*probe);
         call.next = std::move(*next);
+        return false;
+    }
+    return true;
+}
+
+// A tenant-chosen ssh host is resolved and checked like a custom endpoint
+// (SPEC §10) on the event loop; libssh then gets the checked address only.
+bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
+    if (!call.check_resolved_address) return launch_probe(ctx, call, "");
+    bool v6 = call.host.find(':') != std::string::npos;
+    byok::Url url =
+        byok::parse_url("https://" + (v6 ? "[" + call.host + "]" : call.host), "ssh host");
+    auto pending = std::make_shared<byok::admin::ProbeCall>(std::move(call));
+    ngx_int_t rc = ngx_byok_resolve_checked(
+        ctx->r, url, [ctx, pending](const std::string &ip, const std::string &error) {
+            ngx_connection_t *c = ctx->r->connection;
+            if (ip.empty() || !launch_probe(ctx, *pending, ip)) {
+                byok::admin::ProbeResult refused;
+                refused.stage = "connect";
+                refused.message =
+                    ip.empty() ? "the target was refused: " + error : "cannot start the test";
+                auto next = std::move(pending->next);
+                run(ctx, next(refused));
+            }
+            ngx_http_run_posted_requests(c);
+        });
+    if (rc != NGX_OK) {
+        call = std::move(*pending);
         return false;
     }
     return true;
@@ -224,7 +254,13 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
             continue;
         }
         if (auto *probe = std::get_if<byok::admin::ProbeCall>(&step.action)) {
-            if (start_probe(ctx, *probe)) return;
+            bool started = false;
+            try {
+                started = start_probe(ctx, *probe);
+            } catch (const std::exception &) {
+                started = false;
+            }
+            if (started) return;
             byok::admin::ProbeResult failed;
             failed.stage = "connect";
             failed.message = "no thread pool available for connection tests";

@@ -36,6 +36,46 @@ void job_done(ngx_event_t *ev) {
     ngx_http_run_posted_requests(c);
 }
 
+// Hardened servers drop the sftp subsystem but still run commands: the
+// workspace is then checked with lib's `test -d '<path>'` on an exec
+// channel. Exit status 0 = a directory, 1 = not; -1 = could not run it.
+int exec_status(ssh_session s, const std::string &command, int timeout_ms) {
+    ssh_channel ch = ssh_channel_new(s);
+    if (ch == nullptr) return -1;
+    int status = -1;
+    if (ssh_channel_open_session(ch) == SSH_OK &&
+        ssh_channel_request_exec(ch, command.c_str()) == SSH_OK) {
+        // `test` prints nothing: read to EOF (bounded), then the exit
+        // status, which libssh waits for within the session timeout.
+        char buf[256];
+        for (int i = 0; i < 64; i++)
+            if (ssh_channel_read_timeout(ch, buf, sizeof(buf), 0, timeout_ms) <= 0) break;
+        status = ssh_channel_get_exit_status(ch);
+        ssh_channel_send_eof(ch);
+        ssh_channel_close(ch);
+    }
+    ssh_channel_free(ch);
+    return status;
+}
+
+// "sftp" / "exec" when the check ran (then *is_dir holds the answer), "" when
+// neither channel kind is available.
+const char *check_workspace(ssh_session s, const byok::admin::ProbeCall &in, bool *is_dir) {
+    sftp_session sftp = sftp_new(s);
+    if (sftp != nullptr && sftp_init(sftp) == SSH_OK) {
+        sftp_attributes st = sftp_stat(sftp, in.workspace_path.c_str());
+        *is_dir = st != nullptr && st->type == SSH_FILEXFER_TYPE_DIRECTORY;
+        if (st) sftp_attributes_free(st);
+        sftp_free(sftp);
+        return "sftp";
+    }
+    if (sftp) sftp_free(sftp);
+    int status = exec_status(s, in.workspace_exec, in.timeout_ms);
+    if (status != 0 && status != 1) return "";
+    *is_dir = status == 0;
+    return "exec";
+}
+
 std::string strip_sha256(std::string_view fp) {
     if (fp.substr(0, 7) == "SHA256:") fp.remove_prefix(7);
     while (!fp.empty() && fp.back() == '=') fp.remove_suffix(1);
@@ -66,7 +106,8 @@ ngx_int_t ngx_byok_run_in_thread(ngx_http_request_t *r, std::function<void()> wo
     return NGX_OK;
 }
 
-void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResult *out) {
+void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, const std::string &address,
+                        byok::admin::ProbeResult *out) {
     int64_t started = ngx_byok_monotonic_ms();
     auto finish = [&](bool ok, const char *stage, std::string message) {
         out->ok = ok;
@@ -79,7 +120,9 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
     long timeout = ngx_max(1, (in.timeout_ms + 999) / 1000);
     int port = in.port;
     int strict = 0;
-    ssh_options_set(s, SSH_OPTIONS_HOST, in.host.c_str());
+    // A checked address when the host was chosen by a tenant: libssh must
+    // not resolve the name again (it could answer differently).
+    ssh_options_set(s, SSH_OPTIONS_HOST, address.empty() ? in.host.c_str() : address.c_str());
     ssh_options_set(s, SSH_OPTIONS_PORT, &port);
     ssh_options_set(s, SSH_OPTIONS_USER, in.username.c_str());
     ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout);
@@ -115,8 +158,8 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
         out->trusted_on_first_use = true;
     } else if (strip_sha256(in.host_key_fingerprint) != strip_sha256(out->host_key_fingerprint)) {
         return finish(false, "host_key",
-                      "host key changed: the server presented " + out->host_key_fingerprint +
-                          ", which does not match the pinned fingerprint");
+                      "host key changed: the key the server presented (host_key_fingerprint) "
+                      "does not match the pinned fingerprint");
     }
 
     int rc;
@@ -134,15 +177,11 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, byok::admin::ProbeResu
         return finish(false, "auth", "authentication failed for user " + in.username);
 
     if (!in.workspace_path.empty()) {
-        sftp_session sftp = sftp_new(s);
-        if (sftp == nullptr || sftp_init(sftp) != SSH_OK) {
-            if (sftp) sftp_free(sftp);
-            return finish(false, "workspace", "cannot open an sftp session to check the workspace");
-        }
-        sftp_attributes st = sftp_stat(sftp, in.workspace_path.c_str());
-        bool is_dir = st != nullptr && st->type == SSH_FILEXFER_TYPE_DIRECTORY;
-        if (st) sftp_attributes_free(st);
-        sftp_free(sftp);
+        bool is_dir = false;
+        out->workspace_check = check_workspace(s, in, &is_dir);
+        if (out->workspace_check.empty())
+            return finish(false, "workspace",
+                          "neither sftp nor an exec channel is available to check the workspace");
         if (!is_dir)
             return finish(false, "workspace",
                           "workspace_path does not exist or is not a directory");

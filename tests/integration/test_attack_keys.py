@@ -241,8 +241,6 @@ def test_i10_03_key_test_with_a_64k_answer(gw, fake_provider, status, verdict):
     out = r.json()
     assert out["status"] == verdict and out["http_status"] == status, out
     assert len(out["message"]) <= 200
-    if status == 200:
-        assert out["message"] == "ok"
     assert "too big subrequest response" not in gw.error_log()
     listed = gw.admin("GET", f"/projects/{p.pid}/keys").json()
     assert [k["test_status"] for k in listed if k["provider"] == "openai"] == [verdict]
