@@ -10,12 +10,12 @@
 namespace {
 
 bool same(const byok::KeyRecord &a, const byok::KeyRecord &b) {
-    return a.v == b.v && a.sealed.kid == b.sealed.kid && a.sealed.salt == b.sealed.salt &&
-           a.sealed.nonce == b.sealed.nonce && a.sealed.ct == b.sealed.ct && a.label == b.label &&
-           a.endpoint == b.endpoint && a.is_active == b.is_active && a.key_hint == b.key_hint &&
-           a.created_at == b.created_at && a.updated_at == b.updated_at &&
-           a.last_tested == b.last_tested && a.test_status == b.test_status &&
-           a.test_message == b.test_message;
+    return a.sealed.v == b.sealed.v && a.sealed.kid == b.sealed.kid &&
+           a.sealed.salt == b.sealed.salt && a.sealed.nonce == b.sealed.nonce &&
+           a.sealed.ct == b.sealed.ct && a.label == b.label && a.endpoint == b.endpoint &&
+           a.is_active == b.is_active && a.key_hint == b.key_hint && a.created_at == b.created_at &&
+           a.updated_at == b.updated_at && a.last_tested == b.last_tested &&
+           a.test_status == b.test_status && a.test_message == b.test_message;
 }
 
 }  // namespace

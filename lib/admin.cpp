@@ -123,6 +123,8 @@ static std::string_view kind_name(Kind k) {
             return "an integer";
         case Kind::Object:
             return "an object";
+        case Kind::Array:
+            return "an array";
     }
     return "a value";
 }
@@ -137,6 +139,8 @@ static bool kind_matches(Kind k, const json &v) {
             return v.is_number_integer();
         case Kind::Object:
             return v.is_object();
+        case Kind::Array:
+            return v.is_array();
     }
     return false;
 }
@@ -493,6 +497,10 @@ Step dispatch(const Pending &p) {
     if (m.id == RouteId::Key || m.id == RouteId::KeyTest) {
         provider = ctx.cfg->catalog->find(m.item);
         if (!provider) return fail(404, "provider_not_found", "unknown provider");
+        // Storing or testing a key of a provider that is off here (a local
+        // one the operator did not allow) is refused; deleting stays possible.
+        if (!provider->enabled && ctx.method != "DELETE")
+            return fail(403, "provider_not_allowed", provider_not_allowed_message(*provider));
     }
     if (m.id == RouteId::ApiKey && !valid_id(m.item))
         return fail(400, "invalid_id", "path segment 'id' is not a valid gateway-key id");
@@ -608,6 +616,8 @@ Step handle(const Config &cfg, const Request &req) {
                 return unauthorized("missing or invalid credentials");
             p.ctx->who.admin = false;
             p.ctx->who.project = project->second;
+            auto id = f.find("id");
+            if (id != f.end()) p.ctx->who.key_id = id->second;
             p.ctx->who.actor = "project:" + project->second;
             return dispatch(p);
         });

@@ -34,10 +34,14 @@ struct Response {
 };
 
 struct HttpResult {
-    int status = 0;    // 0 = connect error or timeout
-    std::string body;  // possibly truncated
+    int status = 0;          // 0 = connect error or timeout
+    std::string body;        // at most kHttpExcerpt bytes of the answer
+    bool truncated = false;  // the answer was longer than `body`
     int64_t latency_ms = 0;
 };
+// The glue keeps no more of an outbound answer than this: a status line and
+// a short excerpt are all a live test needs, whatever the provider sends.
+constexpr size_t kHttpExcerpt = 4096;
 
 struct Step;
 struct RedisCall {
@@ -123,6 +127,10 @@ struct Config {
 // tenant-chosen `host` may be contacted, else the reason. Hosts and CIDRs in
 // cfg.allow_endpoint are always allowed.
 std::string resolved_address_problem(const Config &cfg, std::string_view host, std::string_view ip);
+
+// True when `host` (any case) or, for an IP literal, an address in a listed
+// CIDR is named by byok_allow_endpoint (cfg.allow_endpoint).
+bool allow_listed(const Config &cfg, std::string_view host);
 
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().

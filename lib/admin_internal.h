@@ -19,13 +19,22 @@ namespace byok::admin::detail {
 
 using nlohmann::json;
 
+// Scope a gateway key may carry: mint and revoke the project's gateway keys.
+inline constexpr const char *kScopeManageKeys = "manage_keys";
+
 struct Principal {
     bool admin = false;
     std::string project;  // the project a gateway-key principal is bound to
+    std::string key_id;   // the gateway key's id (self-service)
     std::string actor;    // "admin:<8 hex>" or "project:<pid>" (audit trail)
     // The gateway key's scopes as stored in its record ("scopes", space
     // separated); empty for the admin token and for keys minted without any.
     std::vector<std::string> scopes;
+    bool has_scope(std::string_view s) const {
+        for (const auto &x : scopes)
+            if (x == s) return true;
+        return false;
+    }
 };
 
 // What every handler and continuation needs, owned: the Request's views die
@@ -97,7 +106,7 @@ long long script_code(const Reply &r);               // element 0 of a script re
 const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
 
 // ---- strict JSON input --------------------------------------------------
-enum class Kind { String, Bool, Int, Object };
+enum class Kind { String, Bool, Int, Object, Array };
 struct FieldSpec {
     std::string_view name;
     Kind kind;
@@ -124,6 +133,10 @@ bool endpoint_host_allowed(const Config &cfg, std::string_view host);
 // unknown kid or does not decrypt.
 std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string_view pid,
                                                 std::string_view sid, std::string_view raw);
+// The decrypted `secrets` of an execution-server record (JSON object text),
+// opened with the record's own binding. Throws Error.
+SecretString open_server_record(const KeyRing &ring, std::string_view pid, std::string_view sid,
+                                std::string_view raw);
 
 // ---- handlers -----------------------------------------------------------
 Step providers_list(const CtxPtr &c);

@@ -251,33 +251,47 @@ Step keys_list(const CtxPtr &c, const std::string &pid) {
     });
 }
 
+namespace {
+
+// Moves the plaintext `key` of a PUT/PATCH body into wiped memory, scrubs the
+// parser's copy and checks its format. nullptr when the body has no key.
+std::variant<std::shared_ptr<SecretString>, Step> take_key(const Provider &p, json &body) {
+    auto it = body.find("key");
+    if (it == body.end()) return std::shared_ptr<SecretString>();
+    std::string &raw_key = it->get_ref<std::string &>();
+    auto key = std::make_shared<SecretString>(raw_key);
+    wipe(raw_key.data(), raw_key.size());
+    raw_key.clear();
+    try {
+        check_key_format(p, key->view());
+    } catch (const Error &e) {
+        return fail(422, "invalid_key_format", e.what());
+    }
+    return key;
+}
+
+}  // namespace
+
 Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body) {
     if (auto e = check_fields(body, {{"key", Kind::String, true},
                                      {"label", Kind::String, false},
                                      {"endpoint", Kind::String, false},
                                      {"is_active", Kind::Bool, false}}))
         return *e;
-    // Move the plaintext into wiped memory and scrub the parser's copy.
-    std::string &raw_key = body["key"].get_ref<std::string &>();
-    SecretString key(raw_key);
-    wipe(raw_key.data(), raw_key.size());
-    raw_key.clear();
+    auto taken = take_key(p, body);
+    if (auto *e = std::get_if<Step>(&taken)) return std::move(*e);
+    std::shared_ptr<SecretString> key = std::get<std::shared_ptr<SecretString>>(taken);
 
     if (auto e = check_text(body, "label", 200, true)) return *e;
-    try {
-        check_key_format(p, key.view());
-    } catch (const Error &e) {
-        return fail(422, "invalid_key_format", e.what());
-    }
     std::string endpoint;
     if (auto e = check_endpoint_field(*c->cfg, p, body, &endpoint)) return *e;
     if (p.per_key_endpoint && endpoint.empty())
         return fail(422, "missing_field", "field 'endpoint' is required for this provider");
 
     KeyRecord tmpl;
-    tmpl.sealed = seal(*c->cfg->ring, key.view(), pid, p.id);
-    tmpl.key_hint = key_hint(p, key.view());
-    key.clear();
+    tmpl.sealed = seal(*c->cfg->ring, key->view(), key_binding(pid, p.id, endpoint));
+    tmpl.key_hint = key_hint(p, key->view());
+    key->clear();
     tmpl.endpoint = endpoint;
     tmpl.is_active = body.value("is_active", true);
     tmpl.updated_at = c->at;
@@ -312,11 +326,18 @@ Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &b
     return cas_write(c, std::move(w), 0);
 }
 
+// Metadata changes. Changing `endpoint` changes where the stored key is sent,
+// so it needs the key again in the same request (`key`) or an admin token
+// (SPEC §10); the key is then re-sealed bound to the new endpoint.
 Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json &body) {
-    if (auto e = check_fields(body, {{"label", Kind::String, false},
+    if (auto e = check_fields(body, {{"key", Kind::String, false},
+                                     {"label", Kind::String, false},
                                      {"endpoint", Kind::String, false},
                                      {"is_active", Kind::Bool, false}}))
         return *e;
+    auto taken = take_key(p, body);
+    if (auto *e = std::get_if<Step>(&taken)) return std::move(*e);
+    std::shared_ptr<const SecretString> key = std::get<std::shared_ptr<SecretString>>(taken);
     if (auto e = check_text(body, "label", 200, true)) return *e;
     std::string endpoint;
     if (auto e = check_endpoint_field(*c->cfg, p, body, &endpoint)) return *e;
@@ -329,10 +350,14 @@ Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json 
     auto w = std::make_shared<CasWrite>();
     w->pid = pid;
     w->provider = &p;
-    w->require_tier = false;
+    w->require_tier = key != nullptr;  // a new key is a key write, as PUT
     w->action = "key.patch";
-    w->build = [label, new_endpoint, active, at = c->at](
-                   const Fields &, const std::string *old) -> std::variant<KeyRecord, Step> {
+    const KeyRing *ring = c->cfg->ring;
+    bool admin = c->who.admin;
+    std::string hint = key ? key_hint(p, key->view()) : std::string();
+    w->build = [label, new_endpoint, active, key, hint, ring, admin, pid, provider = p.id,
+                at = c->at](const Fields &,
+                            const std::string *old) -> std::variant<KeyRecord, Step> {
         if (!old) return key_missing();
         KeyRecord rec;
         try {
@@ -341,8 +366,32 @@ Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json 
             return fail(409, "malformed_record",
                         "the stored record is malformed; replace the key with PUT");
         }
+        bool retarget = new_endpoint && *new_endpoint != rec.endpoint;
+        if (retarget && !key && !admin)
+            return fail(409, "secret_required",
+                        "changing 'endpoint' changes where the stored key is sent: supply 'key' "
+                        "again in the same request, or use an admin token");
+        std::string target = new_endpoint ? *new_endpoint : rec.endpoint;
+        if (key) {
+            rec.sealed = seal(*ring, key->view(), key_binding(pid, provider, target));
+            rec.key_hint = hint;
+        } else if (retarget) {
+            try {
+                SecretString plain =
+                    open_sealed(*ring, rec.sealed, key_binding(pid, provider, rec.endpoint));
+                rec.sealed = seal(*ring, plain.view(), key_binding(pid, provider, target));
+            } catch (const Error &) {
+                return fail(409, "key_unreadable",
+                            "the stored key does not decrypt; replace it with PUT");
+            }
+        }
+        if (key || retarget) {  // test results belong to the old key or target
+            rec.last_tested.clear();
+            rec.test_status.clear();
+            rec.test_message.clear();
+        }
+        rec.endpoint = target;
         if (label) rec.label = *label;
-        if (new_endpoint) rec.endpoint = *new_endpoint;
         if (active) rec.is_active = *active;
         rec.updated_at = at;
         return rec;
@@ -461,8 +510,8 @@ Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &
                      }
                      std::shared_ptr<SecretString> key;
                      try {
-                         key = std::make_shared<SecretString>(
-                             open_sealed(*c->cfg->ring, rec.sealed, pid, prov->id));
+                         key = std::make_shared<SecretString>(open_sealed(
+                             *c->cfg->ring, rec.sealed, key_binding(pid, prov->id, rec.endpoint)));
                      } catch (const Error &) {
                          TestResult t{"error", 0, "stored key does not decrypt", 0, ""};
                          return store_result(c, pid, prov->id, ct, t);
@@ -536,6 +585,10 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
 }  // namespace byok::admin::detail
 
 namespace byok::admin {
+
+bool allow_listed(const Config &cfg, std::string_view host) {
+    return detail::endpoint_host_allowed(cfg, host);
+}
 
 std::string resolved_address_problem(const Config &cfg, std::string_view host,
                                      std::string_view ip) {

@@ -68,7 +68,8 @@ Step providers_list(const CtxPtr &c) {
                    {"name", p.name},
                    {"key_prefix", p.key_prefix},
                    {"auth", std::string(auth_style_name(p.auth))},
-                   {"models", p.models}};
+                   {"models", p.models},
+                   {"enabled", p.enabled}};
             if (configured) e["configured"] = configured->count(p.id) > 0;
             out.push_back(std::move(e));
         }
@@ -183,10 +184,31 @@ Step project_delete(const CtxPtr &c, const std::string &pid) {
     });
 }
 
+// Minting and revoking gateway keys needs the admin token or a gateway key
+// with the manage_keys scope: a leaked ordinary key cannot mint itself
+// successors or revoke its siblings.
+std::optional<Step> key_management_refused(const Ctx &c) {
+    if (c.who.admin || c.who.has_scope(kScopeManageKeys)) return std::nullopt;
+    return fail(403, "scope_required",
+                "managing gateway keys needs the admin token or a gateway key with the "
+                "'manage_keys' scope");
+}
+
 Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
-    if (auto e = check_fields(body, {{"label", Kind::String, false}})) return *e;
+    if (auto e = key_management_refused(*c)) return *e;
+    if (auto e =
+            check_fields(body, {{"label", Kind::String, false}, {"scopes", Kind::Array, false}}))
+        return *e;
     if (auto e = check_text(body, "label", 200, true)) return *e;
     std::string label = str_or(body, "label", "");
+    json scopes = json::array();
+    for (const auto &sc : body.value("scopes", json::array())) {
+        if (!sc.is_string() || sc.get_ref<const std::string &>() != kScopeManageKeys)
+            return fail(422, "invalid_value", "field 'scopes' may only hold 'manage_keys'");
+        if (scopes.empty()) scopes.push_back(sc);
+    }
+    // Keys minted by a key record it: revoking the parent revokes them too.
+    std::string parent = c->who.admin ? std::string() : c->who.key_id;
 
     // The key exists in clear only in this response; Redis sees its hash.
     auto key = std::make_shared<SecretString>("byok_" + base64url(random_bytes(32)));
@@ -194,18 +216,23 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     std::string id = new_id('k');
     std::string prefix(key->view().substr(0, 12));
     json meta{{"prefix", prefix}, {"label", label}, {"created_at", c->at}, {"hash", sha}};
+    if (!scopes.empty()) meta["scopes"] = scopes;
+    if (!parent.empty()) meta["parent"] = parent;
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(*c, kScriptApiKeyCreate, pid,
-                         {l.project(pid), l.apikeys(pid), l.apikey(sha)}, {id, label, dump(meta)});
-    return redis(std::move(argv), [c, key, id, prefix, label](const Reply &r) {
+    auto argv =
+        mutation(*c, kScriptApiKeyCreate, pid, {l.project(pid), l.apikeys(pid), l.apikey(sha)},
+                 {id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent});
+    return redis(std::move(argv), [c, key, id, prefix, label, scopes, parent](const Reply &r) {
         long long code = script_code(r);
         if (code == kNoProject) return project_missing();
         if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
-        return respond(201, json{{"id", id},
-                                 {"key", std::string(key->view())},
-                                 {"prefix", prefix},
-                                 {"label", label},
-                                 {"created_at", c->at}});
+        if (code == kConflict)
+            return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
+        json out{{"id", id},         {"key", std::string(key->view())},
+                 {"prefix", prefix}, {"label", label},
+                 {"scopes", scopes}, {"created_at", c->at}};
+        if (!parent.empty()) out["parent"] = parent;
+        return respond(201, out);
     });
 }
 
@@ -225,6 +252,10 @@ Step apikeys_list(const CtxPtr &c, const std::string &pid) {
                          }
                          for (const char *k : {"prefix", "label", "created_at"})
                              e[k] = m.value(k, "");
+                         // Lua's cjson writes an empty array as {}.
+                         auto sc = m.find("scopes");
+                         e["scopes"] = sc != m.end() && sc->is_array() ? *sc : json::array();
+                         if (m.contains("parent")) e["parent"] = m["parent"];
                          e["revoked"] = m.value("revoked", false);
                          if (m.contains("revoked_at")) e["revoked_at"] = m["revoked_at"];
                          out.push_back(std::move(e));
@@ -234,6 +265,7 @@ Step apikeys_list(const CtxPtr &c, const std::string &pid) {
 }
 
 Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &id) {
+    if (auto e = key_management_refused(*c)) return *e;
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptApiKeyRevoke, pid, {l.project(pid), l.apikeys(pid)},
                          {id, l.apikey("")});
@@ -245,67 +277,29 @@ Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &i
             return fail(500, "internal_error", "gateway key metadata is unreadable");
         json m = json::parse(script_item(r, 1).str, nullptr, false);
         std::string revoked_at = m.is_object() ? m.value("revoked_at", "") : "";
-        return respond(200, json{{"id", id}, {"revoked", true}, {"revoked_at", revoked_at}});
+        json also = json::array();
+        for (size_t i = 2; i < r.elements.size(); i++) also.push_back(r.elements[i].str);
+        return respond(
+            200,
+            json{
+                {"id", id}, {"revoked", true}, {"revoked_at", revoked_at}, {"also_revoked", also}});
     });
 }
 
 // ---- audit --------------------------------------------------------------
 
-namespace {
-
-struct AuditScan {
-    std::string project;  // "" = all
-    size_t limit = 50;
-    size_t scanned = 0;
-    json out = json::array();
-};
-
-constexpr size_t kAuditPage = 1000;
-constexpr size_t kAuditScanMax = 200000;
-
-Step audit_page(const CtxPtr &c, std::shared_ptr<AuditScan> st, std::string end) {
-    size_t count = st->project.empty() ? st->limit : kAuditPage;
-    std::vector<std::string> argv{"XREVRANGE", c->cfg->layout.audit(), end, "-",
-                                  "COUNT",     std::to_string(count)};
-    return redis(std::move(argv), [c, st, count](const Reply &r) {
-        std::string last;
-        for (const auto &entry : r.elements) {
-            if (entry.elements.size() != 2) continue;
-            last = entry.elements[0].str;
-            Fields f = to_fields(entry.elements[1]);
-            auto get = [&](const char *k) {
-                auto it = f.find(k);
-                return it == f.end() ? std::string() : it->second;
-            };
-            if (!st->project.empty() && get("project") != st->project) continue;
-            if (st->out.size() >= st->limit) break;
-            st->out.push_back(json{{"id", last},
-                                   {"at", get("at")},
-                                   {"actor", get("actor")},
-                                   {"action", get("action")},
-                                   {"project", get("project")},
-                                   {"target", get("target")}});
-        }
-        st->scanned += r.elements.size();
-        bool more = !st->project.empty() && r.elements.size() == count && !last.empty() &&
-                    st->out.size() < st->limit && st->scanned < kAuditScanMax;
-        if (!more) return respond(200, st->out);
-        return audit_page(c, st, "(" + last);
-    });
-}
-
-}  // namespace
-
+// A project's entries come from its own stream (Layout::project_audit):
+// reading them costs O(limit) however busy the other projects are.
 Step audit_list(const CtxPtr &c) {
-    auto st = std::make_shared<AuditScan>();
-    st->project = fetch_query(*c, "project");
+    std::string project = fetch_query(*c, "project");
     if (!c->who.admin) {
-        if (st->project.empty())
+        if (project.empty())
             return fail(403, "forbidden", "a gateway key may only read its own project's audit");
-        if (st->project != c->who.project) return project_missing();
+        if (project != c->who.project) return project_missing();
     }
-    if (!st->project.empty() && !valid_id(st->project))
+    if (!project.empty() && !valid_id(project))
         return fail(400, "invalid_id", "query parameter 'project' is not a valid project id");
+    size_t limit = 50;
     if (has_query(*c, "limit")) {
         std::string v = fetch_query(*c, "limit");
         bool digits = !v.empty() && v.size() <= 9 && std::all_of(v.begin(), v.end(), [](char ch) {
@@ -313,9 +307,31 @@ Step audit_list(const CtxPtr &c) {
         });
         if (!digits || std::stoul(v) == 0)
             return fail(400, "invalid_value", "query parameter 'limit' must be a positive integer");
-        st->limit = std::min<size_t>(std::stoul(v), 1000);
+        limit = std::min<size_t>(std::stoul(v), 1000);
     }
-    return audit_page(c, st, "+");
+    const Layout &l = c->cfg->layout;
+    std::string stream = project.empty() ? l.audit() : l.project_audit(project);
+    std::vector<std::string> argv{"XREVRANGE", stream, "+", "-", "COUNT", std::to_string(limit)};
+    return redis(std::move(argv), [project](const Reply &r) {
+        json out = json::array();
+        for (const auto &entry : r.elements) {
+            if (entry.elements.size() != 2) continue;
+            Fields f = to_fields(entry.elements[1]);
+            auto get = [&](const char *k) {
+                auto it = f.find(k);
+                return it == f.end() ? std::string() : it->second;
+            };
+            // The project stream holds only its project; the check guards it.
+            if (!project.empty() && get("project") != project) continue;
+            out.push_back(json{{"id", entry.elements[0].str},
+                               {"at", get("at")},
+                               {"actor", get("actor")},
+                               {"action", get("action")},
+                               {"project", get("project")},
+                               {"target", get("target")}});
+        }
+        return respond(200, out);
+    });
 }
 
 }  // namespace byok::admin::detail

@@ -1,5 +1,7 @@
 // Admin API: POST /rotate re-encrypts every provider-key record and every
-// execution-server secret that is not under the active master key. One
+// execution-server secret that is not under the active master key or not of
+// the current record version (v1 records are upgraded to v2, which binds the
+// target fields into the associated data). One
 // project per batch: read its keys and servers hashes, decrypt and re-seal
 // here, then one compare-and-set script writes the batch (records changed
 // meanwhile are left alone and counted as skipped).
@@ -36,7 +38,7 @@ std::vector<std::string> reseal_keys(const CtxPtr &c, const std::string &pid, co
     for (const auto &[provider, raw] : records) {
         try {
             KeyRecord rec = parse_key_record(raw);
-            if (rec.sealed.kid == active) {
+            if (rec.sealed.kid == active && rec.sealed.v == kSealVersion) {
                 ++st.unchanged;
                 continue;
             }
@@ -44,8 +46,9 @@ std::vector<std::string> reseal_keys(const CtxPtr &c, const std::string &pid, co
                 ++st.failed;  // unknown kid: left untouched
                 continue;
             }
-            SecretString plain = open_sealed(ring, rec.sealed, pid, provider);
-            rec.sealed = seal(ring, plain.view(), pid, provider);
+            Binding binding = key_binding(pid, provider, rec.endpoint);
+            SecretString plain = open_sealed(ring, rec.sealed, binding);
+            rec.sealed = seal(ring, plain.view(), binding);
             triples.push_back(provider);
             triples.push_back(raw);
             triples.push_back(serialize_key_record(rec));

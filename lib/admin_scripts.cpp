@@ -9,18 +9,35 @@
 //   channel, ARGV[4] = project id
 // and script-specific KEYS[2..] / ARGV[5..] as documented per script. Key
 // names always come from Layout on the C++ side; scripts never build them
-// except from prefixes the C++ side passes in.
+// except from prefixes the C++ side passes in. One such: audit() also writes
+// the project's own stream, Layout::project_audit(pid), spelled from the
+// global stream's name KEYS[1] (= Layout::audit()) by project_audit_key() —
+// a unit test keeps the two spellings equal.
 #include "lib/admin_internal.h"
 
 namespace byok::admin::detail {
 
 namespace {
 
+// Every entry goes to the global stream and, with the same id, to the
+// project's own stream, so `GET /audit?project=` reads only that project's
+// entries. `global_only` is for the project's deletion, which removes its
+// stream (a later project with the same id must not see this history).
 const std::string kAudit = R"lua(
-local function audit(action, target)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*',
-    'actor', ARGV[1], 'action', action, 'project', ARGV[4],
-    'target', target, 'at', ARGV[2])
+local function project_audit_key()
+  return string.sub(KEYS[1], 1, -6) .. '{' .. ARGV[4] .. '}:audit'
+end
+local function audit(action, target, global_only)
+  local f = {'actor', ARGV[1], 'action', action, 'project', ARGV[4],
+             'target', target, 'at', ARGV[2]}
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', unpack(f))
+  if not global_only then
+    local pa = project_audit_key()
+    local r = redis.pcall('XADD', pa, 'MAXLEN', '~', '10000', id, unpack(f))
+    if type(r) == 'table' and r.err then
+      redis.call('XADD', pa, 'MAXLEN', '~', '10000', '*', unpack(f))
+    end
+  end
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 )lua";
@@ -66,7 +83,7 @@ for i = 2, #meta, 2 do
     if redis.call('HGET', k, 'project') == ARGV[4] then n = n + redis.call('DEL', k) end
   end
 end
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6], project_audit_key())
 redis.call('SREM', KEYS[3], ARGV[4])
 local cursor = '0'
 repeat
@@ -74,44 +91,81 @@ repeat
   cursor = r[1]
   for _, k in ipairs(r[2]) do redis.call('DEL', k) end
 until cursor == '0'
-audit('project.delete', ARGV[4])
+audit('project.delete', ARGV[4], true)
 return {0, n}
 )lua";
 
 // KEYS[2] project hash, [3] apikeys hash, [4] gateway-key hash; ARGV[5] id,
-// [6] label, [7] metadata JSON. → {1} | {2} | {3} id or hash taken.
+// [6] label, [7] metadata JSON, [8] scopes (space-separated, may be ""),
+// [9] parent key id ("" when minted with an admin token). A parent that is
+// gone or revoked meanwhile mints nothing.
+// → {1} | {2} | {3} id or hash taken | {6} parent revoked.
 const std::string kScriptApiKeyCreate = kAudit + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
   return {3}
 end
+if ARGV[9] ~= '' then
+  local raw = redis.call('HGET', KEYS[3], ARGV[9])
+  local ok, p = pcall(cjson.decode, raw or '')
+  if not raw or not ok or type(p) ~= 'table' or p.revoked == true then return {6} end
+end
 redis.call('HSET', KEYS[4], 'project', ARGV[4], 'id', ARGV[5], 'label', ARGV[6],
-  'created_at', ARGV[2], 'revoked', '0')
+  'created_at', ARGV[2], 'revoked', '0', 'scopes', ARGV[8], 'parent', ARGV[9])
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
 audit('apikey.create', ARGV[5])
 return {1}
 )lua";
 
 // KEYS[2] project hash, [3] apikeys hash; ARGV[5] id, [6] gateway-key hash
-// prefix. Marks the gateway-key hash revoked="1" and the metadata
-// revoked=true. → {0, metadata JSON} | {2} | {4} no such id | {7} metadata
-// unreadable (nothing written).
+// prefix. Revokes the key and every key minted by it, transitively (the
+// metadata's `parent`): each gateway-key hash gets revoked="1" (only if it
+// names this project) and each metadata revoked=true; keys revoked earlier
+// keep their revoked_at.
+// → {0, metadata JSON of the key, ids also revoked...} | {2} | {4} no such
+// id | {7} metadata unreadable (nothing written).
 const std::string kScriptApiKeyRevoke = kAudit + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 local raw = redis.call('HGET', KEYS[3], ARGV[5])
 if not raw then return {4} end
 local ok, m = pcall(cjson.decode, raw)
 if not ok or type(m) ~= 'table' or type(m.hash) ~= 'string' then return {7} end
-local k = ARGV[6] .. m.hash
-if redis.call('HGET', k, 'project') == ARGV[4] then
-  redis.call('HSET', k, 'revoked', '1', 'revoked_at', ARGV[2])
+local meta = {}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all - 1, 2 do
+  local ok2, mi = pcall(cjson.decode, all[i + 1])
+  if ok2 and type(mi) == 'table' then meta[all[i]] = mi end
 end
-m.revoked = true
-m.revoked_at = ARGV[2]
-local out = cjson.encode(m)
-redis.call('HSET', KEYS[3], ARGV[5], out)
-audit('apikey.revoke', ARGV[5])
-return {0, out}
+meta[ARGV[5]] = m
+local queue, seen, out, also = {ARGV[5]}, {[ARGV[5]] = true}, nil, {}
+while #queue > 0 do
+  local id = table.remove(queue, 1)
+  local mi = meta[id]
+  if type(mi.hash) == 'string' then
+    local k = ARGV[6] .. mi.hash
+    if redis.call('HGET', k, 'project') == ARGV[4] then
+      redis.call('HSET', k, 'revoked', '1', 'revoked_at', mi.revoked_at or ARGV[2])
+    end
+  end
+  if mi.revoked ~= true then
+    mi.revoked = true
+    mi.revoked_at = ARGV[2]
+  end
+  local enc = cjson.encode(mi)
+  redis.call('HSET', KEYS[3], id, enc)
+  audit('apikey.revoke', id)
+  if id == ARGV[5] then out = enc else also[#also + 1] = id end
+  for child, mc in pairs(meta) do
+    if not seen[child] and mc.parent == id then
+      seen[child] = true
+      queue[#queue + 1] = child
+    end
+  end
+end
+table.sort(also)
+local r = {0, out}
+for _, id in ipairs(also) do r[#r + 1] = id end
+return r
 )lua";
 
 // Compare-and-set of one provider-key record.
@@ -253,11 +307,14 @@ return {0, was}
 // configuration (config_rev unchanged: a concurrent rename is kept, a
 // changed host or credential is not marked with the old result). With
 // ARGV[10] set (trust on first use) it also pins that fingerprint into
-// connection_config.host_key_fingerprint, only if none is pinned yet.
+// connection_config.host_key_fingerprint, only if none is pinned yet, and
+// replaces `secrets` with ARGV[13]: the secrets re-sealed bound to the pinned
+// fingerprint (record version 2). A record with secrets is not pinned
+// without them (its secrets would no longer decrypt).
 // KEYS[2] servers hash; ARGV[5] server id, [6] config_rev, [7]
 // last_tested_at, [8] test_status, [9] test_message (fixed per outcome),
 // [10] fingerprint seen or "", [11] test_excerpt (redacted), [12]
-// test_http_status ("0" = none).
+// test_http_status ("0" = none), [13] re-sealed secrets JSON or "".
 // → {0, 1 if the fingerprint was pinned else 0} | {4} record gone |
 //   {6} record changed or unreadable.
 const std::string kScriptServerTestStore = kAudit + R"lua(
@@ -271,10 +328,16 @@ r.test_message = ARGV[9]
 r.test_excerpt = ARGV[11]
 r.test_http_status = tonumber(ARGV[12]) or 0
 local pinned = 0
-if ARGV[10] ~= '' and type(r.connection_config) == 'table' then
+local has_secrets = r.secrets ~= nil and r.secrets ~= cjson.null
+if ARGV[10] ~= '' and type(r.connection_config) == 'table' and
+   (ARGV[13] ~= '' or not has_secrets) then
   local fp = r.connection_config.host_key_fingerprint
   if fp == nil or fp == cjson.null or fp == '' then
     r.connection_config.host_key_fingerprint = ARGV[10]
+    if ARGV[13] ~= '' then
+      r.secrets = cjson.decode(ARGV[13])
+      r.v = r.secrets.v
+    end
     pinned = 1
   end
 end

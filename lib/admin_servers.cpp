@@ -1,5 +1,6 @@
 // Admin API: execution servers (SPEC §8). CRUD with per-type validation,
-// connection secrets sealed like provider keys (AAD subject "server:<sid>"),
+// connection secrets sealed like provider keys (AAD subject "server:<sid>",
+// plus every connection field that decides where they are sent: ServerBinding),
 // at most one default per project (kept atomically by kScriptServerSet,
 // which also maintains the project's `default_server` field), and the
 // connection test: ssh/local through a ProbeCall the glue runs on its thread
@@ -151,7 +152,7 @@ ServerRecord parse_server(std::string_view raw, std::string_view sid) {
 
 std::string serialize_server(const ServerRecord &r) {
     nlohmann::ordered_json j;
-    j["v"] = 1;
+    j["v"] = r.secrets ? r.secrets->v : kSealVersion;  // the record version is its seal's
     j["id"] = r.id;
     j["name"] = r.name;
     j["server_type"] = r.type;
@@ -211,18 +212,16 @@ void wipe_strings(json &j) {
     }
 }
 
-Sealed seal_secrets(const KeyRing &ring, std::string_view pid, std::string_view sid,
-                    const SecretMap &m) {
+Sealed seal_secrets(const KeyRing &ring, const Binding &b, const SecretMap &m) {
     json j = json::object();
     for (const auto &[k, v] : m) j[k] = std::string(v.view());
     SecretString text(j.dump(-1, ' ', false, json::error_handler_t::replace));
     wipe_strings(j);
-    return seal(ring, text.view(), pid, server_subject(sid));
+    return seal(ring, text.view(), b);
 }
 
-SecretMap open_secrets(const KeyRing &ring, std::string_view pid, std::string_view sid,
-                       const Sealed &sealed) {
-    SecretString plain = open_sealed(ring, sealed, pid, server_subject(sid));
+SecretMap open_secrets(const KeyRing &ring, const Binding &b, const Sealed &sealed) {
+    SecretString plain = open_sealed(ring, sealed, b);
     json j = json::parse(plain.view().begin(), plain.view().end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) throw Error("server secrets: malformed");
     SecretMap m;
@@ -458,6 +457,48 @@ std::string cc_string(const json &cc, const char *name) {
     return it != cc.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// The fields that decide where a server's secret is sent (and to whom it
+// is proven: the pinned host key). A PATCH changing one needs the secret
+// again (or an admin token), and all are bound into the secrets' AAD.
+const char *const kTargetFields[] = {"host",     "port",   "username", "host_key_fingerprint",
+                                     "endpoint", "api_url"};
+
+// What a server's secrets are bound to (record version 2): the project, the
+// subject "server:<sid>", the type and every connection field that decides
+// where the secrets are sent. A record retargeted straight in Redis (another
+// host, port, user, endpoint or an emptied pinned fingerprint) no longer
+// decrypts. Owns the strings its Binding views.
+class ServerBinding {
+  public:
+    ServerBinding(std::string_view pid, std::string_view sid, std::string_view type, const json &cc)
+        : pid_(pid), subject_(server_subject(sid)), type_(type) {
+        b_.pid = pid_;
+        b_.subject = subject_;
+        b_.bind("server_type", type_);
+        for (size_t i = 0; i < values_.size(); i++) {
+            auto it = cc.find(kTargetFields[i]);
+            if (it != cc.end() && it->is_string())
+                values_[i] = it->get<std::string>();
+            else if (it != cc.end() && it->is_number_integer())
+                values_[i] = std::to_string(it->get<long long>());
+            b_.bind(kTargetFields[i], values_[i]);
+        }
+    }
+    ServerBinding(const ServerRecord &r, std::string_view pid)
+        : ServerBinding(pid, r.id, r.type, r.config) {}
+    ServerBinding(const ServerBinding &) = delete;
+    ServerBinding &operator=(const ServerBinding &) = delete;
+    const Binding &get() const { return b_; }
+    bool same_target(const ServerBinding &o) const {
+        return type_ == o.type_ && values_ == o.values_;
+    }
+
+  private:
+    std::string pid_, subject_, type_;
+    std::array<std::string, std::size(kTargetFields)> values_;
+    Binding b_;
+};
+
 // The secret fields the final configuration uses.
 Names wanted_secrets(std::string_view type, const json &cc, const Names &available) {
     if (type == "ssh") {
@@ -617,7 +658,9 @@ std::optional<Step> read_draft(const CtxPtr &c, const std::string &pid, const st
     if (auto e = check_complete(d.type, d.config, names_of(secrets), d.workspace_path)) return e;
     for (const auto &name : wanted_secrets(d.type, d.config, names_of(secrets)))
         d.secret_fields.push_back(name);
-    if (!secrets.empty()) d.sealed = seal_secrets(*c->cfg->ring, pid, sid, secrets);
+    if (!secrets.empty())
+        d.sealed =
+            seal_secrets(*c->cfg->ring, ServerBinding(pid, sid, d.type, d.config).get(), secrets);
     return std::nullopt;
 }
 
@@ -758,11 +801,6 @@ struct Patch {
     std::shared_ptr<SecretMap> secrets = std::make_shared<SecretMap>();
 };
 
-// The fields that decide where a server's secret is sent (and to whom it
-// is proven: the pinned host key).
-const char *const kTargetFields[] = {"host",     "port",   "username", "host_key_fingerprint",
-                                     "endpoint", "api_url"};
-
 Step secret_required() {
     return fail(409, "secret_required",
                 "changing where the server's credentials are sent (host, port, username, "
@@ -782,6 +820,7 @@ std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::strin
     }
     if (p.type && *p.type != rec.type)
         return invalid("field 'server_type'", "cannot be changed with PATCH; use PUT");
+    ServerBinding before(rec, pid);  // what the stored secrets are sealed to
     if (p.name) rec.name = *p.name;
     if (p.is_default) rec.is_default = *p.is_default;
     if (p.is_active) rec.is_active = *p.is_active;
@@ -816,13 +855,16 @@ std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::strin
         for (const auto &f : have)
             if (!p.secrets->count(f)) return secret_required();
 
-    if (!p.secrets->empty() || have != stored) {
+    ServerBinding after(rec, pid);
+    // A new target re-seals the kept secrets bound to it.
+    bool retarget = rec.secrets && !before.same_target(after);
+    if (!p.secrets->empty() || have != stored || retarget) {
         SecretMap merged;
         bool need_old = false;
         for (const auto &f : have) need_old = need_old || !p.secrets->count(f);
         if (need_old && rec.secrets) {
             try {
-                merged = open_secrets(*cfg.ring, pid, rec.id, *rec.secrets);
+                merged = open_secrets(*cfg.ring, before.get(), *rec.secrets);
             } catch (const Error &) {
                 return fail(409, "secrets_unreadable",
                             "the stored secrets do not decrypt; replace the server with PUT");
@@ -837,7 +879,7 @@ std::variant<ServerRecord, Step> apply_patch(const Config &cfg, const std::strin
                         "the stored secrets are incomplete; replace the server with PUT");
         rec.secret_fields.assign(have.begin(), have.end());
         rec.secrets.reset();
-        if (!merged.empty()) rec.secrets = seal_secrets(*cfg.ring, pid, rec.id, merged);
+        if (!merged.empty()) rec.secrets = seal_secrets(*cfg.ring, after.get(), merged);
         reconfigured = true;
     }
     if (reconfigured) {
@@ -1030,16 +1072,34 @@ json outcome_json(const std::string &sid, const std::string &type, const Outcome
     return out;
 }
 
+// The record's secrets re-sealed for the fingerprint pinned on first use (it
+// is bound into their associated data), as the JSON of the `secrets` member.
+std::string resealed_for_pin(const Config &cfg, const std::string &pid, const ServerRecord &rec,
+                             const std::string &fingerprint, const SecretMap &secrets) {
+    json pinned = rec.config;
+    pinned["host_key_fingerprint"] = fingerprint;
+    Sealed sealed =
+        seal_secrets(*cfg.ring, ServerBinding(pid, rec.id, rec.type, pinned).get(), secrets);
+    nlohmann::ordered_json j;
+    write_sealed_fields(j, sealed);
+    j["fields"] = rec.secret_fields;
+    return j.dump();
+}
+
 // Stores the result (only on the configuration that was tested) and answers
-// with it whatever the store outcome.
+// with it whatever the store outcome. `secrets` (decrypted) are needed only
+// to pin a fingerprint on first use.
 Step store_outcome(const CtxPtr &c, const std::string &pid, const ServerRecord &rec,
-                   const Outcome &o) {
+                   const Outcome &o, const SecretMap *secrets = nullptr) {
     json out = outcome_json(rec.id, rec.type, o);
     std::string pin = o.tofu ? o.fingerprint : std::string();
+    std::string resealed;
+    if (!pin.empty() && rec.secrets && secrets && !secrets->empty())
+        resealed = resealed_for_pin(*c->cfg, pid, rec, pin, *secrets);
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptServerTestStore, pid, {l.servers(pid)},
                          {rec.id, rec.config_rev, c->at, o.ok ? "ok" : "failed", o.message, pin,
-                          o.excerpt, std::to_string(o.http_status)});
+                          o.excerpt, std::to_string(o.http_status), resealed});
     return redis(std::move(argv), [out](const Reply &r) mutable {
         if (out.contains("trusted_on_first_use"))
             out["host_key_recorded"] = script_code(r) == kOk && script_item(r, 1).integer == 1;
@@ -1051,7 +1111,7 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
     auto secrets = std::make_shared<SecretMap>();
     if (rec->secrets) {
         try {
-            *secrets = open_secrets(*c->cfg->ring, pid, rec->id, *rec->secrets);
+            *secrets = open_secrets(*c->cfg->ring, ServerBinding(*rec, pid).get(), *rec->secrets);
         } catch (const Error &) {
             Outcome o = failed("auth", "the stored credentials do not decrypt");
             o.ssh = rec->type == "ssh";
@@ -1092,7 +1152,8 @@ Step run_test(const CtxPtr &c, const std::string &pid, std::shared_ptr<const Ser
         call.next = [c, pid, rec, self_service, secrets](const ProbeResult &r) {
             return guarded([&] {
                 return store_outcome(c, pid, *rec,
-                                     from_probe(r, rec->type, self_service, secrets.get()));
+                                     from_probe(r, rec->type, self_service, secrets.get()),
+                                     secrets.get());
             });
         };
         return Step{std::move(call)};
@@ -1170,13 +1231,22 @@ Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid
 
 // ---- rotation -----------------------------------------------------------------------------
 
+SecretString open_server_record(const KeyRing &ring, std::string_view pid, std::string_view sid,
+                                std::string_view raw) {
+    ServerRecord rec = parse_server(raw, sid);
+    if (!rec.secrets) throw Error("server record: no secrets");
+    return open_sealed(ring, *rec.secrets, ServerBinding(rec, pid).get());
+}
+
 std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string_view pid,
                                                 std::string_view sid, std::string_view raw) {
     ServerRecord rec = parse_server(raw, sid);
-    if (!rec.secrets || rec.secrets->kid == ring.active().kid) return std::nullopt;
+    if (!rec.secrets || (rec.secrets->kid == ring.active().kid && rec.secrets->v == kSealVersion))
+        return std::nullopt;
     if (!ring.find(rec.secrets->kid)) throw Error("unknown master key id");
-    SecretString plain = open_sealed(ring, *rec.secrets, pid, server_subject(sid));
-    rec.secrets = seal(ring, plain.view(), pid, server_subject(sid));
+    ServerBinding binding(rec, pid);
+    SecretString plain = open_sealed(ring, *rec.secrets, binding.get());
+    rec.secrets = seal(ring, plain.view(), binding.get());
     return serialize_server(rec);
 }
 

@@ -182,6 +182,7 @@ struct BuiltinSpec {
     const char *test_path;  // "" = no live test; method is always GET here
     std::vector<std::string> models;
     bool per_key_endpoint;
+    bool local = false;
 };
 
 }  // namespace
@@ -309,7 +310,8 @@ Catalog Catalog::builtin() {
          "",
          "",
          {},
-         false},
+         false,
+         true},
         {"custom",
          "Custom OpenAI-compatible endpoint",
          "https://custom.invalid",
@@ -335,9 +337,22 @@ Catalog Catalog::builtin() {
         p.test_path = s.test_path;
         p.models = s.models;
         p.per_key_endpoint = s.per_key_endpoint;
+        p.local = s.local;
+        p.enabled = !s.local;  // until allow_local() says otherwise
         c.providers_.push_back(std::move(p));
     }
     return c;
+}
+
+void Catalog::allow_local(const std::function<bool(std::string_view host)> &allowed) {
+    for (auto &p : providers_)
+        p.enabled = !p.local || (allowed(p.base_url.host) && allowed(p.openai_base.host));
+}
+
+std::string provider_not_allowed_message(const Provider &p) {
+    return "provider '" + p.id +
+           "' runs on the gateway's own network and is off: the operator enables it by listing "
+           "its host in byok_allow_endpoint";
 }
 
 // ---------------------------------------------------------------- YAML
@@ -449,15 +464,10 @@ Provider parse_provider(const std::string &origin, const std::string &id, const 
                 if (g.empty() || has_control(g)) throw r.err(f, "invalid pattern");
                 p.models.push_back(g);
             }
-        } else if (f == "per_key_endpoint") {
+        } else if (f == "per_key_endpoint" || f == "local") {
             std::string s = r.scalar(v, f);
-            if (s == "true") {
-                p.per_key_endpoint = true;
-            } else if (s == "false") {
-                p.per_key_endpoint = false;
-            } else {
-                throw r.err(f, "expected true or false");
-            }
+            if (s != "true" && s != "false") throw r.err(f, "expected true or false");
+            (f == "local" ? p.local : p.per_key_endpoint) = s == "true";
         } else {
             throw r.err(f, "unknown field");
         }
@@ -465,6 +475,7 @@ Provider parse_provider(const std::string &origin, const std::string &id, const 
     if (!have_name) throw r.err("name", "missing");
     if (!have_base) throw r.err("base_url", "missing");
     if (!have_openai) p.openai_base = p.base_url;
+    p.enabled = !p.local;  // until allow_local() says otherwise
     return p;
 }
 

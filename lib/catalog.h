@@ -1,6 +1,7 @@
 // Provider catalog (SPEC §5): providers.yaml or the built-in default.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -42,7 +43,15 @@ struct Provider {
     std::string test_path;            // relative to openai_base; empty = no live test
     std::vector<std::string> models;  // glob patterns ('*' and '?')
     bool per_key_endpoint = false;    // "custom": base URLs come from the key's endpoint
+    // Runs on the gateway's own host or network (YAML `local: true`; the
+    // built-in ollama). Such a provider is offered to tenants only when the
+    // operator lists its hosts in byok_allow_endpoint (see allow_local).
+    bool local = false;
+    bool enabled = true;  // false: local and not allowed by the operator
 };
+
+// The 403 `provider_not_allowed` message for a provider that is not enabled.
+std::string provider_not_allowed_message(const Provider &p);
 
 class Catalog {
   public:
@@ -59,6 +68,9 @@ class Catalog {
     // First provider (catalog order) one of whose `models` globs matches.
     const Provider *match_model(std::string_view model) const;
     const std::vector<Provider> &providers() const { return providers_; }
+    // Enables each `local` provider only if `allowed(host)` holds for the
+    // hosts of both its base URLs; other providers stay enabled.
+    void allow_local(const std::function<bool(std::string_view host)> &allowed);
 
   private:
     std::vector<Provider> providers_;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -219,31 +220,82 @@ const MasterKey *KeyRing::find(std::string_view kid) const {
     return nullptr;
 }
 
-std::string record_aad(std::string_view pid, std::string_view subject, std::string_view kid) {
+Binding &Binding::bind(std::string_view name, std::string_view value) {
+    if (count == fields.size()) throw Error("too many bound fields");
+    fields[count++] = BoundField{name, value};
+    return *this;
+}
+
+namespace {
+
+// Calls `feed(piece)` with the associated data of version `v`, in order.
+// No allocation: length prefixes are formatted into a stack buffer.
+template <typename Feed>
+void each_aad_piece(int v, const Binding &b, std::string_view kid, Feed &&feed) {
+    if (v == 1) {
+        feed("byok/v1|");
+        feed(b.pid);
+        feed("|");
+        feed(b.subject);
+        feed("|");
+        feed(kid);
+        return;
+    }
+    if (v != 2) throw Error("unsupported record version");
+    auto item = [&](std::string_view s) {
+        char len[24];
+        int n = std::snprintf(len, sizeof len, "|%zu:", s.size());
+        feed(std::string_view(len, static_cast<size_t>(n)));
+        feed(s);
+    };
+    feed("byok/v2");
+    item(b.pid);
+    item(b.subject);
+    item(kid);
+    for (size_t i = 0; i < b.count; i++) {
+        item(b.fields[i].name);
+        item(b.fields[i].value);
+    }
+}
+
+// Feeds the associated data to a GCM context; false on an OpenSSL error.
+bool aad_update(EVP_CIPHER_CTX *ctx, bool encrypt, int v, const Binding &b, std::string_view kid) {
+    bool ok = true;
+    each_aad_piece(v, b, kid, [&](std::string_view piece) {
+        if (!ok || piece.empty()) return;
+        int len = 0;
+        const auto *p = reinterpret_cast<const uint8_t *>(piece.data());
+        int n = static_cast<int>(piece.size());
+        ok = (encrypt ? EVP_EncryptUpdate(ctx, nullptr, &len, p, n)
+                      : EVP_DecryptUpdate(ctx, nullptr, &len, p, n)) == 1;
+    });
+    return ok;
+}
+
+}  // namespace
+
+std::string record_aad(int v, const Binding &b, std::string_view kid) {
     std::string aad;
-    aad.reserve(10 + pid.size() + subject.size() + kid.size());
-    aad.append("byok/v1|").append(pid).append("|").append(subject).append("|").append(kid);
+    each_aad_piece(v, b, kid, [&](std::string_view piece) { aad.append(piece); });
     return aad;
 }
 
-Sealed seal(const KeyRing &ring, std::string_view plaintext, std::string_view pid,
-            std::string_view subject) {
+Sealed seal(const KeyRing &ring, std::string_view plaintext, const Binding &b) {
     const MasterKey &mk = ring.active();
     Sealed s;
+    s.v = kSealVersion;
     s.kid = mk.kid;
     s.salt = random_bytes(kSaltLen);
     s.nonce = random_bytes(kNonceLen);
     DataKey dk;
     derive(mk, s.salt.data(), s.salt.size(), dk);
-    std::string aad = record_aad(pid, subject, mk.kid);
 
     std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
     if (!ctx) throw Error("cipher context allocation failed");
     s.ct.resize(plaintext.size() + kTagLen);
     int len = 0;
     if (EVP_EncryptInit_ex2(ctx.get(), algorithms().gcm, dk.k, s.nonce.data(), nullptr) != 1 ||
-        EVP_EncryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const uint8_t *>(aad.data()),
-                          static_cast<int>(aad.size())) != 1 ||
+        !aad_update(ctx.get(), true, s.v, b, mk.kid) ||
         EVP_EncryptUpdate(ctx.get(), s.ct.data(), &len,
                           reinterpret_cast<const uint8_t *>(plaintext.data()),
                           static_cast<int>(plaintext.size())) != 1) {
@@ -260,16 +312,16 @@ Sealed seal(const KeyRing &ring, std::string_view plaintext, std::string_view pi
     return s;
 }
 
-SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_t *salt,
+SecretString open_sealed(const KeyRing &ring, int v, std::string_view kid, const uint8_t *salt,
                          size_t salt_len, const uint8_t *nonce, size_t nonce_len, const uint8_t *ct,
-                         size_t ct_len, std::string_view pid, std::string_view subject) {
+                         size_t ct_len, const Binding &b) {
     const MasterKey *mk = ring.find(kid);
     if (mk == nullptr) throw Error("unknown master key id '" + printable_kid(kid) + "'");
-    if (salt_len != kSaltLen || nonce_len != kNonceLen || ct_len < kTagLen) fail_open();
+    if (salt_len != kSaltLen || nonce_len != kNonceLen || ct_len < kTagLen || (v != 1 && v != 2))
+        fail_open();
 
     DataKey dk;
     derive(*mk, salt, salt_len, dk);
-    std::string aad = record_aad(pid, subject, kid);
     size_t pt_len = ct_len - kTagLen;
 
     SecretString out;
@@ -280,8 +332,7 @@ SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_
     int len = 0;
     uint8_t *p = reinterpret_cast<uint8_t *>(&pt[0]);
     if (EVP_DecryptInit_ex2(ctx.get(), algorithms().gcm, dk.k, nonce, nullptr) != 1 ||
-        EVP_DecryptUpdate(ctx.get(), nullptr, &len, reinterpret_cast<const uint8_t *>(aad.data()),
-                          static_cast<int>(aad.size())) != 1 ||
+        !aad_update(ctx.get(), false, v, b, kid) ||
         EVP_DecryptUpdate(ctx.get(), p, &len, ct, static_cast<int>(pt_len)) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagLen,
                             const_cast<uint8_t *>(ct + pt_len)) != 1) {
@@ -295,11 +346,10 @@ SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_
     return out;
 }
 
-SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, std::string_view pid,
-                         std::string_view subject) {
-    return open_sealed(ring, sealed.kid, sealed.salt.data(), sealed.salt.size(),
+SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, const Binding &b) {
+    return open_sealed(ring, sealed.v, sealed.kid, sealed.salt.data(), sealed.salt.size(),
                        sealed.nonce.data(), sealed.nonce.size(), sealed.ct.data(), sealed.ct.size(),
-                       pid, subject);
+                       b);
 }
 
 }  // namespace byok

@@ -1,7 +1,9 @@
 // Master key ring and the record encryption scheme of SPEC §6:
 // data key = HKDF-SHA256(master[kid], salt, "byok provider key v1"),
-// AES-256-GCM with a random 96-bit nonce, AAD "byok/v1|<pid>|<subject>|<kid>"
-// where subject is the provider id or "server:<sid>".
+// AES-256-GCM with a random 96-bit nonce, and associated data that binds the
+// record to its project, its subject (provider id or "server:<sid>"), the
+// master key id and — from version 2 on — every field that decides where the
+// secret is sent (see record_aad).
 #pragma once
 
 #include <array>
@@ -42,19 +44,45 @@ class KeyRing {
 };
 
 // Encrypted blob as stored in a record. `ct` is ciphertext || 16-byte tag.
+// `v` is the format version: it decides the associated data (record_aad).
 struct Sealed {
+    int v = 2;
     std::string kid;
     Bytes salt;   // 16 bytes
     Bytes nonce;  // 12 bytes
     Bytes ct;
 };
 
-std::string record_aad(std::string_view pid, std::string_view subject, std::string_view kid);
+// Version written by seal(); versions 1 and 2 are read.
+constexpr int kSealVersion = 2;
+
+// A field that decides where a sealed secret is sent (a custom endpoint, a
+// server's host...). Version-2 records bind these into the associated data,
+// so a record retargeted by a write straight into Redis no longer decrypts.
+struct BoundField {
+    std::string_view name, value;
+};
+
+// What a sealed record is bound to. Views: the strings must outlive it.
+struct Binding {
+    std::string_view pid, subject;
+    std::array<BoundField, 8> fields{};
+    size_t count = 0;
+    Binding &bind(std::string_view name, std::string_view value);  // throws past 8 fields
+};
+
+// The associated data of a record of version `v`:
+//   v1: "byok/v1|<pid>|<subject>|<kid>" (bound fields ignored)
+//   v2: "byok/v2" then "|<decimal length>:<bytes>" for pid, subject, kid and
+//       each bound field's name and value in order — length-prefixed, so no
+//       value can forge a separator.
+// seal() and open_sealed() feed exactly these bytes to GCM, piece by piece.
+std::string record_aad(int v, const Binding &b, std::string_view kid);
 inline std::string server_subject(std::string_view sid) { return "server:" + std::string(sid); }
 
-// Encrypts under the ring's active key with fresh salt and nonce.
-Sealed seal(const KeyRing &ring, std::string_view plaintext, std::string_view pid,
-            std::string_view subject);
+// Encrypts under the ring's active key with fresh salt and nonce, version
+// kSealVersion.
+Sealed seal(const KeyRing &ring, std::string_view plaintext, const Binding &b);
 
 // RFC 5869 HKDF-SHA256 with a 32-byte output (the data-key derivation).
 void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
@@ -63,15 +91,16 @@ void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t
 // SHA-256 with the digest fetched once per process (gateway-key lookups).
 void sha256(std::string_view data, uint8_t out[32]);
 
-// Decrypts with the key named by sealed.kid. Throws Error("unknown master key
-// id '<kid>'") or Error("record does not decrypt (tampered, moved or wrong
-// key)"); never returns partial plaintext.
-SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, std::string_view pid,
-                         std::string_view subject);
+// Decrypts with the key named by sealed.kid and the associated data of
+// sealed.v. Throws Error("unknown master key id '<kid>'") or Error("record
+// does not decrypt (tampered, moved or wrong key)"); never returns partial
+// plaintext.
+SecretString open_sealed(const KeyRing &ring, const Sealed &sealed, const Binding &b);
 
-// Same, with views into already-decoded binary fields (hot path: no copies).
-SecretString open_sealed(const KeyRing &ring, std::string_view kid, const uint8_t *salt,
+// Same, with views into already-decoded binary fields (hot path: no copies,
+// no allocation for the associated data).
+SecretString open_sealed(const KeyRing &ring, int v, std::string_view kid, const uint8_t *salt,
                          size_t salt_len, const uint8_t *nonce, size_t nonce_len, const uint8_t *ct,
-                         size_t ct_len, std::string_view pid, std::string_view subject);
+                         size_t ct_len, const Binding &b);
 
 }  // namespace byok

@@ -21,6 +21,9 @@ class Layout {
         return tagged(pid, "usage:") + s(yyyymmdd);
     }
     std::string audit() const { return p_ + "audit"; }
+    // The project's own audit stream (same entries as audit(), same ids).
+    // admin_scripts.cpp spells it from audit() inside Lua: keep them in step.
+    std::string project_audit(std::string_view pid) const { return tagged(pid, "audit"); }
     std::string invalidate_channel() const { return p_ + "invalidate"; }
 
   private:

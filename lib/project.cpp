@@ -90,6 +90,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
         try {
             KeyRecord r = parse_key_record(json);
             k.is_active = r.is_active;
+            k.v = r.sealed.v;
             k.kid = std::move(r.sealed.kid);
             k.salt = std::move(r.sealed.salt);
             k.nonce = std::move(r.sealed.nonce);
@@ -104,10 +105,17 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     return s;
 }
 
+SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const StoredKey &k) {
+    return open_sealed(ring, k.v, k.kid, k.salt.data(), k.salt.size(), k.nonce.data(),
+                       k.nonce.size(), k.ct.data(), k.ct.size(),
+                       key_binding(pid, k.provider, k.endpoint));
+}
+
 // ---------------------------------------------------------------- binary form
 //
 // "BYS1" | u8 status | u8 tier | u8 policy | str project | str default_server
-// | u32 nkeys | per key: str provider | u8 flags | str kid | str salt
+// | u32 nkeys | per key: str provider | u8 flags (1 active, 2 malformed,
+// 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint
 // where str = u32 little-endian length + bytes.
 
@@ -179,7 +187,8 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
     put_u32(out, static_cast<uint32_t>(s.keys.size()));
     for (const auto &k : s.keys) {
         put_str(out, k.provider);
-        out.push_back(static_cast<char>((k.is_active ? 1 : 0) | (k.malformed ? 2 : 0)));
+        out.push_back(
+            static_cast<char>((k.is_active ? 1 : 0) | (k.malformed ? 2 : 0) | (k.v == 2 ? 4 : 0)));
         put_str(out, k.kid);
         put_bytes(out, k.salt);
         put_bytes(out, k.nonce);
@@ -210,9 +219,10 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
         StoredKey k;
         k.provider = r.str();
         uint8_t flags = r.u8();
-        if (flags > 3) Reader::corrupt();
+        if (flags > 7) Reader::corrupt();
         k.is_active = (flags & 1) != 0;
         k.malformed = (flags & 2) != 0;
+        k.v = (flags & 4) != 0 ? 2 : 1;
         k.kid = r.str();
         k.salt = r.bytes();
         k.nonce = r.bytes();

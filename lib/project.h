@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/crypto.h"
 #include "lib/util.h"
 
 namespace byok {
@@ -25,6 +26,7 @@ struct StoredKey {
     std::string provider;
     bool is_active = true;
     bool malformed = false;  // record JSON did not parse: treated as decrypt_error
+    int v = kSealVersion;    // record version: decides the associated data
     std::string kid;
     Bytes salt, nonce, ct;
     std::string endpoint;
@@ -53,6 +55,10 @@ using FieldMap = std::map<std::string, std::string, std::less<>>;
 // StoredKey{malformed=true} (never thrown away silently).
 GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
                                const FieldMap &keys);
+
+// Decrypts a stored key with the associated data of its record version
+// (key_binding: project, provider, endpoint). Throws Error like open_sealed.
+SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const StoredKey &k);
 
 // Compact binary form for the shared-memory cache; decode throws Error on
 // truncated or corrupt input.

@@ -42,7 +42,6 @@ KeyRecord parse_key_record(std::string_view text) {
     if (!j.is_object()) throw Error("key record: expected a JSON object");
 
     KeyRecord r;
-    r.v = 1;
     r.sealed = read_sealed_fields(j, "key record");
     const json *active = member(j, "is_active", true);
     if (!active->is_boolean()) bad("is_active", "expected a boolean");
@@ -74,8 +73,14 @@ std::string serialize_key_record(const KeyRecord &r) {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+Binding key_binding(std::string_view pid, std::string_view provider, std::string_view endpoint) {
+    Binding b{pid, provider};
+    b.bind("endpoint", endpoint);
+    return b;
+}
+
 void write_sealed_fields(nlohmann::ordered_json &j, const Sealed &s) {
-    j["v"] = 1;
+    j["v"] = s.v;
     j["kid"] = s.kid;
     j["salt"] = base64_encode(s.salt);
     j["nonce"] = base64_encode(s.nonce);
@@ -100,8 +105,9 @@ Sealed read_sealed_fields(const json &j, std::string_view what) {
     auto v = j.find("v");
     if (v == j.end()) bad_field("v", "missing");
     if (!v->is_number_integer()) bad_field("v", "expected an integer");
-    if (v->get<int64_t>() != 1) bad_field("v", "unsupported version");
+    if (v->get<int64_t>() != 1 && v->get<int64_t>() != 2) bad_field("v", "unsupported version");
     Sealed s;
+    s.v = static_cast<int>(v->get<int64_t>());
     auto kid = j.find("kid");
     if (kid == j.end()) bad_field("kid", "missing");
     if (!kid->is_string()) bad_field("kid", "expected a string");

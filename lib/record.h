@@ -11,8 +11,7 @@
 namespace byok {
 
 struct KeyRecord {
-    int v = 1;
-    Sealed sealed;  // kid, salt, nonce, ct (base64 in JSON)
+    Sealed sealed;  // v, kid, salt, nonce, ct (base64 in JSON); v is the record version
     std::string label;
     std::string endpoint;  // "" unless set (custom provider)
     bool is_active = true;
@@ -26,13 +25,18 @@ struct KeyRecord {
 // Strict: the JSON must be an object; v, kid, salt, nonce, ct, is_active,
 // key_hint, created_at, updated_at are required with the right types;
 // optional string fields may be absent or null; binary fields must be valid
-// base64 with salt 16 and nonce 12 bytes, ct >= 16 bytes; v must be 1.
+// base64 with salt 16 and nonce 12 bytes, ct >= 16 bytes; v must be 1 or 2.
 // Unknown fields are ignored (forward compatible). Throws Error naming the
 // field: "key record: field 'nonce': expected 12 bytes".
 KeyRecord parse_key_record(std::string_view json);
 std::string serialize_key_record(const KeyRecord &r);
 
-// The sealed part of any record — v (1), kid, salt, nonce, ct (base64) —
+// What a provider key is bound to (v2): project, provider and the key's
+// `endpoint` ("" for catalog providers), so a key moved to another project,
+// provider or endpoint does not decrypt. Views: the arguments must outlive it.
+Binding key_binding(std::string_view pid, std::string_view provider, std::string_view endpoint);
+
+// The sealed part of any record — v (1 or 2), kid, salt, nonce, ct (base64) —
 // shared by provider-key records and execution-server secrets.
 void write_sealed_fields(nlohmann::ordered_json &j, const Sealed &s);
 // Strict as above; errors read "<what>: field '<name>': <why>".

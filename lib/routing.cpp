@@ -63,7 +63,8 @@ std::string fallback_model(const Provider &p, std::string_view model) {
 const Provider *usable_fallback(const RouteInput &in, std::string_view p_id) {
     if (in.fallback_provider.empty() || !in.native_provider.empty()) return nullptr;
     if (in.fallback_provider == p_id || !has_system_key(in, in.fallback_provider)) return nullptr;
-    return in.catalog->find(in.fallback_provider);
+    const Provider *f = in.catalog->find(in.fallback_provider);
+    return f != nullptr && f->enabled ? f : nullptr;
 }
 
 void set_model(RouteDecision &d, const RouteInput &in, std::string model) {
@@ -131,6 +132,9 @@ RouteDecision decide_route(const RouteInput &in) {
     RouteDecision d;
     if (!resolve_provider(in, res, d)) return d;
     const Provider &p = *res.provider;
+    // A local provider the operator did not enable is refused outright (no
+    // fallback either: the client named something that is off here).
+    if (!p.enabled) return denied(403, "provider_not_allowed", provider_not_allowed_message(p));
 
     const KeyState *state = project_key(in, p.id);
     if (state != nullptr && *state == KeyState::Usable && in.tier >= Tier::Starter) {

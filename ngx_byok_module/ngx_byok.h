@@ -169,6 +169,7 @@ std::string ngx_byok_pinned_origin(const byok::Url &url, const std::string &ip);
 // --- handlers ----------------------------------------------------------------
 
 ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf);  // phase handler, variables, filter
+ngx_int_t ngx_byok_admin_init(ngx_conf_t *cf);    // key-test capture filter
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // One JSON error writer for every response the module generates.

@@ -16,8 +16,10 @@ extern "C" {
 namespace {
 
 struct AdminCtx {
-    uint32_t tag = 0x42594144;  // "BYAD", never ByokRequestCtx::kTag
+    static constexpr uint32_t kTag = 0x42594144;  // "BYAD", never ByokRequestCtx::kTag
+    uint32_t tag = kTag;
     ngx_http_request_t *r = nullptr;
+    ngx_http_request_t *sr = nullptr;  // the running /_byok/key-test subrequest
     std::string body;
     ByokRedisWaiter *waiter = nullptr;
     std::function<byok::admin::Step(const byok::admin::Reply &)> redis_next;
@@ -57,18 +59,55 @@ ngx_int_t subrequest_done(ngx_http_request_t *sr, void *data, ngx_int_t rc) {
     res.latency_ms = (int64_t)(ngx_current_msec - ctx->http_started);
     // Trust a status only when the provider actually sent a status line;
     // nginx's own 502/504 pages (connect error, timeout) mean "no answer".
+    // The body excerpt was captured by body_filter.
     ngx_http_upstream_t *u = sr->upstream;
     if (u != nullptr && u->headers_in.status_n != 0) {
         res.status = (int)u->headers_in.status_n;
-        ngx_buf_t *b = sr->out ? sr->out->buf : &u->buffer;
-        if (b != nullptr && b->pos != nullptr && b->last > b->pos)
-            res.body.assign((const char *)b->pos,
-                            ngx_min((size_t)(b->last - b->pos), (size_t)4096));
     } else {
         res.status = 0;
+        res.body.clear();
+        res.truncated = false;
     }
+    ctx->sr = nullptr;
     ctx->http_done = true;
     return rc;
+}
+
+ngx_http_output_body_filter_pt g_next_body_filter;
+
+// The admin request whose key-test subrequest `r` is, or nullptr.
+AdminCtx *key_test_parent(ngx_http_request_t *r) {
+    if (r == r->main || r->parent == nullptr) return nullptr;
+    void *p = ngx_http_get_module_ctx(r->parent, ngx_http_byok_module);
+    if (p == nullptr || *static_cast<uint32_t *>(p) != AdminCtx::kTag) return nullptr;
+    auto *ctx = static_cast<AdminCtx *>(p);
+    return ctx->sr == r ? ctx : nullptr;
+}
+
+// The key-test answer is captured here, bounded: the first kHttpExcerpt
+// bytes are kept and the rest is read and dropped. Nothing reaches nginx's
+// in-memory subrequest buffer, which fails the whole admin request ("too
+// big subrequest response") for answers over subrequest_output_buffer_size
+// — a real provider's model list is far bigger.
+ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
+    AdminCtx *ctx = key_test_parent(r);
+    if (ctx == nullptr) return g_next_body_filter(r, in);
+    byok::admin::HttpResult &res = ctx->http_result;
+    for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+        ngx_buf_t *b = cl->buf;
+        if (ngx_buf_in_memory(b)) {
+            size_t n = b->last - b->pos;
+            size_t room = byok::admin::kHttpExcerpt - res.body.size();
+            if (n > room) res.truncated = true;
+            res.body.append((const char *)b->pos, ngx_min(n, room));
+            b->pos = b->last;
+        }
+        if (b->in_file) {  // not read: proxy_max_temp_file_size 0 avoids this
+            if (b->file_last > b->file_pos) res.truncated = true;
+            b->file_pos = b->file_last;
+        }
+    }
+    return NGX_OK;
 }
 
 void resume_after_subrequest(ngx_http_request_t *r) {
@@ -104,6 +143,7 @@ bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::st
     ctx->http_started = ngx_current_msec;
     ctx->http_done = false;
     ctx->http_result = {};
+    ctx->sr = sr;
     ctx->http_next = std::move(call.next);
     r->write_event_handler = resume_after_subrequest;
     return true;
@@ -306,6 +346,12 @@ ngx_int_t admin_handler(ngx_http_request_t *r) {
 }
 
 }  // namespace
+
+ngx_int_t ngx_byok_admin_init(ngx_conf_t *) {
+    g_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = body_filter;
+    return NGX_OK;
+}
 
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(

@@ -391,9 +391,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         try {
             if (sk == nullptr) throw byok::Error("record vanished");
             if (sk->malformed) throw byok::Error("the stored record is malformed");
-            ctx->key = byok::open_sealed(m->ring, sk->kid, sk->salt.data(), sk->salt.size(),
-                                         sk->nonce.data(), sk->nonce.size(), sk->ct.data(),
-                                         sk->ct.size(), ctx->snap.project, sk->provider);
+            ctx->key = byok::open_stored_key(m->ring, ctx->snap.project, *sk);
             ctx->key_hint = sk->key_hint;
             break;
         } catch (const byok::Error &e) {

@@ -181,6 +181,9 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
 
     m->admin.catalog = &m->catalog;
     m->admin.ring = &m->ring;
+    // Local providers (ollama) are off unless byok_allow_endpoint names them.
+    m->catalog.allow_local(
+        [m](std::string_view host) { return byok::admin::allow_listed(m->admin, host); });
 
     ngx_str_t rid = ngx_string("request_id");
     mcf->request_id_index = ngx_http_get_variable_index(cf, &rid);
@@ -210,7 +213,10 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
     return NGX_CONF_OK;
 }
 
-static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) { return ngx_byok_gateway_init(cf); }
+static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) {
+    if (ngx_byok_admin_init(cf) != NGX_OK) return NGX_ERROR;
+    return ngx_byok_gateway_init(cf);
+}
 
 // nginx's proxy module writes every upstream request header at debug level;
 // with byok_gateway those carry provider keys, so debug logging is refused

@@ -10,6 +10,7 @@
 #include "lib/admin.h"
 #include "lib/record.h"
 #include "tests/unit/admin_support.h"
+#include "tests/unit/test_support.h"
 
 using namespace byok;
 using namespace byok::admin;
@@ -57,7 +58,7 @@ Step run(const Config &cfg, std::string method, std::string path, std::string bo
 std::string record_json(const KeyRing &ring, std::string_view key, std::string_view pid,
                         std::string_view provider) {
     KeyRecord r;
-    r.sealed = seal(ring, key, pid, provider);
+    r.sealed = seal(ring, key, key_binding(pid, provider, ""));
     r.key_hint = "sk-…0123";
     r.created_at = "2026-01-01T00:00:00Z";
     r.updated_at = "2026-01-01T00:00:00Z";
@@ -309,7 +310,7 @@ Test(admin_apikeys, mint_stores_only_the_hash) {
     cr_assert_eq(b["label"], "ci");
     cr_assert(!argv_contains(argv, key));
     cr_assert(argv_contains(argv, "byok:apikey:" + sha256_hex(key)));
-    json meta = json::parse(argv.back());
+    json meta = json::parse(argv[13]);  // … id label meta scopes parent
     cr_assert_eq(meta["hash"], sha256_hex(key));
 }
 
@@ -364,7 +365,8 @@ Test(admin_keys, put_seals_and_never_sends_plaintext) {
     KeyRecord rec = parse_key_record(argv[12]);
     cr_assert_eq(rec.sealed.kid, "k1");
     cr_assert_eq(rec.label, "prod");
-    cr_assert_eq(open_sealed(ring1(), rec.sealed, "acme", "openai").view(), kOpenAiKey);
+    cr_assert_eq(open_sealed(ring1(), rec.sealed, key_binding("acme", "openai", "")).view(),
+                 kOpenAiKey);
     cr_assert_eq(argv[13], "1");
     cr_assert_eq(argv[14], "key.put");
     Step done = feed(w, code(1));
@@ -566,7 +568,8 @@ Test(admin_rotate, reseals_under_the_active_kid) {
     cr_assert_eq(argv[13], old_k1);
     KeyRecord fresh = parse_key_record(argv[14]);
     cr_assert_eq(fresh.sealed.kid, "k2");
-    cr_assert_eq(open_sealed(ring21(), fresh.sealed, "acme", "openai").view(), kOpenAiKey);
+    cr_assert_eq(open_sealed(ring21(), fresh.sealed, key_binding("acme", "openai", "")).view(),
+                 kOpenAiKey);
     json b = body_of(feed(w, arr({integer(0), integer(1), integer(0)})));
     cr_assert_eq(b["rotated"], 1);
     cr_assert_eq(b["unchanged"], 1);
@@ -641,6 +644,176 @@ Test(admin_audit, filters_and_limits) {
     cr_assert_eq(b[1]["id"], "1-0");
     c.query = "limit=abc";
     cr_assert_eq(response(run(cfg, c)).status, 400);
+}
+
+// ---- issue 10 ---------------------------------------------------------------
+
+namespace {
+
+// A self-service call authenticated as gateway key "k1" of `pid`.
+Step as_key(const Config &cfg, const std::string &pid, Call c, const std::string &scopes = "") {
+    c.authorization = "Bearer byok_gatewaykey123";
+    return feed(run(cfg, c),
+                hash({{"project", pid}, {"id", "k1"}, {"revoked", "0"}, {"scopes", scopes}}));
+}
+
+Call call(std::string method, std::string path, std::string body = "") {
+    Call c;
+    c.method = std::move(method);
+    c.path = std::move(path);
+    c.body = std::move(body);
+    return c;
+}
+
+std::string custom_record(const std::string &endpoint) {
+    KeyRecord r;
+    r.endpoint = endpoint;
+    r.sealed =
+        seal(ring1(), "sk-custom-secret-0123456789", key_binding("acme", "custom", endpoint));
+    r.key_hint = "…6789";
+    r.created_at = r.updated_at = "2026-01-01T00:00:00Z";
+    return serialize_key_record(r);
+}
+
+}  // namespace
+
+Test(admin_keys, i10_02_endpoint_change_by_gateway_key_needs_the_key) {
+    Config cfg = config();
+    std::string old = custom_record("https://llm.example.com/v1");
+    // Self-service, endpoint only: 409 secret_required, nothing written.
+    Step s = as_key(
+        cfg, "acme",
+        call("PATCH", "/projects/acme/keys/custom", R"({"endpoint":"https://attacker.example"})"));
+    Step refused = feed(s, project_read("pro", {{"custom", old}}));
+    cr_assert_eq(response(refused).status, 409);
+    cr_assert_eq(error_code(refused), "secret_required");
+    // Same endpoint again, or other metadata: no secret needed.
+    Step same = as_key(cfg, "acme",
+                       call("PATCH", "/projects/acme/keys/custom",
+                            R"({"endpoint":"https://llm.example.com/v1","label":"x"})"));
+    cr_assert(std::holds_alternative<RedisCall>(
+        feed(same, project_read("pro", {{"custom", old}})).action));
+    // With the key again: re-sealed bound to the new endpoint, test result dropped.
+    Step with_key =
+        as_key(cfg, "acme",
+               call("PATCH", "/projects/acme/keys/custom",
+                    R"({"endpoint":"https://new.example","key":"sk-new-secret-98765"})"));
+    Step w = feed(with_key, project_read("pro", {{"custom", old}}));
+    KeyRecord rec = parse_key_record(redis_call(w).argv[12]);
+    cr_assert_eq(rec.endpoint, "https://new.example");
+    cr_assert_eq(
+        open_sealed(ring1(), rec.sealed, key_binding("acme", "custom", rec.endpoint)).view(),
+        "sk-new-secret-98765");
+    for (const auto &a : redis_call(w).argv)
+        cr_assert(a.find("sk-new-secret") == std::string::npos);
+    // Admin token: allowed without the key; the stored key is re-sealed.
+    Step adm =
+        run(cfg, "PATCH", "/projects/acme/keys/custom", R"({"endpoint":"https://b.example"})");
+    Step aw = feed(adm, project_read("pro", {{"custom", old}}));
+    KeyRecord moved = parse_key_record(redis_call(aw).argv[12]);
+    cr_assert_eq(moved.endpoint, "https://b.example");
+    cr_assert_eq(
+        open_sealed(ring1(), moved.sealed, key_binding("acme", "custom", "https://b.example"))
+            .view(),
+        "sk-custom-secret-0123456789");
+}
+
+Test(admin_rotate, i10_08_upgrades_v1_records_to_v2) {
+    Config cfg = config();
+    KeyRecord v1;
+    v1.sealed = byok::test::seal_v1(ring1(), kOpenAiKey, "acme", "openai");
+    v1.key_hint = "sk-…0123";
+    v1.created_at = v1.updated_at = "2026-01-01T00:00:00Z";
+    std::string old = serialize_key_record(v1);
+    Step h = feed(run(cfg, "POST", "/rotate"), arr({str("acme")}));
+    Step w = feed(h, arr({hash({{"openai", old}}), arr({})}));
+    const auto &argv = redis_call(w).argv;
+    cr_assert_eq(argv[12], "openai");
+    cr_assert_eq(argv[13], old);
+    KeyRecord fresh = parse_key_record(argv[14]);
+    cr_assert_eq(fresh.sealed.v, 2);
+    cr_assert_eq(fresh.sealed.kid, "k1");
+    cr_assert_eq(open_sealed(ring1(), fresh.sealed, key_binding("acme", "openai", "")).view(),
+                 kOpenAiKey);
+}
+
+Test(admin_apikeys, i10_07_minting_and_revoking_need_manage_keys) {
+    Config cfg = config();
+    Step mint = as_key(cfg, "acme", call("POST", "/projects/acme/api-keys", R"({"label":"x"})"));
+    cr_assert_eq(response(mint).status, 403);
+    cr_assert_eq(error_code(mint), "scope_required");
+    Step revoke = as_key(cfg, "acme", call("DELETE", "/projects/acme/api-keys/k2"));
+    cr_assert_eq(response(revoke).status, 403);
+    // Listing stays self-service.
+    cr_assert(std::holds_alternative<RedisCall>(
+        as_key(cfg, "acme", call("GET", "/projects/acme/api-keys")).action));
+
+    // A manage_keys key mints (may grant manage_keys) and is recorded as parent.
+    Step m2 = as_key(cfg, "acme",
+                     call("POST", "/projects/acme/api-keys", R"({"scopes":["manage_keys"]})"),
+                     "manage_keys");
+    const auto &argv = redis_call(m2).argv;
+    cr_assert_eq(argv[14], "manage_keys");
+    cr_assert_eq(argv[15], "k1");
+    json meta = json::parse(argv[13]);
+    cr_assert_eq(meta["parent"], "k1");
+    cr_assert_eq(meta["scopes"], json::array({"manage_keys"}));
+    json b = body_of(feed(m2, code(1)));
+    cr_assert_eq(b["parent"], "k1");
+    cr_assert_eq(b["scopes"], json::array({"manage_keys"}));
+    cr_assert_eq(
+        error_code(feed(as_key(cfg, "acme", call("POST", "/projects/acme/api-keys"), "manage_keys"),
+                        code(6))),
+        "parent_revoked");
+    // Admin mints with no parent; unknown scopes are refused.
+    Step am = run(cfg, "POST", "/projects/acme/api-keys", R"({"scopes":["manage_keys"]})");
+    cr_assert_eq(redis_call(am).argv[15], "");
+    cr_assert_eq(
+        response(run(cfg, "POST", "/projects/acme/api-keys", R"({"scopes":["admin"]})")).status,
+        422);
+    // Revoke answers with the keys revoked along with it.
+    Step rv = run(cfg, "DELETE", "/projects/acme/api-keys/k1");
+    json rb =
+        body_of(feed(rv, arr({integer(0), str(R"({"revoked_at":"t"})"), str("k2"), str("k3")})));
+    cr_assert_eq(rb["also_revoked"], json::array({"k2", "k3"}));
+}
+
+Test(admin_audit, i10_18_project_audit_reads_the_project_stream) {
+    Config cfg = config();
+    Step s = as_key(cfg, "acme", [] {
+        Call c;
+        c.path = "/audit";
+        c.query = "project=acme&limit=5";
+        return c;
+    }());
+    const auto &argv = redis_call(s).argv;
+    cr_assert_eq(argv[1], "byok:{acme}:audit");
+    cr_assert_eq(argv[1], Layout().project_audit("acme"));
+    cr_assert_eq(argv[5], "5");
+    // The Lua spelling of the per-project stream (admin_scripts.cpp) matches.
+    Layout l("pfx:");
+    cr_assert_eq(l.audit().substr(0, l.audit().size() - 5) + "{acme}:audit",
+                 l.project_audit("acme"));
+    // Without ?project= the admin reads the global stream.
+    cr_assert_eq(redis_call(run(cfg, "GET", "/audit")).argv[1], "byok:audit");
+}
+
+Test(admin_keys, i10_06_local_provider_is_refused_unless_allowed) {
+    Catalog cat = Catalog::builtin();
+    Config cfg = config();
+    cfg.catalog = &cat;
+    cat.allow_local([&](std::string_view h) { return allow_listed(cfg, h); });
+    Step put = run(cfg, "PUT", "/projects/acme/keys/ollama", R"({"key":"anything-1234567"})");
+    cr_assert_eq(response(put).status, 403);
+    cr_assert_eq(error_code(put), "provider_not_allowed");
+    cr_assert(error_message(put).find("byok_allow_endpoint") != std::string::npos);
+    cr_assert_eq(response(run(cfg, "POST", "/projects/acme/keys/ollama/test")).status, 403);
+    cr_assert(
+        std::holds_alternative<RedisCall>(run(cfg, "DELETE", "/projects/acme/keys/ollama").action));
+    cfg.allow_endpoint = {"127.0.0.1"};
+    cat.allow_local([&](std::string_view h) { return allow_listed(cfg, h); });
+    cr_assert(std::holds_alternative<RedisCall>(
+        run(cfg, "PUT", "/projects/acme/keys/ollama", R"({"key":"anything-1234567"})").action));
 }
 
 // ---- GET /me (issue 15: the console asks who it is instead of probing) -------

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lib/admin.h"
+#include "lib/admin_internal.h"
 #include "lib/record.h"
 #include "tests/unit/admin_support.h"
 
@@ -118,13 +119,7 @@ std::string stored(const json &body, const KeyRing &ring = ring1()) {
 }
 
 json sealed_plain(const KeyRing &ring, const json &record, const std::string &sid) {
-    const json &s = record["secrets"];
-    Sealed sealed;
-    sealed.kid = s["kid"];
-    sealed.salt = base64_decode(s["salt"].get<std::string>());
-    sealed.nonce = base64_decode(s["nonce"].get<std::string>());
-    sealed.ct = base64_decode(s["ct"].get<std::string>());
-    SecretString plain = open_sealed(ring, sealed, "acme", server_subject(sid));
+    SecretString plain = detail::open_server_record(ring, "acme", sid, record.dump());
     return json::parse(plain.view());
 }
 
@@ -457,12 +452,14 @@ Test(admin_servers, patch_merges_and_reseals) {
         return feed(run(cfg, "PATCH", "/projects/acme/servers/s1", body.dump()),
                     project_read({{"s1", rec}}));
     };
-    // Non-secret config change: merged, secrets kept as they were, test result dropped.
+    // Non-secret config change: merged, the kept secrets re-sealed bound to
+    // the new target (the port is bound into their AAD), test result dropped.
     Step p = patch(json{{"connection_config", {{"port", 2222}}}});
     json after = json::parse(redis_call(p).argv[12]);
     cr_assert_eq(after["connection_config"]["port"], 2222);
     cr_assert_eq(after["connection_config"]["host"], "10.0.0.5");
-    cr_assert_eq(after["secrets"], before["secrets"]);
+    cr_assert_neq(after["secrets"]["ct"], before["secrets"]["ct"]);
+    cr_assert_eq(sealed_plain(ring1(), after, "s1"), sealed_plain(ring1(), before, "s1"));
     cr_assert_neq(after["config_rev"], before["config_rev"]);
 
     // Switching to password auth needs the password…
@@ -704,7 +701,7 @@ Test(admin_servertest, undecryptable_and_missing) {
     // Sealed under another project's AAD: does not open here.
     json rec = json::parse(stored(ssh_body()));
     json moved = rec;
-    Sealed other = seal(ring1(), "{\"private_key\":\"x\"}", "other", server_subject("s1"));
+    Sealed other = seal(ring1(), "{\"private_key\":\"x\"}", Binding{"other", server_subject("s1")});
     moved["secrets"]["ct"] = base64_encode(other.ct);
     moved["secrets"]["salt"] = base64_encode(other.salt);
     moved["secrets"]["nonce"] = base64_encode(other.nonce);

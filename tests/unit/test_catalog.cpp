@@ -21,7 +21,7 @@ bool same_provider(const Provider &a, const Provider &b) {
            same_url(a.openai_base, b.openai_base) && a.auth == b.auth && a.headers == b.headers &&
            a.key_prefix == b.key_prefix && a.test_method == b.test_method &&
            a.test_path == b.test_path && a.models == b.models &&
-           a.per_key_endpoint == b.per_key_endpoint;
+           a.per_key_endpoint == b.per_key_endpoint && a.local == b.local && a.enabled == b.enabled;
 }
 
 const char kMinimal[] =
@@ -266,4 +266,23 @@ Test(catalog, upstream_headers) {
     cr_assert_eq(h[1].name, "x-a");
     cr_assert_eq(h[2].name, "x-b");
     cr_assert_eq(auth_style_name(AuthStyle::XGoogApiKey), "x-goog-api-key");
+}
+
+Test(catalog, i10_06_shipped_ollama_is_local_and_off_until_allowed) {
+    Catalog c = Catalog::builtin();
+    const Provider *o = c.find("ollama");
+    cr_assert(o->local && !o->enabled);
+    cr_assert(!Catalog::load_file("conf/providers.yaml").find("ollama")->enabled);
+    for (const auto &p : c.providers())
+        if (p.id != "ollama") cr_assert(p.enabled && !p.local, "%s", p.id.c_str());
+    c.allow_local([](std::string_view h) { return h == "10.9.9.9"; });
+    cr_assert(!c.find("ollama")->enabled);
+    c.allow_local([](std::string_view h) { return h == "127.0.0.1"; });
+    cr_assert(c.find("ollama")->enabled);
+    // An operator's own entry without `local` is trusted as written.
+    Catalog own = Catalog::parse_yaml(std::string(kMinimal), "own.yaml");
+    cr_assert(own.find("local")->enabled);
+    cr_assert(!Catalog::parse_yaml(with_field("local: true"), "own.yaml").find("local")->enabled);
+    cr_assert_eq(error_of([] { Catalog::parse_yaml(with_field("local: maybe"), "x.yaml"); }),
+                 "x.yaml: provider 'local': field 'local': expected true or false");
 }

@@ -40,96 +40,158 @@ std::string temp_file(const std::string &name, const std::string &content, mode_
 
 Test(crypto, round_trip) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    Sealed s = seal(r, "sk-test-1234567890", Binding{"acme", "openai"});
     cr_assert_eq(s.kid, "k2");
     cr_assert_eq(s.salt.size(), 16u);
     cr_assert_eq(s.nonce.size(), 12u);
     cr_assert_eq(s.ct.size(), 18u + 16u);
-    cr_assert_eq(open_sealed(r, s, "acme", "openai").view(), "sk-test-1234567890");
+    cr_assert_eq(open_sealed(r, s, Binding{"acme", "openai"}).view(), "sk-test-1234567890");
     // Empty plaintext still authenticates.
-    Sealed e = seal(r, "", "acme", "openai");
-    cr_assert(open_sealed(r, e, "acme", "openai").empty());
+    Sealed e = seal(r, "", Binding{"acme", "openai"});
+    cr_assert(open_sealed(r, e, Binding{"acme", "openai"}).empty());
 }
 
 Test(crypto, aad_format) {
-    cr_assert_eq(record_aad("acme", "openai", "k1"), "byok/v1|acme|openai|k1");
-    cr_assert_eq(record_aad("acme", server_subject("s1"), "k1"), "byok/v1|acme|server:s1|k1");
+    cr_assert_eq(record_aad(1, Binding{"acme", "openai"}, "k1"), "byok/v1|acme|openai|k1");
+    cr_assert_eq(record_aad(1, Binding{"acme", server_subject("s1")}, "k1"),
+                 "byok/v1|acme|server:s1|k1");
+    // v1 ignores bound fields: that is the hole version 2 closes.
+    Binding b{"acme", "custom"};
+    b.bind("endpoint", "https://x.example");
+    cr_assert_eq(record_aad(1, b, "k1"), "byok/v1|acme|custom|k1");
+}
+
+Test(crypto, i10_08_v2_aad_is_length_prefixed_and_binds_target_fields) {
+    Binding b{"acme", "custom"};
+    b.bind("endpoint", "https://x.example/v1");
+    cr_assert_eq(record_aad(2, b, "k1"),
+                 "byok/v2|4:acme|6:custom|2:k1|8:endpoint|20:https://x.example/v1");
+    // Separators inside values cannot make two bindings collide.
+    Binding a1{"a|1", "b"}, a2{"a", "1|b"};
+    cr_assert_neq(record_aad(2, a1, "k"), record_aad(2, a2, "k"));
+    Binding e1{"p", "s"}, e2{"p", "s"};
+    e1.bind("x", "1|2:y");
+    e2.bind("x", "1").bind("y", "");
+    cr_assert_neq(record_aad(2, e1, "k"), record_aad(2, e2, "k"));
+}
+
+Test(crypto, i10_08_changed_target_field_does_not_decrypt) {
+    KeyRing r = ring();
+    Binding good{"acme", "custom"};
+    good.bind("endpoint", "https://llm.example/v1");
+    Sealed s = seal(r, "sk-custom-secret-1234", good);
+    cr_assert_eq(s.v, 2);
+    cr_assert_eq(open_sealed(r, s, good).view(), "sk-custom-secret-1234");
+    Binding moved{"acme", "custom"};
+    moved.bind("endpoint", "https://attacker.example/v1");
+    cr_assert_eq(error_of([&] { open_sealed(r, s, moved); }),
+                 "record does not decrypt (tampered, moved or wrong key)");
+    // Claiming version 1 (whose AAD ignores the endpoint) does not help.
+    Sealed downgraded = s;
+    downgraded.v = 1;
+    cr_assert_eq(error_of([&] { open_sealed(r, downgraded, moved); }),
+                 "record does not decrypt (tampered, moved or wrong key)");
+}
+
+Test(crypto, i10_08_v1_records_still_decrypt) {
+    KeyRing r = ring();
+    Sealed old = byok::test::seal_v1(r, "sk-from-the-first-release", "acme", "openai");
+    Binding b{"acme", "openai"};
+    b.bind("endpoint", "");
+    cr_assert_eq(open_sealed(r, old, b).view(), "sk-from-the-first-release");
+    cr_assert_eq(error_of([&] {
+                     open_sealed(r, old, Binding{"acme", "anthropic"});
+                 }),
+                 "record does not decrypt (tampered, moved or wrong key)");
 }
 
 Test(crypto, ciphertext_is_not_plaintext) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-plaintext-marker", "acme", "openai");
+    Sealed s = seal(r, "sk-plaintext-marker", Binding{"acme", "openai"});
     std::string ct(s.ct.begin(), s.ct.end());
     cr_assert_not(contains(ct, "plaintext-marker"));
 }
 
 Test(crypto, moved_record_does_not_decrypt) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    Sealed s = seal(r, "sk-test-1234567890", Binding{"acme", "openai"});
     const std::string msg = "record does not decrypt (tampered, moved or wrong key)";
-    cr_assert_eq(error_of([&] { open_sealed(r, s, "other", "openai"); }), msg);
-    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "anthropic"); }), msg);
-    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", server_subject("openai")); }), msg);
-    Sealed srv = seal(r, "ssh-password", "acme", server_subject("s1"));
-    cr_assert_eq(open_sealed(r, srv, "acme", server_subject("s1")).view(), "ssh-password");
-    cr_assert_eq(error_of([&] { open_sealed(r, srv, "acme", server_subject("s2")); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, s, Binding{"other", "openai"}); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, s, Binding{"acme", "anthropic"}); }), msg);
+    cr_assert_eq(error_of([&] {
+                     open_sealed(r, s, Binding{"acme", server_subject("openai")});
+                 }),
+                 msg);
+    Sealed srv = seal(r, "ssh-password", Binding{"acme", server_subject("s1")});
+    cr_assert_eq(open_sealed(r, srv, Binding{"acme", server_subject("s1")}).view(), "ssh-password");
+    cr_assert_eq(error_of([&] {
+                     open_sealed(r, srv, Binding{"acme", server_subject("s2")});
+                 }),
+                 msg);
 }
 
 Test(crypto, every_flipped_byte_fails) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    Sealed s = seal(r, "sk-test-1234567890", Binding{"acme", "openai"});
     const std::string msg = "record does not decrypt (tampered, moved or wrong key)";
     for (Bytes Sealed::*field : {&Sealed::salt, &Sealed::nonce, &Sealed::ct}) {
         for (size_t i = 0; i < (s.*field).size(); i++) {
             for (uint8_t mask : {0x01, 0x80}) {
                 Sealed t = s;
                 (t.*field)[i] ^= mask;
-                cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg,
-                             "byte %zu mask %u", i, mask);
+                cr_assert_eq(error_of([&] {
+                                 open_sealed(r, t, Binding{"acme", "openai"});
+                             }),
+                             msg, "byte %zu mask %u", i, mask);
             }
         }
     }
     // Truncated or extended fields fail too.
     Sealed t = s;
     t.ct.pop_back();
-    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, Binding{"acme", "openai"}); }), msg);
     t = s;
     t.ct.push_back(0);
-    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, Binding{"acme", "openai"}); }), msg);
     t = s;
     t.nonce.pop_back();
-    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, Binding{"acme", "openai"}); }), msg);
     t = s;
     t.ct.resize(15);
-    cr_assert_eq(error_of([&] { open_sealed(r, t, "acme", "openai"); }), msg);
+    cr_assert_eq(error_of([&] { open_sealed(r, t, Binding{"acme", "openai"}); }), msg);
 }
 
 Test(crypto, kid_is_bound) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    Sealed s = seal(r, "sk-test-1234567890", Binding{"acme", "openai"});
     s.kid = "k1";  // known key, but not the one that sealed it
-    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "openai"); }),
+    cr_assert_eq(error_of([&] {
+                     open_sealed(r, s, Binding{"acme", "openai"});
+                 }),
                  "record does not decrypt (tampered, moved or wrong key)");
 }
 
 Test(crypto, unknown_kid_is_a_clear_error) {
     KeyRing r = ring();
-    Sealed s = seal(r, "sk-test-1234567890", "acme", "openai");
+    Sealed s = seal(r, "sk-test-1234567890", Binding{"acme", "openai"});
     s.kid = "k9";
-    cr_assert_eq(error_of([&] { open_sealed(r, s, "acme", "openai"); }),
+    cr_assert_eq(error_of([&] {
+                     open_sealed(r, s, Binding{"acme", "openai"});
+                 }),
                  "unknown master key id 'k9'");
 }
 
 Test(crypto, older_key_still_decrypts) {
     KeyRing only_k1 = KeyRing::parse("k1 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n", "old");
-    Sealed s = seal(only_k1, "sk-old", "acme", "openai");
+    Sealed s = seal(only_k1, "sk-old", Binding{"acme", "openai"});
     cr_assert_eq(s.kid, "k1");
     KeyRing r = ring();
     cr_assert_eq(r.active().kid, "k2");
-    cr_assert_eq(open_sealed(r, s, "acme", "openai").view(), "sk-old");
+    cr_assert_eq(open_sealed(r, s, Binding{"acme", "openai"}).view(), "sk-old");
     // Hot-path overload with raw views.
-    SecretString p = open_sealed(r, s.kid, s.salt.data(), s.salt.size(), s.nonce.data(),
-                                 s.nonce.size(), s.ct.data(), s.ct.size(), "acme", "openai");
+    SecretString p =
+        open_sealed(r, s.v, s.kid, s.salt.data(), s.salt.size(), s.nonce.data(), s.nonce.size(),
+                    s.ct.data(), s.ct.size(), Binding{"acme", "openai"});
     cr_assert_eq(p.view(), "sk-old");
 }
 
@@ -138,7 +200,7 @@ Test(crypto, distinct_nonces_and_salts_over_100k_encryptions, .timeout = 60) {
     std::set<std::string> nonces, salts;
     const int n = 100000;
     for (int i = 0; i < n; i++) {
-        Sealed s = seal(r, "sk-same-plaintext", "acme", "openai");
+        Sealed s = seal(r, "sk-same-plaintext", Binding{"acme", "openai"});
         nonces.emplace(s.nonce.begin(), s.nonce.end());
         salts.emplace(s.salt.begin(), s.salt.end());
     }

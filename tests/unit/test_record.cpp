@@ -20,7 +20,7 @@ KeyRing test_ring() {
 
 KeyRecord sample() {
     KeyRecord r;
-    r.sealed = seal(test_ring(), "sk-ant-secret-9999", "acme", "anthropic");
+    r.sealed = seal(test_ring(), "sk-ant-secret-9999", key_binding("acme", "anthropic", ""));
     r.label = "prod \"main\"";
     r.endpoint = "";
     r.is_active = true;
@@ -39,7 +39,7 @@ Test(record, round_trip_and_decrypts) {
     std::string text = serialize_key_record(r);
     cr_assert_eq(text.find("sk-ant-secret"), std::string::npos, "plaintext leaked");
     KeyRecord back = parse_key_record(text);
-    cr_assert_eq(back.v, 1);
+    cr_assert_eq(back.sealed.v, 2);
     cr_assert_eq(back.sealed.kid, "k1");
     cr_assert(back.sealed.salt == r.sealed.salt);
     cr_assert(back.sealed.nonce == r.sealed.nonce);
@@ -50,7 +50,7 @@ Test(record, round_trip_and_decrypts) {
     cr_assert_eq(back.updated_at, r.updated_at);
     cr_assert(back.is_active);
     cr_assert_eq(back.last_tested, "");
-    cr_assert_eq(open_sealed(test_ring(), back.sealed, "acme", "anthropic").view(),
+    cr_assert_eq(open_sealed(test_ring(), back.sealed, key_binding("acme", "anthropic", "")).view(),
                  "sk-ant-secret-9999");
 }
 
@@ -61,7 +61,7 @@ Test(record, json_fields_are_spec_names) {
           "created_at", "updated_at", "last_tested", "test_status", "test_message"}) {
         cr_assert(j.contains(f), "%s", f);
     }
-    cr_assert_eq(j["v"].get<int>(), 1);
+    cr_assert_eq(j["v"].get<int>(), 2);
     cr_assert_eq(j["salt"].get<std::string>().size(), 24u);
     cr_assert_eq(j["nonce"].get<std::string>().size(), 16u);
 }
@@ -87,7 +87,7 @@ Test(record, strict_errors_name_the_field) {
         {[](json &j) { j.erase("kid"); }, "key record: field 'kid': missing"},
         {[](json &j) { j.erase("is_active"); }, "key record: field 'is_active': missing"},
         {[](json &j) { j.erase("created_at"); }, "key record: field 'created_at': missing"},
-        {[](json &j) { j["v"] = 2; }, "key record: field 'v': unsupported version"},
+        {[](json &j) { j["v"] = 3; }, "key record: field 'v': unsupported version"},
         {[](json &j) { j["v"] = "1"; }, "key record: field 'v': expected an integer"},
         {[](json &j) { j["is_active"] = "yes"; },
          "key record: field 'is_active': expected a boolean"},
@@ -106,4 +106,32 @@ Test(record, strict_errors_name_the_field) {
     }
     cr_assert_eq(error_of([] { parse_key_record("{"); }), "key record: not valid JSON");
     cr_assert_eq(error_of([] { parse_key_record("[1]"); }), "key record: expected a JSON object");
+}
+
+Test(record, i10_08_v2_binds_the_endpoint_and_v1_still_reads) {
+    KeyRing ring = test_ring();
+    KeyRecord r = sample();
+    r.endpoint = "https://llm.example/v1";
+    r.sealed = seal(ring, "sk-custom-1234", key_binding("acme", "custom", r.endpoint));
+    KeyRecord back = parse_key_record(serialize_key_record(r));
+    cr_assert_eq(back.sealed.v, 2);
+    cr_assert_eq(
+        open_sealed(ring, back.sealed, key_binding("acme", "custom", back.endpoint)).view(),
+        "sk-custom-1234");
+    // The endpoint rewritten in the stored JSON: the key no longer opens.
+    json j = json::parse(serialize_key_record(r));
+    j["endpoint"] = "https://attacker.example";
+    KeyRecord moved = parse_key_record(j.dump());
+    cr_assert_eq(error_of([&] {
+                     open_sealed(ring, moved.sealed, key_binding("acme", "custom", moved.endpoint));
+                 }),
+                 "record does not decrypt (tampered, moved or wrong key)");
+    // A v1 record (first release) keeps reading and opening.
+    KeyRecord old = sample();
+    old.sealed = byok::test::seal_v1(ring, "sk-ant-old-1234", "acme", "anthropic");
+    KeyRecord old_back = parse_key_record(serialize_key_record(old));
+    cr_assert_eq(old_back.sealed.v, 1);
+    cr_assert_eq(json::parse(serialize_key_record(old))["v"].get<int>(), 1);
+    cr_assert_eq(open_sealed(ring, old_back.sealed, key_binding("acme", "anthropic", "")).view(),
+                 "sk-ant-old-1234");
 }

@@ -347,3 +347,30 @@ Test(routing, route_names) {
     cr_assert_eq(route_name(Route::Fallback), "fallback");
     cr_assert_eq(route_name(Route::Denied), "denied");
 }
+
+Test(routing, i10_06_local_provider_not_allowed_is_refused_everywhere) {
+    Catalog cat = Catalog::builtin();  // ollama: local, off until allowed
+    for (const char *how : {"native", "header", "prefix"}) {
+        RouteInput in;
+        in.catalog = &cat;
+        in.tier = Tier::Pro;
+        in.project_keys = {{"ollama", KeyState::Usable}};
+        in.system_keys = {"openrouter"};
+        in.fallback_provider = "openrouter";
+        std::string_view h(how);
+        if (h == "native") in.native_provider = "ollama";
+        if (h == "header") in.header_provider = "ollama";
+        in.model = h == "prefix" ? "ollama/llama3" : "llama3";
+        RouteDecision d = decide_route(in);
+        cr_assert_eq(route_name(d.route), "denied", "%s", how);
+        cr_assert_eq(d.status, 403, "%s", how);
+        cr_assert_eq(d.error_code, "provider_not_allowed", "%s", how);
+    }
+    cat.allow_local([](std::string_view host) { return host == "127.0.0.1"; });
+    RouteInput in;
+    in.catalog = &cat;
+    in.tier = Tier::Pro;
+    in.project_keys = {{"ollama", KeyState::Usable}};
+    in.native_provider = "ollama";
+    cr_assert_eq(route_name(decide_route(in).route), "byok");
+}

@@ -15,7 +15,7 @@ using byok::test::error_of;
 std::string record_json(bool active) {
     KeyRing ring = KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
     KeyRecord r;
-    r.sealed = seal(ring, "sk-abcdefgh1234", "acme", "openai");
+    r.sealed = seal(ring, "sk-abcdefgh1234", key_binding("acme", "openai", "https://e.example"));
     r.is_active = active;
     r.key_hint = "sk-\u20261234";
     r.endpoint = "https://e.example";
@@ -131,4 +131,23 @@ Test(snapshot, tier_policy_names) {
     }
     cr_assert_not(parse_tier("gold").has_value());
     cr_assert_not(parse_policy("on").has_value());
+}
+
+Test(snapshot, i10_08_record_version_survives_the_cache_and_binds_the_endpoint) {
+    KeyRing ring = KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
+    KeyRecord old;
+    old.sealed = byok::test::seal_v1(ring, "sk-old-12345678", "acme", "anthropic");
+    old.key_hint = "sk-…5678";
+    old.created_at = old.updated_at = "2026-11-22T04:31:00Z";
+    FieldMap keys = {{"openai", record_json(true)}, {"anthropic", serialize_key_record(old)}};
+    GatewaySnapshot s = decode_snapshot(encode_snapshot(build_snapshot(apikey(), project(), keys)));
+    cr_assert_eq(s.find_key("openai")->v, 2);
+    cr_assert_eq(s.find_key("anthropic")->v, 1);
+    cr_assert_eq(open_stored_key(ring, "acme", *s.find_key("openai")).view(), "sk-abcdefgh1234");
+    cr_assert_eq(open_stored_key(ring, "acme", *s.find_key("anthropic")).view(), "sk-old-12345678");
+    // The endpoint of a v2 record rewritten before it was cached: no plaintext.
+    StoredKey moved = *s.find_key("openai");
+    moved.endpoint = "https://attacker.example";
+    cr_assert_eq(error_of([&] { open_stored_key(ring, "acme", moved); }),
+                 "record does not decrypt (tampered, moved or wrong key)");
 }

@@ -1,8 +1,11 @@
 // Helpers shared by the Criterion unit tests.
 #pragma once
 
+#include <openssl/evp.h>
+
 #include <string>
 
+#include "lib/crypto.h"
 #include "lib/util.h"
 
 namespace byok::test {
@@ -16,6 +19,38 @@ std::string error_of(F f) {
         return e.what();
     }
     return "<no error>";
+}
+
+// A version-1 record as the first release sealed it (AAD
+// "byok/v1|<pid>|<subject>|<kid>", no bound fields), written out here with
+// OpenSSL directly so the compatibility check does not trust seal().
+inline Sealed seal_v1(const KeyRing &ring, std::string_view plaintext, std::string_view pid,
+                      std::string_view subject) {
+    const MasterKey &mk = ring.active();
+    Sealed s;
+    s.v = 1;
+    s.kid = mk.kid;
+    s.salt = random_bytes(16);
+    s.nonce = random_bytes(12);
+    uint8_t dk[32];
+    hkdf_sha256(mk.key.data(), mk.key.size(), s.salt.data(), s.salt.size(), "byok provider key v1",
+                dk);
+    std::string aad = "byok/v1|" + std::string(pid) + "|" + std::string(subject) + "|" + mk.kid;
+    s.ct.resize(plaintext.size() + 16);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int len = 0, total = 0;
+    EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, dk, s.nonce.data());
+    EVP_EncryptUpdate(ctx, nullptr, &len, reinterpret_cast<const uint8_t *>(aad.data()),
+                      static_cast<int>(aad.size()));
+    EVP_EncryptUpdate(ctx, s.ct.data(), &len, reinterpret_cast<const uint8_t *>(plaintext.data()),
+                      static_cast<int>(plaintext.size()));
+    total = len;
+    EVP_EncryptFinal_ex(ctx, s.ct.data() + total, &len);
+    total += len;
+    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, s.ct.data() + total);
+    EVP_CIPHER_CTX_free(ctx);
+    wipe(dk, sizeof dk);
+    return s;
 }
 
 }  // namespace byok::test
