@@ -93,3 +93,164 @@ def test_i16_01_three_nodes_enforce_changes_made_on_node_one(gateway, fake_provi
     assert p99 < HANG_GUARD  # reported above; enforcement itself is what is asserted
     for node in [n1, *others]:
         node.assert_no_leaks()
+
+
+# -- TLS and ACL ------------------------------------------------------------------
+
+import os  # noqa: E402
+import secrets  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import redis  # noqa: E402
+
+from harness import REDIS_SERVER, free_port, stop_process  # noqa: E402
+
+# Every command the module sends, directly or from its Lua scripts (grep
+# lib/ and ngx_byok_module/ for the argv and redis.call names); the README
+# documents the same line.
+ACL_COMMANDS = ("-@all +auth +select +ping +role +wait +subscribe +publish +eval +hgetall "
+                "+hget +hset +hdel +hexists +hincrby +expire +exists +del +smembers +sadd "
+                "+srem +scan +xadd +xrevrange")
+
+
+def acl_line(user: str, password: str, prefix: str = "byok") -> str:
+    return f"user {user} on >{password} ~{prefix}:* &{prefix}:invalidate {ACL_COMMANDS}"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_pki(d: Path, ca_name: str = "ca"):
+    """A CA and, signed by it, a server certificate for redis.test and
+    127.0.0.1 and a client certificate."""
+    d.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{ca_name}.key", "-out", f"{ca_name}.pem", "-days", "2",
+            "-subj", f"/CN=byok test {ca_name}", cwd=d)
+    for who, san in (("server", "DNS:redis.test,IP:127.0.0.1"), ("client", "DNS:byok.client")):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
+        (d / f"{who}.ext").write_text(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", f"{ca_name}.pem", "-CAkey",
+                f"{ca_name}.key", "-CAcreateserial", "-out", f"{who}.pem", "-days", "2",
+                "-extfile", f"{who}.ext", cwd=d)
+    return d
+
+
+class TlsRedis:
+    """redis-server with --tls-port only (no plaintext port), client
+    certificates required, the default user disabled, an `admin` user for
+    the test and the restricted `byok` user for the module."""
+
+    def __init__(self, d: Path):
+        self.dir = make_pki(d)
+        self.port = free_port()
+        self.password = secrets.token_hex(16)
+        self.admin_password = secrets.token_hex(16)
+        (d / "redis.conf").write_text(f"""\
+port 0
+tls-port {self.port}
+bind 127.0.0.1
+tls-cert-file {d}/server.pem
+tls-key-file {d}/server.key
+tls-ca-cert-file {d}/ca.pem
+tls-auth-clients yes
+save ""
+appendonly no
+dir {d}
+logfile {d}/redis.log
+user default off
+user admin on >{self.admin_password} ~* &* +@all
+{acl_line("byok", self.password)}
+""")
+        log = open(d / "redis.stdout", "ab")
+        self.proc = subprocess.Popen([REDIS_SERVER, str(d / "redis.conf")], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, username="admin",
+                                  password=self.admin_password, ssl=True,
+                                  ssl_ca_certs=str(d / "ca.pem"), ssl_certfile=str(d / "client.pem"),
+                                  ssl_keyfile=str(d / "client.key"), decode_responses=True,
+                                  socket_timeout=5)
+
+        def up():
+            assert self.proc.poll() is None, (d / "redis.log").read_text()[-2000:]
+            return self.client.ping()
+        wait_until(up, 10, what="TLS redis-server")
+        self.password_file = d / "redis.pass"
+        self.password_file.write_text(self.password + "\n")
+        os.chmod(self.password_file, 0o600)
+
+    def directive(self, ca: Path = None, name: str = "redis.test", client_cert: bool = True):
+        line = (f"byok_redis 127.0.0.1:{self.port} tls tls_trusted_certificate={ca or self.dir / 'ca.pem'}"
+                f" tls_server_name={name} user=byok password_file={self.password_file}")
+        if client_cert:
+            line += f" tls_certificate={self.dir}/client.pem tls_certificate_key={self.dir}/client.key"
+        return line + " timeout=2s;"
+
+    def stop(self):
+        self.client.close()
+        stop_process(self.proc)
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory):
+    server = TlsRedis(tmp_path_factory.mktemp("tlsredis"))
+    yield server
+    server.stop()
+
+
+def test_i16_02_tls_mtls_and_acl_user_serve_admin_and_gateway(gateway, fake_provider, tls_redis):
+    """TLS-only Redis, CA- and name-verified, client certificate, ACL user
+    restricted to the documented command list: the admin API, the gateway
+    and invalidation all work; the password is not in `nginx -T`."""
+    tls_redis.client.flushall()
+    tls_redis.client.acl_log_reset()
+    gw = gateway(overrides={"byok_redis": tls_redis.directive()})
+    gw.track(tls_redis.password)
+    p = gw.provision(keys={"openai": None})
+    r = gw.chat(p)
+    assert r.status_code == 200 and r.headers.get("x-byok-route") == "byok", (r.status_code, r.text)
+    new = gw.put_key(p.pid, "openai")
+    wait_until(lambda: gw.chat(p).status_code == 200 and
+               fake_provider.last("/openai").headers.get("authorization") == f"Bearer {new}",
+               HANG_GUARD, what="new key over the TLS subscriber")
+    for path in (f"/projects/{p.pid}/stats", f"/audit?project={p.pid}", "/projects",
+                 f"/projects/{p.pid}/api-keys", f"/projects/{p.pid}/keys"):
+        r = gw.admin("GET", path)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+    assert gw.admin("POST", "/rotate").status_code in (200, 202)
+    assert gw.admin("DELETE", f"/projects/{p.pid}").status_code in (200, 204)
+    assert gw.chat(p).status_code == 401
+    assert not [k for k in tls_redis.client.keys("*") if p.pid in k]
+    # nothing the module did was refused by the ACL
+    assert tls_redis.client.acl_log() == [], tls_redis.client.acl_log()
+    assert any(c.get("user") == "byok" for c in tls_redis.client.client_list())
+    t = subprocess.run(["nginx", "-T", "-p", str(gw.dir), "-c", str(gw.conf_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert "password_file=" in t.stdout and tls_redis.password not in t.stdout + t.stderr
+    assert "setup failed" not in gw.error_log(), gw.error_log()[-2000:]
+    gw.assert_no_leaks()
+
+
+@pytest.mark.parametrize("case", ["wrong_ca", "wrong_name"])
+def test_i16_03_tls_wrong_ca_or_name_is_refused(gateway, tls_redis, tmp_path, case):
+    """A server certificate from another CA, or for another name, is refused
+    with a clear log line; the admin API answers 503, nothing is sent."""
+    if case == "wrong_ca":
+        other = make_pki(tmp_path / "other", "otherca")
+        line = tls_redis.directive(ca=other / "otherca.pem")
+        want = "TLS certificate verify error"
+    else:
+        line = tls_redis.directive(name="wrong.test")
+        want = 'TLS certificate does not match "wrong.test"'
+    gw = gateway(overrides={"byok_redis": line})
+    wait_until(lambda: want in gw.error_log(), HANG_GUARD, what=want)
+    r = gw.admin("POST", "/projects", {"id": "p-refused", "name": "x"})
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert not [k for k in tls_redis.client.keys("*") if "p-refused" in k]
+    assert "link to 127.0.0.1:%d ready" % tls_redis.port not in gw.error_log()
+    gw.track(tls_redis.password)
+    gw.assert_no_leaks()
