@@ -65,7 +65,9 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t redis_set;
     ngx_msec_t redis_connect_timeout;
     ngx_msec_t redis_timeout;
-    ngx_ssl_t *redis_ssl;  // byok_redis tls: the client context, else nullptr
+    ngx_ssl_t *redis_ssl;
+    ngx_uint_t redis_wait_replicas;  // WAIT for this many replicas after admin writes
+    ngx_msec_t redis_wait_timeout;   // byok_redis tls: the client context, else nullptr
     ngx_shm_zone_t *zone;
     time_t ttl;
     time_t stale;

@@ -113,6 +113,7 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
     cln->data = mcf->m;
     mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ttl = NGX_CONF_UNSET;
     mcf->stale = NGX_CONF_UNSET;
     mcf->request_id_index = NGX_ERROR;
@@ -137,6 +138,7 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
 
     ngx_conf_init_msec_value(mcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 500);
+    ngx_conf_init_msec_value(mcf->redis_wait_timeout, 200);
     if (mcf->ttl == NGX_CONF_UNSET) mcf->ttl = 300;
     if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
 
@@ -449,6 +451,13 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
         } else if (name == "timeout" && !val.empty()) {
             mcf->redis_timeout = ngx_parse_time(&nv, 0);
             if (mcf->redis_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
+        } else if (name == "wait_replicas" && !val.empty()) {
+            ngx_int_t n = ngx_atoi(nv.data, nv.len);
+            if (n < 0 || n > 100) goto invalid;
+            mcf->redis_wait_replicas = (ngx_uint_t)n;
+        } else if (name == "wait_timeout" && !val.empty()) {
+            mcf->redis_wait_timeout = ngx_parse_time(&nv, 0);
+            if (mcf->redis_wait_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
         } else if (name == "prefix" && !val.empty()) {
             m->admin.layout = byok::Layout(val);
         } else if (arg == "tls") {

@@ -621,6 +621,16 @@ void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn
     post_write(link);
 }
 
+// Errors of a node that cannot take the command right now (a demoted
+// primary, a replica still loading, a primary without its replicas): the
+// command was not applied, so it is "unavailable", not a failure.
+bool not_writable(const redisReply *r) {
+    std::string_view e(r->str, r->len);
+    for (std::string_view p : {"READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN"})
+        if (e.substr(0, p.size()) == p) return true;
+    return false;
+}
+
 void waiter_event(ngx_event_t *ev) {
     auto *w = static_cast<ByokRedisWaiter *>(ev->data);
     w->done(w);
@@ -636,6 +646,12 @@ void command_reply(RedisLink *, redisReply *r, void *privdata) {
     if (w->cancelled) {
         delete w;
         return;
+    }
+    if (r != nullptr && r->type == REDIS_REPLY_ERROR && not_writable(r)) {
+        r = nullptr;  // answered as "unavailable": the client retries after the failover
+        if (sentinel_mode()) {
+            drop_link(&g_sentinel, "asking again for the primary");
+        }
     }
     try {
         w->reply = convert(r);

@@ -254,3 +254,156 @@ def test_i16_03_tls_wrong_ca_or_name_is_refused(gateway, tls_redis, tmp_path, ca
     assert "link to 127.0.0.1:%d ready" % tls_redis.port not in gw.error_log()
     gw.track(tls_redis.password)
     gw.assert_no_leaks()
+
+
+# -- Sentinel -----------------------------------------------------------------------
+
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+
+def spawn_redis(d: Path, name: str, args) -> subprocess.Popen:
+    log = open(d / f"{name}.stdout", "ab")
+    proc = subprocess.Popen([REDIS_SERVER, *args], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    log.close()
+    return proc
+
+
+class SentinelSet:
+    """A primary, one replica and three sentinels (redis-server --sentinel,
+    the binary Debian's redis-sentinel package links to) on loopback."""
+
+    def __init__(self, d: Path):
+        self.dir = d
+        d.mkdir(parents=True, exist_ok=True)
+        self.ports = {n: free_port() for n in ("primary", "replica", "s1", "s2", "s3")}
+        self.procs = {}
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d),
+                  "--protected-mode", "no"]
+        self.procs["primary"] = spawn_redis(d, "primary", [
+            "--port", str(self.ports["primary"]), *common, "--logfile", str(d / "primary.log")])
+        self.procs["replica"] = spawn_redis(d, "replica", [
+            "--port", str(self.ports["replica"]), *common, "--logfile", str(d / "replica.log"),
+            "--replicaof", "127.0.0.1", str(self.ports["primary"])])
+        for s in ("s1", "s2", "s3"):
+            conf = d / f"{s}.conf"
+            conf.write_text(f"""\
+port {self.ports[s]}
+bind 127.0.0.1
+protected-mode no
+dir {d}
+logfile {d}/{s}.log
+sentinel monitor byok 127.0.0.1 {self.ports["primary"]} 2
+sentinel down-after-milliseconds byok 1000
+sentinel failover-timeout byok 10000
+sentinel parallel-syncs byok 1
+""")
+            self.procs[s] = spawn_redis(d, s, [str(conf), "--sentinel"])
+        self.client = {n: redis.Redis(host="127.0.0.1", port=p, decode_responses=True,
+                                      socket_timeout=5) for n, p in self.ports.items()}
+
+        def synced():
+            info = self.client["replica"].info("replication")
+            return info.get("master_link_status") == "up"
+        wait_until(synced, 15, what="replica in sync")
+
+        def sentinels_agree():
+            return all(len(self.client[s].execute_command("SENTINEL", "replicas", "byok")) == 1 and
+                       int(self.client[s].execute_command("SENTINEL", "master", "byok")[
+                           self.client[s].execute_command("SENTINEL", "master", "byok")
+                           .index("num-other-sentinels") + 1]) == 2
+                       for s in ("s1", "s2", "s3"))
+        wait_until(sentinels_agree, 20, interval=0.2, what="sentinels to discover each other")
+
+    def directive(self) -> str:
+        s = ",".join(f"127.0.0.1:{self.ports[n]}" for n in ("s1", "s2", "s3"))
+        return (f"byok_redis sentinel={s} master=byok wait_replicas=1 wait_timeout=1s "
+                f"timeout=1s connect_timeout=500ms;")
+
+    def stop(self):
+        for c in self.client.values():
+            c.close()
+        for p in self.procs.values():
+            stop_process(p)
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    s = SentinelSet(tmp_path / "sentinel")
+    yield s
+    s.stop()
+
+
+def test_i16_04_sentinel_failover_under_load(gateway, fake_provider, sentinels):
+    """Primary killed under steady gateway load on cached projects: no
+    gateway request fails, an uncached project works again once the
+    sentinels promoted the replica, admin writes during the failover are
+    either acknowledged (and then present on the new primary) or 503, and
+    the gateway follows +switch-master."""
+    gw = gateway(overrides={"byok_redis": sentinels.directive()})
+    wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD,
+               what="gateway to find the primary through the sentinels")
+    cached = [gw.provision() for _ in range(4)]
+    uncached = gw.provision()
+    for p in cached:
+        assert gw.chat(p).status_code == 200
+
+    stop = threading.Event()
+    failures, served = [], [0]
+    acked, refused, other = [], [], []
+
+    def load():
+        i = 0
+        while not stop.is_set():
+            r = gw.chat(cached[i % len(cached)])
+            i += 1
+            if r.status_code != 200:
+                failures.append((r.status_code, r.text[:200]))
+            served[0] += 1
+
+    def writes():
+        i = 0
+        while not stop.is_set():
+            pid = f"p-w{i:04d}"
+            i += 1
+            r = gw.admin("POST", "/projects", {"id": pid, "name": pid, "tier": "starter"})
+            (acked if r.status_code == 201 else refused if r.status_code == 503 else other).append(
+                (pid, r.status_code, r.text[:200]))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=load), threading.Thread(target=writes)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(acked) >= 5, HANG_GUARD, what="writes before the failover")
+        killed_at = time.monotonic()
+        sentinels.procs["primary"].send_signal(signal.SIGKILL)
+        new_primary = f"127.0.0.1:{sentinels.ports['replica']}"
+        wait_until(lambda: f"is {new_primary}" in gw.error_log(), 60, interval=0.05,
+                   what="+switch-master to reach the gateway")
+        switched = time.monotonic() - killed_at
+        n_acked = len(acked)
+        wait_until(lambda: len(acked) >= n_acked + 5, 30, what="writes after the failover")
+        writes_back = time.monotonic() - killed_at
+        t0 = time.monotonic()
+        wait_until(lambda: gw.chat(uncached).status_code == 200, 30, interval=0.02,
+                   what="uncached project after the failover")
+        uncached_back = time.monotonic() - killed_at
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    print(f"\n[i16] sentinel failover: +switch-master seen {switched:.2f} s after the kill, "
+          f"admin writes acknowledged again at {writes_back:.2f} s, uncached project served at "
+          f"{uncached_back:.2f} s (waited {time.monotonic() - t0:.2f} s after the writes); "
+          f"{served[0]} gateway requests, {len(failures)} failed; {len(acked)} writes "
+          f"acknowledged, {len(refused)} answered 503")
+    assert failures == [], failures[:5]
+    assert other == [], other[:5]
+    # every acknowledged write survived: it is on the new primary
+    for pid, _, _ in acked:
+        r = gw.admin("GET", f"/projects/{pid}")
+        assert r.status_code == 200, (pid, r.status_code, r.text)
+    assert sentinels.client["replica"].info("replication")["role"] == "master"
+    gw.assert_no_leaks()
