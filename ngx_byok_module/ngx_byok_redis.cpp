@@ -239,7 +239,13 @@ void read_handler(ngx_event_t *ev) {
                 return;
             }
             if (r == nullptr) break;
-            dispatch(link, static_cast<redisReply *>(r));
+            try {
+                dispatch(link, static_cast<redisReply *>(r));
+            } catch (const std::exception &) {  // out of memory: never into nginx
+                freeReplyObject(r);
+                drop_link(link, "out of memory");
+                return;
+            }
             freeReplyObject(r);
             if (link->gen != gen) return;  // dropped by a callback
         }
@@ -414,7 +420,12 @@ void established(RedisLink *link) {
     if (link->timeout_ev.timer_set) ngx_del_timer(&link->timeout_ev);
     c->read->handler = read_handler;
     c->write->handler = write_handler;
-    send_setup(link);
+    try {
+        send_setup(link);
+    } catch (const std::exception &) {
+        drop_link(link, "out of memory");
+        return;
+    }
     if (link->c == c && c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }

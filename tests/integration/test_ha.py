@@ -405,5 +405,64 @@ def test_i16_04_sentinel_failover_under_load(gateway, fake_provider, sentinels):
     for pid, _, _ in acked:
         r = gw.admin("GET", f"/projects/{pid}")
         assert r.status_code == 200, (pid, r.status_code, r.text)
+    # nothing half-applied: a project exists exactly when the project index
+    # lists it, whatever its write was answered
+    r = gw.admin("GET", "/projects")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    listed = {p["id"] for p in (body if isinstance(body, list) else body.get("projects", []))}
+    for pid, _, _ in acked + refused:
+        assert (gw.admin("GET", f"/projects/{pid}").status_code == 200) == (pid in listed), pid
     assert sentinels.client["replica"].info("replication")["role"] == "master"
     gw.assert_no_leaks()
+
+
+def test_i16_05_write_not_confirmed_by_a_replica_is_503(gateway, tmp_path):
+    """wait_replicas=1: with the replica connected but stalled (SIGSTOP) an
+    admin write is answered 503 not_replicated instead of being
+    acknowledged; once the replica is back, writes are acknowledged."""
+    d = tmp_path / "repl"
+    d.mkdir()
+    pp, rp = free_port(), free_port()
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d)]
+    procs = [spawn_redis(d, "primary", ["--port", str(pp), *common]),
+             spawn_redis(d, "replica", ["--port", str(rp), *common,
+                                        "--replicaof", "127.0.0.1", str(pp)])]
+    replica = redis.Redis(host="127.0.0.1", port=rp, decode_responses=True, socket_timeout=5)
+    try:
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 15,
+                   what="replica in sync")
+        gw = gateway(overrides={"byok_redis": f"byok_redis 127.0.0.1:{pp} wait_replicas=1 "
+                                              f"wait_timeout=300ms timeout=2s;"})
+        wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD,
+                   what="gateway ready")
+        assert gw.admin("POST", "/projects", {"id": "p-ok1", "name": "a"}).status_code == 201
+        procs[1].send_signal(signal.SIGSTOP)
+        try:
+            r = gw.admin("POST", "/projects", {"id": "p-stall", "name": "b"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "not_replicated", r.text
+        finally:
+            procs[1].send_signal(signal.SIGCONT)
+        assert gw.admin("POST", "/projects", {"id": "p-ok2", "name": "c"}).status_code == 201
+        wait_until(lambda: replica.exists(*[k for k in replica.keys("*") if "p-ok2" in k]),
+                   HANG_GUARD, what="p-ok2 on the replica")
+    finally:
+        replica.close()
+        for p in procs:
+            stop_process(p)
+
+
+@pytest.mark.parametrize("params, message", [
+    ("127.0.0.1:6379 tls_server_name=redis.test", "tls_* parameters need \"tls\""),
+    ("127.0.0.1:6379 tls", "needs \"tls_trusted_certificate=\""),
+    ("127.0.0.1:6379 user=byok", "\"user=\" needs \"password_file=\""),
+    ("sentinel=127.0.0.1:26379", "\"sentinel=\" and \"master=\" go together"),
+    ("127.0.0.1:6379 master=byok", "\"sentinel=\" and \"master=\" go together"),
+    ("sentinel=127.0.0.1:26379,unix:/tmp/s master=byok", "invalid sentinel address"),
+    ("127.0.0.1:6379 wait_replicas=-1", "invalid parameter \"wait_replicas=-1\""),
+])
+def test_i16_06_byok_redis_production_options_are_checked(gateway, params, message):
+    gw = gateway(start=False)
+    conf = gw.render(byok_redis=f"byok_redis {params};")
+    rc, out, _ = gw.nginx_t(conf)
+    assert rc != 0 and message in out, out
