@@ -7,6 +7,7 @@ enforced by nodes 2 and 3 through the byok:invalidate channel, not through
 cache expiry (ttl is 300 s here). Propagation figures are printed, never
 asserted on: the waits only guard against hangs."""
 
+import re
 import statistics
 import time
 
@@ -466,3 +467,23 @@ def test_i16_06_byok_redis_production_options_are_checked(gateway, params, messa
     conf = gw.render(byok_redis=f"byok_redis {params};")
     rc, out, _ = gw.nginx_t(conf)
     assert rc != 0 and message in out, out
+
+
+def test_i16_07_capacity_figures(gateway, redis_server):
+    """Measures (and prints, for docs/deployment.md) the Redis memory of a
+    project with one gateway key and one provider key, and how many such
+    projects one MiB of cache zone holds (a 256 KiB zone, warmed with more
+    projects than fit: LRU keeps as many as fit)."""
+    gw = gateway(overrides={"byok_cache": "byok_cache zone=byok:256k ttl=300s stale=15m;"})
+    n = 1000
+    before = redis_server.client.info("memory")["used_memory"]
+    projects = [gw.provision() for _ in range(n)]
+    after = redis_server.client.info("memory")["used_memory"]
+    for p in projects:
+        assert gw.chat(p).status_code == 200
+    entries = int(re.search(r"^byok_cache_entries (\d+)", gw.metrics(), re.M).group(1))
+    per_mib = entries * 4
+    print(f"\n[i16] capacity: Redis {(after - before) / n:.0f} bytes per project (1 gateway key, "
+          f"1 provider key, audit entries included); cache zone: {entries} projects in 256 KiB "
+          f"= ~{per_mib} per MiB" + (" (lower bound: nothing evicted)" if entries == n else ""))
+    assert 0 < entries <= n
