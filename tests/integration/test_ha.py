@@ -275,22 +275,37 @@ class SentinelSet:
     """A primary, one replica and three sentinels (redis-server --sentinel,
     the binary Debian's redis-sentinel package links to) on loopback."""
 
-    def __init__(self, d: Path):
+    def __init__(self, d: Path, tls: bool = False):
         self.dir = d
         d.mkdir(parents=True, exist_ok=True)
+        self.tls = make_pki(d / "pki") if tls else None
         self.ports = {n: free_port() for n in ("primary", "replica", "s1", "s2", "s3")}
         self.procs = {}
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d),
                   "--protected-mode", "no"]
+        tls_args = []
+        if tls:
+            tls_args = ["--tls-cert-file", str(self.tls / "server.pem"),
+                        "--tls-key-file", str(self.tls / "server.key"),
+                        "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                        "--tls-auth-clients", "no", "--tls-replication", "yes"]
+
+        def listen(name):
+            port = str(self.ports[name])
+            return ["--port", "0", "--tls-port", port, *tls_args] if tls else ["--port", port]
         self.procs["primary"] = spawn_redis(d, "primary", [
-            "--port", str(self.ports["primary"]), *common, "--logfile", str(d / "primary.log")])
+            *listen("primary"), *common, "--logfile", str(d / "primary.log")])
         self.procs["replica"] = spawn_redis(d, "replica", [
-            "--port", str(self.ports["replica"]), *common, "--logfile", str(d / "replica.log"),
+            *listen("replica"), *common, "--logfile", str(d / "replica.log"),
             "--replicaof", "127.0.0.1", str(self.ports["primary"])])
+        def sentinel_listen(name):
+            # the same options as redis.conf lines: "--tls-port 1" -> "tls-port 1"
+            args = listen(name)
+            return "\n".join(f"{args[i][2:]} {args[i + 1]}" for i in range(0, len(args), 2))
         for s in ("s1", "s2", "s3"):
             conf = d / f"{s}.conf"
             conf.write_text(f"""\
-port {self.ports[s]}
+{sentinel_listen(s)}
 bind 127.0.0.1
 protected-mode no
 dir {d}
@@ -301,8 +316,9 @@ sentinel failover-timeout byok 10000
 sentinel parallel-syncs byok 1
 """)
             self.procs[s] = spawn_redis(d, s, [str(conf), "--sentinel"])
+        ssl = dict(ssl=True, ssl_ca_certs=str(self.tls / "ca.pem")) if tls else {}
         self.client = {n: redis.Redis(host="127.0.0.1", port=p, decode_responses=True,
-                                      socket_timeout=5) for n, p in self.ports.items()}
+                                      socket_timeout=5, **ssl) for n, p in self.ports.items()}
 
         def synced():
             info = self.client["replica"].info("replication")
@@ -319,7 +335,9 @@ sentinel parallel-syncs byok 1
 
     def directive(self) -> str:
         s = ",".join(f"127.0.0.1:{self.ports[n]}" for n in ("s1", "s2", "s3"))
-        return (f"byok_redis sentinel={s} master=byok wait_replicas=1 wait_timeout=1s "
+        tls = (f" tls tls_trusted_certificate={self.tls / 'ca.pem'} tls_server_name=redis.test"
+               if self.tls else "")
+        return (f"byok_redis sentinel={s} master=byok{tls} wait_replicas=1 wait_timeout=1s "
                 f"timeout=1s connect_timeout=500ms;")
 
     def stop(self):
@@ -329,9 +347,9 @@ sentinel parallel-syncs byok 1
             stop_process(p)
 
 
-@pytest.fixture
-def sentinels(tmp_path):
-    s = SentinelSet(tmp_path / "sentinel")
+@pytest.fixture(params=["plain", "tls"])
+def sentinels(tmp_path, request):
+    s = SentinelSet(tmp_path / "sentinel", tls=request.param == "tls")
     yield s
     s.stop()
 
@@ -487,3 +505,30 @@ def test_i16_07_capacity_figures(gateway, redis_server):
           f"1 provider key, audit entries included); cache zone: {entries} projects in 256 KiB "
           f"= ~{per_mib} per MiB" + (" (lower bound: nothing evicted)" if entries == n else ""))
     assert 0 < entries <= n
+
+
+def test_i16_08_unix_socket_password_and_db_on_the_new_connection_path(gateway, tmp_path):
+    """The rewritten links still serve a unix socket with AUTH <password>
+    and SELECT: the admin API and the gateway work, data lands in db 3."""
+    d = tmp_path / "unix"
+    d.mkdir()
+    sock, password = d / "redis.sock", secrets.token_hex(12)
+    proc = spawn_redis(d, "redis", ["--port", "0", "--unixsocket", str(sock), "--save", "",
+                                    "--appendonly", "no", "--dir", str(d),
+                                    "--requirepass", password])
+    client = redis.Redis(unix_socket_path=str(sock), password=password, db=3,
+                         decode_responses=True, socket_timeout=5)
+    try:
+        wait_until(lambda: client.ping(), 10, what="redis on a unix socket")
+        pw = d / "redis.pass"
+        pw.write_text(password + "\n")
+        os.chmod(pw, 0o600)
+        gw = gateway(overrides={"byok_redis": f"byok_redis unix:{sock} password_file={pw} db=3;"})
+        gw.track(password)
+        p = gw.provision()
+        assert gw.chat(p).status_code == 200
+        assert any(p.pid in k for k in client.keys("*"))
+        gw.assert_no_leaks()
+    finally:
+        client.close()
+        stop_process(proc)
