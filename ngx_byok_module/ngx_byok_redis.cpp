@@ -290,8 +290,13 @@ void role_reply(RedisLink *link, redisReply *reply, void *data) {
     setup_reply(link, reply, data);
 }
 
-// The subscriber is (re)subscribed to the invalidation channel: from here on
-// every change is announced to this worker.
+// The invalidation subscriber is (re)subscribed: from here on every change
+// is announced to this worker. The one place for what a (re)subscribe
+// implies for the cache.
+void subscriber_ready() {}
+
+// SUBSCRIBE confirmations of the subscriber (byok:invalidate) and of the
+// sentinel link (+switch-master).
 void on_subscribed(RedisLink *link, redisReply *reply, void *data) {
     if (reply == nullptr) return;
     if (!(reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
@@ -301,6 +306,7 @@ void on_subscribed(RedisLink *link, redisReply *reply, void *data) {
         return;
     }
     setup_reply(link, reply, data);
+    if (link == &g_sub && link->ready) subscriber_ready();
 }
 
 void invalidation_message(RedisLink *link, redisReply *reply, void *) {
