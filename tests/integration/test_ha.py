@@ -109,7 +109,7 @@ from pathlib import Path  # noqa: E402
 
 import redis  # noqa: E402
 
-from harness import REDIS_SERVER, free_port, stop_process  # noqa: E402
+from harness import NGINX, REDIS_SERVER, free_port, stop_process  # noqa: E402
 
 # Every command the module sends, directly or from its Lua scripts (grep
 # lib/ and ngx_byok_module/ for the argv and redis.call names); the README
@@ -233,8 +233,8 @@ def test_i16_02_tls_mtls_and_acl_user_serve_admin_and_gateway(gateway, fake_prov
     # nothing the module did was refused by the ACL
     assert tls_redis.client.acl_log() == [], tls_redis.client.acl_log()
     assert any(c.get("user") == "byok" for c in tls_redis.client.client_list())
-    t = subprocess.run(["nginx", "-T", "-p", str(gw.dir), "-c", str(gw.conf_path)],
-                       capture_output=True, text=True, timeout=30)
+    t = subprocess.run([NGINX, "-T", "-p", str(gw.dir), "-c", str(gw.conf_path)],
+                       capture_output=True, text=True, timeout=30, env=gw.nginx_env())
     assert "password_file=" in t.stdout and tls_redis.password not in t.stdout + t.stderr
     assert "setup failed" not in gw.error_log(), gw.error_log()[-2000:]
     gw.assert_no_leaks()
