@@ -54,6 +54,8 @@ struct ByokMain {
     std::string redis_master;  // sentinel mode: the monitored master's name
     std::string redis_user;    // ACL user ("" = AUTH <password> alone)
     byok::SecretString redis_password;
+    std::string redis_sentinel_user;             // sentinel_user=, sentinel_password_file=: the
+    byok::SecretString redis_sentinel_password;  // sentinels' own AUTH ("" = none)
     int redis_db = 0;
     std::string redis_tls_name;  // tls_server_name (default: the host)
 

@@ -432,14 +432,19 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
             m->redis_master = val;
         } else if (name == "user" && !val.empty()) {
             m->redis_user = val;
-        } else if (name == "password_file" && !val.empty()) {
+        } else if (name == "sentinel_user" && !val.empty()) {
+            m->redis_sentinel_user = val;
+        } else if ((name == "password_file" || name == "sentinel_password_file") && !val.empty()) {
             std::string secret;
             if (!ngx_byok_read_secret_file(cf, ngx_byok_conf_path(cf, &nv), &secret,
-                                           "byok_redis password_file"))
+                                           name == "password_file"
+                                               ? "byok_redis password_file"
+                                               : "byok_redis sentinel_password_file"))
                 return static_cast<char *>(NGX_CONF_ERROR);
             auto lines = ngx_byok_lines(secret);
             byok::wipe(secret.data(), secret.size());
-            m->redis_password = byok::SecretString(lines.empty() ? "" : lines[0]);
+            (name == "password_file" ? m->redis_password : m->redis_sentinel_password) =
+                byok::SecretString(lines.empty() ? "" : lines[0]);
             for (auto &l : lines) byok::wipe(l.data(), l.size());
         } else if (name == "db" && !val.empty()) {
             ngx_int_t db = ngx_atoi(nv.data, nv.len);
@@ -507,6 +512,18 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
     if (!m->redis_user.empty() && m->redis_password.empty()) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            BYOK_LOG "byok_redis: \"user=\" needs \"password_file=\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (m->redis_master.empty() &&
+        (!m->redis_sentinel_user.empty() || !m->redis_sentinel_password.empty())) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: sentinel_* parameters need \"sentinel=\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!m->redis_sentinel_user.empty() && m->redis_sentinel_password.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG
+                           "byok_redis: \"sentinel_user=\" needs \"sentinel_password_file=\"");
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     if (!tls && (!ca.empty() || !cert.empty() || !key.empty() || !m->redis_tls_name.empty())) {

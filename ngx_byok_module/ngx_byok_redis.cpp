@@ -395,10 +395,14 @@ void sentinel_message(RedisLink *link, redisReply *reply, void *) {
 void send_setup(RedisLink *link) {
     ByokMain *m = g_mcf->m;
     ngx_msec_t t = g_mcf->redis_timeout + g_mcf->redis_connect_timeout;
-    if (link != &g_sentinel && !m->redis_password.empty()) {
+    // Sentinels have their own credentials (sentinel_user=, sentinel_password_file=).
+    bool sentinel = link == &g_sentinel;
+    const byok::SecretString &password = sentinel ? m->redis_sentinel_password : m->redis_password;
+    const std::string &user = sentinel ? m->redis_sentinel_user : m->redis_user;
+    if (!password.empty()) {
         std::vector<std::string> auth{"AUTH"};
-        if (!m->redis_user.empty()) auth.push_back(m->redis_user);
-        auth.emplace_back(m->redis_password.view());
+        if (!user.empty()) auth.push_back(user);
+        auth.emplace_back(password.view());
         send_command(link, auth, setup_reply, nullptr, t);
         byok::wipe(auth.back().data(), auth.back().size());
     }

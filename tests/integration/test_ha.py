@@ -277,12 +277,15 @@ def spawn_redis(d: Path, name: str, args) -> subprocess.Popen:
 
 class SentinelSet:
     """A primary, one replica and three sentinels (redis-server --sentinel,
-    the binary Debian's redis-sentinel package links to) on loopback."""
+    the binary Debian's redis-sentinel package links to) on loopback. With
+    tls: TLS-only everywhere, passwords on the data nodes (the module logs in
+    as the restricted ACL user `byok`) and another on the sentinels."""
 
     def __init__(self, d: Path, tls: bool = False):
         self.dir = d
         d.mkdir(parents=True, exist_ok=True)
         self.tls = make_pki(d / "pki") if tls else None
+        self.data_pw, self.byok_pw, self.sentinel_pw = (secrets.token_hex(12) for _ in range(3))
         self.ports = {n: free_port() for n in ("primary", "replica", "s1", "s2", "s3")}
         self.procs = {}
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d),
@@ -293,14 +296,16 @@ class SentinelSet:
                         "--tls-key-file", str(self.tls / "server.key"),
                         "--tls-ca-cert-file", str(self.tls / "ca.pem"),
                         "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        auth = (["--requirepass", self.data_pw, "--masterauth", self.data_pw,
+                 "--user", *acl_line("byok", self.byok_pw).split()[1:]] if tls else [])
 
         def listen(name):
             port = str(self.ports[name])
             return ["--port", "0", "--tls-port", port, *tls_args] if tls else ["--port", port]
         self.procs["primary"] = spawn_redis(d, "primary", [
-            *listen("primary"), *common, "--logfile", str(d / "primary.log")])
+            *listen("primary"), *common, *auth, "--logfile", str(d / "primary.log")])
         self.procs["replica"] = spawn_redis(d, "replica", [
-            *listen("replica"), *common, "--logfile", str(d / "replica.log"),
+            *listen("replica"), *common, *auth, "--logfile", str(d / "replica.log"),
             "--replicaof", "127.0.0.1", str(self.ports["primary"])])
         def sentinel_listen(name):
             # the same options as redis.conf lines: "--tls-port 1" -> "tls-port 1"
@@ -318,11 +323,15 @@ sentinel monitor byok 127.0.0.1 {self.ports["primary"]} 2
 sentinel down-after-milliseconds byok 1000
 sentinel failover-timeout byok 10000
 sentinel parallel-syncs byok 1
-""")
+""" + (f"requirepass {self.sentinel_pw}\nsentinel auth-pass byok {self.data_pw}\n"
+       f"sentinel sentinel-pass {self.sentinel_pw}\n" if tls else ""))
             self.procs[s] = spawn_redis(d, s, [str(conf), "--sentinel"])
         ssl = dict(ssl=True, ssl_ca_certs=str(self.tls / "ca.pem")) if tls else {}
         self.client = {n: redis.Redis(host="127.0.0.1", port=p, decode_responses=True,
-                                      socket_timeout=5, **ssl) for n, p in self.ports.items()}
+                                      socket_timeout=5, **ssl,
+                                      password=(None if not tls else self.sentinel_pw
+                                                if n.startswith("s") else self.data_pw))
+                       for n, p in self.ports.items()}
 
         def synced():
             info = self.client["replica"].info("replication")
@@ -339,8 +348,16 @@ sentinel parallel-syncs byok 1
 
     def directive(self) -> str:
         s = ",".join(f"127.0.0.1:{self.ports[n]}" for n in ("s1", "s2", "s3"))
-        tls = (f" tls tls_trusted_certificate={self.tls / 'ca.pem'} tls_server_name=redis.test"
-               if self.tls else "")
+        tls = ""
+        if self.tls:
+            files = {}
+            for name, pw in (("redis.pass", self.byok_pw), ("sentinel.pass", self.sentinel_pw)):
+                files[name] = self.dir / name
+                files[name].write_text(pw + "\n")
+                os.chmod(files[name], 0o600)
+            tls = (f" tls tls_trusted_certificate={self.tls / 'ca.pem'} tls_server_name=redis.test"
+                   f" user=byok password_file={files['redis.pass']}"
+                   f" sentinel_password_file={files['sentinel.pass']}")
         return (f"byok_redis sentinel={s} master=byok{tls} wait_replicas=1 wait_timeout=1s "
                 f"timeout=1s connect_timeout=500ms;")
 
@@ -365,6 +382,7 @@ def test_i16_04_sentinel_failover_under_load(gateway, fake_provider, sentinels):
     either acknowledged (and then present on the new primary) or 503, and
     the gateway follows +switch-master."""
     gw = gateway(overrides={"byok_redis": sentinels.directive()})
+    gw.track(sentinels.data_pw, sentinels.byok_pw, sentinels.sentinel_pw)
     wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD,
                what="gateway to find the primary through the sentinels")
     cached = [gw.provision() for _ in range(4)]
@@ -437,6 +455,7 @@ def test_i16_04_sentinel_failover_under_load(gateway, fake_provider, sentinels):
     for pid, _, _ in acked + refused:
         assert (gw.admin("GET", f"/projects/{pid}").status_code == 200) == (pid in listed), pid
     assert sentinels.client["replica"].info("replication")["role"] == "master"
+    assert sentinels.client["replica"].acl_log() == []  # the ACL user sufficed
     gw.assert_no_leaks()
 
 
@@ -483,6 +502,9 @@ def test_i16_05_write_not_confirmed_by_a_replica_is_503(gateway, tmp_path):
     ("127.0.0.1:6379 master=byok", "\"sentinel=\" and \"master=\" go together"),
     ("sentinel=127.0.0.1:26379,unix:/tmp/s master=byok", "invalid sentinel address"),
     ("127.0.0.1:6379 wait_replicas=-1", "invalid parameter \"wait_replicas=-1\""),
+    ("127.0.0.1:6379 sentinel_user=s", "sentinel_* parameters need \"sentinel=\""),
+    ("sentinel=127.0.0.1:26379 master=byok sentinel_user=s",
+     "\"sentinel_user=\" needs \"sentinel_password_file=\""),
 ])
 def test_i16_06_byok_redis_production_options_are_checked(gateway, params, message):
     gw = gateway(start=False)
