@@ -152,6 +152,7 @@ void drop_link(RedisLink *link, const char *why) {
     ngx_connection_t *c = link->c;
     link->c = nullptr;
     link->gen++;
+    if (link == &g_sentinel) g_sentinel_at++;  // the next try asks another sentinel
     link->ready = false;
     link->connecting = false;
     link->obuf.clear();
@@ -596,10 +597,8 @@ void reconnect_handler(ngx_event_t *ev) {
 void timeout_handler(ngx_event_t *ev) {
     auto *link = static_cast<RedisLink *>(ev->data);
     if (link->connecting) {
-        if (link == &g_sentinel) g_sentinel_at++;
         drop_link(link, "connect timed out");
     } else if (!link->pending.empty() && link->pending.front().deadline <= ngx_current_msec) {
-        if (link == &g_sentinel) g_sentinel_at++;
         drop_link(link, "command timed out");
     } else {
         arm_timeout(link);
