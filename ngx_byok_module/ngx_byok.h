@@ -43,12 +43,21 @@ struct ByokMain {
     std::string fallback_where;
     byok::admin::Config admin;
 
-    // byok_redis
-    std::string redis_host;  // IP literal
-    int redis_port = 0;
-    std::string redis_unix;  // unix socket path
+    // byok_redis: the server itself, or (with redis_master set) the
+    // sentinels that name the current primary.
+    struct RedisAddr {
+        std::string name;  // as written, for logs
+        ngx_sockaddr_t sa;
+        socklen_t len;
+    };
+    std::vector<RedisAddr> redis_addrs;
+    std::string redis_master;  // sentinel mode: the monitored master's name
+    std::string redis_user;    // ACL user ("" = AUTH <password> alone)
     byok::SecretString redis_password;
+    std::string redis_sentinel_user;             // sentinel_user=, sentinel_password_file=: the
+    byok::SecretString redis_sentinel_password;  // sentinels' own AUTH ("" = none)
     int redis_db = 0;
+    std::string redis_tls_name;  // tls_server_name (default: the host)
 
     const byok::SecretString *system_key(std::string_view provider) const;
 };
@@ -58,6 +67,9 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t redis_set;
     ngx_msec_t redis_connect_timeout;
     ngx_msec_t redis_timeout;
+    ngx_ssl_t *redis_ssl;
+    ngx_uint_t redis_wait_replicas;  // WAIT for this many replicas after admin writes
+    ngx_msec_t redis_wait_timeout;   // byok_redis tls: the client context, else nullptr
     ngx_shm_zone_t *zone;
     time_t ttl;
     time_t stale;

@@ -27,6 +27,7 @@ struct AdminCtx {
     byok::admin::HttpResult http_result;
     ngx_msec_t http_started = 0;
     bool http_done = false;
+    bool replicated = false;  // the WAIT after a write was sent
     ~AdminCtx() {
         ngx_byok_redis_cancel(waiter);
         // The body may carry a provider key or a server secret.
@@ -231,12 +232,58 @@ bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
     return true;
 }
 
+// byok_redis wait_replicas=N: a write is acknowledged only once the
+// primary's replicas (up to N of those connected, per ROLE) have it (WAIT),
+// so a failover right after the answer cannot lose it. A primary without a
+// connected replica (the survivor of a failover) acknowledges alone. When
+// the replicas do not confirm in time the write stays on the primary and
+// the client gets 503: it may have to check and retry, but never trusts a
+// write that a failover could undo.
+byok::admin::Step replicated(byok::admin::Response resp) {
+    using byok::admin::Reply;
+    using byok::admin::Step;
+    ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
+    auto saved = std::make_shared<byok::admin::Response>(std::move(resp));
+    auto not_confirmed = [] {
+        return Step{byok::admin::Response{
+            503,
+            byok::json_error("not_replicated",
+                             "the change was not confirmed by a replica in time; check and retry",
+                             "api_error"),
+            {}}};
+    };
+    byok::admin::RedisCall role;
+    role.argv = {"ROLE"};
+    role.next = [saved, not_confirmed, mcf](const Reply &r) {
+        // ["master", offset, [[ip, port, offset], ...]]
+        if (r.type != Reply::Type::Array || r.elements.size() < 3 ||
+            r.elements[0].str != "master" || r.elements[2].type != Reply::Type::Array)
+            return not_confirmed();
+        long long want =
+            std::min<long long>((long long)mcf->redis_wait_replicas, r.elements[2].elements.size());
+        if (want == 0) return Step{std::move(*saved)};
+        byok::admin::RedisCall wait;
+        wait.argv = {"WAIT", std::to_string(want), std::to_string(mcf->redis_wait_timeout)};
+        wait.next = [saved, want, not_confirmed](const Reply &w) {
+            if (w.type == Reply::Type::Integer && w.integer >= want) return Step{std::move(*saved)};
+            return not_confirmed();
+        };
+        return Step{std::move(wait)};
+    };
+    return Step{std::move(role)};
+}
+
 void run(AdminCtx *ctx, byok::admin::Step step) {
     ngx_http_request_t *r = ctx->r;
     for (;;) {
         if (auto *resp = std::get_if<byok::admin::Response>(&step.action)) {
-            if (resp->status < 300 && !(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD)))
-                ngx_byok_count(BYOK_ADMIN_MUTATION);
+            bool mutation = resp->status < 300 && !(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD));
+            if (mutation && !ctx->replicated && ngx_byok_main_conf()->redis_wait_replicas > 0) {
+                ctx->replicated = true;
+                step = replicated(std::move(*resp));
+                continue;
+            }
+            if (mutation) ngx_byok_count(BYOK_ADMIN_MUTATION);
             ngx_http_finalize_request(
                 r, ngx_byok_send_json(r, resp->status, resp->body, &resp->headers));
             return;

@@ -113,6 +113,7 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
     cln->data = mcf->m;
     mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ttl = NGX_CONF_UNSET;
     mcf->stale = NGX_CONF_UNSET;
     mcf->request_id_index = NGX_ERROR;
@@ -137,6 +138,7 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
 
     ngx_conf_init_msec_value(mcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(mcf->redis_timeout, 500);
+    ngx_conf_init_msec_value(mcf->redis_wait_timeout, 200);
     if (mcf->ttl == NGX_CONF_UNSET) mcf->ttl = 300;
     if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
 
@@ -348,28 +350,60 @@ static std::vector<std::string> ngx_byok_lines(const std::string &text) {
     return lines;
 }
 
-static bool ngx_byok_parse_addr(const std::string &v, ByokMain *m) {
+// "<ip>:<port>", "[<ipv6>]:<port>" or "unix:<path>"; host names are not
+// resolved (a worker must not block on DNS).
+static bool ngx_byok_parse_addr(ngx_conf_t *cf, const std::string &v, ByokMain::RedisAddr *out) {
+    out->name = v;
+    ngx_memzero(&out->sa, sizeof(out->sa));
     if (v.rfind("unix:", 0) == 0) {
-        m->redis_unix = v.substr(5);
-        return !m->redis_unix.empty();
+        std::string path = v.substr(5);
+        if (path.empty() || path.size() >= sizeof(out->sa.sockaddr_un.sun_path)) return false;
+        out->sa.sockaddr_un.sun_family = AF_UNIX;
+        ngx_memcpy(out->sa.sockaddr_un.sun_path, path.data(), path.size());
+        out->len = sizeof(struct sockaddr_un);
+        return true;
     }
     size_t colon = v.rfind(':');
     if (colon == std::string::npos || colon == 0) return false;
-    std::string host = v.substr(0, colon);
-    if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     ngx_int_t port = ngx_atoi((u_char *)v.data() + colon + 1, v.size() - colon - 1);
     if (port <= 0 || port > 65535) return false;
-    u_char buf[16];
-    if (ngx_inet_addr((u_char *)host.data(), host.size()) == INADDR_NONE
-#if (NGX_HAVE_INET6)
-        && ngx_inet6_addr((u_char *)host.data(), host.size(), buf) != NGX_OK
-#endif
-    ) {
+    std::string host = v.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    ngx_addr_t addr;
+    if (ngx_parse_addr(cf->pool, &addr, (u_char *)host.data(), host.size()) != NGX_OK) return false;
+    ngx_memcpy(&out->sa, addr.sockaddr, addr.socklen);
+    out->len = addr.socklen;
+    ngx_inet_set_port(&out->sa.sockaddr, (in_port_t)port);
+    return true;
+}
+
+// byok_redis tls: a client context that always verifies the server's
+// certificate chain (the name is checked per connection).
+static bool ngx_byok_redis_ssl(ngx_conf_t *cf, ngx_byok_main_conf_t *mcf,
+                               const std::string &ca_path, const std::string &cert_path,
+                               const std::string &key_path) {
+    auto str = [cf](const std::string &v) {
+        ngx_str_t out = {v.size(), static_cast<u_char *>(ngx_pnalloc(cf->pool, v.size() + 1))};
+        if (out.data) ngx_cpystrn(out.data, (u_char *)v.c_str(), v.size() + 1);
+        return out;
+    };
+    ngx_str_t ca = str(ca_path), cert = str(cert_path), key = str(key_path);
+    if (!ca.data || !cert.data || !key.data) return false;
+    auto *ssl = static_cast<ngx_ssl_t *>(ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t)));
+    if (ssl == nullptr) return false;
+    ssl->log = cf->log;
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2 | NGX_SSL_TLSv1_3, nullptr) != NGX_OK) return false;
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == nullptr) {
+        ngx_ssl_cleanup_ctx(ssl);
         return false;
     }
-    (void)buf;
-    m->redis_host = host;
-    m->redis_port = (int)port;
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ssl;
+    if (cert.len && ngx_ssl_certificate(cf, ssl, &cert, &key, nullptr) != NGX_OK) return false;
+    if (ngx_ssl_trusted_certificate(cf, ssl, &ca, 4) != NGX_OK) return false;
+    mcf->redis_ssl = ssl;
     return true;
 }
 
@@ -378,29 +412,45 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
     ByokMain *m = mcf->m;
     if (mcf->redis_set) return (char *)"is duplicate";
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    bool tls = false;
+    std::string ca, cert, key;
+    std::string sentinels;
 
-    if (!ngx_byok_parse_addr(std::string(sv(value[1])), m)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           BYOK_LOG
-                           "byok_redis: invalid address \"%V\" (expected <ip>:<port> or "
-                           "unix:<path>; host names are not resolved in workers)",
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         std::string arg(sv(value[i]));
         size_t eq = arg.find('=');
         std::string name = arg.substr(0, eq),
                     val = eq == std::string::npos ? "" : arg.substr(eq + 1);
         ngx_str_t nv = {val.size(), (u_char *)val.data()};
-        if (name == "password_file" && !val.empty()) {
+        if (i == 1 && eq == std::string::npos) {
+            m->redis_addrs.emplace_back();
+            if (!ngx_byok_parse_addr(cf, arg, &m->redis_addrs.back())) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   BYOK_LOG
+                                   "byok_redis: invalid address \"%V\" (expected <ip>:<port> or "
+                                   "unix:<path>; host names are not resolved in workers)",
+                                   &value[i]);
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+        } else if (i == 1 && name == "sentinel" && !val.empty()) {
+            sentinels = val;
+        } else if (name == "master" && !val.empty()) {
+            m->redis_master = val;
+        } else if (name == "user" && !val.empty()) {
+            m->redis_user = val;
+        } else if (name == "sentinel_user" && !val.empty()) {
+            m->redis_sentinel_user = val;
+        } else if ((name == "password_file" || name == "sentinel_password_file") && !val.empty()) {
             std::string secret;
             if (!ngx_byok_read_secret_file(cf, ngx_byok_conf_path(cf, &nv), &secret,
-                                           "byok_redis password_file"))
+                                           name == "password_file"
+                                               ? "byok_redis password_file"
+                                               : "byok_redis sentinel_password_file"))
                 return static_cast<char *>(NGX_CONF_ERROR);
             auto lines = ngx_byok_lines(secret);
             byok::wipe(secret.data(), secret.size());
-            m->redis_password = byok::SecretString(lines.empty() ? "" : lines[0]);
+            (name == "password_file" ? m->redis_password : m->redis_sentinel_password) =
+                byok::SecretString(lines.empty() ? "" : lines[0]);
             for (auto &l : lines) byok::wipe(l.data(), l.size());
         } else if (name == "db" && !val.empty()) {
             ngx_int_t db = ngx_atoi(nv.data, nv.len);
@@ -412,8 +462,25 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
         } else if (name == "timeout" && !val.empty()) {
             mcf->redis_timeout = ngx_parse_time(&nv, 0);
             if (mcf->redis_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
+        } else if (name == "wait_replicas" && !val.empty()) {
+            ngx_int_t n = ngx_atoi(nv.data, nv.len);
+            if (n < 0 || n > 100) goto invalid;
+            mcf->redis_wait_replicas = (ngx_uint_t)n;
+        } else if (name == "wait_timeout" && !val.empty()) {
+            mcf->redis_wait_timeout = ngx_parse_time(&nv, 0);
+            if (mcf->redis_wait_timeout == (ngx_msec_t)NGX_ERROR) goto invalid;
         } else if (name == "prefix" && !val.empty()) {
             m->admin.layout = byok::Layout(val);
+        } else if (arg == "tls") {
+            tls = true;
+        } else if (name == "tls_trusted_certificate" && !val.empty()) {
+            ca = ngx_byok_conf_path(cf, &nv);
+        } else if (name == "tls_certificate" && !val.empty()) {
+            cert = ngx_byok_conf_path(cf, &nv);
+        } else if (name == "tls_certificate_key" && !val.empty()) {
+            key = ngx_byok_conf_path(cf, &nv);
+        } else if (name == "tls_server_name" && !val.empty()) {
+            m->redis_tls_name = val;
         } else {
             goto invalid;
         }
@@ -422,6 +489,64 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_redis: invalid parameter \"%V\"",
                            &value[i]);
         return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    for (size_t at = 0; !sentinels.empty() && at <= sentinels.size();) {
+        size_t end = sentinels.find(',', at);
+        if (end == std::string::npos) end = sentinels.size();
+        m->redis_addrs.emplace_back();
+        if (!ngx_byok_parse_addr(cf, sentinels.substr(at, end - at), &m->redis_addrs.back()) ||
+            m->redis_addrs.back().sa.sockaddr.sa_family == AF_UNIX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG
+                               "byok_redis: invalid sentinel address \"%s\" (expected "
+                               "<ip>:<port>,...)",
+                               m->redis_addrs.back().name.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        at = end + 1;
+    }
+    if (sentinels.empty() != m->redis_master.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: \"sentinel=\" and \"master=\" go together");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (m->redis_addrs.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_redis: no address");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!m->redis_user.empty() && m->redis_password.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: \"user=\" needs \"password_file=\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (m->redis_master.empty() &&
+        (!m->redis_sentinel_user.empty() || !m->redis_sentinel_password.empty())) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: sentinel_* parameters need \"sentinel=\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!m->redis_sentinel_user.empty() && m->redis_sentinel_password.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG
+                           "byok_redis: \"sentinel_user=\" needs \"sentinel_password_file=\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!tls && (!ca.empty() || !cert.empty() || !key.empty() || !m->redis_tls_name.empty())) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           BYOK_LOG "byok_redis: tls_* parameters need \"tls\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (tls) {
+        if (ca.empty() || cert.empty() != key.empty()) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG
+                               "byok_redis: \"tls\" needs \"tls_trusted_certificate=\" (the server "
+                               "is always verified), and tls_certificate= with "
+                               "tls_certificate_key=");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!ngx_byok_redis_ssl(cf, mcf, ca, cert, key)) return static_cast<char *>(NGX_CONF_ERROR);
     }
     mcf->redis_set = 1;
     return NGX_CONF_OK;

@@ -7,8 +7,8 @@ set -eu
 build_pkgs="build-essential nginx nginx-dev libhiredis-dev libyaml-cpp-dev libssl-dev
             libssh-dev nlohmann-json3-dev pkg-config ca-certificates python3"
 run_pkgs="redis-server openssl python3 curl"
-test_pkgs="libcriterion-dev redis-server python3-pytest python3-redis python3-requests python3-cryptography
-           openssh-server chromium"
+test_pkgs="libcriterion-dev redis-server openssl python3-pytest python3-redis python3-requests
+           python3-cryptography openssh-server chromium"
 bench_pkgs="wrk redis-server python3 curl"
 
 case "${1:-build}" in
