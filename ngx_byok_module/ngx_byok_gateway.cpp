@@ -28,24 +28,6 @@ bool is_client_secret_header(const ngx_table_elt_t &h) {
            ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
 }
 
-// Query string without `key=` parameters (Google-style client keys).
-std::string strip_key_param(std::string_view args) {
-    std::string out;
-    size_t i = 0;
-    while (i <= args.size() && !args.empty()) {
-        size_t amp = args.find('&', i);
-        std::string_view part =
-            args.substr(i, amp == std::string_view::npos ? std::string_view::npos : amp - i);
-        if (!part.empty() && part.substr(0, 4) != "key=" && part != "key") {
-            if (!out.empty()) out += '&';
-            out.append(part);
-        }
-        if (amp == std::string_view::npos) break;
-        i = amp + 1;
-    }
-    return out;
-}
-
 ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, std::string_view code,
                std::string_view message, std::string_view type = "invalid_request_error") {
     if (ctx) ctx->stage = Stage::Done;
@@ -159,7 +141,8 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     std::string_view raw = sv(r->unparsed_uri);
     size_t q = raw.find('?');
     std::string_view path = raw.substr(0, q);
-    std::string args = q == std::string_view::npos ? "" : strip_key_param(raw.substr(q + 1));
+    std::string args =
+        q == std::string_view::npos ? "" : byok::strip_client_key_params(raw.substr(q + 1));
 
     std::string_view rest;
     if (path == "/v1" || path.substr(0, 4) == "/v1/") {
