@@ -3,6 +3,11 @@
 // the same nodes — by key hash for lookups and by project id for
 // invalidation — and an LRU queue evicts when the slab pool is full. The
 // module's metrics live in the same zone.
+//
+// Invalidations arrive by pub/sub, which loses messages while a subscriber
+// is disconnected. Every (re)subscription therefore bumps the zone's
+// generation; an entry stamped with an older one is not trusted — neither
+// fresh nor stale — and the next request revalidates it in Redis.
 #include "ngx_byok_module/ngx_byok.h"
 
 namespace {
@@ -14,6 +19,7 @@ struct CacheNode {
     u_char sha[32];
     int64_t fresh_until;  // ms since epoch
     int64_t stale_until;
+    uint64_t generation;  // the zone's generation when its Redis read was sent
     uint32_t pid_len;
     uint32_t blob_len;
     u_char data[1];  // pid, then blob
@@ -26,6 +32,7 @@ struct CacheShm {
     ngx_rbtree_node_t pid_sentinel;
     ngx_queue_t lru;
     ngx_atomic_t entries;
+    ngx_atomic_t generation;  // bumped on every (re)subscription
     // metrics area follows (ngx_byok_metrics_size() bytes)
 };
 
@@ -152,7 +159,8 @@ ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out) {
     ngx_shmtx_lock(&g_cache->shpool->mutex);
     CacheNode *cn = lookup(key_sha);
     if (cn != nullptr) {
-        if (now < cn->fresh_until || now < cn->stale_until) {
+        if (cn->generation == g_cache->sh->generation &&
+            (now < cn->fresh_until || now < cn->stale_until)) {
             out->assign((const char *)cn->data + cn->pid_len, cn->blob_len);
             res = now < cn->fresh_until ? ByokCacheResult::Fresh : ByokCacheResult::Stale;
             ngx_queue_remove(&cn->lru);
@@ -169,7 +177,7 @@ ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out) {
 }
 
 void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
-                        time_t ttl) {
+                        time_t ttl, uint64_t generation) {
     if (g_cache == nullptr) return;
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     size_t size = offsetof(CacheNode, data) + pid.size() + blob.size();
@@ -190,6 +198,7 @@ void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string
         cn->by_pid.key = ngx_crc32_short((u_char *)pid.data(), pid.size());
         cn->fresh_until = now + (int64_t)ttl * 1000;
         cn->stale_until = cn->fresh_until + (int64_t)(mcf ? mcf->stale : 0) * 1000;
+        cn->generation = generation;
         cn->pid_len = (uint32_t)pid.size();
         cn->blob_len = (uint32_t)blob.size();
         ngx_memcpy(cn->data, pid.data(), pid.size());
@@ -217,3 +226,9 @@ void ngx_byok_cache_invalidate(std::string_view pid) {
 }
 
 size_t ngx_byok_cache_entries() { return g_cache ? g_cache->sh->entries : 0; }
+
+uint64_t ngx_byok_cache_generation() { return g_cache ? g_cache->sh->generation : 0; }
+
+void ngx_byok_cache_new_generation() {
+    if (g_cache != nullptr) ngx_atomic_fetch_add(&g_cache->sh->generation, 1);
+}

@@ -215,6 +215,8 @@ void setup_reply(redisAsyncContext *ac, void *r, void *privdata) {
         link->backoff = 0;
         ngx_log_error(NGX_LOG_INFO, g_log, 0, BYOK_LOG "redis %s link ready", link->name);
         if (link->subscriber && link->timeout_ev.timer_set) ngx_del_timer(&link->timeout_ev);
+        // Messages published while this link was down are lost.
+        if (link->subscriber) ngx_byok_cache_new_generation();
         if (link == &g_cmd) flush_queue(true);
     }
 }
