@@ -61,6 +61,8 @@ struct ngx_byok_main_conf_t {
     ngx_shm_zone_t *zone;
     time_t ttl;
     time_t stale;
+    ngx_uint_t unknown_key_rate;  // milli-requests per second, 0 = off
+    ngx_uint_t unknown_key_burst;
     ngx_flag_t gateway_used;
     ngx_int_t request_id_index;
 };
@@ -117,6 +119,11 @@ uint64_t ngx_byok_cache_generation();
 // Called when a subscriber is (re)subscribed: invalidations may have been
 // lost, so every entry cached so far must be revalidated before use.
 void ngx_byok_cache_new_generation();
+// Unknown-key lookup limit per client address (byok_cache unknown_key_rate):
+// charges one lookup before Redis is asked; 0 = go ahead, else the seconds
+// to tell the client in Retry-After. Refunded when the key existed.
+int64_t ngx_byok_cache_take_lookup(ngx_connection_t *c);
+void ngx_byok_cache_refund_lookup(ngx_connection_t *c);
 void ngx_byok_cache_invalidate(std::string_view pid);
 size_t ngx_byok_cache_entries();
 
@@ -224,6 +231,7 @@ struct ByokRequestCtx {
     u_char sha[32]{};
     std::string sha_hex;
     uint64_t cache_generation = 0;  // when the lookup was sent
+    bool lookup_charged = false;    // to the client address's unknown-key budget
     std::string stale_blob;
     byok::GatewaySnapshot snap;
 

@@ -35,6 +35,17 @@ ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, st
     return NGX_DONE;
 }
 
+ngx_int_t too_many_lookups(ngx_http_request_t *r, ByokRequestCtx *ctx, int64_t retry_after) {
+    ngx_byok_count(BYOK_AUTH_FAILURE);
+    ctx->stage = Stage::Done;
+    std::vector<byok::Header> extra = {{"Retry-After", std::to_string(retry_after)}};
+    std::string body = byok::json_error(
+        "rate_limited", "too many requests with unknown gateway API keys; retry later",
+        "rate_limit_error");
+    ngx_http_finalize_request(r, ngx_byok_send_json(r, NGX_HTTP_TOO_MANY_REQUESTS, body, &extra));
+    return NGX_DONE;
+}
+
 ngx_int_t unauthorized(ngx_http_request_t *r, ByokRequestCtx *ctx, std::string_view message) {
     ngx_byok_count(BYOK_AUTH_FAILURE);
     return fail(r, ctx, NGX_HTTP_UNAUTHORIZED, "invalid_api_key", message, "authentication_error");
@@ -130,6 +141,7 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
                            ctx->cache_generation);
         return after_snapshot(r, ctx);
     }
+    if (ctx->lookup_charged) ngx_byok_cache_refund_lookup(r->connection);
     ctx->snap = byok::build_snapshot(apikey, to_map(ctx->reply.elements[1]),
                                      to_map(ctx->reply.elements[2]));
     ngx_byok_cache_put(ctx->sha, pid->second, byok::encode_snapshot(ctx->snap), mcf->ttl,
@@ -203,6 +215,12 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             ctx->stale_blob = std::move(blob);
             break;
         case ByokCacheResult::Miss:
+            // Each miss may be a guessed key costing a Redis call: charged to
+            // the client address, given back when the key exists.
+            if (int64_t wait = ngx_byok_cache_take_lookup(r->connection)) {
+                return too_many_lookups(r, ctx, wait);
+            }
+            ctx->lookup_charged = true;
             break;
     }
     ngx_int_t rc =

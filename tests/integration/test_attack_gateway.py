@@ -3,6 +3,7 @@ an unauthenticated flood could do to the gateway, asserted on what the fake
 provider, Redis and the nginx workers actually saw."""
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -256,3 +257,85 @@ def test_i10_05_stale_not_served_for_unverified_entries(gateway, fake_provider, 
     r = gw.chat(p)
     assert_json_error(r, 503)
     redis_server.start()
+
+
+# -- item 14: floods of random gateway keys -------------------------------------------
+
+def eval_calls(rc) -> int:
+    return int(rc.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+
+
+def random_key() -> str:
+    return "byok_" + secrets.token_hex(20)
+
+
+def flood(port: int, source: str, keys, path: str = CHAT):
+    """Sends one chat request per key over one keep-alive connection from
+    `source` (any 127.x.y.z works on loopback); returns (status, headers, body)."""
+    out = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=(source, 0))
+    try:
+        for k in keys:
+            conn.request("POST", path, body=b'{"model":"gpt-4o"}',
+                         headers={"Authorization": f"Bearer {k}",
+                                  "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            out.append((resp.status, dict(resp.getheaders()), resp.read()))
+    finally:
+        conn.close()
+    return out
+
+
+def test_i10_14_unknown_key_flood_is_rate_limited_per_address(gateway, fake_provider,
+                                                              redis_server):
+    gw = gateway(overrides={"byok_cache": "byok_cache zone=byok:16m ttl=300s stale=15m "
+                                          "unknown_key_rate=1r/m unknown_key_burst=5;"})
+    p = gw.provision(keys={"openai": None})
+    assert gw.chat(p).status_code == 200  # cached before the flood
+    rc = redis_server.client
+    before = eval_calls(rc)
+    got = flood(gw.port, "127.0.0.1", [random_key() for _ in range(60)])
+    statuses = [s for s, _, _ in got]
+    assert statuses[:6] == [401] * 6, statuses
+    assert statuses[6:] == [429] * 54, statuses
+    _, headers, body = got[-1]
+    retry = int({k.lower(): v for k, v in headers.items()}["retry-after"])
+    assert 1 <= retry <= 64, retry
+    err = json.loads(body)["error"]
+    assert err["code"] == "rate_limited" and err["type"] == "rate_limit_error", err
+    # burst 5 + 1, and at 1r/m at most one more while the flood ran
+    assert eval_calls(rc) - before <= 7, eval_calls(rc) - before
+    # Another address is not affected; the tenant's cached key still works.
+    assert [s for s, _, _ in flood(gw.port, "127.0.0.2", [random_key()])] == [401]
+    assert gw.chat(p).status_code == 200
+    assert not fake_provider.requests("/openrouter")
+    gw.assert_no_leaks()
+
+
+def test_i10_14_negative_entries_never_evict_tenants(gateway, fake_provider, redis_server):
+    # A small zone: its unknown-key budget (and, before, the whole zone) is
+    # smaller than the flood. The flood comes from many addresses, so the
+    # per-address limit alone does not stop it.
+    gw = gateway(overrides={"byok_cache": "byok_cache zone=byok:256k ttl=300s stale=15m;"})
+    tenants = [gw.provision(keys={"openai": None}) for _ in range(3)]
+    for t in tenants:
+        assert gw.chat(t).status_code == 200
+    rc = redis_server.client
+    statuses = []
+
+    def one(i):
+        statuses.extend(s for s, _, _ in flood(gw.port, f"127.0.{1 + i // 200}.{1 + i % 200}",
+                                               [random_key() for _ in range(21)]))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(120)]
+    for i in range(0, len(threads), 8):
+        batch = threads[i:i + 8]
+        for t in batch:
+            t.start()
+        for t in batch:
+            t.join(120)
+    assert statuses.count(401) >= 2000, (statuses.count(401), statuses.count(429))
+    before = eval_calls(rc)
+    for t in tenants:
+        assert gw.chat(t).status_code == 200
+    assert eval_calls(rc) == before, "a tenant's cache entry was evicted by the flood"
