@@ -2,24 +2,30 @@
 
 namespace byok {
 
-int64_t bucket_take(LeakyBucket &b, const RateLimit &lim, int64_t now_ms) {
-    if (lim.milli_per_s <= 0) return 0;
-    int64_t excess = b.excess;
-    if (b.last_ms != 0) {
-        int64_t elapsed = now_ms > b.last_ms ? now_ms - b.last_ms : 0;  // clock steps back: 0
-        excess -= elapsed >= 3600 * 1000 ? excess : lim.milli_per_s * elapsed / 1000;
-        if (excess < 0) excess = 0;
-    }
-    excess += 1000;
-    // burst + 1 requests at once, as limit_req lets through.
-    int64_t room = (lim.burst + 1) * 1000;
-    if (excess > room) return (excess - room) * 1000 / lim.milli_per_s / 1000 + 1;
-    b.excess = excess;
-    b.last_ms = now_ms;
-    return 0;
+namespace {
+
+// The bucket's excess at `now_ms`, after draining at the rate.
+int64_t drained(const LeakyBucket &b, const RateLimit &lim, int64_t now_ms) {
+    if (b.last_ms == 0) return 0;
+    int64_t elapsed = now_ms > b.last_ms ? now_ms - b.last_ms : 0;  // clock steps back: 0
+    if (elapsed >= 3600 * 1000) return 0;
+    int64_t excess = b.excess - lim.milli_per_s * elapsed / 1000;
+    return excess > 0 ? excess : 0;
 }
 
-void bucket_refund(LeakyBucket &b) { b.excess = b.excess > 1000 ? b.excess - 1000 : 0; }
+}  // namespace
+
+int64_t bucket_wait(const LeakyBucket &b, const RateLimit &lim, int64_t now_ms) {
+    if (lim.milli_per_s <= 0) return 0;
+    int64_t over = drained(b, lim, now_ms) + 1000 - (lim.burst + 1) * 1000;
+    return over > 0 ? over * 1000 / lim.milli_per_s / 1000 + 1 : 0;
+}
+
+void bucket_charge(LeakyBucket &b, const RateLimit &lim, int64_t now_ms) {
+    if (lim.milli_per_s <= 0) return;
+    b.excess = drained(b, lim, now_ms) + 1000;
+    b.last_ms = now_ms;
+}
 
 std::optional<int64_t> parse_rate(std::string_view s) {
     if (s == "off") return 0;

@@ -1,6 +1,8 @@
 // limit_req-style accounting of unknown-key lookups per client address
 // (issue 10 item 14): a leaky bucket in milli-requests, kept by the glue in
-// the shared zone, one per address.
+// the shared zone, one per address. A lookup is checked before Redis is
+// asked and charged only once the key turned out unknown, so tenants' own
+// keys (a cold cache behind one proxy address) never use up the budget.
 #pragma once
 
 #include <cstdint>
@@ -19,14 +21,14 @@ struct LeakyBucket {
     int64_t last_ms = 0;
 };
 
-// Charges one request at `now_ms`. 0 when it may go ahead (charged);
-// otherwise the seconds to wait before one would pass (Retry-After, >= 1),
-// and the bucket is unchanged — like limit_req, refused requests are free.
-int64_t bucket_take(LeakyBucket &b, const RateLimit &lim, int64_t now_ms);
-// Gives back one charged request (the key turned out to exist).
-void bucket_refund(LeakyBucket &b);
+// 0 when one more lookup may go ahead at `now_ms`; otherwise the seconds
+// until one may (Retry-After, >= 1). Burst + 1 pass at once, as with
+// limit_req.
+int64_t bucket_wait(const LeakyBucket &b, const RateLimit &lim, int64_t now_ms);
+// Counts one lookup of an unknown key.
+void bucket_charge(LeakyBucket &b, const RateLimit &lim, int64_t now_ms);
 
-// "10r/s", "600r/m" or "off" (nullopt when malformed or zero).
+// "10r/s", "600r/m" or "off" (0); nullopt when malformed or zero.
 std::optional<int64_t> parse_rate(std::string_view s);
 
 }  // namespace byok

@@ -120,10 +120,10 @@ uint64_t ngx_byok_cache_generation();
 // lost, so every entry cached so far must be revalidated before use.
 void ngx_byok_cache_new_generation();
 // Unknown-key lookup limit per client address (byok_cache unknown_key_rate):
-// charges one lookup before Redis is asked; 0 = go ahead, else the seconds
-// to tell the client in Retry-After. Refunded when the key existed.
-int64_t ngx_byok_cache_take_lookup(ngx_connection_t *c);
-void ngx_byok_cache_refund_lookup(ngx_connection_t *c);
+// checked before Redis is asked (0 = go ahead, else the seconds to tell the
+// client in Retry-After), charged when the key turned out unknown.
+int64_t ngx_byok_cache_lookup_wait(ngx_connection_t *c);
+void ngx_byok_cache_charge_unknown(ngx_connection_t *c);
 void ngx_byok_cache_invalidate(std::string_view pid);
 size_t ngx_byok_cache_entries();
 
@@ -231,7 +231,6 @@ struct ByokRequestCtx {
     u_char sha[32]{};
     std::string sha_hex;
     uint64_t cache_generation = 0;  // when the lookup was sent
-    bool lookup_charged = false;    // to the client address's unknown-key budget
     std::string stale_blob;
     byok::GatewaySnapshot snap;
 

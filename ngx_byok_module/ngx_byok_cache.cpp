@@ -365,26 +365,36 @@ void ngx_byok_cache_new_generation() {
     if (g_cache != nullptr) ngx_atomic_fetch_add(&g_cache->sh->generation, 1);
 }
 
-int64_t ngx_byok_cache_take_lookup(ngx_connection_t *c) {
+namespace {
+
+// Runs f(bucket, limit, now) on the client address's bucket under the zone
+// lock; does nothing when the limit is off or the zone has no room.
+template <class F>
+void with_bucket(ngx_connection_t *c, F f) {
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
-    if (g_cache == nullptr || mcf == nullptr || mcf->unknown_key_rate == 0) return 0;
+    if (g_cache == nullptr || mcf == nullptr || mcf->unknown_key_rate == 0) return;
     byok::RateLimit lim{(int64_t)mcf->unknown_key_rate, (int64_t)mcf->unknown_key_burst};
     u_char addr[16];
     size_t len = client_addr(c, addr);
-    int64_t wait = 0;
+    int64_t now = now_ms();
     ngx_shmtx_lock(&g_cache->shpool->mutex);
     AddrNode *an = addr_node(addr, len);
-    if (an != nullptr) wait = byok::bucket_take(an->bucket, lim, now_ms());
+    if (an != nullptr) f(an->bucket, lim, now);
     ngx_shmtx_unlock(&g_cache->shpool->mutex);
+}
+
+}  // namespace
+
+int64_t ngx_byok_cache_lookup_wait(ngx_connection_t *c) {
+    int64_t wait = 0;
+    with_bucket(c, [&](byok::LeakyBucket &b, const byok::RateLimit &lim, int64_t now) {
+        wait = byok::bucket_wait(b, lim, now);
+    });
     return wait;
 }
 
-void ngx_byok_cache_refund_lookup(ngx_connection_t *c) {
-    if (g_cache == nullptr) return;
-    u_char addr[16];
-    size_t len = client_addr(c, addr);
-    ngx_shmtx_lock(&g_cache->shpool->mutex);
-    AddrNode *an = addr_node(addr, len);
-    if (an != nullptr) byok::bucket_refund(an->bucket);
-    ngx_shmtx_unlock(&g_cache->shpool->mutex);
+void ngx_byok_cache_charge_unknown(ngx_connection_t *c) {
+    with_bucket(c, [](byok::LeakyBucket &b, const byok::RateLimit &lim, int64_t now) {
+        byok::bucket_charge(b, lim, now);
+    });
 }

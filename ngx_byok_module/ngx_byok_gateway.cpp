@@ -136,12 +136,12 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     byok::FieldMap apikey = to_map(ctx->reply.elements[0]);
     auto pid = apikey.find("project");
     if (pid == apikey.end() || !byok::valid_id(pid->second)) {
+        ngx_byok_cache_charge_unknown(r->connection);
         ctx->snap = byok::GatewaySnapshot{};  // Unknown; cached briefly against floods
         ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10),
                            ctx->cache_generation);
         return after_snapshot(r, ctx);
     }
-    if (ctx->lookup_charged) ngx_byok_cache_refund_lookup(r->connection);
     ctx->snap = byok::build_snapshot(apikey, to_map(ctx->reply.elements[1]),
                                      to_map(ctx->reply.elements[2]));
     ngx_byok_cache_put(ctx->sha, pid->second, byok::encode_snapshot(ctx->snap), mcf->ttl,
@@ -215,12 +215,11 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             ctx->stale_blob = std::move(blob);
             break;
         case ByokCacheResult::Miss:
-            // Each miss may be a guessed key costing a Redis call: charged to
-            // the client address, given back when the key exists.
-            if (int64_t wait = ngx_byok_cache_take_lookup(r->connection)) {
+            // A miss may be a guessed key costing a Redis call: refused while
+            // this client address is over its unknown-key budget.
+            if (int64_t wait = ngx_byok_cache_lookup_wait(r->connection)) {
                 return too_many_lookups(r, ctx, wait);
             }
-            ctx->lookup_charged = true;
             break;
     }
     ngx_int_t rc =
