@@ -239,6 +239,7 @@ def test_i10_05_resubscribe_revalidates_cached_keys(gw, fake_provider, redis_ser
     assert_json_error(r, 401)
     for _ in range(4):
         assert_json_error(gw.chat(p), 401)
+    gw.assert_no_leaks(r)
 
 
 def test_i10_05_stale_not_served_for_unverified_entries(gateway, fake_provider, redis_server):
