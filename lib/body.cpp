@@ -1,5 +1,7 @@
 #include "lib/body.h"
 
+#include <algorithm>
+
 #include "lib/util.h"
 
 namespace byok {
@@ -7,8 +9,11 @@ namespace byok {
 namespace {
 
 constexpr int kMaxDepth = 64;
+constexpr size_t kKeyKeep = 6;  // "model" plus one byte tells longer keys apart
 
 [[noreturn]] void invalid() { throw Error("request body is not valid JSON"); }
+
+bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -35,270 +40,353 @@ void append_utf8(std::string &out, uint32_t cp) {
     }
 }
 
-// Single pass over the body: validates everything, unescapes only the
-// strings the caller asks for (top-level keys containing escapes and the
-// model value).
-class Scanner {
-  public:
-    explicit Scanner(std::string_view s) : s_(s) {}
-
-    std::optional<ModelSpan> run() {
-        ws();
-        if (peek() != '{') invalid();
-        object(1, true);
-        ws();
-        if (i_ != s_.size()) invalid();
-        return std::move(model_);
-    }
-
-  private:
-    char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
-    bool at_end() const { return i_ >= s_.size(); }
-
-    void ws() {
-        while (i_ < s_.size()) {
-            char c = s_[i_];
-            if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
-            i_++;
-        }
-    }
-
-    void expect(char c) {
-        if (peek() != c || at_end()) invalid();
-        i_++;
-    }
-
-    uint32_t hex4() {
-        if (s_.size() - i_ < 4) invalid();
-        uint32_t v = 0;
-        for (int k = 0; k < 4; k++) {
-            int h = hex_digit(s_[i_++]);
-            if (h < 0) invalid();
-            v = (v << 4) | static_cast<uint32_t>(h);
-        }
-        return v;
-    }
-
-    // Scans a string starting at the opening quote. When `out` is non-null
-    // the unescaped value is written there (surrogate pairs must be paired).
-    void string(std::string *out) {
-        expect('"');
-        for (;;) {
-            if (at_end()) invalid();
-            unsigned char c = static_cast<unsigned char>(s_[i_]);
-            if (c == '"') {
-                i_++;
-                return;
-            }
-            if (c < 0x20) invalid();
-            if (c != '\\') {
-                // Copy a run of plain characters at once.
-                size_t start = i_;
-                while (i_ < s_.size()) {
-                    unsigned char d = static_cast<unsigned char>(s_[i_]);
-                    if (d == '"' || d == '\\' || d < 0x20) break;
-                    i_++;
-                }
-                if (out) out->append(s_.data() + start, i_ - start);
-                continue;
-            }
-            i_++;
-            if (at_end()) invalid();
-            char e = s_[i_++];
-            char lit = 0;
-            switch (e) {
-                case '"':
-                case '\\':
-                case '/':
-                    lit = e;
-                    break;
-                case 'b':
-                    lit = '\b';
-                    break;
-                case 'f':
-                    lit = '\f';
-                    break;
-                case 'n':
-                    lit = '\n';
-                    break;
-                case 'r':
-                    lit = '\r';
-                    break;
-                case 't':
-                    lit = '\t';
-                    break;
-                case 'u': {
-                    uint32_t cp = hex4();
-                    if (cp >= 0xD800 && cp <= 0xDBFF) {
-                        if (s_.size() - i_ < 6 || s_[i_] != '\\' || s_[i_ + 1] != 'u') {
-                            if (out) invalid();  // lone high surrogate in a value we use
-                            break;
-                        }
-                        size_t save = i_;
-                        i_ += 2;
-                        uint32_t lo = hex4();
-                        if (lo < 0xDC00 || lo > 0xDFFF) {
-                            if (out) invalid();
-                            i_ = save;  // rescan the second escape on its own
-                            break;
-                        }
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                        if (out) invalid();  // lone low surrogate
-                        break;
-                    }
-                    if (out) append_utf8(*out, cp);
-                    break;
-                }
-                default:
-                    invalid();
-            }
-            if (lit && out) out->push_back(lit);
-        }
-    }
-
-    void number() {
-        if (peek() == '-') i_++;
-        if (peek() == '0') {
-            i_++;
-        } else if (peek() >= '1' && peek() <= '9') {
-            while (peek() >= '0' && peek() <= '9') i_++;
-        } else {
-            invalid();
-        }
-        if (peek() == '.') {
-            i_++;
-            if (!(peek() >= '0' && peek() <= '9')) invalid();
-            while (peek() >= '0' && peek() <= '9') i_++;
-        }
-        if (peek() == 'e' || peek() == 'E') {
-            i_++;
-            if (peek() == '+' || peek() == '-') i_++;
-            if (!(peek() >= '0' && peek() <= '9')) invalid();
-            while (peek() >= '0' && peek() <= '9') i_++;
-        }
-    }
-
-    void literal(std::string_view word) {
-        if (s_.substr(i_, word.size()) != word) invalid();
-        i_ += word.size();
-    }
-
-    void value(int depth) {
-        switch (peek()) {
-            case '{':
-                object(depth + 1, false);
-                break;
-            case '[':
-                array(depth + 1);
-                break;
-            case '"':
-                string(nullptr);
-                break;
-            case 't':
-                literal("true");
-                break;
-            case 'f':
-                literal("false");
-                break;
-            case 'n':
-                literal("null");
-                break;
-            default:
-                number();
-        }
-    }
-
-    void array(int depth) {
-        if (depth > kMaxDepth) invalid();
-        expect('[');
-        ws();
-        if (peek() == ']') {
-            i_++;
-            return;
-        }
-        for (;;) {
-            ws();
-            value(depth);
-            ws();
-            if (peek() == ',') {
-                i_++;
-                continue;
-            }
-            expect(']');
-            return;
-        }
-    }
-
-    bool key_is_model() {
-        size_t start = i_;
-        string(nullptr);
-        std::string_view raw = s_.substr(start + 1, i_ - start - 2);
-        if (raw.find('\\') == std::string_view::npos) return raw == "model";
-        std::string key;
-        i_ = start;
-        string(&key);
-        return key == "model";
-    }
-
-    void object(int depth, bool top) {
-        if (depth > kMaxDepth) invalid();
-        expect('{');
-        ws();
-        if (peek() == '}') {
-            i_++;
-            return;
-        }
-        for (;;) {
-            ws();
-            if (peek() != '"') invalid();
-            bool is_model = top ? key_is_model() : (string(nullptr), false);
-            ws();
-            expect(':');
-            ws();
-            if (is_model) {
-                if (seen_model_) throw Error("request body has more than one \"model\"");
-                seen_model_ = true;
-                if (peek() == '"') {
-                    ModelSpan span;
-                    span.begin = i_;
-                    string(&span.model);
-                    span.end = i_;
-                    model_ = std::move(span);
-                } else {
-                    value(depth);
-                }
-            } else {
-                value(depth);
-            }
-            ws();
-            if (peek() == ',') {
-                i_++;
-                continue;
-            }
-            expect('}');
-            return;
-        }
-    }
-
-    std::string_view s_;
-    size_t i_ = 0;
-    bool seen_model_ = false;
-    std::optional<ModelSpan> model_;
-};
-
 }  // namespace
 
-std::optional<ModelSpan> find_model(std::string_view body) { return Scanner(body).run(); }
+// A push-down automaton over bytes: the container stack is a bit per depth,
+// every other piece of state is a few scalars, so a piece boundary can fall
+// on any byte. Only top-level keys (kept up to 6 bytes) and the model value
+// are decoded; escapes in them must be well-formed, lone surrogates included.
+void ModelScanner::feed(std::string_view piece) {
+    step(piece.data(), piece.size());
+    offset_ += piece.size();
+}
 
-std::string replace_model(std::string_view body, const ModelSpan &span, std::string_view model) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    if (span.begin >= span.end || span.end > body.size()) {
-        throw Error("replace_model: span outside the body");
+std::optional<ModelSpan> ModelScanner::finish() {
+    if (st_ != St::AfterTop) invalid();
+    return std::move(model_);
+}
+
+void ModelScanner::push(bool object) {
+    if (depth_ >= kMaxDepth) invalid();
+    if (object) {
+        stack_ |= uint64_t{1} << depth_;
+    } else {
+        stack_ &= ~(uint64_t{1} << depth_);
     }
+    depth_++;
+    st_ = object ? St::FirstMember : St::FirstElement;
+}
+
+void ModelScanner::end_string() {
+    switch (str_) {
+        case Str::TopKey:
+            key_is_model_ = key_ == "model";
+            st_ = St::AfterKey;
+            break;
+        case Str::Key:
+            st_ = St::AfterKey;
+            break;
+        case Str::Plain:
+        case Str::Model:
+            st_ = St::AfterValue;
+            break;
+    }
+}
+
+// A decoded \uXXXX (or the low half of a pair).
+void ModelScanner::end_escape(uint32_t cp) {
+    bool strict = str_ == Str::TopKey || str_ == Str::Model;
+    st_ = St::Str;
+    if (high_ != 0) {
+        if (cp < 0xDC00 || cp > 0xDFFF) invalid();
+        cp = 0x10000 + ((high_ - 0xD800) << 10) + (cp - 0xDC00);
+        high_ = 0;
+    } else if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (!strict) return;  // validated elsewhere only as four hex digits
+        high_ = cp;
+        st_ = St::StrLowSlash;
+        return;
+    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        if (strict) invalid();  // lone low surrogate in a value we use
+        return;
+    }
+    if (!strict) return;
+    std::string utf8;
+    append_utf8(utf8, cp);
+    if (str_ == Str::Model) {
+        model_->model += utf8;
+    } else if (key_.size() < kKeyKeep) {
+        key_ += utf8.substr(0, kKeyKeep - key_.size());
+    }
+}
+
+void ModelScanner::start_value(char c) {
+    bool is_model = key_is_model_;
+    key_is_model_ = false;
+    switch (c) {
+        case '{':
+            push(true);
+            return;
+        case '[':
+            push(false);
+            return;
+        case '"':
+            st_ = St::Str;
+            str_ = is_model ? Str::Model : Str::Plain;
+            return;
+        case 't':
+            lit_ = "true";
+            break;
+        case 'f':
+            lit_ = "false";
+            break;
+        case 'n':
+            lit_ = "null";
+            break;
+        case '-':
+            st_ = St::NumMinus;
+            return;
+        case '0':
+            st_ = St::NumZero;
+            return;
+        default:
+            if (c < '1' || c > '9') invalid();
+            st_ = St::NumInt;
+            return;
+    }
+    lit_at_ = 1;
+    st_ = St::Literal;
+}
+
+// Inside a string at p[i]: consumes plain bytes in one run; returns the
+// index after what was consumed.
+size_t ModelScanner::string_run(const char *p, size_t i, size_t n) {
+    size_t start = i;
+    while (i < n) {
+        unsigned char d = static_cast<unsigned char>(p[i]);
+        if (d == '"' || d == '\\' || d < 0x20) break;
+        i++;
+    }
+    if (str_ == Str::Model) {
+        model_->model.append(p + start, i - start);
+    } else if (str_ == Str::TopKey && key_.size() < kKeyKeep) {
+        key_.append(p + start, std::min(i - start, kKeyKeep - key_.size()));
+    }
+    if (i == n) return i;
+    unsigned char c = static_cast<unsigned char>(p[i]);
+    if (c < 0x20) invalid();
+    if (c == '\\') {
+        st_ = St::StrEscape;
+    } else {
+        if (str_ == Str::Model) model_->end = offset_ + i + 1;
+        end_string();
+    }
+    return i + 1;
+}
+
+void ModelScanner::step(const char *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        char c = p[i];
+        switch (st_) {
+            case St::BeforeTop:
+                if (!is_ws(c)) {
+                    if (c != '{') invalid();
+                    push(true);
+                }
+                i++;
+                break;
+            case St::FirstMember:
+                if (c == '}') {
+                    depth_--;
+                    st_ = depth_ == 0 ? St::AfterTop : St::AfterValue;
+                    i++;
+                    break;
+                }
+                [[fallthrough]];
+            case St::NextKey:
+                if (!is_ws(c)) {
+                    if (c != '"') invalid();
+                    st_ = St::Str;
+                    str_ = depth_ == 1 ? Str::TopKey : Str::Key;
+                    key_.clear();
+                    i = string_run(p, i + 1, n);
+                    break;
+                }
+                i++;
+                break;
+            case St::AfterKey:
+                if (!is_ws(c)) {
+                    if (c != ':') invalid();
+                    if (key_is_model_) {
+                        if (seen_model_) throw Error("request body has more than one \"model\"");
+                        seen_model_ = true;
+                    }
+                    st_ = St::Value;
+                }
+                i++;
+                break;
+            case St::FirstElement:
+                if (c == ']') {
+                    depth_--;
+                    st_ = depth_ == 0 ? St::AfterTop : St::AfterValue;
+                    i++;
+                    break;
+                }
+                [[fallthrough]];
+            case St::Value:
+                if (!is_ws(c)) {
+                    if (key_is_model_ && c == '"') {
+                        model_.emplace();
+                        model_->begin = offset_ + i;
+                    }
+                    start_value(c);
+                    if (st_ == St::Str) {
+                        i = string_run(p, i + 1, n);
+                        break;
+                    }
+                }
+                i++;
+                break;
+            case St::AfterValue: {
+                if (is_ws(c)) {
+                    i++;
+                    break;
+                }
+                bool object = (stack_ >> (depth_ - 1)) & 1;
+                if (c == ',') {
+                    st_ = object ? St::NextKey : St::Value;
+                } else if (c == (object ? '}' : ']')) {
+                    depth_--;
+                    st_ = depth_ == 0 ? St::AfterTop : St::AfterValue;
+                } else {
+                    invalid();
+                }
+                i++;
+                break;
+            }
+            case St::AfterTop:
+                if (!is_ws(c)) invalid();
+                i++;
+                break;
+            case St::Str:
+                i = string_run(p, i, n);
+                break;
+            case St::StrEscape: {
+                char lit = 0;
+                switch (c) {
+                    case '"':
+                    case '\\':
+                    case '/':
+                        lit = c;
+                        break;
+                    case 'b':
+                        lit = '\b';
+                        break;
+                    case 'f':
+                        lit = '\f';
+                        break;
+                    case 'n':
+                        lit = '\n';
+                        break;
+                    case 'r':
+                        lit = '\r';
+                        break;
+                    case 't':
+                        lit = '\t';
+                        break;
+                    case 'u':
+                        hex_ = 0;
+                        hex_left_ = 4;
+                        break;
+                    default:
+                        invalid();
+                }
+                i++;
+                if (c == 'u') {
+                    st_ = St::StrHex;
+                    break;
+                }
+                st_ = St::Str;
+                if (str_ == Str::Model) {
+                    model_->model.push_back(lit);
+                } else if (str_ == Str::TopKey && key_.size() < kKeyKeep) {
+                    key_.push_back(lit);
+                }
+                break;
+            }
+            case St::StrHex: {
+                int h = hex_digit(c);
+                if (h < 0) invalid();
+                hex_ = (hex_ << 4) | static_cast<uint32_t>(h);
+                i++;
+                if (--hex_left_ == 0) end_escape(hex_);
+                break;
+            }
+            case St::StrLowSlash:
+                if (c != '\\') invalid();
+                st_ = St::StrLowU;
+                i++;
+                break;
+            case St::StrLowU:
+                if (c != 'u') invalid();
+                hex_ = 0;
+                hex_left_ = 4;
+                st_ = St::StrHex;
+                i++;
+                break;
+            case St::NumMinus:
+                if (c == '0') {
+                    st_ = St::NumZero;
+                } else if (c >= '1' && c <= '9') {
+                    st_ = St::NumInt;
+                } else {
+                    invalid();
+                }
+                i++;
+                break;
+            case St::NumZero:
+            case St::NumInt:
+            case St::NumFrac:
+            case St::NumExp:
+                if (c >= '0' && c <= '9' && st_ != St::NumZero) {
+                    while (++i < n && p[i] >= '0' && p[i] <= '9') {
+                    }
+                } else if (c == '.' && (st_ == St::NumZero || st_ == St::NumInt)) {
+                    st_ = St::NumFracStart;
+                    i++;
+                } else if ((c == 'e' || c == 'E') && st_ != St::NumExp) {
+                    st_ = St::NumExpStart;
+                    i++;
+                } else {
+                    st_ = St::AfterValue;  // the number ended; c is read again
+                }
+                break;
+            case St::NumFracStart:
+            case St::NumExpSign:
+                if (c < '0' || c > '9') invalid();
+                st_ = st_ == St::NumFracStart ? St::NumFrac : St::NumExp;
+                i++;
+                break;
+            case St::NumExpStart:
+                if (c == '+' || c == '-') {
+                    st_ = St::NumExpSign;
+                } else if (c >= '0' && c <= '9') {
+                    st_ = St::NumExp;
+                } else {
+                    invalid();
+                }
+                i++;
+                break;
+            case St::Literal:
+                if (c != lit_[lit_at_]) invalid();
+                i++;
+                if (lit_[++lit_at_] == '\0') st_ = St::AfterValue;
+                break;
+        }
+    }
+}
+
+std::optional<ModelSpan> find_model(std::string_view body) {
+    ModelScanner s;
+    s.feed(body);
+    return s.finish();
+}
+
+std::string model_token(std::string_view model) {
+    static constexpr char kHex[] = "0123456789abcdef";
     std::string out;
-    out.reserve(body.size() + model.size() + 8);
-    out.append(body.substr(0, span.begin));
+    out.reserve(model.size() + 2);
     out.push_back('"');
     for (unsigned char c : model) {
         if (c == '"' || c == '\\') {
@@ -313,6 +401,15 @@ std::string replace_model(std::string_view body, const ModelSpan &span, std::str
         }
     }
     out.push_back('"');
+    return out;
+}
+
+std::string replace_model(std::string_view body, const ModelSpan &span, std::string_view model) {
+    if (span.begin >= span.end || span.end > body.size()) {
+        throw Error("replace_model: span outside the body");
+    }
+    std::string out(body.substr(0, span.begin));
+    out += model_token(model);
     out.append(body.substr(span.end));
     return out;
 }

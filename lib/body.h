@@ -1,7 +1,9 @@
 // Request-body handling on the hot path: find the top-level "model" of a
-// JSON object without building a DOM, and rewrite it.
+// JSON object without building a DOM or holding the body, and the JSON token
+// that replaces it.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,10 +16,78 @@ struct ModelSpan {
     std::string model;  // unescaped value
 };
 
-// Validates that `body` is a single well-formed JSON object (depth <= 64)
-// and returns the top-level "model" string, or nullopt when absent or not a
-// string. Throws Error("request body is not valid JSON") otherwise.
+// Validates that the body is a single well-formed JSON object (depth <= 64)
+// and finds the top-level "model" string. The body may be fed in pieces
+// split anywhere (nginx holds it in several buffers and a temp file); the
+// scanner keeps its state between pieces and never keeps the bytes, so the
+// result is the same for every split. Throws Error("request body is not
+// valid JSON") (or a duplicate-"model" Error) from feed() or finish().
+class ModelScanner {
+  public:
+    void feed(std::string_view piece);
+    // The end of the body: the top-level "model" string with its offsets in
+    // the whole body, or nullopt when absent or not a string.
+    std::optional<ModelSpan> finish();
+    size_t offset() const { return offset_; }  // bytes fed so far
+
+  private:
+    enum class St : uint8_t {
+        BeforeTop,     // leading whitespace, then '{'
+        FirstMember,   // after '{': key or '}'
+        NextKey,       // after ',' in an object: key
+        AfterKey,      // ':'
+        Value,         // any value
+        FirstElement,  // after '[': value or ']'
+        AfterValue,    // ',' or the closing bracket
+        AfterTop,      // trailing whitespace only
+        Str,           // inside a string
+        StrEscape,     // after '\'
+        StrHex,        // inside \uXXXX
+        StrLowSlash,   // a high surrogate needs '\' next (strict strings)
+        StrLowU,       // ... then 'u'
+        NumMinus,      // after '-': a digit
+        NumZero,       // after a leading 0
+        NumInt,
+        NumFracStart,  // after '.': a digit
+        NumFrac,
+        NumExpStart,  // after 'e': sign or digit
+        NumExpSign,   // after the sign: a digit
+        NumExp,
+        Literal,  // true / false / null
+    };
+    enum class Str : uint8_t { Plain, Key, TopKey, Model };
+
+    void step(const char *p, size_t n);
+    size_t string_run(const char *p, size_t i, size_t n);
+    void push(bool object);
+    void end_string();
+    void end_escape(uint32_t cp);
+    void start_value(char c);
+
+    St st_ = St::BeforeTop;
+    Str str_ = Str::Plain;
+    uint64_t stack_ = 0;  // bit i set: container at depth i+1 is an object
+    int depth_ = 0;
+    size_t offset_ = 0;  // of the current piece's first byte
+    // \uXXXX being read
+    uint32_t hex_ = 0;
+    int hex_left_ = 0;
+    uint32_t high_ = 0;  // pending high surrogate (strict strings)
+    // current literal
+    const char *lit_ = nullptr;
+    int lit_at_ = 0;
+    // top-level key being decoded (only "model" matters: at most 6 bytes kept)
+    std::string key_;
+    bool key_is_model_ = false;
+    bool seen_model_ = false;
+    std::optional<ModelSpan> model_;
+};
+
+// One-shot form: feed(body) then finish().
 std::optional<ModelSpan> find_model(std::string_view body);
+
+// The JSON string token (quotes included) that carries `model`.
+std::string model_token(std::string_view model);
 
 // Body with the model value replaced by `model` (JSON-escaped).
 std::string replace_model(std::string_view body, const ModelSpan &span, std::string_view model);

@@ -198,4 +198,43 @@ std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecis
     return d;
 }
 
+namespace {
+
+// `name` percent-decoded (malformed escapes kept as they are), lower-cased.
+std::string decoded_lower_name(std::string_view name) {
+    auto hex = [](char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        c = static_cast<char>(c | 0x20);
+        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    std::string out;
+    for (size_t i = 0; i < name.size(); i++) {
+        char c = name[i];
+        if (c == '%' && i + 2 < name.size() && hex(name[i + 1]) >= 0 && hex(name[i + 2]) >= 0) {
+            c = static_cast<char>(hex(name[i + 1]) * 16 + hex(name[i + 2]));
+            i += 2;
+        }
+        out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string strip_client_key_params(std::string_view query) {
+    std::string out;
+    size_t i = 0;
+    while (i < query.size()) {
+        size_t amp = query.find('&', i);
+        if (amp == std::string_view::npos) amp = query.size();
+        std::string_view part = query.substr(i, amp - i);
+        if (!part.empty() && decoded_lower_name(part.substr(0, part.find('='))) != "key") {
+            if (!out.empty()) out += '&';
+            out.append(part);
+        }
+        i = amp + 1;
+    }
+    return out;
+}
+
 }  // namespace byok

@@ -53,4 +53,10 @@ RouteDecision decide_route(const RouteInput &in);
 std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
                                           std::string_view upstream_reason);
 
+// The query string to send upstream: the client's own `key` parameters
+// (Google-style client keys) removed. A parameter's name is compared after
+// percent-decoding and case-insensitively (`Key=`, `KEY=`, `%6bey=`), since
+// providers may match names either way; everything else keeps its bytes.
+std::string strip_client_key_params(std::string_view query);
+
 }  // namespace byok

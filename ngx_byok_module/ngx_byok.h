@@ -73,6 +73,8 @@ struct ngx_byok_main_conf_t {
     ngx_shm_zone_t *zone;
     time_t ttl;
     time_t stale;
+    ngx_uint_t unknown_key_rate;  // milli-requests per second, 0 = off
+    ngx_uint_t unknown_key_burst;
     ngx_flag_t gateway_used;
     ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
@@ -123,8 +125,19 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
 enum class ByokCacheResult { Miss, Fresh, Stale };
 // Copies the blob for `key_sha` (32 raw bytes) into `out`.
 ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out);
+// `generation`: ngx_byok_cache_generation() read before the Redis lookup
+// was sent, so a read that raced a resubscription is not trusted later.
 void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
-                        time_t ttl);
+                        time_t ttl, uint64_t generation);
+uint64_t ngx_byok_cache_generation();
+// Called when a subscriber is (re)subscribed: invalidations may have been
+// lost, so every entry cached so far must be revalidated before use.
+void ngx_byok_cache_new_generation();
+// Unknown-key lookup limit per client address (byok_cache unknown_key_rate):
+// checked before Redis is asked (0 = go ahead, else the seconds to tell the
+// client in Retry-After), charged when the key turned out unknown.
+int64_t ngx_byok_cache_lookup_wait(ngx_connection_t *c);
+void ngx_byok_cache_charge_unknown(ngx_connection_t *c);
 void ngx_byok_cache_invalidate(std::string_view pid);
 size_t ngx_byok_cache_entries();
 
@@ -235,15 +248,16 @@ struct ByokRequestCtx {
 
     u_char sha[32]{};
     std::string sha_hex;
+    uint64_t cache_generation = 0;  // when the lookup was sent
     std::string stale_blob;
     byok::GatewaySnapshot snap;
 
     bool unified = false;
     std::string native_provider, header_provider, rest;
     bool body_read = false;
-    std::string body, body_out;  // gathered body (only when not one buffer), rewritten body
-    std::string_view body_view;  // the client's body as sent
-    ngx_chain_t *orig_bufs = nullptr;
+    size_t body_len = 0;               // bytes of the client's body
+    ngx_chain_t *orig_bufs = nullptr;  // nginx's buffers of it (never copied)
+    bool body_blanked = false;         // the old model value was blanked in the temp file
     std::optional<byok::ModelSpan> model;
     byok::RouteInput input;
     byok::RouteDecision decision;

@@ -28,28 +28,21 @@ bool is_client_secret_header(const ngx_table_elt_t &h) {
            ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
 }
 
-// Query string without `key=` parameters (Google-style client keys).
-std::string strip_key_param(std::string_view args) {
-    std::string out;
-    size_t i = 0;
-    while (i <= args.size() && !args.empty()) {
-        size_t amp = args.find('&', i);
-        std::string_view part =
-            args.substr(i, amp == std::string_view::npos ? std::string_view::npos : amp - i);
-        if (!part.empty() && part.substr(0, 4) != "key=" && part != "key") {
-            if (!out.empty()) out += '&';
-            out.append(part);
-        }
-        if (amp == std::string_view::npos) break;
-        i = amp + 1;
-    }
-    return out;
-}
-
 ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, std::string_view code,
                std::string_view message, std::string_view type = "invalid_request_error") {
     if (ctx) ctx->stage = Stage::Done;
     ngx_http_finalize_request(r, ngx_byok_send_error(r, status, code, message, type));
+    return NGX_DONE;
+}
+
+ngx_int_t too_many_lookups(ngx_http_request_t *r, ByokRequestCtx *ctx, int64_t retry_after) {
+    ngx_byok_count(BYOK_AUTH_FAILURE);
+    ctx->stage = Stage::Done;
+    std::vector<byok::Header> extra = {{"Retry-After", std::to_string(retry_after)}};
+    std::string body = byok::json_error(
+        "rate_limited", "too many requests with unknown gateway API keys; retry later",
+        "rate_limit_error");
+    ngx_http_finalize_request(r, ngx_byok_send_json(r, NGX_HTTP_TOO_MANY_REQUESTS, body, &extra));
     return NGX_DONE;
 }
 
@@ -143,13 +136,16 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     byok::FieldMap apikey = to_map(ctx->reply.elements[0]);
     auto pid = apikey.find("project");
     if (pid == apikey.end() || !byok::valid_id(pid->second)) {
+        ngx_byok_cache_charge_unknown(r->connection);
         ctx->snap = byok::GatewaySnapshot{};  // Unknown; cached briefly against floods
-        ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10));
+        ngx_byok_cache_put(ctx->sha, "", byok::encode_snapshot(ctx->snap), ngx_min(mcf->ttl, 10),
+                           ctx->cache_generation);
         return after_snapshot(r, ctx);
     }
     ctx->snap = byok::build_snapshot(apikey, to_map(ctx->reply.elements[1]),
                                      to_map(ctx->reply.elements[2]));
-    ngx_byok_cache_put(ctx->sha, pid->second, byok::encode_snapshot(ctx->snap), mcf->ttl);
+    ngx_byok_cache_put(ctx->sha, pid->second, byok::encode_snapshot(ctx->snap), mcf->ttl,
+                       ctx->cache_generation);
     return after_snapshot(r, ctx);
 }
 
@@ -159,7 +155,8 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     std::string_view raw = sv(r->unparsed_uri);
     size_t q = raw.find('?');
     std::string_view path = raw.substr(0, q);
-    std::string args = q == std::string_view::npos ? "" : strip_key_param(raw.substr(q + 1));
+    std::string args =
+        q == std::string_view::npos ? "" : byok::strip_client_key_params(raw.substr(q + 1));
 
     std::string_view rest;
     if (path == "/v1" || path.substr(0, 4) == "/v1/") {
@@ -209,6 +206,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
 
     std::string blob;
+    ctx->cache_generation = ngx_byok_cache_generation();
     switch (ngx_byok_cache_get(ctx->sha, &blob)) {
         case ByokCacheResult::Fresh:
             ctx->snap = byok::decode_snapshot(blob);
@@ -217,6 +215,11 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             ctx->stale_blob = std::move(blob);
             break;
         case ByokCacheResult::Miss:
+            // A miss may be a guessed key costing a Redis call: refused while
+            // this client address is over its unknown-key budget.
+            if (int64_t wait = ngx_byok_cache_lookup_wait(r->connection)) {
+                return too_many_lookups(r, ctx, wait);
+            }
             break;
     }
     ngx_int_t rc =
@@ -237,32 +240,39 @@ void body_ready(ngx_http_request_t *r) {
     }
 }
 
-// Makes the request body readable as one string_view: in place when nginx
-// holds it in a single memory buffer (the common case, no copy), otherwise
-// gathered from the buffers and temp file into ctx->body.
-bool collect_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    ctx->body_view = {};
+// Feeds the request body to the model scanner buffer by buffer: memory
+// buffers in place, file buffers in bounded pieces through one reused
+// buffer, so a body nginx spilled to its temp file never comes back into
+// worker memory whole. An empty body is not validated (nothing to route on).
+// Throws byok::Error for invalid JSON; false when the temp file is unreadable.
+constexpr size_t kFilePiece = 64 * 1024;
+
+bool scan_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (r->request_body == nullptr || r->request_body->bufs == nullptr) return true;
     ctx->orig_bufs = r->request_body->bufs;
-    ngx_chain_t *first = r->request_body->bufs;
-    if (first->next == nullptr && !first->buf->in_file) {
-        ctx->body_view = {(const char *)first->buf->pos,
-                          (size_t)(first->buf->last - first->buf->pos)};
-        return true;
-    }
-    for (ngx_chain_t *cl = first; cl; cl = cl->next) {
+    byok::ModelScanner scanner;
+    u_char *piece = nullptr;
+    bool ok = true;
+    for (ngx_chain_t *cl = ctx->orig_bufs; cl && ok; cl = cl->next) {
         ngx_buf_t *b = cl->buf;
-        if (b->in_file) {
-            size_t n = b->file_last - b->file_pos;
-            size_t at = ctx->body.size();
-            ctx->body.resize(at + n);
-            ssize_t got = ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos);
-            if (got != (ssize_t)n) return false;
-        } else {
-            ctx->body.append((const char *)b->pos, b->last - b->pos);
+        if (ngx_buf_in_memory(b)) {
+            scanner.feed({(const char *)b->pos, (size_t)(b->last - b->pos)});
+            continue;
+        }
+        if (!b->in_file) continue;
+        if (piece == nullptr) piece = static_cast<u_char *>(ngx_palloc(r->pool, kFilePiece));
+        if (piece == nullptr) return false;
+        for (off_t at = b->file_pos; at < b->file_last && ok;) {
+            size_t want = (size_t)ngx_min((off_t)kFilePiece, b->file_last - at);
+            ok = ngx_read_file(b->file, piece, want, at) == (ssize_t)want;
+            if (ok) scanner.feed({(const char *)piece, want});
+            at += want;
         }
     }
-    ctx->body_view = ctx->body;
+    if (piece != nullptr) ngx_pfree(r->pool, piece);
+    if (!ok) return false;
+    ctx->body_len = scanner.offset();
+    if (ctx->body_len > 0) ctx->model = scanner.finish();
     return true;
 }
 
@@ -285,6 +295,108 @@ ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     return decide(r, ctx);
 }
 
+// Writes spaces (JSON whitespace) over [from, to) of a temp file.
+bool blank_in_file(ngx_file_t *file, off_t from, off_t to) {
+    static u_char spaces[4096];
+    if (spaces[0] != ' ') ngx_memset(spaces, ' ', sizeof(spaces));
+    off_t keep = file->offset;  // the request-body code's own write position
+    bool ok = true;
+    while (from < to && ok) {
+        size_t n = (size_t)ngx_min((off_t)sizeof(spaces), to - from);
+        ok = ngx_write_file(file, spaces, n, from) == (ssize_t)n;
+        from += n;
+    }
+    file->offset = keep;
+    return ok;
+}
+
+// The body chain with the model value replaced by `token`, built from the
+// client's buffers without copying them: slices before the value, one small
+// buffer with the token, slices after. Bytes of the old value that sit in
+// memory are sliced out; bytes in the temp file are overwritten with spaces
+// in place, so the file pieces stay contiguous from offset 0 — nginx's
+// upstream retry (ngx_http_upstream_reinit) rewinds file pieces assuming
+// exactly that, and memory slices get start = pos for the same reason.
+ngx_int_t splice_model(ngx_http_request_t *r, ByokRequestCtx *ctx, const std::string &token,
+                       ngx_chain_t **out, off_t *len) {
+    const off_t s = (off_t)ctx->model->begin, e = (off_t)ctx->model->end;
+    ngx_chain_t *head = nullptr, **tail = &head;
+    off_t total = 0;
+    bool inserted = false;
+    auto emit = [&](ngx_buf_t *b) -> bool {
+        ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
+        if (cl == nullptr) return false;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+        cl->buf = b;
+        cl->next = nullptr;
+        *tail = cl;
+        tail = &cl->next;
+        total += ngx_buf_size(b);
+        return true;
+    };
+    auto piece = [&](const ngx_buf_t *src, off_t from, off_t to) -> ngx_buf_t * {
+        auto *b = static_cast<ngx_buf_t *>(ngx_palloc(r->pool, sizeof(ngx_buf_t)));
+        if (b == nullptr) return nullptr;
+        *b = *src;
+        if (ngx_buf_in_memory(src)) {
+            b->start = b->pos = src->pos + from;
+            b->end = b->last = src->pos + to;
+            b->in_file = 0;
+        } else {
+            b->file_pos = src->file_pos + from;
+            b->file_last = src->file_pos + to;
+        }
+        return b;
+    };
+    auto insert_token = [&]() -> bool {
+        inserted = true;
+        ngx_buf_t *b = ngx_create_temp_buf(r->pool, token.size());
+        if (b == nullptr) return false;
+        b->last = ngx_cpymem(b->pos, token.data(), token.size());
+        return emit(b);
+    };
+
+    off_t at = 0;
+    ngx_buf_t *last = nullptr;
+    for (ngx_chain_t *cl = ctx->orig_bufs; cl; cl = cl->next) {
+        ngx_buf_t *src = cl->buf;
+        last = src;
+        off_t size = ngx_buf_size(src);
+        bool memory = ngx_buf_in_memory(src);
+        if (size == 0 || (!memory && !src->in_file)) continue;
+        // Up to three parts of this buffer: before, inside and after the value.
+        off_t cut[4] = {0, ngx_max(0, ngx_min(size, s - at)), ngx_max(0, ngx_min(size, e - at)),
+                        size};
+        for (int part = 0; part < 3; part++) {
+            off_t from = cut[part], to = cut[part + 1];
+            if (from == to) continue;
+            if (part == 2 && !inserted && !insert_token()) return NGX_ERROR;
+            if (part == 1 && memory) continue;  // the old value, left out
+            if (part == 1) {
+                if (!blank_in_file(src->file, src->file_pos + from, src->file_pos + to))
+                    return NGX_ERROR;
+                ctx->body_blanked = true;
+            }
+            ngx_buf_t *b = piece(src, from, to);
+            if (b == nullptr || !emit(b)) return NGX_ERROR;
+        }
+        at += size;
+    }
+    if (!inserted && !insert_token()) return NGX_ERROR;
+    if (last != nullptr) {
+        for (ngx_chain_t *cl = head; cl; cl = cl->next) {
+            if (cl->next == nullptr) {
+                cl->buf->last_buf = last->last_buf;
+                cl->buf->last_in_chain = last->last_in_chain;
+            }
+        }
+    }
+    *out = head;
+    *len = total;
+    return NGX_OK;
+}
+
 // Points the proxy at `d.target` with `key`, rewriting headers and body.
 ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok::RouteDecision &d) {
     const byok::Provider &target = *d.target;
@@ -303,22 +415,14 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     if (ctx->body_read && r->request_body != nullptr && ctx->orig_bufs != nullptr) {
-        // Only a changed model costs a copy; otherwise the client's buffers
+        // Only a changed model costs anything; otherwise the client's buffers
         // go upstream as they are (restored if a first attempt rewrote them).
         ngx_chain_t *bufs = ctx->orig_bufs;
-        size_t len = ctx->body_view.size();
-        if (d.model_changed && ctx->model) {
-            ctx->body_out = byok::replace_model(ctx->body_view, *ctx->model, d.model);
-            auto *b = static_cast<ngx_buf_t *>(ngx_pcalloc(r->pool, sizeof(ngx_buf_t)));
-            bufs = ngx_alloc_chain_link(r->pool);
-            if (b == nullptr || bufs == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            b->pos = b->start = (u_char *)ctx->body_out.data();
-            b->last = b->end = b->pos + ctx->body_out.size();
-            b->memory = 1;
-            b->last_buf = 1;
-            bufs->buf = b;
-            bufs->next = nullptr;
-            len = ctx->body_out.size();
+        off_t len = (off_t)ctx->body_len;
+        if (ctx->model && (d.model_changed || ctx->body_blanked)) {
+            const std::string &model = d.model_changed ? d.model : ctx->model->model;
+            if (splice_model(r, ctx, byok::model_token(model), &bufs, &len) != NGX_OK)
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
         r->request_body->bufs = bufs;
         r->headers_in.content_length_n = len;
@@ -350,12 +454,11 @@ ngx_int_t take_operator_key(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
 ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     ByokMain *m = main_of(r);
-    if (ctx->body_read && !collect_body(r, ctx))
-        return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-                    "cannot read the request body", "api_error");
-    if (ctx->body_read && !ctx->body_view.empty()) {
+    if (ctx->body_read) {
         try {
-            ctx->model = byok::find_model(ctx->body_view);
+            if (!scan_body(r, ctx))
+                return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                            "cannot read the request body", "api_error");
         } catch (const byok::Error &) {
             return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json",
                         "request body is not valid JSON");
@@ -706,7 +809,6 @@ VarDef g_vars[] = {
 ByokRequestCtx::~ByokRequestCtx() {
     ngx_byok_redis_cancel(waiter);
     for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
-    byok::wipe(body_out.data(), body_out.size());
 }
 
 ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create) {

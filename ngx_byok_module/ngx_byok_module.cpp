@@ -1,6 +1,8 @@
 // Module definition, http{}-level directives and process hooks.
 #include "ngx_byok_module/ngx_byok.h"
 
+#include "lib/ratelimit.h"
+
 #include <sys/stat.h>
 
 #include <new>
@@ -116,6 +118,8 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
     mcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     mcf->ttl = NGX_CONF_UNSET;
     mcf->stale = NGX_CONF_UNSET;
+    mcf->unknown_key_rate = NGX_CONF_UNSET_UINT;
+    mcf->unknown_key_burst = NGX_CONF_UNSET_UINT;
     mcf->request_id_index = NGX_ERROR;
     return mcf;
 }
@@ -141,6 +145,8 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     ngx_conf_init_msec_value(mcf->redis_wait_timeout, 200);
     if (mcf->ttl == NGX_CONF_UNSET) mcf->ttl = 300;
     if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
+    if (mcf->unknown_key_rate == NGX_CONF_UNSET_UINT) mcf->unknown_key_rate = 10 * 1000;  // 10r/s
+    if (mcf->unknown_key_burst == NGX_CONF_UNSET_UINT) mcf->unknown_key_burst = 20;
 
     if (!m->fallback_set && m->system_key("openrouter") != nullptr) m->fallback = "openrouter";
     // Checked here because byok_providers may come after these directives;
@@ -613,6 +619,14 @@ static char *ngx_byok_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
             ngx_str_t s = {v->len - 6, v->data + 6};
             mcf->stale = ngx_parse_time(&s, 1);
             if (mcf->stale == (time_t)NGX_ERROR) goto invalid;
+        } else if (v->len > 17 && ngx_strncmp(v->data, "unknown_key_rate=", 17) == 0) {
+            auto rate = byok::parse_rate(std::string_view((const char *)v->data + 17, v->len - 17));
+            if (!rate) goto invalid;
+            mcf->unknown_key_rate = (ngx_uint_t)*rate;
+        } else if (v->len > 18 && ngx_strncmp(v->data, "unknown_key_burst=", 18) == 0) {
+            ngx_int_t n = ngx_atoi(v->data + 18, v->len - 18);
+            if (n == NGX_ERROR || n > 1000000) goto invalid;
+            mcf->unknown_key_burst = (ngx_uint_t)n;
         } else {
             goto invalid;
         }

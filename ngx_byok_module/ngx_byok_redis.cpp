@@ -294,7 +294,11 @@ void role_reply(RedisLink *link, redisReply *reply, void *data) {
 // The invalidation subscriber is (re)subscribed: from here on every change
 // is announced to this worker. The one place for what a (re)subscribe
 // implies for the cache.
-void subscriber_ready() {}
+void subscriber_ready() {
+    // Messages published while the subscriber was down are lost: everything
+    // cached before this (re)subscription is revalidated on its next use.
+    ngx_byok_cache_new_generation();
+}
 
 // SUBSCRIBE confirmations of the subscriber (byok:invalidate) and of the
 // sentinel link (+switch-master).

@@ -374,3 +374,27 @@ Test(routing, i10_06_local_provider_not_allowed_is_refused_everywhere) {
     in.native_provider = "ollama";
     cr_assert_eq(route_name(decide_route(in).route), "byok");
 }
+
+// Issue 10 item 15: the client's key parameter is removed whatever its case
+// or percent-encoding; other parameters keep their bytes and order.
+Test(routing, i10_15_strip_client_key_params_any_case) {
+    struct Row {
+        const char *in, *out;
+    } rows[] = {
+        {"key=AIza1", ""},
+        {"Key=AIza1", ""},
+        {"KEY=AIza1", ""},
+        {"kEy=AIza1&alt=sse", "alt=sse"},
+        {"alt=sse&key=a&Key=b&KEY=c&x=1", "alt=sse&x=1"},
+        {"%6Bey=a&%4b%45%59=b&k%65y=c", ""},
+        {"key", ""},
+        {"KEY&a=1", "a=1"},
+        {"keys=1&monkey=2&key2=3&a=key=", "keys=1&monkey=2&key2=3&a=key="},
+        {"a=1&&b=2", "a=1&b=2"},
+        {"%zzkey=1&%=2&%6=3", "%zzkey=1&%=2&%6=3"},
+        {"", ""},
+        {"&", ""},
+    };
+    for (const Row &row : rows)
+        cr_assert_eq(strip_client_key_params(row.in), std::string(row.out), "%s", row.in);
+}
