@@ -20,6 +20,12 @@ class Layout {
     std::string usage(std::string_view pid, std::string_view yyyymmdd) const {
         return tagged(pid, "usage:") + s(yyyymmdd);
     }
+    // Token and cost counters (field format: lib/metering.h).
+    std::string meter(std::string_view pid, std::string_view yyyymmdd) const {
+        return tagged(pid, "meter:") + s(yyyymmdd);
+    }
+    std::string meter_all(std::string_view yyyymmdd) const { return p_ + "meter:" + s(yyyymmdd); }
+    std::string usage_events() const { return p_ + "usage:events"; }
     std::string audit() const { return p_ + "audit"; }
     std::string invalidate_channel() const { return p_ + "invalidate"; }
 
