@@ -320,6 +320,9 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
             bufs->next = nullptr;
             len = ctx->body_out.size();
         }
+        std::string_view sent = bufs == ctx->orig_bufs ? ctx->body_view : ctx->body_out;
+        if (ngx_byok_meter_prepare_body(r, ctx, sent, &bufs, &len) != NGX_OK)
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         r->request_body->bufs = bufs;
         r->headers_in.content_length_n = len;
         r->headers_in.chunked = 0;
