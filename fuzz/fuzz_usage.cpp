@@ -24,6 +24,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         got.cached != whole.cached || got.cache_write != whole.cache_write)
         abort();
     if (got.cached > got.input) abort();
+    {
+        byok::UsageScanner once;
+        once.feed(in);
+        byok::UsageScanner two;
+        two.feed(in.substr(0, cut));
+        two.feed(in.substr(cut));
+        if (once.model() != two.model() || once.model().size() > byok::UsageScanner::kMaxModel)
+            abort();
+    }
 
     std::string a, b;
     byok::SseUsageDropper one, two;

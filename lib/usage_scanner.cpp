@@ -142,7 +142,7 @@ void UsageScanner::feed(std::string_view bytes) {
                     end_of_string();
                 } else if (c == '\n') {
                     state_ = State::Outside;  // not JSON (a raw newline ends an SSE line)
-                } else if (key_.size() < kMaxKey) {
+                } else if (key_.size() < (model_value_ ? kMaxModel : kMaxKey)) {
                     key_.push_back(c);
                 } else {
                     key_long_ = true;
@@ -157,7 +157,15 @@ void UsageScanner::feed(std::string_view bytes) {
                 } else if (state_ == State::AfterKey && c == ':') {
                     p++;
                     state_ = State::AfterColon;
-                } else if (state_ == State::AfterColon && c == '{') {
+                } else if (state_ == State::AfterColon && after_ == KeyKind::Model && c == '"') {
+                    p++;
+                    state_ = State::InString;
+                    escape_ = false;
+                    key_.clear();
+                    key_long_ = false;
+                    key_escaped_ = false;
+                    model_value_ = true;
+                } else if (state_ == State::AfterColon && after_ == KeyKind::Usage && c == '{') {
                     p++;
                     state_ = State::Capture;
                     capture_.assign(1, '{');
@@ -210,8 +218,18 @@ void UsageScanner::feed(std::string_view bytes) {
 }
 
 void UsageScanner::end_of_string() {
-    bool usage_key = !key_long_ && !key_escaped_ && (key_ == "usage" || key_ == "usageMetadata");
-    state_ = usage_key ? State::AfterKey : State::Outside;
+    bool plain = !key_long_ && !key_escaped_;
+    if (model_value_) {
+        model_value_ = false;
+        if (plain && model_.empty()) model_ = key_;
+        state_ = State::Outside;
+        return;
+    }
+    after_ = !plain                                                          ? KeyKind::None
+             : key_ == "usage" || key_ == "usageMetadata"                    ? KeyKind::Usage
+             : (key_ == "model" || key_ == "modelVersion") && model_.empty() ? KeyKind::Model
+                                                                             : KeyKind::None;
+    state_ = after_ == KeyKind::None ? State::Outside : State::AfterKey;
 }
 
 void UsageScanner::take(std::string_view object) {

@@ -38,6 +38,11 @@ class UsageScanner {
 
     void feed(std::string_view bytes);
     TokenUsage result() const;
+    // The first "model" / "modelVersion" string of the response (at most
+    // kMaxModel bytes, no escapes): prices native calls whose request body
+    // the gateway did not read.
+    const std::string &model() const { return model_; }
+    static constexpr size_t kMaxModel = 128;
 
     // The one-shot answer, for tests and fuzzing.
     static TokenUsage scan(std::string_view body) {
@@ -48,6 +53,7 @@ class UsageScanner {
 
   private:
     enum class State : uint8_t { Outside, InString, AfterKey, AfterColon, Capture };
+    enum class KeyKind : uint8_t { None, Usage, Model };
     void end_of_string();
     void take(std::string_view object);
 
@@ -59,7 +65,10 @@ class UsageScanner {
     std::string key_;        // the current string, first bytes only
     bool key_long_ = false;  // the string did not fit key_
     bool key_escaped_ = false;
-    std::string capture_;  // the usage object being read
+    std::string capture_;            // the usage object being read
+    KeyKind after_ = KeyKind::None;  // which key AfterKey/AfterColon follow
+    bool model_value_ = false;       // the current string is a model value
+    std::string model_;
 
     // Raw maxima per field; result() normalises.
     uint64_t prompt_ = 0, completion_ = 0, cached_tokens_ = 0, cache_read_ = 0, cache_creation_ = 0,

@@ -33,10 +33,13 @@ ByokRequestCtx *metered_ctx(ngx_http_request_t *r) {
     return ctx;
 }
 
-// The model the provider was asked for.
+// The model the provider was asked for; for native calls, whose body the
+// gateway does not read, the model the response names.
 std::string_view sent_model(const ByokRequestCtx *ctx) {
     const byok::RouteDecision &d = ctx->decision;
-    return !d.model.empty() ? std::string_view(d.model) : ctx->input.model;
+    if (!d.model.empty()) return d.model;
+    if (!ctx->input.model.empty()) return ctx->input.model;
+    return ctx->meter.scanner.model();
 }
 
 // Usage and cost once the response is complete (log phase, variables).

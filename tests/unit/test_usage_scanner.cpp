@@ -177,3 +177,22 @@ Test(usage_dropper, holds_at_most_one_event) {
     d.feed("\n\ndata: x\n\n", &out);
     cr_assert_eq(out, big + "\n\ndata: x\n\n");
 }
+
+Test(usage_scanner, i13_first_response_model_is_kept_for_pricing_at_every_split) {
+    std::string body =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":"
+        "\"claude-sonnet-4-20250514\",\"content\":\"the \\\"model\\\": \\\"x\\\"\"}}\n\n"
+        "data: {\"model\":\"other\"}\n\n";
+    for (size_t cut = 0; cut <= body.size(); cut++) {
+        UsageScanner sc;
+        sc.feed(std::string_view(body).substr(0, cut));
+        sc.feed(std::string_view(body).substr(cut));
+        cr_assert_eq(sc.model(), "claude-sonnet-4-20250514", "split at %zu", cut);
+    }
+    UsageScanner g;
+    g.feed(R"({"candidates":[],"modelVersion":"gemini-2.5-flash"})");
+    cr_assert_eq(g.model(), "gemini-2.5-flash");
+    UsageScanner n;
+    n.feed(R"({"model":null,"x":{"model":"m\u0031"}})");
+    cr_assert_eq(n.model(), "");
+}
