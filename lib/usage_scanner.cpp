@@ -132,6 +132,21 @@ void UsageScanner::feed(std::string_view bytes) {
                 break;
             }
             case State::InString: {
+                // Fast path: run to the next quote, backslash or newline,
+                // keeping only the first bytes (a key or model is short).
+                const char *q = p;
+                if (!escape_) {
+                    while (q < end && *q != '"' && *q != '\\' && *q != '\n') q++;
+                }
+                size_t n = static_cast<size_t>(q - p);
+                size_t limit = model_value_ ? kMaxModel : kMaxKey;
+                if (n > 0) {
+                    size_t room = key_.size() < limit ? limit - key_.size() : 0;
+                    key_.append(p, std::min(n, room));
+                    if (n > room) key_long_ = true;
+                }
+                p = q;
+                if (p == end) break;
                 char c = *p++;
                 if (escape_) {
                     escape_ = false;
@@ -140,12 +155,8 @@ void UsageScanner::feed(std::string_view bytes) {
                     escape_ = true;
                 } else if (c == '"') {
                     end_of_string();
-                } else if (c == '\n') {
-                    state_ = State::Outside;  // not JSON (a raw newline ends an SSE line)
-                } else if (key_.size() < (model_value_ ? kMaxModel : kMaxKey)) {
-                    key_.push_back(c);
                 } else {
-                    key_long_ = true;
+                    state_ = State::Outside;  // a raw newline: not JSON (ends an SSE line)
                 }
                 break;
             }
@@ -291,6 +302,8 @@ TokenUsage UsageScanner::result() const {
 // ---------------------------------------------------------------- SSE
 
 bool SseUsageDropper::is_usage_only_event(std::string_view event) {
+    // Cheap test first: almost no event mentions usage at all.
+    if (event.find("usage") == std::string_view::npos) return false;
     // The data of the event: its "data:" lines joined.
     std::string data;
     size_t i = 0;
@@ -330,17 +343,35 @@ bool SseUsageDropper::is_usage_only_event(std::string_view event) {
 void SseUsageDropper::feed(std::string_view bytes, std::string *out) {
     size_t i = 0;
     while (i < bytes.size()) {
-        // Find the blank line that ends the current event ("\n\n", CRs ignored).
+        // Find the blank line that ends the current event ("\n\n", CRs
+        // ignored): jump from newline to newline.
         size_t endpos = std::string_view::npos;
-        for (size_t j = i; j < bytes.size(); j++) {
-            char c = bytes[j];
-            if (c == '\r') continue;
-            if (c == '\n' && last_ == '\n') {
-                last_ = 0;
-                endpos = j;
+        size_t j = i;
+        while (j < bytes.size()) {
+            if (last_ == '\n') {
+                // Right after a newline: skip CRs, a second newline ends it.
+                while (j < bytes.size() && bytes[j] == '\r') j++;
+                if (j == bytes.size()) break;
+                if (bytes[j] == '\n') {
+                    last_ = 0;
+                    endpos = j;
+                    break;
+                }
+            }
+            size_t nl = bytes.find('\n', j);
+            if (nl == std::string_view::npos) {
+                // Remember the last byte that is not a CR.
+                for (size_t k = bytes.size(); k > j; k--) {
+                    if (bytes[k - 1] != '\r') {
+                        last_ = bytes[k - 1];
+                        break;
+                    }
+                }
+                j = bytes.size();
                 break;
             }
-            last_ = c;
+            last_ = '\n';
+            j = nl + 1;
         }
         size_t stop = endpos == std::string_view::npos ? bytes.size() : endpos + 1;
         std::string_view part = bytes.substr(i, stop - i);
@@ -348,6 +379,14 @@ void SseUsageDropper::feed(std::string_view bytes, std::string *out) {
         if (passing_) {
             out->append(part);
             if (endpos != std::string_view::npos) passing_ = false;
+            continue;
+        }
+        if (endpos != std::string_view::npos && event_.empty()) {
+            // The whole event is in this buffer: examine it in place.
+            if (part.size() <= kMaxEvent && is_usage_only_event(part))
+                dropped_ = true;
+            else
+                out->append(part);
             continue;
         }
         event_.append(part);
