@@ -278,3 +278,13 @@ def test_i13_08_metrics_and_log_variables(mgw, fake_provider):
                 lambda s: p.pid in s, what="access log line")
     assert f"status=200 project={p.pid} in=12 out=7 cost=0.024000" in log
     mgw.assert_no_leaks(log, extra=[p.gateway_key, *p.keys.values()])
+
+
+def test_i13_09_project_delete_removes_its_meter_counters(mgw, fake_provider, redis_server):
+    p = mgw.provision(keys={"openai": None})
+    assert mgw.chat(p, model="gpt-4o").status_code == 200
+    wait_usage(mgw, p.pid, 1)
+    pattern = f"byok:{{{p.pid}}}:meter:*"
+    assert redis_server.client.keys(pattern)
+    assert mgw.admin("DELETE", f"/projects/{p.pid}").status_code == 200
+    assert redis_server.client.keys(pattern) == []
