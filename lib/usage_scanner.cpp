@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace byok {
 
@@ -11,6 +14,27 @@ constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// First quote, backslash or newline in [p, end): the bytes that matter inside
+// a JSON string. Sixteen bytes at a time where SSE2 exists (every x86-64):
+// this loop is most of the scanner's cost per SSE chunk.
+const char *string_special(const char *p, const char *end) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  nl = _mm_set1_epi8('\n');
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                         _mm_cmpeq_epi8(v, nl));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\' && *p != '\n') p++;
+    return p;
+}
 
 // A minimal reader for one captured usage object: only what the fields
 // need (integers, nested objects, skipped values). Malformed input makes
@@ -134,10 +158,7 @@ void UsageScanner::feed(std::string_view bytes) {
             case State::InString: {
                 // Fast path: run to the next quote, backslash or newline,
                 // keeping only the first bytes (a key or model is short).
-                const char *q = p;
-                if (!escape_) {
-                    while (q < end && *q != '"' && *q != '\\' && *q != '\n') q++;
-                }
+                const char *q = escape_ ? p : string_special(p, end);
                 size_t n = static_cast<size_t>(q - p);
                 size_t limit = model_value_ ? kMaxModel : kMaxKey;
                 if (n > 0) {
@@ -236,10 +257,15 @@ void UsageScanner::end_of_string() {
         state_ = State::Outside;
         return;
     }
-    after_ = !plain                                                          ? KeyKind::None
-             : key_ == "usage" || key_ == "usageMetadata"                    ? KeyKind::Usage
-             : (key_ == "model" || key_ == "modelVersion") && model_.empty() ? KeyKind::Model
-                                                                             : KeyKind::None;
+    // Called for every string of the response: compare views (length
+    // first), never C strings.
+    using namespace std::string_view_literals;
+    std::string_view k(key_);
+    after_ = KeyKind::None;
+    if (plain && (k == "usage"sv || k == "usageMetadata"sv))
+        after_ = KeyKind::Usage;
+    else if (plain && model_.empty() && (k == "model"sv || k == "modelVersion"sv))
+        after_ = KeyKind::Model;
     state_ = after_ == KeyKind::None ? State::Outside : State::AfterKey;
 }
 
