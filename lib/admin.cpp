@@ -353,7 +353,9 @@ enum class RouteId {
     ServerTest,
     Audit,
     Rotate,
-    Me
+    Me,
+    Usage,     // GET /projects/{pid}/usage
+    UsageAll,  // GET /usage (admin)
 };
 
 struct Match {
@@ -374,6 +376,8 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::Rotate;
     else if (n == 1 && s[0] == "me")
         m.id = RouteId::Me;
+    else if (n == 1 && s[0] == "usage")
+        m.id = RouteId::UsageAll;
     if (m.id != RouteId::None || n < 2 || s[0] != "projects") return m;
     m.pid = s[1];
     if (n == 2)
@@ -398,6 +402,8 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::KeyTest;
     else if (n == 3 && s[2] == "stats")
         m.id = RouteId::Stats;
+    else if (n == 3 && s[2] == "usage")
+        m.id = RouteId::Usage;
     if (n >= 4) m.item = s[3];
     return m;
 }
@@ -435,6 +441,9 @@ std::vector<std::string_view> allowed_methods(RouteId id) {
         case RouteId::Rotate:
             return {"POST"};
         case RouteId::Me:
+            return {"GET"};
+        case RouteId::Usage:
+        case RouteId::UsageAll:
             return {"GET"};
         case RouteId::None:
             break;
@@ -485,6 +494,7 @@ Step dispatch(const Pending &p) {
         // A gateway key sees its own project only; others do not exist for it.
         if (project_route && m.pid != who.project) return fail(404, "not_found", "no such project");
         bool admin_only = m.id == RouteId::Projects || m.id == RouteId::Rotate ||
+                          m.id == RouteId::UsageAll ||
                           (m.id == RouteId::Project && ctx.method == "DELETE");
         if (admin_only) return fail(403, "forbidden", "this route needs an admin token");
     }
@@ -541,6 +551,10 @@ Step dispatch(const Pending &p) {
             return rotate(c, body);
         case RouteId::Me:
             return whoami(c);
+        case RouteId::Usage:
+            return project_usage(c, m.pid);
+        case RouteId::UsageAll:
+            return usage_all(c);
         case RouteId::Servers:
             return meth == "GET" ? servers_list(c, m.pid) : server_create(c, m.pid, body);
         case RouteId::ServerDefault:

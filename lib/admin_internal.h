@@ -12,6 +12,7 @@
 
 #include "lib/admin.h"
 #include "lib/catalog.h"
+#include "lib/metering.h"
 #include "lib/record.h"
 #include "lib/util.h"
 
@@ -165,5 +166,18 @@ Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid
 Step audit_list(const CtxPtr &c);
 Step whoami(const CtxPtr &c);
 Step rotate(const CtxPtr &c, json &body);
+
+// ---- usage (admin_usage.cpp) ----------------------------------------------
+struct UsageTotals {
+    int64_t requests = 0, input = 0, output = 0, cached = 0, cost_micro = 0, unknown = 0;
+    void add(Metric m, int64_t n);
+    json to_json() const;  // requests, input_tokens, ..., cost_usd
+};
+Step project_usage(const CtxPtr &c, const std::string &pid);
+Step usage_all(const CtxPtr &c);
+// The token/cost counter keys of the last `days` days (today first), and
+// the stats summary of their HGETALL replies: usage_30d and savings_30d.
+std::vector<std::string> meter_keys(const Ctx &c, const std::string &pid, int days);
+void summarize_30d(const std::vector<const Reply *> &days, json *usage, json *savings);
 
 }  // namespace byok::admin::detail

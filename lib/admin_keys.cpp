@@ -544,6 +544,7 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     std::vector<std::string> keys{l.project(pid), l.keys(pid)};
     for (int d = 0; d < days; ++d) keys.push_back(l.usage(pid, yyyymmdd_utc(c->now - d * 86400LL)));
+    for (auto &k : meter_keys(*c, pid, 30)) keys.push_back(std::move(k));
     return redis(eval(kScriptReadProject, std::move(keys), {}), [c, days](const Reply &r) {
         if (script_code(r) == kNoProject) return project_missing();
         Fields project = to_fields(script_item(r, 1));
@@ -571,6 +572,10 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
                 u[route] = u.value(route, 0LL) + n;
             }
         }
+        std::vector<const Reply *> meter;
+        for (size_t i = 3 + days; i < r.elements.size(); ++i) meter.push_back(&r.elements[i]);
+        json usage_30d, savings_30d;
+        summarize_30d(meter, &usage_30d, &savings_30d);
         std::string tier = field_or(project, "tier");
         return respond(200, json{{"total_providers", c->cfg->catalog->providers().size()},
                                  {"configured_providers", records.size()},
@@ -578,7 +583,9 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
                                  {"valid_providers", valid},
                                  {"tier", tier.empty() ? "free" : tier},
                                  {"days", days},
-                                 {"usage", usage}});
+                                 {"usage", usage},
+                                 {"usage_30d", usage_30d},
+                                 {"savings_30d", savings_30d}});
     });
 }
 

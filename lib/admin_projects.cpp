@@ -174,10 +174,10 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
 
 Step project_delete(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
-    auto argv =
-        mutation(*c, kScriptProjectDelete, pid,
-                 {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
-                 {l.apikey(""), glob_escape(l.usage(pid, "")) + "*"});
+    auto argv = mutation(
+        *c, kScriptProjectDelete, pid,
+        {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
+        {l.apikey(""), glob_escape(l.usage(pid, "")) + "*", glob_escape(l.meter(pid, "")) + "*"});
     return redis(std::move(argv), [pid](const Reply &r) {
         if (script_code(r) == kNoProject) return project_missing();
         return respond(200, json{{"id", pid}, {"deleted", true}});

@@ -67,8 +67,8 @@ return {0, redis.call('HGETALL', KEYS[2])}
 )lua";
 
 // KEYS[2] project hash, [3] projects set, [4] keys, [5] servers, [6] apikeys;
-// ARGV[5] gateway-key hash prefix (Layout::apikey("")), [6] SCAN MATCH
-// pattern of the project's usage keys. Deletes every gateway-key hash listed
+// ARGV[5] gateway-key hash prefix (Layout::apikey("")), [6..] SCAN MATCH
+// patterns of the project's usage and meter keys. Deletes every gateway-key hash listed
 // in the apikeys metadata (only if it names this project), the project's
 // hashes, its set membership and its usage keys.
 // → {0, deleted gateway keys} | {2}.
@@ -85,12 +85,14 @@ for i = 2, #meta, 2 do
 end
 redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6], project_audit_key())
 redis.call('SREM', KEYS[3], ARGV[4])
-local cursor = '0'
-repeat
-  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[6], 'COUNT', 1000)
-  cursor = r[1]
-  for _, k in ipairs(r[2]) do redis.call('DEL', k) end
-until cursor == '0'
+for i = 6, #ARGV do
+  local cursor = '0'
+  repeat
+    local r = redis.call('SCAN', cursor, 'MATCH', ARGV[i], 'COUNT', 1000)
+    cursor = r[1]
+    for _, k in ipairs(r[2]) do redis.call('DEL', k) end
+  until cursor == '0'
+end
 audit('project.delete', ARGV[4], true)
 return {0, n}
 )lua";

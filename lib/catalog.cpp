@@ -167,6 +167,44 @@ const Provider *Catalog::match_model(std::string_view model) const {
     return nullptr;
 }
 
+int64_t parse_price(std::string_view s) {
+    std::string_view in = s;
+    int64_t whole = 0, frac = 0;
+    int digits = 0, decimals = -1;
+    for (char c : s) {
+        if (c == '.' && decimals < 0) {
+            decimals = 0;
+            continue;
+        }
+        if (c < '0' || c > '9') throw Error("price '" + std::string(in) + "' is not a number");
+        if (decimals < 0) {
+            if (++digits > 6) throw Error("price '" + std::string(in) + "' is too large");
+            whole = whole * 10 + (c - '0');
+        } else {
+            if (++decimals > 6) throw Error("price '" + std::string(in) + "' has over 6 decimals");
+            frac = frac * 10 + (c - '0');
+        }
+    }
+    if (digits == 0 && decimals <= 0)
+        throw Error("price '" + std::string(in) + "' is not a number");
+    for (int d = decimals < 0 ? 0 : decimals; d < 6; d++) frac *= 10;
+    return whole * 1000000 + frac;
+}
+
+std::string format_price(int64_t units) {
+    std::string frac = std::to_string(1000000 + units % 1000000).substr(1);
+    while (!frac.empty() && frac.back() == '0') frac.pop_back();
+    return std::to_string(units / 1000000) + (frac.empty() ? "" : "." + frac);
+}
+
+const ModelPrice *Provider::price(std::string_view model) const {
+    if (model.empty()) return nullptr;
+    for (const auto &p : pricing) {
+        if (glob_match(p.pattern, model)) return &p;
+    }
+    return nullptr;
+}
+
 // ---------------------------------------------------------------- built-in
 
 namespace {
@@ -183,6 +221,8 @@ struct BuiltinSpec {
     std::vector<std::string> models;
     bool per_key_endpoint;
     bool local = false;
+    // pattern, input, output, cached_input (USD per 1M tokens)
+    std::vector<std::vector<const char *>> pricing = {};
 };
 
 }  // namespace
@@ -199,7 +239,15 @@ Catalog Catalog::builtin() {
          "sk-",
          "/models",
          {"gpt-*", "o1*", "o3*", "o4*", "text-embedding-*", "chatgpt-*"},
-         false},
+         false,
+         false,
+         {{"gpt-4o-mini*", "0.15", "0.60", "0.075"},
+          {"gpt-4o*", "2.50", "10.00", "1.25"},
+          {"gpt-4.1-nano*", "0.10", "0.40", "0.025"},
+          {"gpt-4.1-mini*", "0.40", "1.60", "0.10"},
+          {"gpt-4.1*", "2.00", "8.00", "0.50"},
+          {"text-embedding-3-small", "0.02", "0", "0.02"},
+          {"text-embedding-3-large", "0.13", "0", "0.13"}}},
         {"anthropic",
          "Anthropic",
          "https://api.anthropic.com",
@@ -209,7 +257,13 @@ Catalog Catalog::builtin() {
          "sk-ant-",
          "/models",
          {"claude-*"},
-         false},
+         false,
+         false,
+         {{"claude-3-5-haiku*", "0.80", "4.00", "0.08"},
+          {"claude-haiku-4*", "1.00", "5.00", "0.10"},
+          {"claude-sonnet-4*", "3.00", "15.00", "0.30"},
+          {"claude-3-7-sonnet*", "3.00", "15.00", "0.30"},
+          {"claude-opus-4*", "15.00", "75.00", "1.50"}}},
         {"google",
          "Google Gemini",
          "https://generativelanguage.googleapis.com/v1beta",
@@ -219,7 +273,11 @@ Catalog Catalog::builtin() {
          "AIza",
          "/models",
          {"gemini-*"},
-         false},
+         false,
+         false,
+         {{"gemini-2.5-flash-lite*", "0.10", "0.40", "0.025"},
+          {"gemini-2.5-flash*", "0.30", "2.50", "0.075"},
+          {"gemini-2.5-pro*", "1.25", "10.00", "0.3125"}}},
         {"groq",
          "Groq",
          "https://api.groq.com/openai/v1",
@@ -339,6 +397,9 @@ Catalog Catalog::builtin() {
         p.per_key_endpoint = s.per_key_endpoint;
         p.local = s.local;
         p.enabled = !s.local;  // until allow_local() says otherwise
+        for (const auto &row : s.pricing)
+            p.pricing.push_back(
+                ModelPrice{row[0], parse_price(row[1]), parse_price(row[2]), parse_price(row[3])});
         c.providers_.push_back(std::move(p));
     }
     return c;
@@ -463,6 +524,35 @@ Provider parse_provider(const std::string &origin, const std::string &id, const 
                 std::string g = r.scalar(m, f);
                 if (g.empty() || has_control(g)) throw r.err(f, "invalid pattern");
                 p.models.push_back(g);
+            }
+        } else if (f == "pricing") {
+            if (v.IsNull()) continue;
+            if (!v.IsMap()) throw r.err(f, "expected a mapping of model globs to prices");
+            for (const auto &m : v) {
+                ModelPrice mp;
+                mp.pattern = r.scalar(m.first, f);
+                if (mp.pattern.empty() || has_control(mp.pattern))
+                    throw r.err(f, "invalid pattern");
+                std::string at = "pricing." + mp.pattern;
+                if (!m.second.IsMap()) throw r.err(at, "expected { input, output, cached_input }");
+                bool have_in = false, have_out = false, have_cached = false;
+                for (const auto &pf : m.second) {
+                    std::string name = r.scalar(pf.first, at);
+                    int64_t *slot = name == "input"          ? &mp.input
+                                    : name == "output"       ? &mp.output
+                                    : name == "cached_input" ? &mp.cached_input
+                                                             : nullptr;
+                    if (slot == nullptr) throw r.err(at + "." + name, "unknown field");
+                    try {
+                        *slot = parse_price(r.scalar(pf.second, at + "." + name));
+                    } catch (const Error &e) {
+                        throw r.err(at + "." + name, e.what());
+                    }
+                    (name == "input" ? have_in : name == "output" ? have_out : have_cached) = true;
+                }
+                if (!have_in || !have_out) throw r.err(at, "needs input and output");
+                if (!have_cached) mp.cached_input = mp.input;
+                p.pricing.push_back(std::move(mp));
             }
         } else if (f == "per_key_endpoint" || f == "local") {
             std::string s = r.scalar(v, f);

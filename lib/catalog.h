@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +32,24 @@ struct Url {
 // userinfo, a query or fragment, or control characters.
 Url parse_url(std::string_view s, std::string_view what);
 
+// A model's list price in USD per 1M tokens, held exactly as integer
+// millionths of a micro-dollar per token (0.15 $/1M → 150000), so
+// cost = tokens × price / 1e6 micro-dollars with no floating point.
+struct ModelPrice {
+    std::string pattern;  // model glob ('*' and '?')
+    int64_t input = 0;
+    int64_t output = 0;
+    int64_t cached_input = 0;  // defaults to input when not given
+    bool operator==(const ModelPrice &o) const {
+        return pattern == o.pattern && input == o.input && output == o.output &&
+               cached_input == o.cached_input;
+    }
+};
+// "0.15" → 150000; at most 6 decimals, >= 0, < 1e6. Throws Error.
+int64_t parse_price(std::string_view usd_per_million);
+// 150000 → "0.15"
+std::string format_price(int64_t units);
+
 struct Provider {
     std::string id;
     std::string name;
@@ -48,6 +67,10 @@ struct Provider {
     // operator lists its hosts in byok_allow_endpoint (see allow_local).
     bool local = false;
     bool enabled = true;  // false: local and not allowed by the operator
+    std::vector<ModelPrice> pricing;  // first matching pattern wins
+
+    // The price of `model` (as sent upstream), or nullptr when unpriced.
+    const ModelPrice *price(std::string_view model) const;
 };
 
 // The 403 `provider_not_allowed` message for a provider that is not enabled.

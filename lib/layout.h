@@ -20,6 +20,12 @@ class Layout {
     std::string usage(std::string_view pid, std::string_view yyyymmdd) const {
         return tagged(pid, "usage:") + s(yyyymmdd);
     }
+    // Token and cost counters (field format: lib/metering.h).
+    std::string meter(std::string_view pid, std::string_view yyyymmdd) const {
+        return tagged(pid, "meter:") + s(yyyymmdd);
+    }
+    std::string meter_all(std::string_view yyyymmdd) const { return p_ + "meter:" + s(yyyymmdd); }
+    std::string usage_events() const { return p_ + "usage:events"; }
     std::string audit() const { return p_ + "audit"; }
     // The project's own audit stream (same entries as audit(), same ids).
     // admin_scripts.cpp spells it from audit() inside Lua: keep them in step.

@@ -68,6 +68,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     GatewaySnapshot s;
     if (apikey.empty()) return s;  // Unknown
     s.project = std::string(field(apikey, "project"));
+    s.key_id = std::string(field(apikey, "id"));
     std::string_view revoked = field(apikey, "revoked");
     if (!revoked.empty() && revoked != "0") {
         s.status = GatewaySnapshot::Status::Revoked;
@@ -116,7 +117,8 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 // "BYS1" | u8 status | u8 tier | u8 policy | str project | str default_server
 // | u32 nkeys | per key: str provider | u8 flags (1 active, 2 malformed,
 // 4 record version 2) | str kid | str salt
-// | str nonce | str ct | str endpoint | str key_hint
+// | str nonce | str ct | str endpoint | str key_hint | str key_id
+// (key_id last and optional, so blobs cached before it still decode)
 // where str = u32 little-endian length + bytes.
 
 namespace {
@@ -196,6 +198,7 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
         put_str(out, k.endpoint);
         put_str(out, k.key_hint);
     }
+    put_str(out, s.key_id);
     return out;
 }
 
@@ -231,6 +234,7 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
         k.key_hint = r.str();
         s.keys.push_back(std::move(k));
     }
+    if (r.pos != blob.size()) s.key_id = r.str();
     if (r.pos != blob.size()) Reader::corrupt();
     return s;
 }

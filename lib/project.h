@@ -42,6 +42,7 @@ struct GatewaySnapshot {
     Policy policy = Policy::Auto;
     std::string default_server;  // "" when none
     std::vector<StoredKey> keys;
+    std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
 
     const StoredKey *find_key(std::string_view provider) const;
 };

@@ -19,6 +19,7 @@ extern "C" {
 #include "lib/catalog.h"
 #include "lib/crypto.h"
 #include "lib/layout.h"
+#include "lib/metering.h"
 #include "lib/project.h"
 #include "lib/routing.h"
 
@@ -78,6 +79,7 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t gateway_used;
     ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
+    ngx_flag_t stream_usage;  // byok_stream_usage: ask OpenAI-style streams for usage
 };
 
 struct ngx_byok_loc_conf_t {
@@ -119,6 +121,11 @@ void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::s
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
 void ngx_byok_usage_exit_process();
 
+// Token and cost counters and usage events (lib/metering.h), batched with
+// the usage counters above.
+void ngx_byok_meter_add(const std::vector<byok::Increment> &incs);
+void ngx_byok_usage_event(std::vector<std::string> fields);
+
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 
 ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
@@ -159,6 +166,8 @@ void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *prov
                             byok::Route route, ngx_uint_t status, ngx_msec_t upstream_ms,
                             bool had_upstream);
 void ngx_byok_count_fallback(std::string_view reason);
+void ngx_byok_count_usage(const byok::Catalog &cat, const byok::Provider *provider,
+                          byok::Route route, const byok::TokenUsage &u, int64_t cost_micro);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -227,6 +236,22 @@ inline std::string_view sv(const ngx_str_t &s) {
     return {reinterpret_cast<const char *>(s.data), s.len};
 }
 
+// --- metering (ngx_byok_metering.cpp) ------------------------------------------
+
+// Per-request metering state, part of ByokRequestCtx.
+struct ByokMeter {
+    bool inject = false;    // include_usage was added to the upstream body
+    bool active = false;    // the response body is being scanned
+    bool finished = false;  // usage and cost below are final
+    byok::UsageScanner scanner;
+    std::optional<byok::SseUsageDropper> dropper;  // inject + an SSE answer
+    ngx_chain_t *free = nullptr, *busy = nullptr;  // dropper output buffers
+    byok::TokenUsage usage;
+    int64_t cost_micro = 0;
+};
+
+ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf);  // filters, log handler, variables
+
 // --- per-request state (ngx_byok_gateway.cpp) ---------------------------------
 
 // Lives in request-pool cleanup memory so nginx runs the destructor (which
@@ -272,6 +297,7 @@ struct ByokRequestCtx {
     ngx_list_t client_headers{};  // the client's header list, before rewriting
     bool have_client_headers = false;
     std::vector<std::pair<u_char *, size_t>> wipe_on_exit;
+    ByokMeter meter;
 
     ~ByokRequestCtx();
 };
@@ -281,6 +307,13 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // credential header (unless keep_client is false: then only `add`), plus
 // `add` (the provider's auth and fixed headers). Values are wiped when the
 // request ends.
+// The include_usage hook of the body preparation: when the request is an
+// OpenAI-style stream without usage, `*bufs`/`*len` become the body plus
+// the inserted stream_options. Bodies held in memory up to 64 KiB only (a
+// larger or spilled body is left alone: its usage is counted when the
+// provider reports it). NGX_OK or NGX_ERROR.
+ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
+                                      ngx_chain_t **bufs, off_t *len);
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                    const std::vector<byok::Header> &add, bool keep_client);
 

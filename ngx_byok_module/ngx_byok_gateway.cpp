@@ -424,6 +424,8 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
             if (splice_model(r, ctx, byok::model_token(model), &bufs, &len) != NGX_OK)
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+        if (ngx_byok_meter_prepare_body(r, ctx, &bufs, &len) != NGX_OK)
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         r->request_body->bufs = bufs;
         r->headers_in.content_length_n = len;
         r->headers_in.chunked = 0;

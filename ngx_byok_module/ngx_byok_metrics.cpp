@@ -33,11 +33,25 @@ struct Metrics {
     ngx_atomic_t latency_buckets[kBuckets + 1];
     ngx_atomic_t latency_sum_ms;
     ngx_atomic_t latency_count;
+    // Metering (issue 13): tokens by kind (input, output, cached), cost,
+    // requests whose usage was unknown — by provider and route.
+    ngx_atomic_t tokens[kMaxProviders + 1][kRoutes][3];
+    ngx_atomic_t cost_micro[kMaxProviders + 1][kRoutes];
+    ngx_atomic_t tokens_unknown[kMaxProviders + 1][kRoutes];
 };
 
 Metrics *g_metrics = nullptr;
 
 void add(ngx_atomic_t *a, ngx_atomic_int_t v = 1) { (void)ngx_atomic_fetch_add(a, v); }
+
+// Decisions point into the catalog, so the row is the pointer's offset.
+size_t provider_row(const byok::Catalog &cat, const byok::Provider *provider) {
+    const auto &providers = cat.providers();
+    if (provider != nullptr && !providers.empty() && provider >= &providers.front() &&
+        provider <= &providers.back())
+        return ngx_min(static_cast<size_t>(provider - &providers.front()), kMaxProviders);
+    return kMaxProviders;
+}
 
 ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
                     const std::string &out) {
@@ -92,6 +106,40 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                            "\",status=\"" + classes[c] + "\"} " + std::to_string(v) + "\n";
                 }
         }
+        out +=
+            "# HELP byok_tokens_total Tokens metered from provider responses, by provider, "
+            "route and kind (cached is part of input).\n"
+            "# TYPE byok_tokens_total counter\n";
+        static const char *kinds[] = {"input", "output", "cached"};
+        std::string cost, unknown;
+        for (size_t p = 0; p <= kMaxProviders; p++) {
+            std::string name =
+                p < providers.size() ? providers[p].id : (p == kMaxProviders ? "unknown" : "");
+            if (name.empty()) continue;
+            for (size_t rt = 0; rt < kRoutes; rt++) {
+                std::string labels =
+                    "provider=\"" + name + "\",route=\"" + std::string(routes[rt]) + "\"";
+                for (size_t k = 0; k < 3; k++) {
+                    ngx_atomic_uint_t v = g_metrics->tokens[p][rt][k];
+                    if (v != 0)
+                        out += "byok_tokens_total{" + labels + ",kind=\"" + kinds[k] + "\"} " +
+                               std::to_string(v) + "\n";
+                }
+                if (ngx_atomic_uint_t v = g_metrics->cost_micro[p][rt])
+                    cost += "byok_cost_usd_total{" + labels + "} " +
+                            byok::micro_usd_string(static_cast<int64_t>(v)) + "\n";
+                if (ngx_atomic_uint_t v = g_metrics->tokens_unknown[p][rt])
+                    unknown +=
+                        "byok_tokens_unknown_total{" + labels + "} " + std::to_string(v) + "\n";
+            }
+        }
+        out +=
+            "# HELP byok_cost_usd_total Estimated cost from the catalog's prices, in USD.\n"
+            "# TYPE byok_cost_usd_total counter\n" +
+            cost +
+            "# HELP byok_tokens_unknown_total Proxied requests whose response carried no usage.\n"
+            "# TYPE byok_tokens_unknown_total counter\n" +
+            unknown;
         out +=
             "# HELP byok_fallbacks_total Requests sent to the fallback provider, by reason.\n"
             "# TYPE byok_fallbacks_total counter\n";
@@ -151,12 +199,7 @@ void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *prov
                             byok::Route route, ngx_uint_t status, ngx_msec_t upstream_ms,
                             bool had_upstream) {
     if (g_metrics == nullptr) return;
-    // Decisions point into the catalog, so the row is the pointer's offset.
-    const auto &providers = cat.providers();
-    size_t p = kMaxProviders;
-    if (provider != nullptr && !providers.empty() && provider >= &providers.front() &&
-        provider <= &providers.back())
-        p = ngx_min(static_cast<size_t>(provider - &providers.front()), kMaxProviders);
+    size_t p = provider_row(cat, provider);
     size_t cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
     add(&g_metrics->requests[p][static_cast<size_t>(route)][cls]);
     if (!had_upstream) return;
@@ -165,6 +208,20 @@ void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *prov
     add(&g_metrics->latency_buckets[b]);
     add(&g_metrics->latency_sum_ms, upstream_ms);
     add(&g_metrics->latency_count);
+}
+
+void ngx_byok_count_usage(const byok::Catalog &cat, const byok::Provider *provider,
+                          byok::Route route, const byok::TokenUsage &u, int64_t cost_micro) {
+    if (g_metrics == nullptr) return;
+    size_t p = provider_row(cat, provider), rt = static_cast<size_t>(route);
+    if (!u.known) {
+        add(&g_metrics->tokens_unknown[p][rt]);
+        return;
+    }
+    add(&g_metrics->tokens[p][rt][0], static_cast<ngx_atomic_int_t>(u.input));
+    add(&g_metrics->tokens[p][rt][1], static_cast<ngx_atomic_int_t>(u.output));
+    add(&g_metrics->tokens[p][rt][2], static_cast<ngx_atomic_int_t>(u.cached));
+    add(&g_metrics->cost_micro[p][rt], static_cast<ngx_atomic_int_t>(cost_micro));
 }
 
 void ngx_byok_count_fallback(std::string_view reason) {

@@ -48,6 +48,8 @@ static ngx_command_t ngx_byok_commands[] = {
      ngx_byok_allow_endpoint_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_server_test_timeout"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_byok_server_test_timeout_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_stream_usage"), NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(ngx_byok_main_conf_t, stream_usage), NULL},
     {ngx_string("byok_gateway"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_gateway_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_admin_directive,
@@ -121,6 +123,7 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
     mcf->unknown_key_rate = NGX_CONF_UNSET_UINT;
     mcf->unknown_key_burst = NGX_CONF_UNSET_UINT;
     mcf->request_id_index = NGX_ERROR;
+    mcf->stream_usage = NGX_CONF_UNSET;
     return mcf;
 }
 
@@ -147,6 +150,7 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     if (mcf->stale == NGX_CONF_UNSET) mcf->stale = 15 * 60;
     if (mcf->unknown_key_rate == NGX_CONF_UNSET_UINT) mcf->unknown_key_rate = 10 * 1000;  // 10r/s
     if (mcf->unknown_key_burst == NGX_CONF_UNSET_UINT) mcf->unknown_key_burst = 20;
+    ngx_conf_init_value(mcf->stream_usage, 1);
 
     if (!m->fallback_set && m->system_key("openrouter") != nullptr) m->fallback = "openrouter";
     // Checked here because byok_providers may come after these directives;
@@ -223,7 +227,8 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
 
 static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) {
     if (ngx_byok_admin_init(cf) != NGX_OK) return NGX_ERROR;
-    return ngx_byok_gateway_init(cf);
+    if (ngx_byok_gateway_init(cf) != NGX_OK) return NGX_ERROR;
+    return ngx_byok_metering_init(cf);
 }
 
 // nginx's proxy module writes every upstream request header at debug level;

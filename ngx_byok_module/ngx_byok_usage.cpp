@@ -1,8 +1,9 @@
-// Usage counters (byok:{<pid>}:usage:<yyyymmdd>, field "<provider>:<route>")
-// are summed in worker memory and flushed to Redis once a second, so a
-// request never waits on them and Redis sees one HINCRBY per project,
-// provider and route per second instead of one per request. Counts survive a
-// Redis outage in memory (bounded) and are written when it returns.
+// Usage counters (byok:{<pid>}:usage:<yyyymmdd>, field "<provider>:<route>";
+// and the token/cost counters of lib/metering.h) are summed in worker memory and flushed to Redis
+// once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
+// and route per second instead of one per request. Counts survive a Redis outage in memory
+// (bounded) and are written when it returns. Usage events wait in the same way (bounded) and go out
+// as pipelined XADDs with MAXLEN ~, so the stream stays capped.
 #include "ngx_byok_module/ngx_byok.h"
 
 #include <map>
@@ -16,10 +17,27 @@ constexpr size_t kMaxPending = 100000;
 constexpr const char *kRetention = "7776000";  // 90 days
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
+constexpr size_t kMaxEvents = 10000;
+std::vector<std::vector<std::string>> g_events;  // usage events (field/value pairs)
 ngx_event_t g_flush_ev;
 bool g_active = false;
 
+void flush_events() {
+    auto *mcf = ngx_byok_main_conf();
+    if (g_events.empty() || mcf == nullptr || !ngx_byok_redis_available()) return;
+    const std::string stream = mcf->m->admin.layout.usage_events();
+    const std::string maxlen = std::to_string(byok::kUsageEventsMaxLen);
+    for (auto &fields : g_events) {
+        std::vector<std::string> argv{"XADD", stream, "MAXLEN", "~", maxlen, "*"};
+        argv.insert(argv.end(), std::make_move_iterator(fields.begin()),
+                    std::make_move_iterator(fields.end()));
+        ngx_byok_redis_send_noreply(argv);
+    }
+    g_events.clear();
+}
+
 void flush() {
+    flush_events();
     if (g_pending.empty() || !ngx_byok_redis_available()) return;
     std::string last_key;
     for (const auto &[kf, n] : g_pending) {
@@ -48,6 +66,17 @@ void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::s
     std::string key = layout.usage(pid, byok::yyyymmdd_utc(ngx_time()));
     std::string field = std::string(provider) + ":" + std::string(byok::route_name(route));
     g_pending[{std::move(key), std::move(field)}]++;
+}
+
+void ngx_byok_meter_add(const std::vector<byok::Increment> &incs) {
+    for (const auto &i : incs) {
+        if (g_pending.size() >= kMaxPending) return;
+        g_pending[{i.key, i.field}] += i.by;
+    }
+}
+
+void ngx_byok_usage_event(std::vector<std::string> fields) {
+    if (g_events.size() < kMaxEvents) g_events.push_back(std::move(fields));
 }
 
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {

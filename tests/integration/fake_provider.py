@@ -296,3 +296,45 @@ def _make_handler(fake: FakeProvider):
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
     return Handler
+
+
+# --- raw pieces (issue 13: usage split across reads) --------------------------
+# fake.pieces(prefix, [b"...", ...], content_type) answers with exactly these
+# byte pieces, each written and flushed as its own HTTP chunk, so a usage
+# object can be cut anywhere between two TCP reads of the gateway.
+
+def _pieces(self, prefix: str, pieces, content_type: str = "text/event-stream",
+            status: int = 200, times: Optional[int] = None) -> None:
+    self.set_rule(prefix, status=status, times=times)
+    with self._lock:
+        self._rules[prefix].pieces = [bytes(p) for p in pieces]
+        self._rules[prefix].content_type = content_type
+
+
+FakeProvider.pieces = _pieces
+_base_make_handler = _make_handler
+
+
+def _make_handler(fake: FakeProvider):  # noqa: F811 (wraps the original)
+    base = _base_make_handler(fake)
+
+    class Handler(base):
+        def _answer(self, rec: Recorded, rule: Rule):
+            pieces = getattr(rule, "pieces", None)
+            if pieces is None:
+                return super()._answer(rec, rule)
+            self.send_response(rule.status)
+            self.send_header("content-type", rule.content_type)
+            self.send_header("x-fake-provider", rec.provider)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for p in pieces:
+                if p:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
+                    self.wfile.flush()
+                    time.sleep(0.002)  # separate reads on the gateway side
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    return Handler

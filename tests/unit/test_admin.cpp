@@ -272,7 +272,7 @@ Test(admin_projects, delete_removes_everything) {
     const auto &argv = redis_call(s).argv;
     for (const char *k :
          {"byok:project:{acme}", "byok:projects", "byok:{acme}:keys", "byok:{acme}:servers",
-          "byok:{acme}:apikeys", "byok:apikey:", "byok:{acme}:usage:*"})
+          "byok:{acme}:apikeys", "byok:apikey:", "byok:{acme}:usage:*", "byok:{acme}:meter:*"})
         cr_assert(argv_contains(argv, k), "argv lacks %s", k);
     cr_assert_eq(response(feed(s, arr({integer(0), integer(2)}))).status, 200);
     Step gone = run(cfg, "DELETE", "/projects/acme");
@@ -586,7 +586,7 @@ Test(admin_stats, sums_usage_and_counts_keys) {
     c.query = "days=2";
     Step s = run(cfg, c);
     const auto &argv = redis_call(s).argv;
-    cr_assert_eq(argv[2], "4");
+    cr_assert_eq(argv[2], "34");  // + 30 days of token/cost counters (issue 13)
     cr_assert_eq(argv[5], "byok:{acme}:usage:" + yyyymmdd_utc(1795000000));
     KeyRecord tested = parse_key_record(record_json(ring1(), kOpenAiKey, "acme", "openai"));
     tested.last_tested = "t";

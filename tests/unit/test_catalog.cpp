@@ -21,7 +21,8 @@ bool same_provider(const Provider &a, const Provider &b) {
            same_url(a.openai_base, b.openai_base) && a.auth == b.auth && a.headers == b.headers &&
            a.key_prefix == b.key_prefix && a.test_method == b.test_method &&
            a.test_path == b.test_path && a.models == b.models &&
-           a.per_key_endpoint == b.per_key_endpoint && a.local == b.local && a.enabled == b.enabled;
+           a.per_key_endpoint == b.per_key_endpoint && a.local == b.local && a.enabled == b.enabled &&
+           a.pricing == b.pricing;
 }
 
 const char kMinimal[] =
@@ -285,4 +286,43 @@ Test(catalog, i10_06_shipped_ollama_is_local_and_off_until_allowed) {
     cr_assert(!Catalog::parse_yaml(with_field("local: true"), "own.yaml").find("local")->enabled);
     cr_assert_eq(error_of([] { Catalog::parse_yaml(with_field("local: maybe"), "x.yaml"); }),
                  "x.yaml: provider 'local': field 'local': expected true or false");
+}
+
+Test(catalog, i13_pricing_parses_exactly_and_first_glob_wins) {
+    Catalog c = Catalog::parse_yaml(
+        with_field("pricing: { \"m-mini*\": { input: 0.15, output: 0.60, cached_input: 0.075 },"
+                   " \"m-*\": { input: 2.5, output: 10 } }"),
+        "p.yaml");
+    const Provider &p = c.providers()[0];
+    const ModelPrice *mini = p.price("m-mini-2024");
+    cr_assert(mini != nullptr);
+    cr_assert_eq(mini->input, 150000);
+    cr_assert_eq(mini->output, 600000);
+    cr_assert_eq(mini->cached_input, 75000);
+    const ModelPrice *big = p.price("m-large");
+    cr_assert(big != nullptr);
+    cr_assert_eq(big->cached_input, big->input);  // defaults to input
+    cr_assert_eq(big->output, 10000000);
+    cr_assert(p.price("other") == nullptr);
+    cr_assert_eq(format_price(75000), "0.075");
+    cr_assert_eq(format_price(10000000), "10");
+    cr_assert(Catalog::builtin().find("openai")->price("gpt-4o-mini") != nullptr);
+}
+
+Test(catalog, i13_pricing_errors_name_the_field) {
+    struct Row {
+        const char *field, *want;
+    } rows[] = {
+        {"pricing: { m: { input: 0.1234567, output: 1 } }",
+         "p.yaml: provider 'local': field 'pricing.m.input': price '0.1234567' has over 6 "
+         "decimals"},
+        {"pricing: { m: { input: 1 } }",
+         "p.yaml: provider 'local': field 'pricing.m': needs input and output"},
+        {"pricing: { m: { input: 1, output: 1, x: 1 } }",
+         "p.yaml: provider 'local': field 'pricing.m.x': unknown field"},
+    };
+    for (const Row &row : rows) {
+        std::string err = error_of([&] { Catalog::parse_yaml(with_field(row.field), "p.yaml"); });
+        cr_assert_eq(err, std::string(row.want), "%s", err.c_str());
+    }
 }

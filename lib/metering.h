@@ -1,0 +1,93 @@
+// Usage metering: what one finished gateway request adds to the counters
+// and the usage event stream, cost from the catalog's prices, and the
+// `stream_options.include_usage` injection. The one place that knows the
+// counter field format: written here (meter_increments) and read here
+// (parse_meter_field).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/catalog.h"
+#include "lib/layout.h"
+#include "lib/usage_scanner.h"
+
+namespace byok {
+
+// Cost in integer micro-dollars, rounded to the nearest: uncached input at
+// `input`, cached input at `cached_input`, output at `output`. Cache writes
+// are priced as input. 0 when there is no price.
+int64_t cost_micro_usd(const ModelPrice *price, const TokenUsage &u);
+// 1234567 → "1.234567"
+std::string micro_usd_string(int64_t micro);
+
+// One finished request, as the log phase sees it.
+struct MeterRecord {
+    std::string request_id;
+    std::string project;
+    std::string provider;
+    std::string model;   // as sent upstream (capped at kMaxModel bytes in counters)
+    std::string route;   // byok | system | fallback
+    std::string key_id;  // gateway key id
+    std::string fallback_reason;
+    std::string day;  // yyyymmdd (UTC)
+    int64_t at_ms = 0;
+    unsigned status = 0;
+    uint64_t latency_ms = 0;
+    TokenUsage usage;
+    int64_t cost_micro = 0;
+};
+
+// The counter metrics.
+enum class Metric { Requests, Input, Output, Cached, Cost, Unknown };
+std::string_view metric_name(Metric m);  // "requests", "input_tokens", ...
+
+// Counter hashes (HINCRBY, batched by the glue):
+//   Layout::meter(pid, day) fields
+//     "m|<metric>|<provider>|<route>|<model>"   per provider, route, model
+//     "k|<metric>|<gateway-key-id>"              per gateway key
+//   Layout::meter_all(day) fields
+//     "<pid>|<metric>"                            per project (admin ranking)
+// A project holds one key per provider, so the provider rows with route
+// byok are the per-provider-key counters.
+struct Increment {
+    std::string key, field;
+    int64_t by = 0;
+};
+constexpr size_t kMaxModel = 128;
+std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec);
+
+struct MeterField {
+    enum class Kind { Detail, GatewayKey, Project } kind = Kind::Detail;
+    Metric metric = Metric::Requests;
+    std::string provider, route, model, key_id, project;
+};
+// nullopt for fields this version does not know (skipped by readers).
+std::optional<MeterField> parse_meter_field(std::string_view field, bool global_hash);
+
+// The usage event (XADD field/value pairs): no secret, no content.
+std::vector<std::string> usage_event_fields(const MeterRecord &rec);
+constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
+
+// The include_usage injection for an OpenAI-compatible streamed request the
+// client did not ask usage for: insert `bytes` at `offset` of the body. The
+// glue applies it without copying the body (three buffers).
+struct BodyInsert {
+    size_t offset = 0;
+    std::string bytes;
+};
+// `unified`: the request came in on /v1 (OpenAI-compatible); `path`: the
+// path under it ("/chat/completions"). The body must already be known to be
+// one valid JSON object (find_model checked it). nullopt = leave it alone:
+// not a chat/completions stream, or the client set stream_options itself.
+// True when a request to `path` (after /v1, query allowed) on the unified
+// endpoint is one plan_include_usage() may edit: a cheap test before the
+// body is looked at.
+bool include_usage_applies(bool unified, std::string_view path);
+std::optional<BodyInsert> plan_include_usage(bool unified, std::string_view path,
+                                             std::string_view body);
+
+}  // namespace byok
