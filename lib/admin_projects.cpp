@@ -18,6 +18,7 @@ json project_json(const std::string &pid, const Fields &f) {
                 {"name", get("name")},
                 {"tier", get("tier").empty() ? "free" : get("tier")},
                 {"fallback", get("fallback").empty() ? "auto" : get("fallback")},
+                {"fallback_on_rate_limit", get("fallback_on_rate_limit") != "false"},
                 {"created_at", get("created_at")},
                 {"updated_at", get("updated_at")}};
 }
@@ -152,7 +153,8 @@ Step project_get(const CtxPtr &c, const std::string &pid) {
 Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
     if (auto e = check_fields(body, {{"name", Kind::String, false},
                                      {"tier", Kind::String, false},
-                                     {"fallback", Kind::String, false}}))
+                                     {"fallback", Kind::String, false},
+                                     {"fallback_on_rate_limit", Kind::Bool, false}}))
         return *e;
     if (!c->who.admin && (body.contains("tier") || body.contains("fallback")))
         return fail(403, "forbidden", "only an admin can change tier or fallback");
@@ -163,6 +165,11 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
         if (!body.contains(k)) continue;
         pairs.push_back(k);
         pairs.push_back(body[k].get<std::string>());
+    }
+    // A tenant's own choice: turning it off only ever spends less.
+    if (body.contains("fallback_on_rate_limit")) {
+        pairs.push_back("fallback_on_rate_limit");
+        pairs.push_back(body["fallback_on_rate_limit"].get<bool>() ? "true" : "false");
     }
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptProjectUpdate, pid, {l.project(pid)}, std::move(pairs));

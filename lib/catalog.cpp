@@ -212,7 +212,7 @@ Catalog Catalog::builtin() {
          false},
         {"google",
          "Google Gemini",
-         "https://generativelanguage.googleapis.com/v1beta",
+         "https://generativelanguage.googleapis.com",
          "https://generativelanguage.googleapis.com/v1beta/openai",
          AuthStyle::XGoogApiKey,
          {},
@@ -222,7 +222,7 @@ Catalog Catalog::builtin() {
          false},
         {"groq",
          "Groq",
-         "https://api.groq.com/openai/v1",
+         "https://api.groq.com",
          "https://api.groq.com/openai/v1",
          AuthStyle::Bearer,
          {},
@@ -232,7 +232,7 @@ Catalog Catalog::builtin() {
          false},
         {"mistral",
          "Mistral AI",
-         "https://api.mistral.ai/v1",
+         "https://api.mistral.ai",
          "https://api.mistral.ai/v1",
          AuthStyle::Bearer,
          {},
@@ -563,7 +563,7 @@ std::vector<Header> upstream_headers(const Provider &p, std::string_view key) {
             out.push_back({"api-key", std::string(key)});
             break;
     }
-    for (const auto &h : p.headers) out.push_back({h.first, h.second});
+    for (const auto &h : p.headers) out.push_back({h.first, h.second, true});
     return out;
 }
 

@@ -88,10 +88,14 @@ void check_key_format(const Provider &p, std::string_view key);
 std::string key_hint(const Provider &p, std::string_view key);
 
 // The one header builder used for proxied traffic and for live key tests:
-// the provider's auth header carrying `key`, then its fixed headers.
+// the provider's auth header carrying `key`, then its fixed headers. The
+// fixed headers are defaults (e.g. anthropic-version): a client that sends
+// its own value keeps it, so a newer API version or a beta flag it asks
+// for reaches the provider. The auth header always replaces the client's.
 struct Header {
     std::string name;
-    std::string value;  // may hold the secret; callers wipe it
+    std::string value;          // may hold the secret; callers wipe it
+    bool default_only = false;  // the client's header of this name wins
 };
 std::vector<Header> upstream_headers(const Provider &p, std::string_view key);
 

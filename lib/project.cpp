@@ -82,6 +82,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     std::string_view pol = field(project, "fallback");
     s.policy = pol.empty() ? Policy::Auto : parse_policy(pol).value_or(Policy::Off);
     s.default_server = std::string(field(project, "default_server"));
+    s.fallback_on_rate_limit = field(project, "fallback_on_rate_limit") != "false";
 
     s.keys.reserve(keys.size());
     for (const auto &[provider, json] : keys) {
@@ -113,7 +114,8 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 
 // ---------------------------------------------------------------- binary form
 //
-// "BYS1" | u8 status | u8 tier | u8 policy | str project | str default_server
+// "BYS2" | u8 status | u8 tier | u8 policy | u8 flags (1 no fallback on 429)
+// | str project | str default_server
 // | u32 nkeys | per key: str provider | u8 flags (1 active, 2 malformed,
 // 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint
@@ -121,7 +123,7 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 
 namespace {
 
-constexpr char kMagic[4] = {'B', 'Y', 'S', '1'};
+constexpr char kMagic[4] = {'B', 'Y', 'S', '2'};
 
 void put_u32(std::string &out, uint32_t v) {
     char b[4] = {char(v & 0xff), char((v >> 8) & 0xff), char((v >> 16) & 0xff),
@@ -182,6 +184,7 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
     out.push_back(static_cast<char>(s.status));
     out.push_back(static_cast<char>(s.tier));
     out.push_back(static_cast<char>(s.policy));
+    out.push_back(static_cast<char>(s.fallback_on_rate_limit ? 0 : 1));
     put_str(out, s.project);
     put_str(out, s.default_server);
     put_u32(out, static_cast<uint32_t>(s.keys.size()));
@@ -204,8 +207,9 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
     if (blob.size() < 4 || std::memcmp(blob.data(), kMagic, 4) != 0) Reader::corrupt();
     r.pos = 4;
     GatewaySnapshot s;
-    uint8_t status = r.u8(), tier = r.u8(), policy = r.u8();
-    if (status > 2 || tier > 3 || policy > 2) Reader::corrupt();
+    uint8_t status = r.u8(), tier = r.u8(), policy = r.u8(), settings = r.u8();
+    if (status > 2 || tier > 3 || policy > 2 || settings > 1) Reader::corrupt();
+    s.fallback_on_rate_limit = (settings & 1) == 0;
     s.status = static_cast<GatewaySnapshot::Status>(status);
     s.tier = static_cast<Tier>(tier);
     s.policy = static_cast<Policy>(policy);

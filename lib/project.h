@@ -41,6 +41,9 @@ struct GatewaySnapshot {
     Tier tier = Tier::Free;
     Policy policy = Policy::Auto;
     std::string default_server;  // "" when none
+    // Project field fallback_on_rate_limit ("false" turns it off): whether
+    // a provider's 429 may be retried on the fallback provider.
+    bool fallback_on_rate_limit = true;
     std::vector<StoredKey> keys;
 
     const StoredKey *find_key(std::string_view provider) const;

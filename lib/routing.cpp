@@ -153,7 +153,7 @@ RouteDecision decide_route(const RouteInput &in) {
                           ") and its fallback policy is off");
     }
     if (reason == "decrypt_error" && in.policy == Policy::NoKey) {
-        return denied(502, "key_unavailable",
+        return denied(422, "key_unavailable",
                       "the project's " + p.id +
                           " key cannot be decrypted; fix or replace it (fallback policy "
                           "no_key does not cover this)");
@@ -175,14 +175,16 @@ RouteDecision decide_route(const RouteInput &in) {
     }
     std::string why = reason == "tier" ? "BYOK requires the starter tier or above"
                                        : "project has no usable " + p.id + " key (" + reason + ")";
-    return denied(502, "no_credential", why + " and no operator key is available for " + p.id);
+    return denied(403, "no_credential", why + " and no operator key is available for " + p.id);
 }
 
 std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
                                           std::string_view upstream_reason) {
-    if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty()) {
+    if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty() ||
+        in.client_retrying) {
         return std::nullopt;
     }
+    if (!in.fallback_on_rate_limit && upstream_reason == "upstream_429") return std::nullopt;
     if ((first.route != Route::Byok && first.route != Route::System) || first.target == nullptr ||
         first.provider == nullptr) {
         return std::nullopt;
@@ -196,6 +198,12 @@ std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecis
     d.reason = std::string(upstream_reason);
     set_model(d, in, fallback_model(*first.provider, in.model));
     return d;
+}
+
+RetryOn retry_on(const RouteInput &in, const RouteDecision &first) {
+    if (!decide_retry(in, first, "upstream_error")) return RetryOn::Nothing;
+    return decide_retry(in, first, "upstream_429") ? RetryOn::ServerErrorsAnd429
+                                                   : RetryOn::ServerErrors;
 }
 
 }  // namespace byok

@@ -151,3 +151,17 @@ Test(snapshot, i10_08_record_version_survives_the_cache_and_binds_the_endpoint) 
     cr_assert_eq(error_of([&] { open_stored_key(ring, "acme", moved); }),
                  "record does not decrypt (tampered, moved or wrong key)");
 }
+
+// Issue 17 item 7: the project's fallback_on_rate_limit survives the cache;
+// only the string "false" turns it off.
+Test(snapshot, i17_07_fallback_on_rate_limit_is_read_and_cached) {
+    FieldMap p = project();
+    cr_assert(build_snapshot(apikey(), p, {}).fallback_on_rate_limit);
+    p["fallback_on_rate_limit"] = "true";
+    cr_assert(
+        decode_snapshot(encode_snapshot(build_snapshot(apikey(), p, {}))).fallback_on_rate_limit);
+    p["fallback_on_rate_limit"] = "false";
+    GatewaySnapshot s = build_snapshot(apikey(), p, {});
+    cr_assert_not(s.fallback_on_rate_limit);
+    cr_assert_not(decode_snapshot(encode_snapshot(s)).fallback_on_rate_limit);
+}
