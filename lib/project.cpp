@@ -83,6 +83,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     s.policy = pol.empty() ? Policy::Auto : parse_policy(pol).value_or(Policy::Off);
     s.default_server = std::string(field(project, "default_server"));
     s.fallback_on_rate_limit = field(project, "fallback_on_rate_limit") != "false";
+    s.default_provider = std::string(field(project, "default_provider"));
 
     s.keys.reserve(keys.size());
     for (const auto &[provider, json] : keys) {
@@ -115,7 +116,7 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 // ---------------------------------------------------------------- binary form
 //
 // "BYS2" | u8 status | u8 tier | u8 policy | u8 flags (1 no fallback on 429)
-// | str project | str default_server
+// | str project | str default_server | str default_provider
 // | u32 nkeys | per key: str provider | u8 flags (1 active, 2 malformed,
 // 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint
@@ -174,7 +175,7 @@ struct Reader {
 
 std::string encode_snapshot(const GatewaySnapshot &s) {
     std::string out;
-    size_t est = 32 + s.project.size() + s.default_server.size();
+    size_t est = 36 + s.project.size() + s.default_server.size() + s.default_provider.size();
     for (const auto &k : s.keys) {
         est += 40 + k.provider.size() + k.kid.size() + k.salt.size() + k.nonce.size() +
                k.ct.size() + k.endpoint.size() + k.key_hint.size();
@@ -187,6 +188,7 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
     out.push_back(static_cast<char>(s.fallback_on_rate_limit ? 0 : 1));
     put_str(out, s.project);
     put_str(out, s.default_server);
+    put_str(out, s.default_provider);
     put_u32(out, static_cast<uint32_t>(s.keys.size()));
     for (const auto &k : s.keys) {
         put_str(out, k.provider);
@@ -215,6 +217,7 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
     s.policy = static_cast<Policy>(policy);
     s.project = r.str();
     s.default_server = r.str();
+    s.default_provider = r.str();
     uint32_t n = r.u32();
     // Each key needs at least 29 bytes; refuse absurd counts before reserving.
     if (n > (blob.size() - r.pos) / 29) Reader::corrupt();

@@ -44,6 +44,8 @@ struct GatewaySnapshot {
     // Project field fallback_on_rate_limit ("false" turns it off): whether
     // a provider's 429 may be retried on the fallback provider.
     bool fallback_on_rate_limit = true;
+    // Project field default_provider: where bodiless /v1 requests go.
+    std::string default_provider;
     std::vector<StoredKey> keys;
 
     const StoredKey *find_key(std::string_view provider) const;

@@ -72,6 +72,19 @@ void set_model(RouteDecision &d, const RouteInput &in, std::string model) {
     d.model = std::move(model);
 }
 
+// The provider of a bodiless /v1 request, or null for the usual rules.
+const Provider *default_provider(const RouteInput &in) {
+    if (!in.default_provider.empty()) {
+        const Provider *p = in.catalog->find(in.default_provider);
+        if (p != nullptr) return p;
+    }
+    for (const Provider &p : in.catalog->providers()) {
+        const KeyState *state = project_key(in, p.id);
+        if (state != nullptr && *state == KeyState::Usable && p.enabled) return &p;
+    }
+    return nullptr;
+}
+
 // Returns a Denied decision in `out` when resolution itself fails.
 bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out) {
     const Catalog &cat = *in.catalog;
@@ -87,6 +100,10 @@ bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out)
             return false;
         }
         return true;
+    }
+    if (in.bodiless && in.header_provider.empty() && model.empty()) {
+        res.provider = default_provider(in);
+        if (res.provider != nullptr) return true;
     }
     size_t slash = model.find('/');
     if (!in.header_provider.empty()) {

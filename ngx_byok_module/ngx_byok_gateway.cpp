@@ -397,6 +397,8 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.fallback_provider = m->fallback;
     in.fallback_on_rate_limit = ctx->snap.fallback_on_rate_limit;
     in.client_retrying = ctx->client_retrying;
+    in.bodiless = ctx->unified && !ctx->body_read;
+    in.default_provider = ctx->snap.default_provider;
     in.native_provider = ctx->native_provider;
     in.header_provider = ctx->header_provider;
     in.model = ctx->model ? std::string_view(ctx->model->model) : std::string_view();

@@ -249,3 +249,34 @@ def test_i17_07_fallback_on_rate_limit_false_returns_the_providers_429(gw, fake_
     r = gw.chat(p)
     assert r.status_code == 200 and r.headers["x-byok-route"] == "fallback", r.text
     assert gw.admin("GET", f"/projects/{p.pid}").json()["fallback_on_rate_limit"] is False
+
+
+# -- item 4: bodiless /v1 requests use the project's provider and key -------------------
+
+def test_i17_04_bodiless_v1_requests_go_to_the_projects_provider(gw, fake_provider):
+    p = gw.provision(keys={"anthropic": None})
+    r = gw.request("GET", "/v1/models", headers=p.auth)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-byok-route"] == "byok" and r.headers["x-byok-provider"] == "anthropic"
+    rec = fake_provider.last()
+    assert rec.path == "/anthropic/models"
+    assert rec.headers["x-api-key"] == p.keys["anthropic"]
+    assert fake_provider.requests("/openrouter") == []
+
+    gkey = gw.put_key(p.pid, "google")
+    r = gw.admin("PATCH", f"/projects/{p.pid}", {"default_provider": "google"})
+    assert r.status_code == 200 and r.json()["default_provider"] == "google", r.text
+    assert gw.admin("PATCH", f"/projects/{p.pid}", {"default_provider": "nosuch"}).status_code == 422
+    r = gw.request("GET", "/v1/models/gemini-2.0-flash", headers=p.auth)
+    assert r.status_code == 200 and r.headers["x-byok-provider"] == "google", r.text
+    rec = fake_provider.last()
+    assert rec.path == "/google/models/gemini-2.0-flash"
+    assert rec.headers["x-goog-api-key"] == gkey
+    gw.assert_no_leaks(r)
+
+
+def test_i17_04_bodiless_without_project_keys_keeps_the_fallback_provider(gw, fake_provider):
+    p = gw.provision(keys={})
+    r = gw.request("GET", "/v1/models", headers=p.auth)
+    assert r.status_code == 200, r.text
+    assert fake_provider.last().provider == "openrouter"

@@ -406,3 +406,73 @@ Test(routing, i17_07_retry_on_client_retrying_and_rate_limit_setting) {
     cr_assert_eq(static_cast<int>(retry_on(native, decide_route(native))),
                  static_cast<int>(RetryOn::Nothing));
 }
+
+// Issue 17 item 4: a bodiless /v1 request (GET /v1/models) goes to the
+// project's default_provider, else the first catalog provider it has a
+// usable key for, else the usual rules — not to the operator's fallback.
+Test(routing, i17_04_bodiless_requests_go_to_the_projects_provider) {
+    struct BodilessCase {
+        const char *name;
+        Keys keys;
+        const char *default_provider, *header;
+        bool bodiless;
+        const char *route, *provider;
+    } cases[] = {
+        {"first keyed provider in catalog order",
+         {{"google", U}, {"anthropic", U}},
+         "",
+         "",
+         true,
+         "byok",
+         "anthropic"},
+        {"default_provider setting wins",
+         {{"anthropic", U}},
+         "google",
+         "",
+         true,
+         "system",
+         "google"},
+        {"inactive key is skipped",
+         {{"anthropic", I}, {"google", U}},
+         "",
+         "",
+         true,
+         "byok",
+         "google"},
+        {"no key: the fallback provider as before", {}, "", "", true, "system", "openrouter"},
+        {"unknown setting: first keyed provider",
+         {{"google", U}},
+         "nosuch",
+         "",
+         true,
+         "byok",
+         "google"},
+        {"x-byok-provider still wins",
+         {{"anthropic", U}},
+         "google",
+         "openai",
+         true,
+         "system",
+         "openai"},
+        {"a body without model: unchanged",
+         {{"anthropic", U}},
+         "",
+         "",
+         false,
+         "system",
+         "openrouter"},
+    };
+    for (const auto &c : cases) {
+        Req r = req("", c.keys);
+        r.system = {"openrouter", "openai", "google"};
+        r.header = c.header;
+        RouteInput in = input(r);
+        in.bodiless = c.bodiless;
+        in.default_provider = c.default_provider;
+        RouteDecision d = decide_route(in);
+        cr_assert_eq(route_name(d.route), c.route, "%s: route %s", c.name,
+                     std::string(route_name(d.route)).c_str());
+        cr_assert_eq(d.provider->id, c.provider, "%s: provider %s", c.name, d.provider->id.c_str());
+        cr_assert_not(d.model_changed, "%s", c.name);
+    }
+}

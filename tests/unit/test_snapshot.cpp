@@ -165,3 +165,12 @@ Test(snapshot, i17_07_fallback_on_rate_limit_is_read_and_cached) {
     cr_assert_not(s.fallback_on_rate_limit);
     cr_assert_not(decode_snapshot(encode_snapshot(s)).fallback_on_rate_limit);
 }
+
+Test(snapshot, i17_04_default_provider_is_read_and_cached) {
+    FieldMap p = project();
+    cr_assert_eq(build_snapshot(apikey(), p, {}).default_provider, "");
+    p["default_provider"] = "anthropic";
+    GatewaySnapshot s = decode_snapshot(encode_snapshot(build_snapshot(apikey(), p, {})));
+    cr_assert_eq(s.default_provider, "anthropic");
+    cr_assert_eq(s.default_server, "s1");
+}
