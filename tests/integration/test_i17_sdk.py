@@ -280,3 +280,17 @@ def test_i17_04_bodiless_without_project_keys_keeps_the_fallback_provider(gw, fa
     r = gw.request("GET", "/v1/models", headers=p.auth)
     assert r.status_code == 200, r.text
     assert fake_provider.last().provider == "openrouter"
+
+
+def test_i17_01_key_param_never_reaches_the_error_log_request_context(gw, fake_provider):
+    """error_log lines of a request end with `request: "<request line>"`; the
+    `key=` parameter is gone from that line too."""
+    p = gw.provision(keys={"openai": None})
+    junk = "byok_" + secrets.token_hex(16)
+    gw.track(junk)
+    fake_provider.fail("/openai", 503, "busy")
+    r = gw.chat(p, path=f"/v1/chat/completions?trace=1&key={junk}")
+    assert r.status_code == 200 and r.headers["x-byok-route"] == "fallback", r.text
+    log = gw.error_log()
+    assert 'request: "POST /v1/chat/completions?trace=1 HTTP/1.1"' in log, log[-2000:]
+    gw.assert_no_leaks(r)
