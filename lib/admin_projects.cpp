@@ -18,6 +18,8 @@ json project_json(const std::string &pid, const Fields &f) {
                 {"name", get("name")},
                 {"tier", get("tier").empty() ? "free" : get("tier")},
                 {"fallback", get("fallback").empty() ? "auto" : get("fallback")},
+                {"fallback_on_rate_limit", get("fallback_on_rate_limit") != "false"},
+                {"default_provider", get("default_provider")},
                 {"created_at", get("created_at")},
                 {"updated_at", get("updated_at")}};
 }
@@ -152,17 +154,30 @@ Step project_get(const CtxPtr &c, const std::string &pid) {
 Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
     if (auto e = check_fields(body, {{"name", Kind::String, false},
                                      {"tier", Kind::String, false},
-                                     {"fallback", Kind::String, false}}))
+                                     {"fallback", Kind::String, false},
+                                     {"fallback_on_rate_limit", Kind::Bool, false},
+                                     {"default_provider", Kind::String, false}}))
         return *e;
+    if (auto d = body.find("default_provider"); d != body.end()) {
+        const std::string &id = d->get_ref<const std::string &>();
+        if (!id.empty() && (c->cfg->catalog == nullptr || c->cfg->catalog->find(id) == nullptr))
+            return fail(422, "invalid_value",
+                        "field 'default_provider' must be a catalog provider id or \"\"");
+    }
     if (!c->who.admin && (body.contains("tier") || body.contains("fallback")))
         return fail(403, "forbidden", "only an admin can change tier or fallback");
     if (auto e = check_text(body, "name", 200, false)) return *e;
     if (auto e = check_tier_policy(body)) return *e;
     std::vector<std::string> pairs;
-    for (const char *k : {"name", "tier", "fallback"}) {
+    for (const char *k : {"name", "tier", "fallback", "default_provider"}) {
         if (!body.contains(k)) continue;
         pairs.push_back(k);
         pairs.push_back(body[k].get<std::string>());
+    }
+    // A tenant's own choice: turning it off only ever spends less.
+    if (body.contains("fallback_on_rate_limit")) {
+        pairs.push_back("fallback_on_rate_limit");
+        pairs.push_back(body["fallback_on_rate_limit"].get<bool>() ? "true" : "false");
     }
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptProjectUpdate, pid, {l.project(pid)}, std::move(pairs));

@@ -266,7 +266,7 @@ Catalog Catalog::builtin() {
           {"claude-opus-4*", "15.00", "75.00", "1.50"}}},
         {"google",
          "Google Gemini",
-         "https://generativelanguage.googleapis.com/v1beta",
+         "https://generativelanguage.googleapis.com",
          "https://generativelanguage.googleapis.com/v1beta/openai",
          AuthStyle::XGoogApiKey,
          {},
@@ -280,7 +280,7 @@ Catalog Catalog::builtin() {
           {"gemini-2.5-pro*", "1.25", "10.00", "0.3125"}}},
         {"groq",
          "Groq",
-         "https://api.groq.com/openai/v1",
+         "https://api.groq.com",
          "https://api.groq.com/openai/v1",
          AuthStyle::Bearer,
          {},
@@ -290,7 +290,7 @@ Catalog Catalog::builtin() {
          false},
         {"mistral",
          "Mistral AI",
-         "https://api.mistral.ai/v1",
+         "https://api.mistral.ai",
          "https://api.mistral.ai/v1",
          AuthStyle::Bearer,
          {},
@@ -653,7 +653,7 @@ std::vector<Header> upstream_headers(const Provider &p, std::string_view key) {
             out.push_back({"api-key", std::string(key)});
             break;
     }
-    for (const auto &h : p.headers) out.push_back({h.first, h.second});
+    for (const auto &h : p.headers) out.push_back({h.first, h.second, true});
     return out;
 }
 

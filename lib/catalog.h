@@ -1,8 +1,8 @@
 // Provider catalog (SPEC §5): providers.yaml or the built-in default.
 #pragma once
 
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -66,7 +66,7 @@ struct Provider {
     // built-in ollama). Such a provider is offered to tenants only when the
     // operator lists its hosts in byok_allow_endpoint (see allow_local).
     bool local = false;
-    bool enabled = true;  // false: local and not allowed by the operator
+    bool enabled = true;              // false: local and not allowed by the operator
     std::vector<ModelPrice> pricing;  // first matching pattern wins
 
     // The price of `model` (as sent upstream), or nullptr when unpriced.
@@ -111,10 +111,14 @@ void check_key_format(const Provider &p, std::string_view key);
 std::string key_hint(const Provider &p, std::string_view key);
 
 // The one header builder used for proxied traffic and for live key tests:
-// the provider's auth header carrying `key`, then its fixed headers.
+// the provider's auth header carrying `key`, then its fixed headers. The
+// fixed headers are defaults (e.g. anthropic-version): a client that sends
+// its own value keeps it, so a newer API version or a beta flag it asks
+// for reaches the provider. The auth header always replaces the client's.
 struct Header {
     std::string name;
-    std::string value;  // may hold the secret; callers wipe it
+    std::string value;          // may hold the secret; callers wipe it
+    bool default_only = false;  // the client's header of this name wins
 };
 std::vector<Header> upstream_headers(const Provider &p, std::string_view key);
 

@@ -83,6 +83,8 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     std::string_view pol = field(project, "fallback");
     s.policy = pol.empty() ? Policy::Auto : parse_policy(pol).value_or(Policy::Off);
     s.default_server = std::string(field(project, "default_server"));
+    s.fallback_on_rate_limit = field(project, "fallback_on_rate_limit") != "false";
+    s.default_provider = std::string(field(project, "default_provider"));
 
     s.keys.reserve(keys.size());
     for (const auto &[provider, json] : keys) {
@@ -114,7 +116,8 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 
 // ---------------------------------------------------------------- binary form
 //
-// "BYS1" | u8 status | u8 tier | u8 policy | str project | str default_server
+// "BYS2" | u8 status | u8 tier | u8 policy | u8 flags (1 no fallback on 429)
+// | str project | str default_server | str default_provider
 // | u32 nkeys | per key: str provider | u8 flags (1 active, 2 malformed,
 // 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint | str key_id
@@ -123,7 +126,7 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 
 namespace {
 
-constexpr char kMagic[4] = {'B', 'Y', 'S', '1'};
+constexpr char kMagic[4] = {'B', 'Y', 'S', '2'};
 
 void put_u32(std::string &out, uint32_t v) {
     char b[4] = {char(v & 0xff), char((v >> 8) & 0xff), char((v >> 16) & 0xff),
@@ -174,7 +177,7 @@ struct Reader {
 
 std::string encode_snapshot(const GatewaySnapshot &s) {
     std::string out;
-    size_t est = 32 + s.project.size() + s.default_server.size();
+    size_t est = 36 + s.project.size() + s.default_server.size() + s.default_provider.size();
     for (const auto &k : s.keys) {
         est += 40 + k.provider.size() + k.kid.size() + k.salt.size() + k.nonce.size() +
                k.ct.size() + k.endpoint.size() + k.key_hint.size();
@@ -184,8 +187,10 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
     out.push_back(static_cast<char>(s.status));
     out.push_back(static_cast<char>(s.tier));
     out.push_back(static_cast<char>(s.policy));
+    out.push_back(static_cast<char>(s.fallback_on_rate_limit ? 0 : 1));
     put_str(out, s.project);
     put_str(out, s.default_server);
+    put_str(out, s.default_provider);
     put_u32(out, static_cast<uint32_t>(s.keys.size()));
     for (const auto &k : s.keys) {
         put_str(out, k.provider);
@@ -207,13 +212,15 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
     if (blob.size() < 4 || std::memcmp(blob.data(), kMagic, 4) != 0) Reader::corrupt();
     r.pos = 4;
     GatewaySnapshot s;
-    uint8_t status = r.u8(), tier = r.u8(), policy = r.u8();
-    if (status > 2 || tier > 3 || policy > 2) Reader::corrupt();
+    uint8_t status = r.u8(), tier = r.u8(), policy = r.u8(), settings = r.u8();
+    if (status > 2 || tier > 3 || policy > 2 || settings > 1) Reader::corrupt();
+    s.fallback_on_rate_limit = (settings & 1) == 0;
     s.status = static_cast<GatewaySnapshot::Status>(status);
     s.tier = static_cast<Tier>(tier);
     s.policy = static_cast<Policy>(policy);
     s.project = r.str();
     s.default_server = r.str();
+    s.default_provider = r.str();
     uint32_t n = r.u32();
     // Each key needs at least 29 bytes; refuse absurd counts before reserving.
     if (n > (blob.size() - r.pos) / 29) Reader::corrupt();

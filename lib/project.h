@@ -41,6 +41,11 @@ struct GatewaySnapshot {
     Tier tier = Tier::Free;
     Policy policy = Policy::Auto;
     std::string default_server;  // "" when none
+    // Project field fallback_on_rate_limit ("false" turns it off): whether
+    // a provider's 429 may be retried on the fallback provider.
+    bool fallback_on_rate_limit = true;
+    // Project field default_provider: where bodiless /v1 requests go.
+    std::string default_provider;
     std::vector<StoredKey> keys;
     std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
 

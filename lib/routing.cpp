@@ -72,6 +72,19 @@ void set_model(RouteDecision &d, const RouteInput &in, std::string model) {
     d.model = std::move(model);
 }
 
+// The provider of a bodiless /v1 request, or null for the usual rules.
+const Provider *default_provider(const RouteInput &in) {
+    if (!in.default_provider.empty()) {
+        const Provider *p = in.catalog->find(in.default_provider);
+        if (p != nullptr) return p;
+    }
+    for (const Provider &p : in.catalog->providers()) {
+        const KeyState *state = project_key(in, p.id);
+        if (state != nullptr && *state == KeyState::Usable && p.enabled) return &p;
+    }
+    return nullptr;
+}
+
 // Returns a Denied decision in `out` when resolution itself fails.
 bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out) {
     const Catalog &cat = *in.catalog;
@@ -87,6 +100,10 @@ bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out)
             return false;
         }
         return true;
+    }
+    if (in.bodiless && in.header_provider.empty() && model.empty()) {
+        res.provider = default_provider(in);
+        if (res.provider != nullptr) return true;
     }
     size_t slash = model.find('/');
     if (!in.header_provider.empty()) {
@@ -153,7 +170,7 @@ RouteDecision decide_route(const RouteInput &in) {
                           ") and its fallback policy is off");
     }
     if (reason == "decrypt_error" && in.policy == Policy::NoKey) {
-        return denied(502, "key_unavailable",
+        return denied(422, "key_unavailable",
                       "the project's " + p.id +
                           " key cannot be decrypted; fix or replace it (fallback policy "
                           "no_key does not cover this)");
@@ -175,14 +192,16 @@ RouteDecision decide_route(const RouteInput &in) {
     }
     std::string why = reason == "tier" ? "BYOK requires the starter tier or above"
                                        : "project has no usable " + p.id + " key (" + reason + ")";
-    return denied(502, "no_credential", why + " and no operator key is available for " + p.id);
+    return denied(403, "no_credential", why + " and no operator key is available for " + p.id);
 }
 
 std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
                                           std::string_view upstream_reason) {
-    if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty()) {
+    if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty() ||
+        in.client_retrying) {
         return std::nullopt;
     }
+    if (!in.fallback_on_rate_limit && upstream_reason == "upstream_429") return std::nullopt;
     if ((first.route != Route::Byok && first.route != Route::System) || first.target == nullptr ||
         first.provider == nullptr) {
         return std::nullopt;
@@ -198,43 +217,10 @@ std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecis
     return d;
 }
 
-namespace {
-
-// `name` percent-decoded (malformed escapes kept as they are), lower-cased.
-std::string decoded_lower_name(std::string_view name) {
-    auto hex = [](char c) {
-        if (c >= '0' && c <= '9') return c - '0';
-        c = static_cast<char>(c | 0x20);
-        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    };
-    std::string out;
-    for (size_t i = 0; i < name.size(); i++) {
-        char c = name[i];
-        if (c == '%' && i + 2 < name.size() && hex(name[i + 1]) >= 0 && hex(name[i + 2]) >= 0) {
-            c = static_cast<char>(hex(name[i + 1]) * 16 + hex(name[i + 2]));
-            i += 2;
-        }
-        out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c);
-    }
-    return out;
-}
-
-}  // namespace
-
-std::string strip_client_key_params(std::string_view query) {
-    std::string out;
-    size_t i = 0;
-    while (i < query.size()) {
-        size_t amp = query.find('&', i);
-        if (amp == std::string_view::npos) amp = query.size();
-        std::string_view part = query.substr(i, amp - i);
-        if (!part.empty() && decoded_lower_name(part.substr(0, part.find('='))) != "key") {
-            if (!out.empty()) out += '&';
-            out.append(part);
-        }
-        i = amp + 1;
-    }
-    return out;
+RetryOn retry_on(const RouteInput &in, const RouteDecision &first) {
+    if (!decide_retry(in, first, "upstream_error")) return RetryOn::Nothing;
+    return decide_retry(in, first, "upstream_429") ? RetryOn::ServerErrorsAnd429
+                                                   : RetryOn::ServerErrors;
 }
 
 }  // namespace byok

@@ -25,10 +25,20 @@ struct RouteInput {
     std::vector<std::pair<std::string, KeyState>> project_keys;
     std::vector<std::string> system_keys;  // provider ids with an operator key
     std::string fallback_provider;         // "" = fallback off
+    bool fallback_on_rate_limit = true;    // project setting; false: a 429 reaches the client
     // The request.
     std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...
     std::string_view header_provider;  // x-byok-provider, empty when absent
     std::string_view model;            // body "model", empty when none
+    // A /v1 request without a body (GET /v1/models, /v1/files): it names no
+    // model, so it goes to the project's default_provider (setting), else
+    // the first catalog provider the project has a usable key for, else the
+    // usual rules (the fallback provider).
+    bool bodiless = false;
+    std::string_view default_provider;
+    // The client retries on its own (x-stainless-retry-count > 0): a retry
+    // of ours on top would multiply the calls.
+    bool client_retrying = false;
 };
 
 struct RouteDecision {
@@ -38,7 +48,10 @@ struct RouteDecision {
     std::string reason;  // why not byok: no_key|tier|inactive|decrypt_error|upstream_*
     std::string model;   // model to send upstream ("" = leave body alone)
     bool model_changed = false;
-    // Denied only: HTTP status and OpenAI-style error code/message.
+    // Denied only: HTTP status and OpenAI-style error code/message. Every
+    // denial is a configuration problem the client cannot retry away, so a
+    // 4xx (SDKs retry 5xx by default): 400 bad request, 403 not allowed or
+    // no credential, 404 unknown native provider, 422 stored key unusable.
     int status = 0;
     std::string error_code;
     std::string error_message;
@@ -50,13 +63,14 @@ RouteDecision decide_route(const RouteInput &in);
 // (`upstream_reason` = "upstream_<status>" or "upstream_error"). Only under
 // policy auto, only on the unified endpoint, only when the first route was
 // byok or system and a fallback provider other than the target exists.
+// Not when the client is retrying itself, nor on "upstream_429" when the
+// project turned fallback_on_rate_limit off.
 std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
                                           std::string_view upstream_reason);
 
-// The query string to send upstream: the client's own `key` parameters
-// (Google-style client keys) removed. A parameter's name is compared after
-// percent-decoding and case-insensitively (`Key=`, `KEY=`, `%6bey=`), since
-// providers may match names either way; everything else keeps its bytes.
-std::string strip_client_key_params(std::string_view query);
+// Which failures of the first call the glue must catch so that decide_retry
+// can act on them; the rest go to the client as the provider sent them.
+enum class RetryOn { Nothing, ServerErrors, ServerErrorsAnd429 };
+RetryOn retry_on(const RouteInput &in, const RouteDecision &first);
 
 }  // namespace byok

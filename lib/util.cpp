@@ -227,8 +227,6 @@ bool safe_header_value(std::string_view v) {
     return true;
 }
 
-namespace {
-
 void append_json_string(std::string &out, std::string_view s) {
     static constexpr char kHex[] = "0123456789abcdef";
     out.push_back('"');
@@ -252,8 +250,6 @@ void append_json_string(std::string &out, std::string_view s) {
     }
     out.push_back('"');
 }
-
-}  // namespace
 
 std::string json_error(std::string_view code, std::string_view message, std::string_view type) {
     std::string out;

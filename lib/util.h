@@ -74,6 +74,10 @@ std::string yyyymmdd_utc(int64_t unix_seconds);
 // for any client value copied upstream (SPEC §10).
 bool safe_header_value(std::string_view v);
 
+// Appends `s` as a quoted JSON string (quotes, backslashes and control
+// characters escaped), the one escaper behind every JSON error body.
+void append_json_string(std::string &out, std::string_view s);
+
 // JSON error body shared by the gateway and the admin API:
 // {"error":{"message":...,"type":...,"code":...}}. Strings are escaped.
 std::string json_error(std::string_view code, std::string_view message,

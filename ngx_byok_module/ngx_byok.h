@@ -17,6 +17,7 @@ extern "C" {
 #include "lib/admin.h"
 #include "lib/body.h"
 #include "lib/catalog.h"
+#include "lib/client_api.h"
 #include "lib/crypto.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
@@ -267,7 +268,7 @@ struct ByokRequestCtx {
     Stage stage = Stage::Start;
     bool resumed = false;       // a Redis reply or the body arrived
     bool waiting_body = false;  // body read went async
-    bool jumped = false;        // moved to @byok_direct
+    bool jumped = false;        // moved to @byok_direct or @byok_fallback_5xx
     ByokRedisWaiter *waiter = nullptr;
     byok::admin::Reply reply;
 
@@ -278,6 +279,8 @@ struct ByokRequestCtx {
     byok::GatewaySnapshot snap;
 
     bool unified = false;
+    byok::ApiFamily api = byok::ApiFamily::OpenAI;  // shape of the gateway's own errors
+    bool client_retrying = false;                   // x-stainless-retry-count > 0
     std::string native_provider, header_provider, rest;
     bool body_read = false;
     size_t body_len = 0;               // bytes of the client's body

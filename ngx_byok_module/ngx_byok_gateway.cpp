@@ -5,6 +5,7 @@
 #include "ngx_byok_module/ngx_byok.h"
 
 #include "lib/body.h"
+#include "lib/client_api.h"
 #include "lib/util.h"
 
 namespace {
@@ -28,10 +29,35 @@ bool is_client_secret_header(const ngx_table_elt_t &h) {
            ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
 }
 
+// A `key=` parameter holds a gateway key: it leaves the request line,
+// $request_uri and $args here, before any error can be logged, so neither
+// access_log (whatever its log_format) nor error_log ever shows it.
+ngx_int_t drop_key_param(ngx_http_request_t *r, std::string_view path, const std::string &args) {
+    std::string uri(path);
+    if (!args.empty()) uri.append("?").append(args);
+    std::string line = std::string(sv(r->method_name)) + " " + uri;
+    if (r->http_protocol.len) line.append(" ").append(sv(r->http_protocol));
+    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, line.size()));
+    if (p == nullptr) return NGX_ERROR;
+    ngx_memcpy(p, line.data(), line.size());
+    r->request_line = {line.size(), p};
+    r->unparsed_uri = {uri.size(), p + r->method_name.len + 1};
+    r->args = {args.size(), r->unparsed_uri.data + path.size() + (args.empty() ? 0 : 1)};
+    return NGX_OK;
+}
+
+// The gateway's own errors, in the error shape of the API the client speaks.
 ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, std::string_view code,
                std::string_view message, std::string_view type = "invalid_request_error") {
-    if (ctx) ctx->stage = Stage::Done;
-    ngx_http_finalize_request(r, ngx_byok_send_error(r, status, code, message, type));
+    ctx->stage = Stage::Done;
+    ngx_int_t rc;
+    try {
+        rc = ngx_byok_send_json(r, status,
+                                byok::gateway_error_body(ctx->api, status, code, message, type));
+    } catch (const std::exception &) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ngx_http_finalize_request(r, rc);
     return NGX_DONE;
 }
 
@@ -155,8 +181,12 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     std::string_view raw = sv(r->unparsed_uri);
     size_t q = raw.find('?');
     std::string_view path = raw.substr(0, q);
-    std::string args =
-        q == std::string_view::npos ? "" : byok::strip_client_key_params(raw.substr(q + 1));
+    byok::ClientCredentials creds;
+    std::string args = q == std::string_view::npos
+                           ? ""
+                           : byok::strip_key_param(raw.substr(q + 1), &creds.query_key);
+    if (args.size() + 1 + path.size() < raw.size() && drop_key_param(r, path, args) != NGX_OK)
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     std::string_view rest;
     if (path == "/v1" || path.substr(0, 4) == "/v1/") {
@@ -167,6 +197,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         ctx->native_provider =
             std::string(path.substr(1, slash == std::string_view::npos ? slash : slash - 1));
         rest = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+        ctx->api = byok::api_family(ctx->native_provider);
         if (ctx->native_provider.empty())
             return fail(r, ctx, NGX_HTTP_NOT_FOUND, "not_found",
                         "use /v1/... or /<provider>/... with a gateway key");
@@ -177,17 +208,19 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_request",
                     "invalid characters in the request URI");
 
-    // Gateway key: Authorization: Bearer <key> or x-api-key: <key>.
-    std::string_view key;
     bool bad_provider_header = false;
     ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
         std::string_view value = sv(h.value);
         if (ngx_byok_header_is(h, "authorization")) {
-            if (value.size() > 7 &&
-                ngx_strncasecmp((u_char *)value.data(), (u_char *)"bearer ", 7) == 0)
-                key = value.substr(7);
-        } else if (ngx_byok_header_is(h, "x-api-key") && key.empty()) {
-            key = value;
+            creds.authorization = value;
+        } else if (ngx_byok_header_is(h, "x-api-key")) {
+            creds.x_api_key = value;
+        } else if (ngx_byok_header_is(h, "api-key")) {
+            creds.api_key = value;
+        } else if (ngx_byok_header_is(h, "x-goog-api-key")) {
+            creds.x_goog_api_key = value;
+        } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
+            ctx->client_retrying = byok::client_is_retrying(value);
         } else if (ngx_byok_header_is(h, "x-byok-provider")) {
             bad_provider_header = !byok::safe_header_value(value);
             ctx->header_provider = std::string(value);
@@ -197,10 +230,9 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (bad_provider_header)
         return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_header",
                     "invalid x-byok-provider header");
-    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
-    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" ||
-        !byok::safe_header_value(key))
-        return unauthorized(r, ctx, "missing or invalid gateway API key");
+    byok::GatewayKeyLookup found = byok::find_gateway_key(creds, ctx->api);
+    if (!found.error.empty()) return unauthorized(r, ctx, found.error);
+    std::string_view key = found.key;
 
     byok::sha256(key, ctx->sha);
     ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
@@ -440,8 +472,8 @@ ngx_int_t take_operator_key(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     const byok::RouteDecision &d = ctx->decision;
     const byok::SecretString *sys = main_of(r)->system_key(d.target->id);
     if (sys == nullptr)
-        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_credential",
-                    "no credential for this provider", "api_error");
+        return fail(r, ctx, NGX_HTTP_FORBIDDEN, "no_credential", "no credential for this provider",
+                    "permission_error");
     ctx->key = byok::SecretString(sys->view());
     ctx->key_hint.clear();
     if (d.route == byok::Route::Fallback) {
@@ -485,6 +517,10 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.system_keys.clear();
     for (const auto &sk : m->system_keys) in.system_keys.push_back(sk.provider);
     in.fallback_provider = m->fallback;
+    in.fallback_on_rate_limit = ctx->snap.fallback_on_rate_limit;
+    in.client_retrying = ctx->client_retrying;
+    in.bodiless = ctx->unified && !ctx->body_read;
+    in.default_provider = ctx->snap.default_provider;
     in.native_provider = ctx->native_provider;
     in.header_provider = ctx->header_provider;
     in.model = ctx->model ? std::string_view(ctx->model->model) : std::string_view();
@@ -526,8 +562,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
     if (sk == nullptr || sk->endpoint.empty())
-        return fail(r, ctx, NGX_HTTP_BAD_GATEWAY, "no_endpoint",
-                    "no endpoint configured for this provider", "api_error");
+        return fail(r, ctx, 422, "no_endpoint", "no endpoint configured for this provider");
     byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
     ctx->stage = Stage::WaitResolve;
     ctx->resumed = false;
@@ -570,11 +605,13 @@ ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (rc != NGX_OK) return rc;
 
     ctx->stage = Stage::Proxying;
-    if (byok::decide_retry(in, d, "upstream_error").has_value()) return NGX_DECLINED;
-
-    // No retry possible: proxy from a location that does not intercept errors.
-    ctx->jumped = true;
+    // Each location intercepts exactly the failures a retry may follow;
+    // the others reach the client as the provider sent them.
+    byok::RetryOn on = byok::retry_on(in, d);
+    if (on == byok::RetryOn::ServerErrorsAnd429) return NGX_DECLINED;
     ngx_str_t name = ngx_string("@byok_direct");
+    if (on == byok::RetryOn::ServerErrors) name = ngx_string("@byok_fallback_5xx");
+    ctx->jumped = true;
     (void)ngx_http_named_location(r, &name);
     ngx_http_finalize_request(r, NGX_DONE);
     return NGX_DONE;
@@ -621,7 +658,7 @@ ngx_int_t dispatch(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             return after_resolve(r, ctx);
         case Stage::Proxying:
             if (ctx->jumped) {
-                ctx->jumped = false;  // now in @byok_direct
+                ctx->jumped = false;  // now in @byok_direct or @byok_fallback_5xx
                 return NGX_DECLINED;
             }
             return retry(r, ctx);
@@ -849,17 +886,27 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
         *h = src;
         return true;
     };
+    // A default header the client sent itself is kept as the client's.
+    auto client_has = [&](const std::string &name) {
+        bool seen = false;
+        ngx_byok_each_header(ctx->client_headers, [&](const ngx_table_elt_t &h) {
+            seen = seen || ngx_byok_header_is(h, name);
+            return !seen;
+        });
+        return seen;
+    };
     if (keep_client) {
         bool ok = ngx_byok_each_header(ctx->client_headers, [&](const ngx_table_elt_t &h) {
             if (is_client_secret_header(h)) return true;
             for (const auto &a : add) {
-                if (ngx_byok_header_is(h, a.name)) return true;  // replaced by ours
+                if (!a.default_only && ngx_byok_header_is(h, a.name)) return true;  // ours wins
             }
             return push(h);
         });
         if (!ok) return NGX_ERROR;
     }
     for (const auto &a : add) {
+        if (keep_client && a.default_only && client_has(a.name)) continue;
         ngx_table_elt_t h{};
         h.hash = 1;
         h.key.len = a.name.size();

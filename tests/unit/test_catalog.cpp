@@ -326,3 +326,40 @@ Test(catalog, i13_pricing_errors_name_the_field) {
         cr_assert_eq(err, std::string(row.want), "%s", err.c_str());
     }
 }
+
+// Issue 17 item 2: the native root is the base URL of each provider's own
+// SDK, so `<gateway>/<id>` is the SDK's base URL with nothing else changed.
+Test(catalog, i17_02_native_roots_are_the_official_sdk_base_urls) {
+    Catalog c = Catalog::builtin();
+    struct Row {
+        const char *id, *native, *unified;
+    } rows[] = {
+        {"openai", "https://api.openai.com/v1", "https://api.openai.com/v1"},
+        {"anthropic", "https://api.anthropic.com", "https://api.anthropic.com/v1"},
+        {"google", "https://generativelanguage.googleapis.com",
+         "https://generativelanguage.googleapis.com/v1beta/openai"},
+        {"groq", "https://api.groq.com", "https://api.groq.com/openai/v1"},
+        {"mistral", "https://api.mistral.ai", "https://api.mistral.ai/v1"},
+        {"together", "https://api.together.xyz/v1", "https://api.together.xyz/v1"},
+        {"perplexity", "https://api.perplexity.ai", "https://api.perplexity.ai"},
+        {"cohere", "https://api.cohere.com", "https://api.cohere.ai/compatibility/v1"},
+        {"deepseek", "https://api.deepseek.com", "https://api.deepseek.com/v1"},
+        {"openrouter", "https://openrouter.ai/api/v1", "https://openrouter.ai/api/v1"},
+    };
+    for (const Row &row : rows) {
+        const Provider &p = *c.find(row.id);
+        cr_assert_eq(p.base_url.origin() + p.base_url.path, row.native, "%s", row.id);
+        cr_assert_eq(p.openai_base.origin() + p.openai_base.path, row.unified, "%s", row.id);
+    }
+}
+
+// Issue 17 item 6: the catalog's fixed headers are defaults the client may
+// override (anthropic-version, anthropic-beta); the auth header is not.
+Test(catalog, i17_06_fixed_headers_are_defaults_auth_is_not) {
+    Catalog c = Catalog::builtin();
+    auto a = upstream_headers(*c.find("anthropic"), "sk-ant-k");
+    cr_assert_eq(a[0].name, "x-api-key");
+    cr_assert_not(a[0].default_only);
+    cr_assert_eq(a[1].name, "anthropic-version");
+    cr_assert(a[1].default_only);
+}

@@ -132,7 +132,7 @@ Test(routing, decision_table) {
          {DN, "", "", "", "", false, 400, "unknown_model"}},
         {"unresolved, fallback without system key",
          with(req("llama-3-70b"), [](Req &r) { r.system = {}; }),
-         {DN, "", "", "", "", false, 502, "no_credential"}},
+         {DN, "", "", "", "", false, 403, "no_credential"}},
         {"no model, no header -> fallback provider",
          req(""),
          {SY, "openrouter", "openrouter", "no_key", ""}},
@@ -160,14 +160,14 @@ Test(routing, decision_table) {
          {FB, "openai", "openrouter", "decrypt_error", "openai/gpt-4o", true}},
         {"decrypt_error no_key -> 502",
          with(req("gpt-4o", {{"openai", D}}), [](Req &r) { r.policy = Policy::NoKey; }),
-         {DN, "", "", "", "", false, 502, "key_unavailable"}},
+         {DN, "", "", "", "", false, 422, "key_unavailable"}},
         {"decrypt_error no_key ignores system key",
          with(req("gpt-4o", {{"openai", D}}),
               [](Req &r) {
                   r.policy = Policy::NoKey;
                   r.system = {"openai", "openrouter"};
               }),
-         {DN, "", "", "", "", false, 502, "key_unavailable"}},
+         {DN, "", "", "", "", false, 422, "key_unavailable"}},
         {"no_key policy, no key -> fallback",
          with(req("gpt-4o"), [](Req &r) { r.policy = Policy::NoKey; }),
          {FB, "openai", "openrouter", "no_key", "openai/gpt-4o", true}},
@@ -208,10 +208,10 @@ Test(routing, decision_table) {
          {SY, "openai", "openai", "no_key", "gpt-4o", true}},
         {"fallback off -> 502",
          with(req("gpt-4o"), [](Req &r) { r.fallback = ""; }),
-         {DN, "", "", "", "", false, 502, "no_credential"}},
+         {DN, "", "", "", "", false, 403, "no_credential"}},
         {"fallback without system key -> 502",
          with(req("gpt-4o"), [](Req &r) { r.system = {}; }),
-         {DN, "", "", "", "", false, 502, "no_credential"}},
+         {DN, "", "", "", "", false, 403, "no_credential"}},
         {"fallback provider not openrouter",
          with(req("gpt-4o"),
               [](Req &r) {
@@ -221,7 +221,7 @@ Test(routing, decision_table) {
          {FB, "openai", "groq", "no_key", "openai/gpt-4o", true}},
         {"project key for fallback provider does not pay for fallback",
          with(req("gpt-4o", {{"openrouter", U}}), [](Req &r) { r.system = {}; }),
-         {DN, "", "", "", "", false, 502, "no_credential"}},
+         {DN, "", "", "", "", false, 403, "no_credential"}},
         // --- native passthrough
         {"native byok",
          with(req("claude-x", {{"anthropic", U}}), [](Req &r) { r.native = "anthropic"; }),
@@ -248,7 +248,7 @@ Test(routing, decision_table) {
          {SY, "anthropic", "anthropic", "no_key", ""}},
         {"native never falls back",
          with(req("claude-x"), [](Req &r) { r.native = "anthropic"; }),
-         {DN, "", "", "", "", false, 502, "no_credential"}},
+         {DN, "", "", "", "", false, 403, "no_credential"}},
         {"native off -> 403",
          with(req(""),
               [](Req &r) {
@@ -375,26 +375,104 @@ Test(routing, i10_06_local_provider_not_allowed_is_refused_everywhere) {
     cr_assert_eq(route_name(decide_route(in).route), "byok");
 }
 
-// Issue 10 item 15: the client's key parameter is removed whatever its case
-// or percent-encoding; other parameters keep their bytes and order.
-Test(routing, i10_15_strip_client_key_params_any_case) {
-    struct Row {
-        const char *in, *out;
-    } rows[] = {
-        {"key=AIza1", ""},
-        {"Key=AIza1", ""},
-        {"KEY=AIza1", ""},
-        {"kEy=AIza1&alt=sse", "alt=sse"},
-        {"alt=sse&key=a&Key=b&KEY=c&x=1", "alt=sse&x=1"},
-        {"%6Bey=a&%4b%45%59=b&k%65y=c", ""},
-        {"key", ""},
-        {"KEY&a=1", "a=1"},
-        {"keys=1&monkey=2&key2=3&a=key=", "keys=1&monkey=2&key2=3&a=key="},
-        {"a=1&&b=2", "a=1&b=2"},
-        {"%zzkey=1&%=2&%6=3", "%zzkey=1&%=2&%6=3"},
-        {"", ""},
-        {"&", ""},
+// Issue 17 item 7: a client that retries by itself gets no fallback retry
+// on top, and a project can keep its provider's 429 (and Retry-After).
+Test(routing, i17_07_retry_on_client_retrying_and_rate_limit_setting) {
+    struct RetryCase {
+        const char *name;
+        bool client_retrying, fallback_on_rate_limit;
+        RetryOn want;
+        bool retry_429, retry_5xx;  // decide_retry for upstream_429 / upstream_503
+    } cases[] = {
+        {"defaults: 429 and 5xx fall back", false, true, RetryOn::ServerErrorsAnd429, true, true},
+        {"client retrying: nothing", true, true, RetryOn::Nothing, false, false},
+        {"client retrying, 429 off: nothing", true, false, RetryOn::Nothing, false, false},
+        {"429 off: 5xx only", false, false, RetryOn::ServerErrors, false, true},
     };
-    for (const Row &row : rows)
-        cr_assert_eq(strip_client_key_params(row.in), std::string(row.out), "%s", row.in);
+    for (const auto &c : cases) {
+        RouteInput in = input(req("gpt-4o", {{"openai", U}}));
+        in.client_retrying = c.client_retrying;
+        in.fallback_on_rate_limit = c.fallback_on_rate_limit;
+        RouteDecision first = decide_route(in);
+        cr_assert_eq(route_name(first.route), "byok", "%s", c.name);
+        cr_assert_eq(static_cast<int>(retry_on(in, first)), static_cast<int>(c.want), "%s", c.name);
+        cr_assert_eq(decide_retry(in, first, "upstream_429").has_value(), c.retry_429, "%s",
+                     c.name);
+        cr_assert_eq(decide_retry(in, first, "upstream_503").has_value(), c.retry_5xx, "%s",
+                     c.name);
+    }
+    RouteInput native =
+        input(with(req("gpt-4o", {{"openai", U}}), [](Req &r) { r.native = "openai"; }));
+    cr_assert_eq(static_cast<int>(retry_on(native, decide_route(native))),
+                 static_cast<int>(RetryOn::Nothing));
+}
+
+// Issue 17 item 4: a bodiless /v1 request (GET /v1/models) goes to the
+// project's default_provider, else the first catalog provider it has a
+// usable key for, else the usual rules — not to the operator's fallback.
+Test(routing, i17_04_bodiless_requests_go_to_the_projects_provider) {
+    struct BodilessCase {
+        const char *name;
+        Keys keys;
+        const char *default_provider, *header;
+        bool bodiless;
+        const char *route, *provider;
+    } cases[] = {
+        {"first keyed provider in catalog order",
+         {{"google", U}, {"anthropic", U}},
+         "",
+         "",
+         true,
+         "byok",
+         "anthropic"},
+        {"default_provider setting wins",
+         {{"anthropic", U}},
+         "google",
+         "",
+         true,
+         "system",
+         "google"},
+        {"inactive key is skipped",
+         {{"anthropic", I}, {"google", U}},
+         "",
+         "",
+         true,
+         "byok",
+         "google"},
+        {"no key: the fallback provider as before", {}, "", "", true, "system", "openrouter"},
+        {"unknown setting: first keyed provider",
+         {{"google", U}},
+         "nosuch",
+         "",
+         true,
+         "byok",
+         "google"},
+        {"x-byok-provider still wins",
+         {{"anthropic", U}},
+         "google",
+         "openai",
+         true,
+         "system",
+         "openai"},
+        {"a body without model: unchanged",
+         {{"anthropic", U}},
+         "",
+         "",
+         false,
+         "system",
+         "openrouter"},
+    };
+    for (const auto &c : cases) {
+        Req r = req("", c.keys);
+        r.system = {"openrouter", "openai", "google"};
+        r.header = c.header;
+        RouteInput in = input(r);
+        in.bodiless = c.bodiless;
+        in.default_provider = c.default_provider;
+        RouteDecision d = decide_route(in);
+        cr_assert_eq(route_name(d.route), c.route, "%s: route %s", c.name,
+                     std::string(route_name(d.route)).c_str());
+        cr_assert_eq(d.provider->id, c.provider, "%s: provider %s", c.name, d.provider->id.c_str());
+        cr_assert_not(d.model_changed, "%s", c.name);
+    }
 }

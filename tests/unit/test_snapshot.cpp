@@ -164,3 +164,26 @@ Test(snapshot, i13_key_id_round_trips_and_legacy_blobs_still_decode) {
     cr_assert_eq(legacy.project, "acme");
     cr_assert_eq(legacy.keys.size(), 1u);
 }
+
+// Issue 17 item 7: the project's fallback_on_rate_limit survives the cache;
+// only the string "false" turns it off.
+Test(snapshot, i17_07_fallback_on_rate_limit_is_read_and_cached) {
+    FieldMap p = project();
+    cr_assert(build_snapshot(apikey(), p, {}).fallback_on_rate_limit);
+    p["fallback_on_rate_limit"] = "true";
+    cr_assert(
+        decode_snapshot(encode_snapshot(build_snapshot(apikey(), p, {}))).fallback_on_rate_limit);
+    p["fallback_on_rate_limit"] = "false";
+    GatewaySnapshot s = build_snapshot(apikey(), p, {});
+    cr_assert_not(s.fallback_on_rate_limit);
+    cr_assert_not(decode_snapshot(encode_snapshot(s)).fallback_on_rate_limit);
+}
+
+Test(snapshot, i17_04_default_provider_is_read_and_cached) {
+    FieldMap p = project();
+    cr_assert_eq(build_snapshot(apikey(), p, {}).default_provider, "");
+    p["default_provider"] = "anthropic";
+    GatewaySnapshot s = decode_snapshot(encode_snapshot(build_snapshot(apikey(), p, {})));
+    cr_assert_eq(s.default_provider, "anthropic");
+    cr_assert_eq(s.default_server, "s1");
+}

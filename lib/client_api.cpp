@@ -1,0 +1,177 @@
+#include "lib/client_api.h"
+
+#include "lib/util.h"
+
+namespace byok {
+
+ApiFamily api_family(std::string_view native_provider) {
+    if (native_provider == "anthropic") return ApiFamily::Anthropic;
+    if (native_provider == "google") return ApiFamily::Google;
+    return ApiFamily::OpenAI;
+}
+
+namespace {
+
+bool bearer(std::string_view value, std::string_view *key) {
+    static constexpr std::string_view kScheme = "bearer ";
+    if (value.size() <= kScheme.size()) return false;
+    for (size_t i = 0; i < kScheme.size(); i++) {
+        char ch = value[i];
+        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+        if (ch != kScheme[i]) return false;
+    }
+    *key = value.substr(kScheme.size());
+    return true;
+}
+
+// Anthropic's error `type` and Google's `status` for an HTTP status, as
+// their SDKs map them to error classes.
+std::string_view anthropic_type(int status) {
+    switch (status) {
+        case 400:
+        case 422:
+            return "invalid_request_error";
+        case 401:
+            return "authentication_error";
+        case 403:
+            return "permission_error";
+        case 404:
+            return "not_found_error";
+        case 413:
+            return "request_too_large";
+        case 429:
+            return "rate_limit_error";
+        case 529:
+            return "overloaded_error";
+        default:
+            return status < 500 ? "invalid_request_error" : "api_error";
+    }
+}
+
+std::string_view google_status(int status) {
+    switch (status) {
+        case 400:
+        case 413:
+        case 422:
+            return "INVALID_ARGUMENT";
+        case 401:
+            return "UNAUTHENTICATED";
+        case 403:
+            return "PERMISSION_DENIED";
+        case 404:
+            return "NOT_FOUND";
+        case 429:
+            return "RESOURCE_EXHAUSTED";
+        case 502:
+        case 503:
+            return "UNAVAILABLE";
+        case 504:
+            return "DEADLINE_EXCEEDED";
+        default:
+            return status < 500 ? "FAILED_PRECONDITION" : "INTERNAL";
+    }
+}
+
+}  // namespace
+
+GatewayKeyLookup find_gateway_key(const ClientCredentials &c, ApiFamily api) {
+    std::string_view key;
+    bool found = bearer(c.authorization, &key);
+    for (std::string_view v : {c.x_api_key, c.api_key}) {
+        if (found) break;
+        found = !v.empty();
+        key = v;
+    }
+    if (api == ApiFamily::Google) {
+        for (std::string_view v : {c.x_goog_api_key, c.query_key}) {
+            if (found) break;
+            found = !v.empty();
+            key = v;
+        }
+    }
+    while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" ||
+        !safe_header_value(key))
+        return {{}, "missing or invalid gateway API key"};
+    return {key, {}};
+}
+
+namespace {
+
+// `name` percent-decoded (malformed escapes kept as they are), lower-cased:
+// providers may match parameter names either way (`Key=`, `KEY=`, `%6bey=`).
+std::string decoded_lower_name(std::string_view name) {
+    auto hex = [](char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        c = static_cast<char>(c | 0x20);
+        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    std::string out;
+    for (size_t i = 0; i < name.size(); i++) {
+        char c = name[i];
+        if (c == '%' && i + 2 < name.size() && hex(name[i + 1]) >= 0 && hex(name[i + 2]) >= 0) {
+            c = static_cast<char>(hex(name[i + 1]) * 16 + hex(name[i + 2]));
+            i += 2;
+        }
+        out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string strip_key_param(std::string_view args, std::string_view *key) {
+    std::string out;
+    size_t i = 0;
+    while (i < args.size()) {
+        size_t amp = args.find('&', i);
+        if (amp == std::string_view::npos) amp = args.size();
+        std::string_view part = args.substr(i, amp - i);
+        i = amp + 1;
+        if (part.empty()) continue;
+        size_t eq = part.find('=');
+        if (decoded_lower_name(part.substr(0, eq)) == "key") {
+            if (key != nullptr && key->empty() && eq != std::string_view::npos &&
+                eq + 1 < part.size())
+                *key = part.substr(eq + 1);
+            continue;
+        }
+        if (!out.empty()) out += '&';
+        out.append(part);
+    }
+    return out;
+}
+
+bool client_is_retrying(std::string_view retry_count) {
+    while (!retry_count.empty() && retry_count.front() == ' ') retry_count.remove_prefix(1);
+    bool digits = !retry_count.empty() && retry_count.size() <= 9;
+    for (char ch : retry_count) digits = digits && ch >= '0' && ch <= '9';
+    return digits && retry_count.find_first_not_of('0') != std::string_view::npos;
+}
+
+std::string gateway_error_body(ApiFamily api, int status, std::string_view code,
+                               std::string_view message, std::string_view type) {
+    std::string out;
+    switch (api) {
+        case ApiFamily::OpenAI:
+            return json_error(code, message, type);
+        case ApiFamily::Anthropic:
+            out.append("{\"type\":\"error\",\"error\":{\"type\":");
+            append_json_string(out, anthropic_type(status));
+            out.append(",\"message\":");
+            append_json_string(out, message);
+            out.append("}}");
+            return out;
+        case ApiFamily::Google:
+            out.append("{\"error\":{\"code\":").append(std::to_string(status));
+            out.append(",\"message\":");
+            append_json_string(out, message);
+            out.append(",\"status\":");
+            append_json_string(out, google_status(status));
+            out.append("}}");
+            return out;
+    }
+    return json_error(code, message, type);
+}
+
+}  // namespace byok
