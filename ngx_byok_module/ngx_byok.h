@@ -74,6 +74,8 @@ struct ngx_byok_loc_conf_t {
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
 
 // --- redis (ngx_byok_redis.cpp) ---------------------------------------------
+// Config phase only: NGX_ERROR when records use a master key the ring lacks.
+ngx_int_t ngx_byok_check_ring_in_use(ngx_conf_t *cf, ByokMain *m, ngx_msec_t timeout);
 
 // A pending Redis command on behalf of a request (or the worker). The
 // callback runs from a posted event, never from inside hiredis. When the

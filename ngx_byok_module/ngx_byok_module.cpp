@@ -172,6 +172,8 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
                                BYOK_LOG "\"byok_redis\" is required by byok_gateway/byok_admin");
             return static_cast<char *>(NGX_CONF_ERROR);
         }
+        if (ngx_byok_check_ring_in_use(cf, m, mcf->redis_connect_timeout) != NGX_OK)
+            return static_cast<char *>(NGX_CONF_ERROR);
     }
     if (mcf->zone == nullptr) {
         ngx_str_t name = ngx_string("byok");

@@ -467,3 +467,71 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
         w->cancelled = true;  // command_reply frees it
     }
 }
+
+// Config phase only (nginx -t, start and reload, in the master before any
+// worker exists): a blocking connection with a short timeout reads how many
+// records each master key still seals, so a ring that drops a key in use
+// fails here instead of locking tenants out. Redis unreachable: warn and go
+// on (the check is a safety net, not a start condition).
+ngx_int_t ngx_byok_check_ring_in_use(ngx_conf_t *cf, ByokMain *m, ngx_msec_t timeout) {
+    struct timeval tv = {static_cast<time_t>(timeout / 1000),
+                         static_cast<suseconds_t>((timeout % 1000) * 1000)};
+    redisContext *c = m->redis_unix.empty()
+                          ? redisConnectWithTimeout(m->redis_host.c_str(), m->redis_port, tv)
+                          : redisConnectUnixWithTimeout(m->redis_unix.c_str(), tv);
+    auto not_checked = [&](const std::string &why) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           BYOK_LOG "master keys not checked against stored records: %s",
+                           why.c_str());
+        if (c != nullptr) redisFree(c);
+        return NGX_OK;
+    };
+    if (c == nullptr) return not_checked("cannot allocate a redis context");
+    if (c->err) return not_checked(std::string("redis: ") + c->errstr);
+    redisSetTimeout(c, tv);
+    auto command = [c](const std::vector<std::string> &argv) {
+        std::vector<const char *> ptr;
+        std::vector<size_t> len;
+        for (const auto &a : argv) {
+            ptr.push_back(a.data());
+            len.push_back(a.size());
+        }
+        auto *r = static_cast<redisReply *>(
+            redisCommandArgv(c, static_cast<int>(argv.size()), ptr.data(), len.data()));
+        byok::admin::Reply out = convert(r);
+        if (r != nullptr) freeReplyObject(r);
+        return out;
+    };
+    try {
+        if (!m->redis_password.empty() &&
+            command({"AUTH", std::string(m->redis_password.view())}).type ==
+                byok::admin::Reply::Type::Error)
+            return not_checked("redis refused AUTH");
+        if (m->redis_db != 0) command({"SELECT", std::to_string(m->redis_db)});
+        byok::admin::KidCounts counts;
+        bool done = false;
+        byok::admin::Step s = byok::admin::count_records_by_kid(
+            m->admin.layout, [&](const byok::admin::KidCounts &k) {
+                counts = k;
+                done = true;
+                return byok::admin::Step{byok::admin::Response{}};
+            });
+        // One command per project: bounded by the number of projects.
+        while (std::holds_alternative<byok::admin::RedisCall>(s.action)) {
+            const auto &call = std::get<byok::admin::RedisCall>(s.action);
+            byok::admin::Step next = call.next(command(call.argv));
+            s = std::move(next);
+        }
+        if (!done) return not_checked("redis did not answer");
+        std::string gap = byok::admin::ring_gap(m->ring, counts);
+        redisFree(c);
+        c = nullptr;
+        if (!gap.empty()) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_master_keys: %s", gap.c_str());
+            return NGX_ERROR;
+        }
+        return NGX_OK;
+    } catch (const std::exception &e) {
+        return not_checked(e.what());
+    }
+}
