@@ -17,23 +17,6 @@ std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_hand
 
 Step respond(int status, const json &body) { return Step{Response{status, dump(body), {}}}; }
 
-static std::string_view error_type(int status) {
-    switch (status) {
-        case 401:
-            return "authentication_error";
-        case 403:
-            return "permission_error";
-        case 404:
-            return "not_found_error";
-        case 500:
-        case 501:
-        case 503:
-            return "api_error";
-        default:
-            return "invalid_request_error";
-    }
-}
-
 Step fail(int status, std::string_view code, std::string_view message) {
     return Step{Response{status, json_error(code, message, error_type(status)), {}}};
 }
@@ -359,7 +342,7 @@ enum class RouteId {
 };
 
 // Who may call a route with a method. A gateway key always sees its own
-// project only; kManageKeys is checked by the route itself.
+// project only; Who::ManageKeys is checked by the route itself.
 enum class Who { Any, AdminOnly, ManageKeys };
 
 struct RouteMethod {

@@ -141,6 +141,13 @@ void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
+// --- responses (ngx_byok_response.cpp) ---------------------------------------
+// Sends `out` as the whole answer with `status` and `content_type`.
+ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
+                             const std::string &out);
+// byok_error; — content handler of the internal location error_page points at.
+char *ngx_byok_error_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
 // --- thread pool work (ngx_byok_thread.cpp) ------------------------------------
 
 // Runs `work` on nginx's "default" thread pool, then `done` on the event

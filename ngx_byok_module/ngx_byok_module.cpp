@@ -52,6 +52,8 @@ static ngx_command_t ngx_byok_commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_metrics_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_error_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_health"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_health_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_console"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,

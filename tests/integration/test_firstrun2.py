@@ -2,8 +2,10 @@
 key shape checks, discovery routes, rotation and JSON errors."""
 
 import json
+import re
 
-from harness import assert_json_error, canary, master_key_line, providers_yaml, wait_until
+from harness import (assert_json_error, canary, free_port, master_key_line, providers_yaml,
+                     raw_http, status_of, wait_until)
 
 
 def keys_hash(pid):
@@ -200,3 +202,68 @@ def test_i11_05_nginx_t_with_redis_down_warns_and_passes(gateway, redis_server):
     rc, out, _ = gw.nginx_t()
     assert rc == 0, out
     assert "master keys not checked against stored records" in out, out
+
+
+# ---------------------------------------------------------------- item 6
+
+
+def raw_json_error(raw: bytes, status: int):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert status_of(raw) == status, raw[:300]
+    assert re.search(rb"(?im)^content-type: application/json", head), head
+    err = json.loads(body)["error"]
+    assert err["message"] and err["type"] and err["code"], err
+    assert b"<html" not in raw.lower()
+    return err
+
+
+def test_i11_06_direct_and_fallback_both_failing_is_json_502(gateway, fake_provider):
+    closed = free_port()
+    catalog = providers_yaml(fake_provider.base).replace(
+        f"{fake_provider.base}/openrouter", f"http://127.0.0.1:{closed}/openrouter")
+    gw = gateway(providers=catalog)
+    p = gw.provision(fallback="auto")
+    fake_provider.fail("/openai", 500)
+    r = gw.chat(p, model="gpt-4o")
+    err = assert_json_error(r, 502)
+    assert r.headers["content-type"] == "application/json"
+    assert err["code"] == "upstream_unreachable", r.text
+    assert "<html" not in r.text.lower()
+    gw.track(*p.keys.values())
+    gw.assert_no_leaks(r)
+
+
+def test_i11_06_nginx_own_errors_are_json_on_gateway_and_admin(gateway):
+    gw = gateway()
+    port = gw.port
+    # Body over client_max_body_size (16m), refused from Content-Length alone.
+    err = raw_json_error(raw_http(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                        b"Authorization: Bearer byok_x\r\n"
+                                        b"Content-Type: application/json\r\n"
+                                        b"Content-Length: 20000000\r\nConnection: close\r\n\r\n"),
+                         413)
+    assert err["code"] == "payload_too_large"
+    # Over-long URI, over-long header, broken request line.
+    err = raw_json_error(raw_http(port, b"GET /v1/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+                         414)
+    assert err["code"] == "uri_too_long"
+    err = raw_json_error(raw_http(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
+                                        + b"b" * 20000 + b"\r\n\r\n"), 400)
+    assert err["code"] == "bad_request"   # nginx turns its 494 into 400 for error_page
+    err = raw_json_error(raw_http(port, b"BLAH\r\n\r\n"), 400)
+    assert err["code"] == "bad_request"
+    # Methods the module's own handlers refuse.
+    for path in ("/healthz", "/metrics"):
+        r = gw.request("POST", path, data=b"x")
+        assert_json_error(r, 405)
+        assert r.headers["content-type"] == "application/json"
+
+
+def test_i11_06_provider_errors_still_pass_through(gateway, fake_provider):
+    gw = gateway()
+    p = gw.provision(fallback="off")
+    fake_provider.set_rule("/openai", status=400, body={"error": {"message": "from the provider",
+                                                                  "type": "x", "code": "y"}})
+    r = gw.chat(p, model="gpt-4o")
+    assert r.status_code == 400 and r.json()["error"]["message"] == "from the provider", r.text
+    gw.track(*p.keys.values())
