@@ -29,6 +29,10 @@ namespace {
 // nginx's private 49x codes (request header too large, certificate
 // problems) go out as 400, as nginx's own page would.
 ngx_int_t error_handler(ngx_http_request_t *r) {
+    // nginx discards the request body only when no error_page applies; an
+    // error page's handler must do it, or the unread body would be parsed as
+    // the next request on a keep-alive connection.
+    if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
     try {
         ngx_uint_t status = r->err_status ? r->err_status : r->headers_out.status;
         if (status < NGX_HTTP_BAD_REQUEST) status = NGX_HTTP_INTERNAL_SERVER_ERROR;

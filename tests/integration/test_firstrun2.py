@@ -4,8 +4,8 @@ key shape checks, discovery routes, rotation and JSON errors."""
 import json
 import re
 
-from harness import (assert_json_error, canary, free_port, master_key_line, providers_yaml,
-                     raw_http, status_of, wait_until)
+from harness import (ADMIN_CONF, assert_json_error, canary, free_port, master_key_line,
+                     providers_yaml, raw_http, status_of, wait_until)
 
 
 def keys_hash(pid):
@@ -252,11 +252,13 @@ def test_i11_06_nginx_own_errors_are_json_on_gateway_and_admin(gateway):
     assert err["code"] == "bad_request"   # nginx turns its 494 into 400 for error_page
     err = raw_json_error(raw_http(port, b"BLAH\r\n\r\n"), 400)
     assert err["code"] == "bad_request"
-    # Methods the module's own handlers refuse.
-    for path in ("/healthz", "/metrics"):
-        r = gw.request("POST", path, data=b"x")
-        assert_json_error(r, 405)
-        assert r.headers["content-type"] == "application/json"
+    # Methods the module's own handlers refuse; the unread body is discarded,
+    # so the next request on the same keep-alive connection is intact.
+    for _ in range(20):
+        for path in ("/healthz", "/metrics"):
+            r = gw.request("POST", path, data=b"x")
+            assert_json_error(r, 405)
+            assert r.headers["content-type"] == "application/json"
 
 
 def test_i11_06_provider_errors_still_pass_through(gateway, fake_provider):
@@ -267,3 +269,17 @@ def test_i11_06_provider_errors_still_pass_through(gateway, fake_provider):
     r = gw.chat(p, model="gpt-4o")
     assert r.status_code == 400 and r.json()["error"]["message"] == "from the provider", r.text
     gw.track(*p.keys.values())
+
+
+def test_i11_06_admin_listener_alone_answers_json_errors(gateway):
+    port = free_port()
+    admin_server = (f"server {{ listen 127.0.0.1:{port}; include {ADMIN_CONF}; "
+                    f"location /admin/v1/ {{ byok_admin; }} }}")
+    gw = gateway(extra_http=admin_server)
+    raw_json_error(raw_http(port, b"BLAH\r\n\r\n"), 400)
+    err = raw_json_error(raw_http(port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                         404)
+    assert err["code"] == "not_found" and err["type"] == "not_found_error"
+    raw_json_error(raw_http(port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), 414)
+    r = gw.admin("GET", "/me")
+    assert r.status_code == 200
