@@ -17,23 +17,6 @@ std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_hand
 
 Step respond(int status, const json &body) { return Step{Response{status, dump(body), {}}}; }
 
-static std::string_view error_type(int status) {
-    switch (status) {
-        case 401:
-            return "authentication_error";
-        case 403:
-            return "permission_error";
-        case 404:
-            return "not_found_error";
-        case 500:
-        case 501:
-        case 503:
-            return "api_error";
-        default:
-            return "invalid_request_error";
-    }
-}
-
 Step fail(int status, std::string_view code, std::string_view message) {
     return Step{Response{status, json_error(code, message, error_type(status)), {}}};
 }
@@ -338,6 +321,7 @@ size_t json_depth(std::string_view s) {
 
 enum class RouteId {
     None,
+    Index,
     Providers,
     Projects,
     Project,
@@ -353,10 +337,88 @@ enum class RouteId {
     ServerTest,
     Audit,
     Rotate,
+    Keyring,
     Me,
     Usage,     // GET /projects/{pid}/usage
     UsageAll,  // GET /usage (admin)
 };
+
+// Who may call a route with a method. A gateway key always sees its own
+// project only; Who::ManageKeys is checked by the route itself.
+enum class Who { Any, AdminOnly, ManageKeys };
+
+struct RouteMethod {
+    std::string_view method;
+    Who who;
+};
+
+struct RouteSpec {
+    RouteId id;
+    std::string_view path;  // as documented, relative to the admin prefix
+    std::vector<RouteMethod> methods;
+};
+
+// The route table: match_route's result is looked up here for the allowed
+// methods and who may call them, and GET / lists it as it is.
+const std::vector<RouteSpec> &route_table() {
+    static const std::vector<RouteSpec> routes = {
+        {RouteId::Index, "/", {{"GET", Who::Any}}},
+        {RouteId::Me, "/me", {{"GET", Who::Any}}},
+        {RouteId::Providers, "/providers", {{"GET", Who::Any}}},
+        {RouteId::Projects, "/projects", {{"GET", Who::AdminOnly}, {"POST", Who::AdminOnly}}},
+        {RouteId::Project,
+         "/projects/{pid}",
+         {{"GET", Who::Any}, {"PATCH", Who::Any}, {"DELETE", Who::AdminOnly}}},
+        {RouteId::ApiKeys,
+         "/projects/{pid}/api-keys",
+         {{"GET", Who::Any}, {"POST", Who::ManageKeys}}},
+        {RouteId::ApiKey, "/projects/{pid}/api-keys/{id}", {{"DELETE", Who::ManageKeys}}},
+        {RouteId::Keys, "/projects/{pid}/keys", {{"GET", Who::Any}}},
+        {RouteId::Key,
+         "/projects/{pid}/keys/{provider}",
+         {{"GET", Who::Any}, {"PUT", Who::Any}, {"PATCH", Who::Any}, {"DELETE", Who::Any}}},
+        {RouteId::KeyTest, "/projects/{pid}/keys/{provider}/test", {{"POST", Who::Any}}},
+        {RouteId::Stats, "/projects/{pid}/stats", {{"GET", Who::Any}}},
+        {RouteId::Usage, "/projects/{pid}/usage", {{"GET", Who::Any}}},
+        {RouteId::Servers, "/projects/{pid}/servers", {{"GET", Who::Any}, {"POST", Who::Any}}},
+        {RouteId::ServerDefault, "/projects/{pid}/servers/default", {{"GET", Who::Any}}},
+        {RouteId::Server,
+         "/projects/{pid}/servers/{sid}",
+         {{"GET", Who::Any}, {"PUT", Who::Any}, {"PATCH", Who::Any}, {"DELETE", Who::Any}}},
+        {RouteId::ServerTest, "/projects/{pid}/servers/{sid}/test", {{"POST", Who::Any}}},
+        {RouteId::Audit, "/audit", {{"GET", Who::Any}}},
+        {RouteId::Rotate, "/rotate", {{"POST", Who::AdminOnly}}},
+        {RouteId::Keyring, "/keyring", {{"GET", Who::AdminOnly}}},
+        {RouteId::UsageAll, "/usage", {{"GET", Who::AdminOnly}}},
+    };
+    return routes;
+}
+
+const RouteSpec *route_spec(RouteId id) {
+    for (const auto &r : route_table())
+        if (r.id == id) return &r;
+    return nullptr;
+}
+
+std::string_view who_name(Who w) {
+    switch (w) {
+        case Who::AdminOnly:
+            return "admin";
+        case Who::ManageKeys:
+            return "admin, project key with manage_keys";
+        case Who::Any:
+            break;
+    }
+    return "admin, project key";
+}
+
+Step routes_list() {
+    json out = json::array();
+    for (const auto &r : route_table())
+        for (const auto &m : r.methods)
+            out.push_back({{"method", m.method}, {"path", r.path}, {"who", who_name(m.who)}});
+    return respond(200, out);
+}
 
 struct Match {
     RouteId id = RouteId::None;
@@ -366,7 +428,9 @@ struct Match {
 Match match_route(const std::vector<std::string> &s) {
     Match m;
     size_t n = s.size();
-    if (n == 1 && s[0] == "providers")
+    if (n == 0)
+        m.id = RouteId::Index;
+    else if (n == 1 && s[0] == "providers")
         m.id = RouteId::Providers;
     else if (n == 1 && s[0] == "projects")
         m.id = RouteId::Projects;
@@ -374,6 +438,8 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::Audit;
     else if (n == 1 && s[0] == "rotate")
         m.id = RouteId::Rotate;
+    else if (n == 1 && s[0] == "keyring")
+        m.id = RouteId::Keyring;
     else if (n == 1 && s[0] == "me")
         m.id = RouteId::Me;
     else if (n == 1 && s[0] == "usage")
@@ -408,49 +474,6 @@ Match match_route(const std::vector<std::string> &s) {
     return m;
 }
 
-std::vector<std::string_view> allowed_methods(RouteId id) {
-    switch (id) {
-        case RouteId::Providers:
-            return {"GET"};
-        case RouteId::Projects:
-            return {"GET", "POST"};
-        case RouteId::Project:
-            return {"GET", "PATCH", "DELETE"};
-        case RouteId::ApiKeys:
-            return {"GET", "POST"};
-        case RouteId::ApiKey:
-            return {"DELETE"};
-        case RouteId::Keys:
-            return {"GET"};
-        case RouteId::Key:
-            return {"PUT", "PATCH", "DELETE"};
-        case RouteId::KeyTest:
-            return {"POST"};
-        case RouteId::Stats:
-            return {"GET"};
-        case RouteId::Servers:
-            return {"GET", "POST"};
-        case RouteId::ServerDefault:
-            return {"GET"};
-        case RouteId::Server:
-            return {"GET", "PUT", "PATCH", "DELETE"};
-        case RouteId::ServerTest:
-            return {"POST"};
-        case RouteId::Audit:
-            return {"GET"};
-        case RouteId::Rotate:
-            return {"POST"};
-        case RouteId::Me:
-            return {"GET"};
-        case RouteId::Usage:
-        case RouteId::UsageAll:
-            return {"GET"};
-        case RouteId::None:
-            break;
-    }
-    return {};
-}
-
 Step method_not_allowed(const std::vector<std::string_view> &allowed) {
     std::string allow;
     for (auto m : allowed) allow += (allow.empty() ? "" : ", ") + std::string(m);
@@ -482,21 +505,23 @@ Step dispatch(const Pending &p) {
     CtxPtr c = p.ctx;
     const Ctx &ctx = *c;
     Match m = match_route(ctx.seg);
-    if (m.id == RouteId::None) return fail(404, "not_found", "no such route");
-    auto allowed = allowed_methods(m.id);
-    bool method_ok = false;
-    for (auto a : allowed) method_ok = method_ok || ctx.method == a;
-    if (!method_ok) return method_not_allowed(allowed);
+    const RouteSpec *spec = route_spec(m.id);
+    if (spec == nullptr) return fail(404, "not_found", "no such route");
+    const RouteMethod *method = nullptr;
+    std::vector<std::string_view> allowed;
+    for (const auto &rm : spec->methods) {
+        allowed.push_back(rm.method);
+        if (ctx.method == rm.method) method = &rm;
+    }
+    if (method == nullptr) return method_not_allowed(allowed);
 
     const Principal &who = ctx.who;
     bool project_route = !m.pid.empty();
     if (!who.admin) {
         // A gateway key sees its own project only; others do not exist for it.
         if (project_route && m.pid != who.project) return fail(404, "not_found", "no such project");
-        bool admin_only = m.id == RouteId::Projects || m.id == RouteId::Rotate ||
-                          m.id == RouteId::UsageAll ||
-                          (m.id == RouteId::Project && ctx.method == "DELETE");
-        if (admin_only) return fail(403, "forbidden", "this route needs an admin token");
+        if (method->who == Who::AdminOnly)
+            return fail(403, "forbidden", "this route needs an admin token");
     }
     if (project_route && !valid_id(m.pid))
         return fail(400, "invalid_id", "path segment 'pid' is not a valid project id");
@@ -509,7 +534,7 @@ Step dispatch(const Pending &p) {
         if (!provider) return fail(404, "provider_not_found", "unknown provider");
         // Storing or testing a key of a provider that is off here (a local
         // one the operator did not allow) is refused; deleting stays possible.
-        if (!provider->enabled && ctx.method != "DELETE")
+        if (!provider->enabled && ctx.method != "DELETE" && ctx.method != "GET")
             return fail(403, "provider_not_allowed", provider_not_allowed_message(*provider));
     }
     if (m.id == RouteId::ApiKey && !valid_id(m.item))
@@ -523,6 +548,8 @@ Step dispatch(const Pending &p) {
 
     const std::string &meth = ctx.method;
     switch (m.id) {
+        case RouteId::Index:
+            return routes_list();
         case RouteId::Providers:
             return providers_list(c);
         case RouteId::Projects:
@@ -538,6 +565,7 @@ Step dispatch(const Pending &p) {
         case RouteId::Keys:
             return keys_list(c, m.pid);
         case RouteId::Key:
+            if (meth == "GET") return key_get(c, m.pid, *provider);
             if (meth == "PUT") return key_put(c, m.pid, *provider, body);
             if (meth == "PATCH") return key_patch(c, m.pid, *provider, body);
             return key_delete(c, m.pid, *provider);
@@ -549,6 +577,8 @@ Step dispatch(const Pending &p) {
             return audit_list(c);
         case RouteId::Rotate:
             return rotate(c, body);
+        case RouteId::Keyring:
+            return keyring_get(c);
         case RouteId::Me:
             return whoami(c);
         case RouteId::Usage:

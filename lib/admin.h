@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -131,6 +132,25 @@ std::string resolved_address_problem(const Config &cfg, std::string_view host, s
 // True when `host` (any case) or, for an IP literal, an address in a listed
 // CIDR is named by byok_allow_endpoint (cfg.allow_endpoint).
 bool allow_listed(const Config &cfg, std::string_view host);
+
+// Records per master-key id over every project: provider keys and sealed
+// execution-server secrets. One walk (SMEMBERS projects, then each project's
+// keys and servers hashes) serves GET /keyring, the before/after counts of
+// POST /rotate and the config test of nginx -t (run there with a blocking
+// connection). `unreadable` counts records too malformed to name a kid.
+struct KidCount {
+    long long keys = 0;
+    long long servers = 0;
+};
+struct KidCounts {
+    std::map<std::string, KidCount> by_kid;
+    long long unreadable = 0;
+};
+Step count_records_by_kid(const Layout &layout, std::function<Step(const KidCounts &)> done);
+// "" when every kid that records use is in `ring`; else the reason nginx -t
+// fails, e.g. "master key 'k1' is still used by 3 records (2 provider keys, 1
+// server secret): keep it in the ring until POST /rotate leaves it unused".
+std::string ring_gap(const KeyRing &ring, const KidCounts &counts);
 
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().

@@ -132,6 +132,9 @@ bool endpoint_host_allowed(const Config &cfg, std::string_view host);
 // the active master key. nullopt = nothing to do (no secrets, or already
 // under the active kid); throws Error when the record is malformed, names an
 // unknown kid or does not decrypt.
+// The master-key id of a server record's sealed secrets, "" when it has
+// none; throws Error when the record is malformed.
+std::string server_record_kid(std::string_view sid, std::string_view raw);
 std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string_view pid,
                                                 std::string_view sid, std::string_view raw);
 // The decrypted `secrets` of an execution-server record (JSON object text),
@@ -150,6 +153,8 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body);
 Step apikeys_list(const CtxPtr &c, const std::string &pid);
 Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &id);
 Step keys_list(const CtxPtr &c, const std::string &pid);
+Step keyring_get(const CtxPtr &c);
+Step key_get(const CtxPtr &c, const std::string &pid, const Provider &p);
 Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
 Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
 Step key_delete(const CtxPtr &c, const std::string &pid, const Provider &p);

@@ -231,6 +231,24 @@ bool endpoint_host_allowed(const Config &cfg, std::string_view host) {
     return host_allowed(cfg, lower(host));
 }
 
+// One provider's masked key; the read script of keys_list, narrowed to one field.
+Step key_get(const CtxPtr &c, const std::string &pid, const Provider &p) {
+    const Layout &l = c->cfg->layout;
+    return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}), [&p](const Reply &r) {
+        if (script_code(r) == kNoProject) return project_missing();
+        Fields f = to_fields(script_item(r, 2));
+        auto it = f.find(p.id);
+        if (it == f.end()) return key_missing();
+        try {
+            return respond(200, masked_key(p, parse_key_record(it->second)));
+        } catch (const Error &) {
+            return respond(200, json{{"provider", p.id},
+                                     {"provider_name", p.name},
+                                     {"error", "stored record is malformed"}});
+        }
+    });
+}
+
 Step keys_list(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}), [c](const Reply &r) {

@@ -18,14 +18,63 @@ struct Rotation {
     std::vector<std::string> pids;
     size_t next = 0;
     long long rotated = 0, unchanged = 0, failed = 0, skipped = 0;
+    KidCounts before;
 };
 
+// {"k1": {"keys": 2, "servers": 1, "in_ring": true}, ...}
+json counts_json(const KeyRing &ring, const KidCounts &counts) {
+    json out = json::object();
+    for (const auto &[kid, n] : counts.by_kid)
+        out[kid] = {
+            {"keys", n.keys}, {"servers", n.servers}, {"in_ring", ring.find(kid) != nullptr}};
+    return out;
+}
+
+// The answer carries the counts read again after the last batch, so the
+// operator sees from this one call whether the old kid is still in use.
 Step finish(const CtxPtr &c, const Rotation &st) {
-    return respond(200, json{{"rotated", st.rotated},
-                             {"unchanged", st.unchanged},
-                             {"failed", st.failed},
-                             {"skipped", st.skipped},
-                             {"active_kid", c->cfg->ring->active().kid}});
+    json out{{"rotated", st.rotated},
+             {"unchanged", st.unchanged},
+             {"failed", st.failed},
+             {"skipped", st.skipped},
+             {"active_kid", c->cfg->ring->active().kid},
+             {"before", counts_json(*c->cfg->ring, st.before)}};
+    return count_records_by_kid(c->cfg->layout, [c, out](const KidCounts &after) mutable {
+        out["after"] = counts_json(*c->cfg->ring, after);
+        return respond(200, out);
+    });
+}
+
+struct Walk {
+    std::vector<std::string> pids;
+    size_t next = 0;
+    KidCounts counts;
+};
+
+void count_hash(const Fields &records, bool servers, KidCounts &counts) {
+    for (const auto &[field, raw] : records) {
+        try {
+            std::string kid =
+                servers ? server_record_kid(field, raw) : parse_key_record(raw).sealed.kid;
+            if (kid.empty()) continue;  // a server without secrets
+            KidCount &n = counts.by_kid[kid];
+            ++(servers ? n.servers : n.keys);
+        } catch (const Error &) {
+            ++counts.unreadable;
+        }
+    }
+}
+
+Step walk_next(const Layout &l, std::shared_ptr<Walk> w,
+               std::function<Step(const KidCounts &)> done) {
+    if (w->next >= w->pids.size()) return done(w->counts);
+    std::string pid = w->pids[w->next++];
+    return redis(eval(kScriptMultiHgetall, {l.keys(pid), l.servers(pid)}, {}),
+                 [l, w, done](const Reply &r) {
+                     count_hash(to_fields(script_item(r, 0)), false, w->counts);
+                     count_hash(to_fields(script_item(r, 1)), true, w->counts);
+                     return walk_next(l, w, done);
+                 });
 }
 
 // Re-seals the provider-key records of one project; returns (provider, old,
@@ -108,13 +157,69 @@ Step next_project(const CtxPtr &c, std::shared_ptr<Rotation> st) {
 
 Step rotate(const CtxPtr &c, json &body) {
     if (auto e = check_fields(body, {})) return *e;
-    return redis({"SMEMBERS", c->cfg->layout.projects()}, [c](const Reply &r) {
-        auto st = std::make_shared<Rotation>();
-        for (const auto &e : r.elements)
-            if (valid_id(e.str)) st->pids.push_back(e.str);
-        std::sort(st->pids.begin(), st->pids.end());
-        return next_project(c, st);
+    return count_records_by_kid(c->cfg->layout, [c](const KidCounts &before) {
+        return redis({"SMEMBERS", c->cfg->layout.projects()}, [c, before](const Reply &r) {
+            auto st = std::make_shared<Rotation>();
+            st->before = before;
+            for (const auto &e : r.elements)
+                if (valid_id(e.str)) st->pids.push_back(e.str);
+            std::sort(st->pids.begin(), st->pids.end());
+            return next_project(c, st);
+        });
+    });
+}
+
+// The ring this worker loaded (ids only, never key material) and the
+// records per kid; a kid that records use but the ring lacks shows with
+// "in_ring": false.
+Step keyring_get(const CtxPtr &c) {
+    return count_records_by_kid(c->cfg->layout, [c](const KidCounts &counts) {
+        const KeyRing &ring = *c->cfg->ring;
+        json kids = json::array();
+        for (const auto &k : ring.keys()) kids.push_back(k.kid);
+        json records = counts_json(ring, counts);
+        for (const auto &k : ring.keys())
+            if (!records.contains(k.kid))
+                records[k.kid] = {{"keys", 0}, {"servers", 0}, {"in_ring", true}};
+        return respond(200, json{{"kids", kids},
+                                 {"active_kid", ring.active().kid},
+                                 {"records", records},
+                                 {"unreadable", counts.unreadable},
+                                 {"missing_kids", !ring_gap(ring, counts).empty()}});
     });
 }
 
 }  // namespace byok::admin::detail
+
+namespace byok::admin {
+
+Step count_records_by_kid(const Layout &layout, std::function<Step(const KidCounts &)> done) {
+    using namespace detail;
+    return guarded([&] {
+        return redis({"SMEMBERS", layout.projects()}, [layout, done](const Reply &r) {
+            auto w = std::make_shared<Walk>();
+            for (const auto &e : r.elements)
+                if (valid_id(e.str)) w->pids.push_back(e.str);
+            std::sort(w->pids.begin(), w->pids.end());
+            return walk_next(layout, w, done);
+        });
+    });
+}
+
+std::string ring_gap(const KeyRing &ring, const KidCounts &counts) {
+    std::string out;
+    for (const auto &[kid, n] : counts.by_kid) {
+        if (ring.find(kid) != nullptr) continue;
+        long long total = n.keys + n.servers;
+        if (!out.empty()) out += "; ";
+        out += "master key '" + kid + "' is still used by " + std::to_string(total) +
+               (total == 1 ? " record (" : " records (") + std::to_string(n.keys) +
+               (n.keys == 1 ? " provider key, " : " provider keys, ") + std::to_string(n.servers) +
+               (n.servers == 1 ? " server secret)" : " server secrets)");
+    }
+    if (!out.empty())
+        out += ": keep it in the ring until POST /rotate leaves it unused (GET /keyring shows 0)";
+    return out;
+}
+
+}  // namespace byok::admin

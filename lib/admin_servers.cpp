@@ -1250,4 +1250,9 @@ std::optional<std::string> reseal_server_record(const KeyRing &ring, std::string
     return serialize_server(rec);
 }
 
+std::string server_record_kid(std::string_view sid, std::string_view raw) {
+    ServerRecord rec = parse_server(raw, sid);
+    return rec.secrets ? rec.secrets->kid : std::string();
+}
+
 }  // namespace byok::admin::detail

@@ -217,6 +217,8 @@ struct BuiltinSpec {
     AuthStyle auth;
     std::vector<std::pair<std::string, std::string>> headers;
     const char *key_prefix;
+    size_t key_min_length;
+    const char *key_pattern;
     const char *test_path;  // "" = no live test; method is always GET here
     std::vector<std::string> models;
     bool per_key_endpoint;
@@ -237,6 +239,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "sk-",
+         20,
+         "[A-Za-z0-9_-]",
          "/models",
          {"gpt-*", "o1*", "o3*", "o4*", "text-embedding-*", "chatgpt-*"},
          false,
@@ -255,6 +259,8 @@ Catalog Catalog::builtin() {
          AuthStyle::XApiKey,
          {{"anthropic-version", "2023-06-01"}},
          "sk-ant-",
+         20,
+         "[A-Za-z0-9_-]",
          "/models",
          {"claude-*"},
          false,
@@ -271,6 +277,8 @@ Catalog Catalog::builtin() {
          AuthStyle::XGoogApiKey,
          {},
          "AIza",
+         30,
+         "[A-Za-z0-9_-]",
          "/models",
          {"gemini-*"},
          false,
@@ -285,6 +293,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "gsk_",
+         20,
+         "[A-Za-z0-9]",
          "/models",
          {},
          false},
@@ -295,6 +305,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "",
+         20,
+         "[A-Za-z0-9]",
          "/models",
          {"mistral-*", "codestral-*", "open-mistral-*", "open-mixtral-*", "ministral-*",
           "pixtral-*", "magistral-*", "devstral-*"},
@@ -306,6 +318,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "",
+         20,
+         "[A-Za-z0-9_-]",
          "/models",
          {},
          false},
@@ -316,6 +330,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "pplx-",
+         20,
+         "[A-Za-z0-9]",
          "",
          {"sonar*"},
          false},
@@ -326,6 +342,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "",
+         20,
+         "[A-Za-z0-9]",
          "",
          {"command-*"},
          false},
@@ -336,6 +354,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "hf_",
+         20,
+         "[A-Za-z0-9]",
          "/models",
          {},
          false},
@@ -346,6 +366,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "sk-",
+         20,
+         "[A-Za-z0-9]",
          "/models",
          {"deepseek-*"},
          false},
@@ -356,6 +378,8 @@ Catalog Catalog::builtin() {
          AuthStyle::Bearer,
          {},
          "sk-or-",
+         20,
+         "[A-Za-z0-9_-]",
          "/key",
          {},
          false},
@@ -365,6 +389,8 @@ Catalog Catalog::builtin() {
          "http://127.0.0.1:11434/v1",
          AuthStyle::Bearer,
          {},
+         "",
+         0,
          "",
          "",
          {},
@@ -376,6 +402,8 @@ Catalog Catalog::builtin() {
          "https://custom.invalid",
          AuthStyle::Bearer,
          {},
+         "",
+         8,
          "",
          "/models",
          {},
@@ -391,6 +419,8 @@ Catalog Catalog::builtin() {
         p.auth = s.auth;
         p.headers = s.headers;
         p.key_prefix = s.key_prefix;
+        p.key_min_length = s.key_min_length;
+        p.key_pattern = s.key_pattern;
         p.test_method = "GET";
         p.test_path = s.test_path;
         p.models = s.models;
@@ -495,6 +525,19 @@ Provider parse_provider(const std::string &origin, const std::string &id, const 
             if (v.IsNull()) continue;
             p.key_prefix = r.scalar(v, f);
             if (has_control(p.key_prefix)) throw r.err(f, "must be printable without spaces");
+        } else if (f == "key_min_length") {
+            std::string len = r.scalar(v, f);
+            if (len.empty() || len.size() > 3 ||
+                len.find_first_not_of("0123456789") != std::string::npos || std::stoi(len) > 512) {
+                throw r.err(f, "expected a number from 0 to 512");
+            }
+            p.key_min_length = static_cast<size_t>(std::stoi(len));
+        } else if (f == "key_pattern") {
+            if (v.IsNull()) continue;
+            p.key_pattern = r.scalar(v, f);
+            if (!valid_key_pattern(p.key_pattern)) {
+                throw r.err(f, "expected a character class such as \"[A-Za-z0-9_-]\"");
+            }
         } else if (f == "test") {
             if (v.IsNull()) continue;
             if (!v.IsMap()) throw r.err(f, "expected { method, path }");
@@ -621,14 +664,67 @@ void check_key_format(const Provider &p, std::string_view key) {
             throw Error("key must be printable ASCII without spaces");
         }
     }
-    if (key.substr(0, p.key_prefix.size()) != p.key_prefix) {
-        throw Error("key for " + p.name + " must start with '" + p.key_prefix + "'");
+    bool shaped =
+        key.size() >= p.key_min_length && key.substr(0, p.key_prefix.size()) == p.key_prefix;
+    for (size_t i = p.key_prefix.size(); shaped && !p.key_pattern.empty() && i < key.size(); i++) {
+        shaped = in_key_class(p.key_pattern, key[i]);
     }
+    if (!shaped) throw Error("key for " + p.name + " must be " + key_shape(p));
+}
+
+std::string key_shape(const Provider &p) {
+    size_t rest =
+        p.key_min_length > p.key_prefix.size() ? p.key_min_length - p.key_prefix.size() : 1;
+    std::string shape = p.key_prefix.empty() ? "" : "'" + p.key_prefix + "' followed by ";
+    shape += "at least " + std::to_string(rest) + (rest == 1 ? " character" : " characters");
+    if (!p.key_pattern.empty()) shape += " of " + p.key_pattern;
+    return shape;
+}
+
+// A bracket class is checked byte by byte with no allocation, so the rule
+// costs nothing like a regex would; "a-z" is a range, a '-' first or last is
+// literal.
+bool in_key_class(std::string_view cls, char c) {
+    if (cls.size() < 3 || cls.front() != '[' || cls.back() != ']') return false;
+    std::string_view body = cls.substr(1, cls.size() - 2);
+    for (size_t i = 0; i < body.size(); i++) {
+        if (i + 2 < body.size() && body[i + 1] == '-') {
+            if (c >= body[i] && c <= body[i + 2]) return true;
+            i += 2;
+        } else if (body[i] == c) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool valid_key_pattern(std::string_view cls) {
+    if (cls.size() < 3 || cls.front() != '[' || cls.back() != ']') return false;
+    std::string_view body = cls.substr(1, cls.size() - 2);
+    for (size_t i = 0; i < body.size(); i++) {
+        unsigned char c = static_cast<unsigned char>(body[i]);
+        if (c <= 0x20 || c >= 0x7f || c == '[' || c == ']' || c == '\\') return false;
+        if (i + 2 < body.size() && body[i + 1] == '-') {
+            if (body[i + 2] < body[i]) return false;
+            i += 2;
+        }
+    }
+    return true;
 }
 
 std::string key_hint(const Provider &p, std::string_view key) {
-    std::string hint = p.key_prefix + "\xE2\x80\xA6";  // U+2026
+    // ASCII "..." so access logs carrying $byok_key_hint need no escaping.
+    std::string hint = p.key_prefix + "...";
     if (key.size() >= p.key_prefix.size() + 8) hint.append(key.substr(key.size() - 4));
+    return hint;
+}
+
+std::string ascii_key_hint(std::string hint) {
+    static constexpr std::string_view kEllipsis = "\xE2\x80\xA6";  // U+2026, older records
+    for (size_t at = hint.find(kEllipsis); at != std::string::npos; at = hint.find(kEllipsis, at)) {
+        hint.replace(at, kEllipsis.size(), "...");
+        at += 3;
+    }
     return hint;
 }
 

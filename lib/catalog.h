@@ -58,6 +58,12 @@ struct Provider {
     AuthStyle auth = AuthStyle::Bearer;
     std::vector<std::pair<std::string, std::string>> headers;  // fixed extra headers
     std::string key_prefix;                                    // may be empty
+    // Shape of a real key, checked when a key is saved: at least this many
+    // bytes in all (prefix included), and, when key_pattern is set (a
+    // bracket class such as "[A-Za-z0-9_-]"), every byte after the prefix
+    // in that class. Stops placeholders like "sk-..." before they are stored.
+    size_t key_min_length = 0;
+    std::string key_pattern;
     std::string test_method = "GET";
     std::string test_path;            // relative to openai_base; empty = no live test
     std::vector<std::string> models;  // glob patterns ('*' and '?')
@@ -102,13 +108,26 @@ class Catalog {
 bool glob_match(std::string_view pattern, std::string_view s);
 
 // Format check on add (SPEC §7): non-empty, <= 512 bytes, printable ASCII
-// without spaces, starts with provider.key_prefix. Throws Error with a
-// message that does not contain the key.
+// without spaces, then the provider's shape: starts with key_prefix, at least
+// key_min_length bytes, the rest within key_pattern. A key of the wrong shape
+// gets one message naming the expected shape (key_shape). Throws Error with
+// a message that does not contain the key.
 void check_key_format(const Provider &p, std::string_view key);
+// "'sk-' followed by at least 17 characters of [A-Za-z0-9_-]", or "" when the
+// provider expects no particular shape.
+std::string key_shape(const Provider &p);
+// Whether `c` is in a bracket class "[...]" of single characters and a-z
+// style ranges. False for a malformed class (see valid_key_pattern).
+bool in_key_class(std::string_view cls, char c);
+bool valid_key_pattern(std::string_view cls);
 
-// key_prefix + "…" + last 4 characters (SPEC §7: "sk-ant-…x9Qa"); keys too
-// short to hide anything (< prefix + 8 chars) show only the prefix and "…".
+// key_prefix + "..." + last 4 characters ("sk-ant-...x9Qa", ASCII so access
+// logs stay unescaped); keys too short to hide anything (< prefix + 8 chars)
+// show only the prefix and "...".
 std::string key_hint(const Provider &p, std::string_view key);
+// A stored hint with the ASCII "..." in place of U+2026 (records written
+// before the hint became ASCII); applied once, where key records are parsed.
+std::string ascii_key_hint(std::string hint);
 
 // The one header builder used for proxied traffic and for live key tests:
 // the provider's auth header carrying `key`, then its fixed headers. The

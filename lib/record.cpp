@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/catalog.h"
+
 namespace byok {
 
 namespace {
@@ -46,7 +48,7 @@ KeyRecord parse_key_record(std::string_view text) {
     const json *active = member(j, "is_active", true);
     if (!active->is_boolean()) bad("is_active", "expected a boolean");
     r.is_active = active->get<bool>();
-    r.key_hint = req_string(j, "key_hint");
+    r.key_hint = ascii_key_hint(req_string(j, "key_hint"));
     r.created_at = req_string(j, "created_at");
     r.updated_at = req_string(j, "updated_at");
     r.label = opt_string(j, "label");

@@ -1,6 +1,7 @@
 #include "lib/routing.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 namespace byok {
 
@@ -221,6 +222,24 @@ RetryOn retry_on(const RouteInput &in, const RouteDecision &first) {
     if (!decide_retry(in, first, "upstream_error")) return RetryOn::Nothing;
     return decide_retry(in, first, "upstream_429") ? RetryOn::ServerErrorsAnd429
                                                    : RetryOn::ServerErrors;
+}
+
+std::optional<std::string> models_list_answer(const RouteInput &in, const RouteDecision &d,
+                                              std::string_view method, std::string_view rest) {
+    if (d.route != Route::Denied || d.error_code != "unknown_model" || !in.model.empty() ||
+        !in.native_provider.empty() || !in.header_provider.empty() || method != "GET" ||
+        rest.substr(0, rest.find('?')) != "/models")
+        return std::nullopt;
+    nlohmann::json data = nlohmann::json::array();
+    if (in.tier >= Tier::Starter) {
+        for (const auto &p : in.catalog->providers()) {
+            const KeyState *state = project_key(in, p.id);
+            if (!p.enabled || state == nullptr || *state != KeyState::Usable) continue;
+            for (const auto &glob : p.models)
+                data.push_back({{"id", glob}, {"object", "model"}, {"owned_by", p.id}});
+        }
+    }
+    return nlohmann::json{{"object", "list"}, {"data", data}}.dump();
 }
 
 }  // namespace byok

@@ -73,4 +73,13 @@ std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecis
 enum class RetryOn { Nothing, ServerErrors, ServerErrorsAnd429 };
 RetryOn retry_on(const RouteInput &in, const RouteDecision &first);
 
+// The answer to a unified GET /v1/models that routes nowhere (no
+// x-byok-provider, fallback off or without a system key, so `d` is Denied
+// unknown_model): instead of that 400, the model globs of the providers the
+// project has usable keys for, as the catalog lists them, in the OpenAI list
+// shape {"object":"list","data":[{"id","object":"model","owned_by":<id>}]}.
+// nullopt for any other request. `rest` is the path after /v1 (query allowed).
+std::optional<std::string> models_list_answer(const RouteInput &in, const RouteDecision &d,
+                                              std::string_view method, std::string_view rest);
+
 }  // namespace byok

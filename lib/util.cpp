@@ -264,4 +264,54 @@ std::string json_error(std::string_view code, std::string_view message, std::str
     return out;
 }
 
+std::string_view error_type(int status) {
+    switch (status) {
+        case 401:
+            return "authentication_error";
+        case 403:
+            return "permission_error";
+        case 404:
+            return "not_found_error";
+        default:
+            return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+namespace {
+
+struct StatusError {
+    int status;
+    const char *code;
+    const char *message;
+};
+
+// What nginx itself answers with on gateway and admin locations (a header
+// too large, 494, reaches error_page as 400: nginx rewrites it). 502/504
+// are what it says when it cannot reach a provider (a provider's own 5xx
+// passes through untouched).
+constexpr StatusError kStatusErrors[] = {
+    {400, "bad_request", "the request could not be parsed"},
+    {401, "unauthorized", "missing or invalid credentials"},
+    {403, "forbidden", "access denied"},
+    {404, "not_found", "no such route"},
+    {405, "method_not_allowed", "method not allowed"},
+    {408, "request_timeout", "the request was not received in time"},
+    {413, "payload_too_large", "request body is larger than the limit"},
+    {414, "uri_too_long", "request URI is too long"},
+    {429, "rate_limited", "too many requests"},
+    {500, "internal_error", "internal error"},
+    {502, "upstream_unreachable", "the provider could not be reached"},
+    {503, "unavailable", "service temporarily unavailable"},
+    {504, "upstream_timeout", "the provider did not answer in time"},
+};
+
+}  // namespace
+
+std::string status_error_json(int status) {
+    for (const auto &e : kStatusErrors)
+        if (e.status == status) return json_error(e.code, e.message, error_type(status));
+    std::string code = "http_" + std::to_string(status);
+    return json_error(code, "HTTP error " + std::to_string(status), error_type(status));
+}
+
 }  // namespace byok

@@ -83,4 +83,15 @@ void append_json_string(std::string &out, std::string_view s);
 std::string json_error(std::string_view code, std::string_view message,
                        std::string_view type = "invalid_request_error");
 
+// OpenAI error "type" for an HTTP status: authentication_error (401),
+// permission_error (403), not_found_error (404), api_error (5xx), else
+// invalid_request_error. Used by every JSON error the module writes.
+std::string_view error_type(int status);
+
+// The JSON error for a status nginx produced itself (an error_page sent it
+// to `byok_error;`): code and message from one table, e.g. 413 →
+// payload_too_large "request body is larger than the limit", 502 →
+// upstream_unreachable; an unlisted status gets code "http_<status>".
+std::string status_error_json(int status);
+
 }  // namespace byok

@@ -91,6 +91,8 @@ struct ngx_byok_loc_conf_t {
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
 
 // --- redis (ngx_byok_redis.cpp) ---------------------------------------------
+// Config phase only: NGX_ERROR when records use a master key the ring lacks.
+ngx_int_t ngx_byok_check_ring_in_use(ngx_conf_t *cf, ByokMain *m, ngx_msec_t timeout, bool tls);
 
 // A pending Redis command on behalf of a request (or the worker). The
 // callback runs from a posted event, never from inside hiredis. When the
@@ -173,6 +175,13 @@ size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+// --- responses (ngx_byok_response.cpp) ---------------------------------------
+// Sends `out` as the whole answer with `status` and `content_type`.
+ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
+                             const std::string &out);
+// byok_error; — content handler of the internal location error_page points at.
+char *ngx_byok_error_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // --- thread pool work (ngx_byok_thread.cpp) ------------------------------------
 

@@ -547,6 +547,11 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     }
     ctx->decided = true;
     const byok::RouteDecision &d = ctx->decision;
+    if (auto list = byok::models_list_answer(in, d, sv(r->method_name), ctx->rest)) {
+        ctx->stage = Stage::Done;
+        ngx_http_finalize_request(r, ngx_byok_send_json(r, NGX_HTTP_OK, *list));
+        return NGX_DONE;
+    }
     if (d.route == byok::Route::Denied)
         return fail(r, ctx, d.status ? d.status : NGX_HTTP_FORBIDDEN, d.error_code, d.error_message,
                     d.status == NGX_HTTP_FORBIDDEN ? "permission_error"

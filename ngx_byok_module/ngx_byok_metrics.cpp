@@ -53,23 +53,6 @@ size_t provider_row(const byok::Catalog &cat, const byok::Provider *provider) {
     return kMaxProviders;
 }
 
-ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
-                    const std::string &out) {
-    r->headers_out.status = status;
-    r->headers_out.content_type.data = (u_char *)content_type;
-    r->headers_out.content_type.len = ngx_strlen(content_type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = out.size();
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) return rc;
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, out.size());
-    if (b == nullptr) return NGX_ERROR;
-    b->last = ngx_cpymem(b->pos, out.data(), out.size());
-    b->last_buf = 1;
-    ngx_chain_t cl = {b, nullptr};
-    return ngx_http_output_filter(r, &cl);
-}
-
 ngx_int_t metrics_handler(ngx_http_request_t *r) {
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) return NGX_HTTP_NOT_ALLOWED;
     ngx_byok_main_conf_t *mcf =
@@ -163,7 +146,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
     } catch (const std::exception &) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    return send_body(r, NGX_HTTP_OK, "text/plain; version=0.0.4", out);
+    return ngx_byok_send_body(r, NGX_HTTP_OK, "text/plain; version=0.0.4", out);
 }
 
 // GET /healthz for load balancers and container health checks, without auth:
@@ -182,8 +165,8 @@ ngx_int_t health_handler(ngx_http_request_t *r) {
                        "\",\"master_keys\":" + (keys ? "true" : "false") +
                        ",\"cache_zone\":" + (zone ? "true" : "false") + ",\"redis\":\"" +
                        (redis ? "connected" : "disconnected") + "\"}";
-    return send_body(r, keys && zone ? NGX_HTTP_OK : NGX_HTTP_SERVICE_UNAVAILABLE,
-                     "application/json", body);
+    return ngx_byok_send_body(r, keys && zone ? NGX_HTTP_OK : NGX_HTTP_SERVICE_UNAVAILABLE,
+                              "application/json", body);
 }
 
 }  // namespace

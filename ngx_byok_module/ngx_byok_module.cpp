@@ -56,6 +56,8 @@ static ngx_command_t ngx_byok_commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_metrics_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_error"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_error_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_health"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_health_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_console"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,
@@ -184,6 +186,9 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
                                BYOK_LOG "\"byok_redis\" is required by byok_gateway/byok_admin");
             return static_cast<char *>(NGX_CONF_ERROR);
         }
+        if (ngx_byok_check_ring_in_use(cf, m, mcf->redis_connect_timeout,
+                                       mcf->redis_ssl != nullptr) != NGX_OK)
+            return static_cast<char *>(NGX_CONF_ERROR);
     }
     if (mcf->zone == nullptr) {
         ngx_str_t name = ngx_string("byok");

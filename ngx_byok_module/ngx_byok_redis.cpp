@@ -790,3 +790,89 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
         w->cancelled = true;  // command_reply frees it
     }
 }
+
+// Config phase only (nginx -t, start and reload, in the master before any
+// worker exists): a blocking connection with a short timeout reads how many
+// records each master key still seals, so a ring that drops a key in use
+// fails here instead of locking tenants out. Redis unreachable: warn and go
+// on (the check is a safety net, not a start condition).
+ngx_int_t ngx_byok_check_ring_in_use(ngx_conf_t *cf, ByokMain *m, ngx_msec_t timeout, bool tls) {
+    struct timeval tv = {static_cast<time_t>(timeout / 1000),
+                         static_cast<suseconds_t>((timeout % 1000) * 1000)};
+    redisContext *c = nullptr;
+    auto not_checked = [&](const std::string &why) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           BYOK_LOG "master keys not checked against stored records: %s",
+                           why.c_str());
+        if (c != nullptr) redisFree(c);
+        return NGX_OK;
+    };
+    // A blocking hiredis context speaks neither TLS nor Sentinel: those
+    // deployments are not checked here (the warning says so).
+    if (tls || !m->redis_master.empty() || m->redis_addrs.size() != 1)
+        return not_checked("only done for a single plain-TCP or unix-socket redis");
+    const ngx_sockaddr_t &sa = m->redis_addrs.front().sa;
+    if (sa.sockaddr.sa_family == AF_UNIX) {
+        c = redisConnectUnixWithTimeout(sa.sockaddr_un.sun_path, tv);
+    } else {
+        char host[NGX_SOCKADDR_STRLEN];
+        in_port_t port = ngx_inet_get_port(const_cast<sockaddr *>(&sa.sockaddr));
+        ngx_str_t text = {0, (u_char *)host};
+        text.len = ngx_sock_ntop(const_cast<sockaddr *>(&sa.sockaddr), m->redis_addrs.front().len,
+                                 (u_char *)host, sizeof(host) - 1, 0);
+        host[text.len] = '\0';
+        c = redisConnectWithTimeout(host, port, tv);
+    }
+    if (c == nullptr) return not_checked("cannot allocate a redis context");
+    if (c->err) return not_checked(std::string("redis: ") + c->errstr);
+    redisSetTimeout(c, tv);
+    auto command = [c](const std::vector<std::string> &argv) {
+        std::vector<const char *> ptr;
+        std::vector<size_t> len;
+        for (const auto &a : argv) {
+            ptr.push_back(a.data());
+            len.push_back(a.size());
+        }
+        auto *r = static_cast<redisReply *>(
+            redisCommandArgv(c, static_cast<int>(argv.size()), ptr.data(), len.data()));
+        byok::admin::Reply out = convert(r);
+        if (r != nullptr) freeReplyObject(r);
+        return out;
+    };
+    try {
+        if (!m->redis_password.empty()) {
+            std::vector<std::string> auth{"AUTH"};
+            if (!m->redis_user.empty()) auth.push_back(m->redis_user);
+            auth.emplace_back(m->redis_password.view());
+            bool refused = command(auth).type == byok::admin::Reply::Type::Error;
+            for (auto &a : auth) byok::wipe(a.data(), a.size());
+            if (refused) return not_checked("redis refused AUTH");
+        }
+        if (m->redis_db != 0) command({"SELECT", std::to_string(m->redis_db)});
+        byok::admin::KidCounts counts;
+        bool done = false;
+        byok::admin::Step s = byok::admin::count_records_by_kid(
+            m->admin.layout, [&](const byok::admin::KidCounts &k) {
+                counts = k;
+                done = true;
+                return byok::admin::Step{byok::admin::Response{}};
+            });
+        // One command per project: bounded by the number of projects.
+        while (std::holds_alternative<byok::admin::RedisCall>(s.action)) {
+            const auto &call = std::get<byok::admin::RedisCall>(s.action);
+            byok::admin::Step next = call.next(command(call.argv));
+            s = std::move(next);
+        }
+        if (!done) return not_checked("redis did not answer");
+        std::string gap = byok::admin::ring_gap(m->ring, counts);
+        redisFree(c);
+        c = nullptr;
+        if (!gap.empty()) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "byok_master_keys: %s", gap.c_str());
+            return NGX_ERROR;
+        }
+        return NGX_OK;
+    } catch (const std::exception &e) {
+        return not_checked(e.what());
+    }
+}

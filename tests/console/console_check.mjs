@@ -147,7 +147,7 @@ try {
   await page.click(`${card} .keyform button[type="submit"]`);
   await page.waitForSelector(`${card} .badge.active`);
   const hintShown = await page.textContent(`${card} .key-hint`);
-  check(hintShown.startsWith('sk-…') && hintShown.endsWith(cfg.providerKey.slice(-4)), `masked hint (${hintShown})`);
+  check(hintShown.startsWith('sk-...') && hintShown.endsWith(cfg.providerKey.slice(-4)), `masked hint (${hintShown})`);
   check(await page.textContent(`${card} .label`) === cfg.xssLabel, 'label rendered as text');
   await assertAbsent(cfg.providerKey, 'provider key');
   // The project id is in memory (positive control: the snapshot sees the

@@ -14,7 +14,7 @@ import pytest
 
 from harness import assert_json_error, canary, master_key_line, wait_until
 
-ELLIPSIS = "\u2026"
+ELLIPSIS = "..."
 RECORD_FIELDS = {"v", "kid", "salt", "nonce", "ct"}
 HANG_GUARD = 30  # seconds; only stops a hung test, never decides a verdict
 MASKED_FIELDS = {"provider", "provider_name", "key_hint", "label", "endpoint", "is_active",
@@ -535,7 +535,10 @@ def test_master_key_rotation(gateway, fake_provider, redis_server):
     assert r.status_code == 200, r.text
     # a's two and b's one were on k1; c's was already on k2
     assert r.json() == {"rotated": 3, "unchanged": 1, "failed": 0, "skipped": 0,
-                        "active_kid": "k2"}, r.text
+                        "active_kid": "k2",
+                        "before": {"k1": {"keys": 3, "servers": 0, "in_ring": True},
+                                   "k2": {"keys": 1, "servers": 0, "in_ring": True}},
+                        "after": {"k2": {"keys": 4, "servers": 0, "in_ring": True}}}, r.text
     recs = all_records(redis_server)
     assert len(recs) == 4
     assert {rec["kid"] for rec in recs.values()} == {"k2"}
@@ -560,8 +563,11 @@ def test_unknown_kid_is_decrypt_error(gateway, fake_provider, redis_server):
     k1 = master_key_line("k1")
     gw = gateway(master_keys=[k1])
     p = gw.provision(keys={"openai": None})
-    gw.write_master_keys([master_key_line("k9")])
-    gw.restart()
+    # A ring without k1 no longer starts while records use k1 (issue 11 item
+    # 5), so the record itself names a kid no ring has.
+    rec = stored_record(redis_server, p.pid, "openai")
+    rec["kid"] = "k9"
+    redis_server.client.hset(keys_hash(p.pid), "openai", json.dumps(rec))
     r = gw.chat(p, model="gpt-4o")
     assert r.headers.get("x-byok-fallback-reason") == "decrypt_error", dict(r.headers)
     assert fake_provider.requests("/openai") == []

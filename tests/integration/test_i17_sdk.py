@@ -136,7 +136,7 @@ def test_i17_02_each_sdk_path_reaches_the_real_api_path(gateway, fake_provider):
     text, providers = shipped_catalog_on(fake_provider.base)
     assert set(providers) == set(SDK_PATHS)
     gw = gateway(providers=text)
-    keys = {pid: (p.get("key_prefix") or "k-") + secrets.token_hex(8) for pid, p in providers.items()}
+    keys = {pid: (p.get("key_prefix") or "k") + secrets.token_hex(16) for pid, p in providers.items()}
     p = gw.provision(keys=keys)
     for pid, (sdk_path, real_path) in SDK_PATHS.items():
         r = gw.chat(p, model="m", path=f"/{pid}{sdk_path}")
@@ -147,7 +147,7 @@ def test_i17_02_each_sdk_path_reaches_the_real_api_path(gateway, fake_provider):
 def test_i17_02_google_sdk_with_base_url_gateway_google(gateway, fake_provider, sdk):
     text, _ = shipped_catalog_on(fake_provider.base)
     gw = gateway(providers=text)
-    p = gw.provision(keys={"google": "AIza" + secrets.token_hex(10)})
+    p = gw.provision(keys={"google": "AIza" + secrets.token_hex(16)})
     gw.track(p.gateway_key)
     fake_provider.set_rule("/google", body=GEMINI_ANSWER)
     assert sdk(gw, p.gateway_key, "google") == {"text": "hi from fake google"}

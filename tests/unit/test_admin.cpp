@@ -59,7 +59,7 @@ std::string record_json(const KeyRing &ring, std::string_view key, std::string_v
                         std::string_view provider) {
     KeyRecord r;
     r.sealed = seal(ring, key, key_binding(pid, provider, ""));
-    r.key_hint = "sk-…0123";
+    r.key_hint = "sk-...0123";
     r.created_at = "2026-01-01T00:00:00Z";
     r.updated_at = "2026-01-01T00:00:00Z";
     return serialize_key_record(r);
@@ -211,7 +211,7 @@ Test(admin_input, strict_classes) {
     cr_assert_eq(status("POST", "/projects", R"({"name":"a","tier":"gold"})"), 422);
     cr_assert_eq(status("GET", "/projects/Bad!", ""), 400);
     cr_assert_eq(status("GET", "/nope", ""), 404);
-    cr_assert_eq(status("GET", "/projects/acme/keys/nope", ""), 405);
+    cr_assert_eq(status("GET", "/projects/acme/keys/nope", ""), 404);  // i11_08: GET one key
     cr_assert_eq(status("PUT", "/projects/acme/keys/nope", R"({"key":"x"})"), 404);
     cr_assert_eq(status("PUT", "/projects/acme/servers", ""), 405);
     cr_assert_eq(status("GET", "/projects/acme/servers/Bad!", ""), 400);
@@ -547,16 +547,20 @@ Test(admin_rotate, reseals_under_the_active_kid) {
     std::string cur_k2 = record_json(ring21(), "sk-ant-current-00000000", "acme", "anthropic");
     KeyRecord unknown = parse_key_record(old_k1);
     unknown.sealed.kid = "k9";
-    Step s = run(cfg, "POST", "/rotate");
+    Reply stored = arr({hash({{"openai", old_k1},
+                              {"anthropic", cur_k2},
+                              {"groq", serialize_key_record(unknown)},
+                              {"mistral", "garbage"}}),
+                        arr({})});
+    // i11_05: the records per kid are counted first ...
+    Step b0 = run(cfg, "POST", "/rotate");
+    cr_assert_eq(redis_call(b0).argv[0], "SMEMBERS");
+    Step s = feed(feed(b0, arr({str("acme")})), stored);
     cr_assert_eq(redis_call(s).argv[0], "SMEMBERS");
     Step h = feed(s, arr({str("acme")}));
     cr_assert_eq(redis_call(h).argv[3], "byok:{acme}:keys");
     cr_assert_eq(redis_call(h).argv[4], "byok:{acme}:servers");
-    Step w = feed(h, arr({hash({{"openai", old_k1},
-                                {"anthropic", cur_k2},
-                                {"groq", serialize_key_record(unknown)},
-                                {"mistral", "garbage"}}),
-                          arr({})}));
+    Step w = feed(h, stored);
     const auto &argv = redis_call(w).argv;
     for (const auto &a : argv) cr_assert(a.find(kOpenAiKey) == std::string::npos);
     // EVAL script 3 audit keys servers | actor at chan pid kid nkeys (provider old new)
@@ -570,11 +574,25 @@ Test(admin_rotate, reseals_under_the_active_kid) {
     cr_assert_eq(fresh.sealed.kid, "k2");
     cr_assert_eq(open_sealed(ring21(), fresh.sealed, key_binding("acme", "openai", "")).view(),
                  kOpenAiKey);
-    json b = body_of(feed(w, arr({integer(0), integer(1), integer(0)})));
+    std::string rotated = argv[14];
+    // ... and again once the batches are written.
+    Step a0 = feed(w, arr({integer(0), integer(1), integer(0)}));
+    cr_assert_eq(redis_call(a0).argv[0], "SMEMBERS");
+    Step a1 = feed(a0, arr({str("acme")}));
+    json b = body_of(feed(a1, arr({hash({{"openai", rotated},
+                                         {"anthropic", cur_k2},
+                                         {"groq", serialize_key_record(unknown)},
+                                         {"mistral", "garbage"}}),
+                                   arr({})})));
     cr_assert_eq(b["rotated"], 1);
     cr_assert_eq(b["unchanged"], 1);
     cr_assert_eq(b["failed"], 2);
     cr_assert_eq(b["active_kid"], "k2");
+    cr_assert_eq(b["before"]["k1"], json({{"keys", 1}, {"servers", 0}, {"in_ring", true}}));
+    cr_assert_eq(b["before"]["k2"]["keys"], 1);
+    cr_assert_eq(b["before"]["k9"], json({{"keys", 1}, {"servers", 0}, {"in_ring", false}}));
+    cr_assert_eq(b["after"].count("k1"), 0u);
+    cr_assert_eq(b["after"]["k2"]["keys"], 2);
 }
 
 // ---- stats, providers, audit -----------------------------------------------
@@ -670,7 +688,7 @@ std::string custom_record(const std::string &endpoint) {
     r.endpoint = endpoint;
     r.sealed =
         seal(ring1(), "sk-custom-secret-0123456789", key_binding("acme", "custom", endpoint));
-    r.key_hint = "…6789";
+    r.key_hint = "...6789";
     r.created_at = r.updated_at = "2026-01-01T00:00:00Z";
     return serialize_key_record(r);
 }
@@ -722,10 +740,12 @@ Test(admin_rotate, i10_08_upgrades_v1_records_to_v2) {
     Config cfg = config();
     KeyRecord v1;
     v1.sealed = byok::test::seal_v1(ring1(), kOpenAiKey, "acme", "openai");
-    v1.key_hint = "sk-…0123";
+    v1.key_hint = "sk-...0123";
     v1.created_at = v1.updated_at = "2026-01-01T00:00:00Z";
     std::string old = serialize_key_record(v1);
-    Step h = feed(run(cfg, "POST", "/rotate"), arr({str("acme")}));
+    Step counted = feed(feed(run(cfg, "POST", "/rotate"), arr({str("acme")})),
+                        arr({hash({{"openai", old}}), arr({})}));
+    Step h = feed(counted, arr({str("acme")}));
     Step w = feed(h, arr({hash({{"openai", old}}), arr({})}));
     const auto &argv = redis_call(w).argv;
     cr_assert_eq(argv[12], "openai");
@@ -843,4 +863,109 @@ Test(admin_me, i15_gateway_key_is_its_project_with_scopes) {
 
     Step bad = run(cfg, c);
     cr_assert_eq(response(feed(bad, hash({{"project", "acme"}, {"revoked", "1"}}))).status, 401);
+}
+
+Test(admin_routes, i11_08_index_lists_the_route_table) {
+    Config cfg = config();
+    Step s = run(cfg, "GET", "/");
+    cr_assert_eq(response(s).status, 200);
+    json routes = body_of(s);
+    auto has = [&](const char *method, const char *path, const char *who) {
+        for (const auto &r : routes)
+            if (r["method"] == method && r["path"] == path && r["who"] == who) return true;
+        return false;
+    };
+    cr_assert(has("GET", "/projects/{pid}/keys/{provider}", "admin, project key"));
+    cr_assert(has("POST", "/rotate", "admin"));
+    cr_assert(has("DELETE", "/projects/{pid}", "admin"));
+    cr_assert(has("POST", "/projects/{pid}/api-keys", "admin, project key with manage_keys"));
+    cr_assert(has("GET", "/", "admin, project key"));
+    cr_assert_geq(routes.size(), 25u);
+    // Every listed route answers its method (no 404/405 from the dispatcher).
+    for (const auto &r : routes) {
+        std::string path = r["path"];
+        for (auto [from, to] : {std::pair<std::string, std::string>{"{pid}", "acme"},
+                                {"{provider}", "openai"},
+                                {"{sid}", "s0123456789ab"},
+                                {"{id}", "k0123456789ab"}}) {
+            size_t at = path.find(from);
+            if (at != std::string::npos) path.replace(at, from.size(), to);
+        }
+        Step x = run(cfg, r["method"].get<std::string>(), path, "{}");
+        if (std::holds_alternative<Response>(x.action)) {
+            int st = response(x).status;
+            cr_assert(st != 404 && st != 405, "%s %s -> %d", r["method"].get<std::string>().c_str(),
+                      path.c_str(), st);
+        }
+    }
+    cr_assert_eq(response(run(cfg, "POST", "/", "{}")).status, 405);
+}
+
+Test(admin_keys, i11_08_get_one_masked_key_or_404) {
+    Config cfg = config();
+    Step s = run(cfg, "GET", "/projects/acme/keys/openai");
+    cr_assert_eq(redis_call(s).argv[0], "EVAL");
+    Step r = feed(
+        s, project_read("pro", {{"openai", record_json(ring1(), kOpenAiKey, "acme", "openai")}}));
+    cr_assert_eq(response(r).status, 200);
+    json k = body_of(r);
+    cr_assert_eq(k["provider"], "openai");
+    cr_assert_eq(k["key_hint"], "sk-...0123");
+    cr_assert(response(r).body.find(kOpenAiKey) == std::string::npos);
+    cr_assert_eq(k.count("ct"), 0u);
+    Step missing = feed(run(cfg, "GET", "/projects/acme/keys/anthropic"),
+                        project_read("pro", {{"openai", "{}"}}));
+    cr_assert_eq(response(missing).status, 404);
+    cr_assert_eq(error_code(missing), "key_not_found");
+    cr_assert_eq(response(run(cfg, "GET", "/projects/acme/keys/nosuch")).status, 404);
+}
+
+Test(admin_keyring, i11_05_ring_gap_names_the_kid_and_the_counts) {
+    KidCounts counts;
+    counts.by_kid["k1"] = {2, 1};
+    cr_assert_eq(ring_gap(ring21(), counts), "");
+    cr_assert_eq(ring_gap(ring1(), counts), "");
+    KeyRing only_k2 = KeyRing::parse("k2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n", "k2");
+    cr_assert_eq(ring_gap(only_k2, counts),
+                 "master key 'k1' is still used by 3 records (2 provider keys, 1 server secret): "
+                 "keep it in the ring until POST /rotate leaves it unused (GET /keyring shows 0)");
+    counts.by_kid["k1"] = {1, 0};
+    cr_assert(
+        ring_gap(only_k2, counts).find("used by 1 record (1 provider key, 0 server secrets)") !=
+        std::string::npos);
+}
+
+Test(admin_keyring, i11_05_keyring_shows_kids_and_records_never_key_material) {
+    Config cfg = config(ring21());
+    Step s = run(cfg, "GET", "/keyring");
+    cr_assert_eq(redis_call(s).argv[0], "SMEMBERS");
+    Step e = feed(s, arr({str("acme"), str("beta")}));
+    cr_assert_eq(redis_call(e).argv[0], "EVAL");
+    e = feed(e, arr({hash({{"openai", record_json(ring1(), kOpenAiKey, "acme", "openai")},
+                           {"bad", "{not json"}}),
+                     hash({})}));
+    KeyRecord other;
+    other.sealed = seal(ring1(), "sk-other-0000000000000000000", key_binding("beta", "openai", ""));
+    other.sealed.kid = "gone";
+    other.key_hint = "sk-...0000";
+    other.created_at = other.updated_at = "2026-01-01T00:00:00Z";
+    Step r = feed(e, arr({hash({{"openai", serialize_key_record(other)}}), hash({})}));
+    cr_assert_eq(response(r).status, 200);
+    json k = body_of(r);
+    cr_assert_eq(k["kids"], json::array({"k2", "k1"}));
+    cr_assert_eq(k["active_kid"], "k2");
+    cr_assert_eq(k["records"]["k1"], json({{"keys", 1}, {"servers", 0}, {"in_ring", true}}));
+    cr_assert_eq(k["records"]["k2"], json({{"keys", 0}, {"servers", 0}, {"in_ring", true}}));
+    cr_assert_eq(k["records"]["gone"], json({{"keys", 1}, {"servers", 0}, {"in_ring", false}}));
+    cr_assert_eq(k["unreadable"], 1);
+    cr_assert_eq(k["missing_kids"], true);
+    cr_assert(response(r).body.find("AAECAw") == std::string::npos);
+    cr_assert(response(r).body.find("ICEiIy") == std::string::npos);
+    // Admin only.
+    Call c;
+    c.path = "/keyring";
+    c.authorization = "";
+    c.api_key = "byok_abcdefghijklmnop";
+    Step g = feed(run(cfg, c), hash({{"project", "acme"}, {"id", "k1"}}));
+    cr_assert_eq(response(g).status, 403);
 }

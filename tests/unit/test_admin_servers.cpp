@@ -734,10 +734,12 @@ Test(admin_servers, rotate_reseals_server_secrets) {
     std::string cur_k2 = stored(tok, ring21());
     std::string local = stored(
         json{{"id", "l"}, {"name", "l"}, {"server_type", "local"}, {"workspace_path", "/w"}});
-    Step s = run(cfg, "POST", "/rotate");
+    Reply servers =
+        arr({arr({}), hash({{"s1", old_k1}, {"k", cur_k2}, {"l", local}, {"x", "bad"}})});
+    // The records per kid are counted before (i11_05).
+    Step s = feed(feed(run(cfg, "POST", "/rotate"), arr({str("acme")})), servers);
     Step h = feed(s, arr({str("acme")}));
-    Step w =
-        feed(h, arr({arr({}), hash({{"s1", old_k1}, {"k", cur_k2}, {"l", local}, {"x", "bad"}})}));
+    Step w = feed(h, servers);
     const auto &argv = redis_call(w).argv;
     assert_clean(argv);
     cr_assert_eq(argv[10], "k2");
@@ -752,10 +754,14 @@ Test(admin_servers, rotate_reseals_server_secrets) {
     fresh.erase("secrets");
     prev.erase("secrets");
     cr_assert_eq(fresh, prev);
-    json b = body_of(feed(w, arr({integer(0), integer(1), integer(0)})));
+    Step a = feed(feed(w, arr({integer(0), integer(1), integer(0)})), arr({str("acme")}));
+    json b = body_of(feed(a, arr({arr({}), hash({{"s1", argv[14]}, {"k", cur_k2}})})));
     cr_assert_eq(b["rotated"], 1);
     cr_assert_eq(b["unchanged"], 2);
     cr_assert_eq(b["failed"], 1);
+    cr_assert_eq(b["before"]["k1"], json({{"keys", 0}, {"servers", 1}, {"in_ring", true}}));
+    cr_assert_eq(b["before"]["k2"]["servers"], 1);
+    cr_assert_eq(b["after"], json({{"k2", {{"keys", 0}, {"servers", 2}, {"in_ring", true}}}}));
 }
 
 // ---- issue 10 ------------------------------------------------------------------------

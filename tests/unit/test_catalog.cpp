@@ -19,7 +19,8 @@ bool same_url(const Url &a, const Url &b) {
 bool same_provider(const Provider &a, const Provider &b) {
     return a.id == b.id && a.name == b.name && same_url(a.base_url, b.base_url) &&
            same_url(a.openai_base, b.openai_base) && a.auth == b.auth && a.headers == b.headers &&
-           a.key_prefix == b.key_prefix && a.test_method == b.test_method &&
+           a.key_prefix == b.key_prefix && a.key_min_length == b.key_min_length &&
+           a.key_pattern == b.key_pattern && a.test_method == b.test_method &&
            a.test_path == b.test_path && a.models == b.models &&
            a.per_key_endpoint == b.per_key_endpoint && a.local == b.local && a.enabled == b.enabled &&
            a.pricing == b.pricing;
@@ -220,10 +221,12 @@ Test(catalog, parse_url) {
 Test(catalog, key_format) {
     Catalog c = Catalog::builtin();
     const Provider &a = *c.find("anthropic");
-    check_key_format(a, "sk-ant-abcdef123456");
+    check_key_format(a, "sk-ant-abcdef1234567890");
     std::string secret = "sk-secretvalue123";
     std::string err = error_of([&] { check_key_format(a, secret); });
-    cr_assert_eq(err, "key for Anthropic must start with 'sk-ant-'");
+    cr_assert_eq(err,
+                 "key for Anthropic must be 'sk-ant-' followed by at least 13 characters of "
+                 "[A-Za-z0-9_-]");
     cr_assert_eq(error_of([&] { check_key_format(a, ""); }), "key is empty");
     cr_assert_eq(error_of([&] { check_key_format(a, "sk-ant-a b"); }),
                  "key must be printable ASCII without spaces");
@@ -234,13 +237,77 @@ Test(catalog, key_format) {
     check_key_format(*c.find("ollama"), "anything");
 }
 
-Test(catalog, key_hint) {
+Test(catalog, i11_07_placeholder_and_short_keys_are_refused_naming_the_shape) {
     Catalog c = Catalog::builtin();
-    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-api03-abcdefx9Qa"), "sk-ant-\u2026x9Qa");
-    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-1234567"), "sk-ant-\u2026");
-    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-12345678"), "sk-ant-\u20265678");
-    cr_assert_eq(key_hint(*c.find("ollama"), "abcdefgh"), "\u2026efgh");
-    cr_assert_eq(key_hint(*c.find("ollama"), "abc"), "\u2026");
+    const Provider &o = *c.find("openai");
+    const std::string want =
+        "key for OpenAI must be 'sk-' followed by at least 17 characters of [A-Za-z0-9_-]";
+    for (const char *bad : {"sk-...", "sk-", "x", "s", "sk-abc", "sk-proj-....................",
+                            "sk-1234567890123456\x21",
+                            "sk-"
+                            "\u00e9"
+                            "1234567890123456789"}) {
+        cr_assert_eq(error_of([&] { check_key_format(o, bad); }).rfind("key ", 0), 0u, "%s", bad);
+    }
+    for (const char *bad : {"sk-...", "sk-", "x", "sk-abc", "sk-1234567890123456!"}) {
+        cr_assert_eq(error_of([&] { check_key_format(o, bad); }), want, "%s", bad);
+    }
+    check_key_format(o, "sk-proj-abcDEF_123-4567890");
+    check_key_format(o, "sk-12345678901234567");  // exactly 20
+    cr_assert_eq(error_of([&] { check_key_format(*c.find("custom"), "x"); }),
+                 "key for Custom OpenAI-compatible endpoint must be at least 8 characters");
+    for (const auto &p : c.providers()) {
+        if (p.id == "ollama") continue;  // ollama ignores the key
+        cr_assert_geq(p.key_min_length, 8u, "%s has no minimum", p.id.c_str());
+        cr_assert_neq(error_of([&] { check_key_format(p, p.key_prefix + "..."); }), "",
+                      "%s takes a placeholder", p.id.c_str());
+    }
+}
+
+Test(catalog, i11_07_key_class_rule) {
+    cr_assert(valid_key_pattern("[A-Za-z0-9_-]"));
+    cr_assert(valid_key_pattern("[-a]"));
+    for (const char *bad : {"", "[]", "A-Z", "[z-a]", "[a b]", "[a\\]", "[[a]"}) {
+        cr_assert_not(valid_key_pattern(bad), "%s", bad);
+    }
+    for (char ch : std::string("aZ09_-")) cr_assert(in_key_class("[A-Za-z0-9_-]", ch));
+    for (char ch : std::string(".!~ ")) cr_assert_not(in_key_class("[A-Za-z0-9_-]", ch));
+    cr_assert(in_key_class("[-a]", '-'));
+    cr_assert_not(in_key_class("[a-c]", 'd'));
+}
+
+Test(catalog, i11_07_yaml_key_shape_fields) {
+    Catalog c = Catalog::parse_yaml(with_field("key_min_length: 24\n    key_pattern: \"[a-f0-9]\""),
+                                    "p.yaml");
+    const Provider &p = *c.find("local");
+    cr_assert_eq(p.key_min_length, 24u);
+    cr_assert_eq(p.key_pattern, "[a-f0-9]");
+    cr_assert_eq(error_of([&] { check_key_format(p, "0123456789abcdef0123456g"); }),
+                 "key for Local must be at least 24 characters of [a-f0-9]");
+    cr_assert_eq(
+        error_of([&] { Catalog::parse_yaml(with_field("key_min_length: many"), "p.yaml"); }),
+        "p.yaml: provider 'local': field 'key_min_length': expected a number from 0 to 512");
+    cr_assert_eq(
+        error_of([&] { Catalog::parse_yaml(with_field("key_pattern: \"a*\""), "p.yaml"); }),
+        "p.yaml: provider 'local': field 'key_pattern': expected a character class such "
+        "as \"[A-Za-z0-9_-]\"");
+    cr_assert_eq(Catalog::parse_yaml(kMinimal, "p.yaml").find("local")->key_min_length, 0u);
+}
+
+Test(catalog, i11_09_key_hint_is_ascii) {
+    Catalog c = Catalog::builtin();
+    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-api03-abcdefx9Qa"), "sk-ant-...x9Qa");
+    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-1234567"), "sk-ant-...");
+    cr_assert_eq(key_hint(*c.find("anthropic"), "sk-ant-12345678"), "sk-ant-...5678");
+    cr_assert_eq(key_hint(*c.find("ollama"), "abcdefgh"), "...efgh");
+    cr_assert_eq(key_hint(*c.find("ollama"), "abc"), "...");
+}
+
+Test(catalog, i11_09_stored_unicode_hint_becomes_ascii) {
+    cr_assert_eq(ascii_key_hint("sk-\u2026x9Qa"), "sk-...x9Qa");
+    cr_assert_eq(ascii_key_hint("\u2026\u2026"), "......");
+    cr_assert_eq(ascii_key_hint("sk-...x9Qa"), "sk-...x9Qa");
+    cr_assert_eq(ascii_key_hint(""), "");
 }
 
 Test(catalog, upstream_headers) {

@@ -24,7 +24,7 @@ KeyRecord sample() {
     r.label = "prod \"main\"";
     r.endpoint = "";
     r.is_active = true;
-    r.key_hint = "sk-ant-\u20269999";
+    r.key_hint = "sk-ant-...9999";
     r.created_at = "2026-11-22T04:31:00Z";
     r.updated_at = "2026-11-22T04:32:00Z";
     return r;
@@ -52,6 +52,12 @@ Test(record, round_trip_and_decrypts) {
     cr_assert_eq(back.last_tested, "");
     cr_assert_eq(open_sealed(test_ring(), back.sealed, key_binding("acme", "anthropic", "")).view(),
                  "sk-ant-secret-9999");
+}
+
+Test(record, i11_09_unicode_hint_of_an_old_record_is_read_as_ascii) {
+    KeyRecord r = sample();
+    r.key_hint = "sk-ant-\u20269999";
+    cr_assert_eq(parse_key_record(serialize_key_record(r)).key_hint, "sk-ant-...9999");
 }
 
 Test(record, json_fields_are_spec_names) {

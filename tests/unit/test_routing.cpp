@@ -476,3 +476,34 @@ Test(routing, i17_04_bodiless_requests_go_to_the_projects_provider) {
         cr_assert_not(d.model_changed, "%s", c.name);
     }
 }
+
+Test(routing, i11_08_models_list_without_a_route_lists_the_project_providers) {
+    Req r;
+    r.fallback = "";
+    r.system = {};
+    r.keys = {{"openai", U}, {"anthropic", I}, {"mistral", U}};
+    RouteInput in = input(r);
+    RouteDecision d = decide_route(in);
+    cr_assert_eq(d.route, Route::Denied);
+    auto body = models_list_answer(in, d, "GET", "/models");
+    cr_assert(body.has_value());
+    cr_assert(body->find(R"({"data":[{"id":"gpt-*","object":"model","owned_by":"openai"},)") == 0,
+              "%s", body->c_str());
+    cr_assert(body->find(R"({"id":"mistral-*","object":"model","owned_by":"mistral"})") !=
+              std::string::npos);
+    cr_assert(body->find("claude") == std::string::npos);  // inactive key
+    cr_assert(body->find(R"("object":"list")") != std::string::npos);
+    cr_assert(models_list_answer(in, d, "GET", "/models?x=1").has_value());
+    cr_assert_not(models_list_answer(in, d, "POST", "/models").has_value());
+    cr_assert_not(models_list_answer(in, d, "GET", "/chat/completions").has_value());
+    // Free tier: BYOK keys are not usable, so none are listed.
+    r.tier = Tier::Free;
+    RouteInput free_in = input(r);
+    cr_assert_eq(*models_list_answer(free_in, decide_route(free_in), "GET", "/models"),
+                 R"({"data":[],"object":"list"})");
+    // With a fallback the request is routed: no local answer.
+    Req fb;
+    fb.keys = {{"openai", U}};
+    RouteInput fb_in = input(fb);
+    cr_assert_not(models_list_answer(fb_in, decide_route(fb_in), "GET", "/models").has_value());
+}

@@ -111,3 +111,23 @@ Test(util, valid_id_and_layout) {
     cr_assert_eq(l.usage("p1", "20261122"), "byok:{p1}:usage:20261122");
     cr_assert_eq(Layout("x:").apikey("ab"), "x:apikey:ab");
 }
+
+Test(util, i11_06_status_errors_come_from_one_table) {
+    cr_assert_eq(error_type(401), "authentication_error");
+    cr_assert_eq(error_type(403), "permission_error");
+    cr_assert_eq(error_type(404), "not_found_error");
+    cr_assert_eq(error_type(502), "api_error");
+    cr_assert_eq(error_type(504), "api_error");
+    cr_assert_eq(error_type(413), "invalid_request_error");
+    cr_assert_eq(status_error_json(413),
+                 R"({"error":{"message":"request body is larger than the limit",)"
+                 R"("type":"invalid_request_error","code":"payload_too_large"}})");
+    cr_assert_eq(status_error_json(502),
+                 R"({"error":{"message":"the provider could not be reached",)"
+                 R"("type":"api_error","code":"upstream_unreachable"}})");
+    for (int st : {400, 401, 403, 404, 405, 408, 413, 414, 429, 500, 502, 503, 504})
+        cr_assert(status_error_json(st).find("\"code\":\"http_") == std::string::npos, "%d", st);
+    cr_assert_eq(status_error_json(418),
+                 R"({"error":{"message":"HTTP error 418","type":"invalid_request_error",)"
+                 R"("code":"http_418"}})");
+}
