@@ -326,6 +326,9 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // provider reports it). NGX_OK or NGX_ERROR.
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len);
+// Sets a variable to a copy of `val` in the request pool (not cacheable).
+ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+                                  std::string_view val);
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                    const std::vector<byok::Header> &add, bool keep_client);
 

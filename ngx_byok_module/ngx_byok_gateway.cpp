@@ -819,15 +819,7 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
         v->not_found = 1;
         return NGX_OK;
     }
-    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, val.size() + 1));
-    if (p == nullptr) return NGX_ERROR;
-    ngx_memcpy(p, val.data(), val.size());
-    v->data = p;
-    v->len = val.size();
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return ngx_byok_variable_value(r, v, val);
 }
 
 struct VarDef {
@@ -849,6 +841,19 @@ VarDef g_vars[] = {
 };
 
 }  // namespace
+
+ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+                                  std::string_view val) {
+    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, val.size() + 1));
+    if (p == nullptr) return NGX_ERROR;
+    ngx_memcpy(p, val.data(), val.size());
+    v->data = p;
+    v->len = val.size();
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
 
 ByokRequestCtx::~ByokRequestCtx() {
     ngx_byok_redis_cancel(waiter);

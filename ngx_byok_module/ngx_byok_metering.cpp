@@ -204,15 +204,7 @@ ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_
     } catch (const std::exception &) {
         return NGX_ERROR;
     }
-    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, val.size()));
-    if (p == nullptr) return NGX_ERROR;
-    ngx_memcpy(p, val.data(), val.size());
-    v->data = p;
-    v->len = val.size();
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    return NGX_OK;
+    return ngx_byok_variable_value(r, v, val);
 }
 
 struct VarDef {
