@@ -390,7 +390,8 @@ Test(routing, i17_07_retry_on_client_retrying_and_rate_limit_setting) {
         {"429 off: 5xx only", false, false, RetryOn::ServerErrors, false, true},
     };
     for (const auto &c : cases) {
-        RouteInput in = input(req("gpt-4o", {{"openai", U}}));
+        Req r = req("gpt-4o", {{"openai", U}});  // RouteInput holds views into it
+        RouteInput in = input(r);
         in.client_retrying = c.client_retrying;
         in.fallback_on_rate_limit = c.fallback_on_rate_limit;
         RouteDecision first = decide_route(in);
@@ -401,8 +402,8 @@ Test(routing, i17_07_retry_on_client_retrying_and_rate_limit_setting) {
         cr_assert_eq(decide_retry(in, first, "upstream_503").has_value(), c.retry_5xx, "%s",
                      c.name);
     }
-    RouteInput native =
-        input(with(req("gpt-4o", {{"openai", U}}), [](Req &r) { r.native = "openai"; }));
+    Req native_req = with(req("gpt-4o", {{"openai", U}}), [](Req &r) { r.native = "openai"; });
+    RouteInput native = input(native_req);
     cr_assert_eq(static_cast<int>(retry_on(native, decide_route(native))),
                  static_cast<int>(RetryOn::Nothing));
 }
