@@ -326,6 +326,9 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // provider reports it). NGX_OK or NGX_ERROR.
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len);
+// Appends `handler` to an http phase (postconfiguration only).
+ngx_int_t ngx_byok_add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
+                                     ngx_http_handler_pt handler);
 // Sets a variable to a copy of `val` in the request pool (not cacheable).
 ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                                   std::string_view val);

@@ -940,6 +940,16 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
     return NGX_OK;
 }
 
+ngx_int_t ngx_byok_add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
+                                     ngx_http_handler_pt handler) {
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[phase].handlers));
+    if (h == nullptr) return NGX_ERROR;
+    *h = handler;
+    return NGX_OK;
+}
+
 ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf) {
     for (auto &def : g_vars) {
         ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
@@ -947,16 +957,9 @@ ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf) {
         v->get_handler = variable;
         v->data = static_cast<uintptr_t>(def.which);
     }
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers));
-    if (h == nullptr) return NGX_ERROR;
-    *h = access_handler;
-    h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers));
-    if (h == nullptr) return NGX_ERROR;
-    *h = log_handler;
+    if (ngx_byok_add_phase_handler(cf, NGX_HTTP_ACCESS_PHASE, access_handler) != NGX_OK ||
+        ngx_byok_add_phase_handler(cf, NGX_HTTP_LOG_PHASE, log_handler) != NGX_OK)
+        return NGX_ERROR;
     g_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;
     return NGX_OK;

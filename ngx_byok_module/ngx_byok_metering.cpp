@@ -292,12 +292,7 @@ ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf) {
         v->get_handler = variable;
         v->data = static_cast<uintptr_t>(def.which);
     }
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers));
-    if (h == nullptr) return NGX_ERROR;
-    *h = log_handler;
+    if (ngx_byok_add_phase_handler(cf, NGX_HTTP_LOG_PHASE, log_handler) != NGX_OK) return NGX_ERROR;
     g_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;
     g_next_body_filter = ngx_http_top_body_filter;
