@@ -9,7 +9,7 @@ survivors; exits 1 when a mutant survives, or when the list is stale (an
 `original` text not found exactly once), a mutant does not build, a
 selection runs no test, or the unmutated baseline fails.
 
-    scripts/mutation.py [--only id,id] [--list] [--no-baseline]
+    scripts/mutation.py [--only id,id] [--list] [--check] [--no-baseline]
 """
 
 import argparse
@@ -188,6 +188,8 @@ def main():
     ap.add_argument("--only", default=os.environ.get("ONLY", ""),
                     help="comma-separated mutant ids")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that every original text matches the code once")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the unmutated run of the selected tests")
     args = ap.parse_args()
@@ -200,6 +202,9 @@ def main():
             return 0
         for m in mutants:  # every original text before any build
             check_original(m, (ROOT / m["file"]).read_text())
+        if args.check:
+            log(f"{len(mutants)} mutants, every original found once")
+            return 0
 
         log(f"syncing {SRC.relative_to(ROOT)} and building (unmutated)")
         sync_scratch()
