@@ -6,6 +6,7 @@
 
 #include "lib/admin_internal.h"
 #include "lib/layout.h"
+#include "lib/project.h"
 
 namespace byok::admin {
 
@@ -21,9 +22,9 @@ Step fail(int status, std::string_view code, std::string_view message) {
     return Step{Response{status, json_error(code, message, error_type(status)), {}}};
 }
 
-Step tier_refused() {
-    return fail(403, "tier_required", "BYOK requires the starter tier or above");
-}
+Step tier_refused() { return fail(403, "tier_required", std::string(kByokTierMessage)); }
+
+Step project_not_found() { return fail(404, "project_not_found", "no such project"); }
 
 static Step internal_error() { return fail(500, "internal_error", "internal error"); }
 
@@ -71,15 +72,6 @@ std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::
 }
 
 // ---- reply decoding -----------------------------------------------------
-
-Fields to_fields(const Reply &r) {
-    Fields f;
-    if (r.type == Reply::Type::Nil) return f;
-    if (r.type != Reply::Type::Array) throw Error("expected an array reply");
-    for (size_t i = 0; i + 1 < r.elements.size(); i += 2)
-        f[r.elements[i].str] = r.elements[i + 1].str;
-    return f;
-}
 
 long long script_code(const Reply &r) {
     if (r.type != Reply::Type::Array || r.elements.empty() ||
@@ -161,10 +153,9 @@ std::optional<Step> check_text(const json &body, std::string_view name, size_t m
                         " bytes");
     if (!allow_empty && s.empty())
         return fail(422, "invalid_value", "field '" + std::string(name) + "' must not be empty");
-    for (unsigned char ch : s)
-        if (ch < 0x20 || ch == 0x7f)
-            return fail(422, "invalid_value",
-                        "field '" + std::string(name) + "' contains control characters");
+    if (contains_control(s))
+        return fail(422, "invalid_value",
+                    "field '" + std::string(name) + "' contains control characters");
     return std::nullopt;
 }
 

@@ -14,6 +14,7 @@
 // global stream's name KEYS[1] (= Layout::audit()) by project_audit_key() —
 // a unit test keeps the two spellings equal.
 #include "lib/admin_internal.h"
+#include "lib/project.h"
 
 namespace byok::admin::detail {
 
@@ -41,6 +42,18 @@ local function audit(action, target, global_only)
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 )lua";
+
+// byok_tier(t): the tier rule of byok_allowed() (project.h) as a Lua set
+// generated from it, so the scripts check the tier atomically with the
+// write and the rule still has one source. A missing tier (HGET → false)
+// is not in the set.
+std::string tier_rule_lua() {
+    std::string set;
+    for (Tier t : kTiers)
+        if (byok_allowed(t)) set += "['" + std::string(tier_name(t)) + "']=true,";
+    return "\nlocal function byok_tier(t)\n  return ({" + set + "})[t] == true\nend\n";
+}
+const std::string kTierRule = tier_rule_lua();
 
 }  // namespace
 
@@ -175,11 +188,10 @@ return r
 // current JSON ("" = must be absent), [7] new JSON, [8] "1" = require tier
 // starter or above, [9] audit action.
 // → {1} created | {0} replaced | {2} | {5} tier too low | {6} record changed.
-const std::string kScriptKeySet = kAudit + R"lua(
+const std::string kScriptKeySet = kAudit + kTierRule + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 if ARGV[8] == '1' then
-  local tier = redis.call('HGET', KEYS[2], 'tier')
-  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+  if not byok_tier(redis.call('HGET', KEYS[2], 'tier')) then return {5} end
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if (cur or '') ~= ARGV[6] then return {6} end
@@ -255,11 +267,10 @@ return {0, n, skipped}
 // to the id; otherwise default_server is removed if it named this server.
 // → {1} created | {0} replaced | {2} no project | {3} exists (create) |
 //   {4} gone (replace) | {5} tier too low | {6} record changed meanwhile.
-const std::string kScriptServerSet = kAudit + R"lua(
+const std::string kScriptServerSet = kAudit + kTierRule + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 if ARGV[10] == '1' then
-  local tier = redis.call('HGET', KEYS[2], 'tier')
-  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+  if not byok_tier(redis.call('HGET', KEYS[2], 'tier')) then return {5} end
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if ARGV[6] == '' then

@@ -55,7 +55,6 @@ struct ServerRecord {
     std::string config_rev;
 };
 
-Step project_missing() { return fail(404, "project_not_found", "no such project"); }
 Step server_missing() { return fail(404, "server_not_found", "no such server"); }
 
 bool known_type(std::string_view t) {
@@ -285,12 +284,6 @@ std::vector<CcField> cc_fields(std::string_view type) {
     return {};
 }
 
-bool has_control(std::string_view s) {
-    for (unsigned char ch : s)
-        if (ch < 0x20 || ch == 0x7f) return true;
-    return false;
-}
-
 bool valid_host(std::string_view h) {
     if (h.empty() || h.size() > 253) return false;
     std::string s(h);
@@ -307,10 +300,7 @@ bool valid_host(std::string_view h) {
 }
 
 bool valid_username(std::string_view u) {
-    if (u.empty() || u.size() > 64 || u.front() == '-') return false;
-    for (unsigned char ch : u)
-        if (ch <= 0x20 || ch >= 0x7f) return false;
-    return true;
+    return is_token(u) && u.size() <= 64 && u.front() != '-';
 }
 
 // "SHA256:" + unpadded base64 of 32 bytes (43 chars; a trailing '=' is
@@ -434,7 +424,7 @@ std::optional<Step> check_config(const Config &cfg, std::string_view type, json 
         std::string_view v = value.view();
         if (name == "private_key" && (v.size() > kMaxPrivateKey || !looks_like_private_key(v)))
             return invalid(cc_field(name), "must be a PEM or OpenSSH private key block");
-        if (name == "password" && (v.empty() || v.size() > kMaxPassword || has_control(v)))
+        if (name == "password" && (v.empty() || v.size() > kMaxPassword || contains_control(v)))
             return invalid(cc_field(name), "must be 1..1024 characters without control characters");
         if (name == "token" && (v.empty() || v.size() > kMaxToken || !safe_header_value(v)))
             return invalid(cc_field(name),
@@ -578,7 +568,7 @@ struct ServerWrite {
 
 Step script_outcome(long long code, const ServerRecord &rec, const std::function<Step()> &retry,
                     int attempt) {
-    if (code == kNoProject) return project_missing();
+    if (code == kNoProject) return project_not_found();
     if (code == kExists) return fail(409, "server_exists", "a server with this id already exists");
     if (code == kNotFound) return server_missing();
     if (code == kTier) return tier_refused();
@@ -604,7 +594,7 @@ Step update(const CtxPtr &c, std::shared_ptr<const ServerWrite> w, int attempt) 
     const Layout &l = c->cfg->layout;
     auto read = eval(kScriptReadProject, {l.project(w->pid), l.servers(w->pid)}, {});
     return redis(std::move(read), [c, w, attempt](const Reply &r) -> Step {
-        if (script_code(r) == kNoProject) return project_missing();
+        if (script_code(r) == kNoProject) return project_not_found();
         Fields servers = to_fields(script_item(r, 2));
         auto it = servers.find(w->sid);
         if (it == servers.end()) return server_missing();
@@ -672,7 +662,7 @@ Step servers_list(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     return redis(
         eval(kScriptReadProject, {l.project(pid), l.servers(pid)}, {}), [](const Reply &r) {
-            if (script_code(r) == kNoProject) return project_missing();
+            if (script_code(r) == kNoProject) return project_not_found();
             json out = json::array();
             for (const auto &[sid, raw] : to_fields(script_item(r, 2))) {
                 try {
@@ -692,7 +682,7 @@ Step read_one(const CtxPtr &c, const std::string &pid, const std::string &sid) {
     const Layout &l = c->cfg->layout;
     return redis(
         eval(kScriptReadProject, {l.project(pid), l.servers(pid)}, {}), [sid](const Reply &r) {
-            if (script_code(r) == kNoProject) return project_missing();
+            if (script_code(r) == kNoProject) return project_not_found();
             std::string id = sid;
             if (id.empty()) {
                 Fields project = to_fields(script_item(r, 1));
@@ -933,7 +923,7 @@ Step server_delete(const CtxPtr &c, const std::string &pid, const std::string &s
     auto argv = mutation(*c, kScriptServerDelete, pid, {l.project(pid), l.servers(pid)}, {sid});
     return redis(std::move(argv), [sid](const Reply &r) {
         long long code = script_code(r);
-        if (code == kNoProject) return project_missing();
+        if (code == kNoProject) return project_not_found();
         if (code == kNotFound) return server_missing();
         bool was_default = script_item(r, 1).integer == 1;
         return respond(200, json{{"id", sid}, {"deleted", true}, {"was_default", was_default}});
@@ -1213,7 +1203,7 @@ Step server_test(const CtxPtr &c, const std::string &pid, const std::string &sid
     const Layout &l = c->cfg->layout;
     return redis(eval(kScriptReadProject, {l.project(pid), l.servers(pid)}, {}),
                  [c, pid, sid](const Reply &r) -> Step {
-                     if (script_code(r) == kNoProject) return project_missing();
+                     if (script_code(r) == kNoProject) return project_not_found();
                      Fields servers = to_fields(script_item(r, 2));
                      auto it = servers.find(sid);
                      if (it == servers.end()) return server_missing();
