@@ -22,6 +22,17 @@
 
 namespace byok {
 
+// Every Route in enum order: the metrics index their rows by position and
+// label them with route_name().
+constexpr Route kAllRoutes[] = {Route::Byok, Route::System, Route::Fallback, Route::Denied};
+// The fallback reasons the metrics label: decide_route's, then
+// upstream_failure_reason()'s for the statuses a retry follows; "other"
+// (last) counts anything else.
+constexpr std::string_view kFallbackReasons[] = {"no_key",         "tier",         "inactive",
+                                                 "decrypt_error",  "upstream_429", "upstream_500",
+                                                 "upstream_502",   "upstream_503", "upstream_504",
+                                                 "upstream_error", "other"};
+
 // An answer the gateway sends itself, in the client's API error shape.
 struct GatewayError {
     int status = 0;

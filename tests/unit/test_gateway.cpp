@@ -283,3 +283,16 @@ Test(gateway, i12_01_body_errors) {
     cr_assert(!body_error(false, ModelSpan{0, 0, "gpt-4o"}));
     cr_assert(!body_error(false, std::nullopt));
 }
+
+Test(gateway, i12_05_metrics_names_come_from_lib) {
+    for (size_t i = 0; i < std::size(kAllRoutes); i++)
+        cr_assert_eq(static_cast<size_t>(kAllRoutes[i]), i);
+    cr_assert_eq(route_name(kAllRoutes[0]), "byok");
+    cr_assert_eq(kFallbackReasons[std::size(kFallbackReasons) - 1], "other");
+    for (int status : {429, 500, 502, 503, 504}) {
+        bool listed = false;
+        for (auto r : kFallbackReasons)
+            listed = listed || r == upstream_failure_reason(status, true);
+        cr_assert(listed, "%d", status);
+    }
+}
