@@ -403,6 +403,18 @@ ngx_int_t ngx_byok_add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
 // Sets a variable to a copy of `val` in the request pool (not cacheable).
 ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                                   std::string_view val);
+// Registers every {name, which} of `defs` as a non-cacheable variable read
+// by `get`, which finds `which` in its `data` argument.
+template <class Def, size_t N>
+ngx_int_t ngx_byok_add_variables(ngx_conf_t *cf, Def (&defs)[N], ngx_http_get_variable_pt get) {
+    for (auto &def : defs) {
+        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
+        if (v == nullptr) return NGX_ERROR;
+        v->get_handler = get;
+        v->data = static_cast<uintptr_t>(def.which);
+    }
+    return NGX_OK;
+}
 ngx_int_t ngx_byok_variables_init(ngx_conf_t *cf);
 ngx_int_t ngx_byok_filter_init(ngx_conf_t *cf);  // x-byok-* response headers
 ngx_int_t ngx_byok_access_handler(ngx_http_request_t *r);

@@ -285,12 +285,7 @@ ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx
 }
 
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf) {
-    for (auto &def : g_vars) {
-        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
-        if (v == nullptr) return NGX_ERROR;
-        v->get_handler = variable;
-        v->data = static_cast<uintptr_t>(def.which);
-    }
+    if (ngx_byok_add_variables(cf, g_vars, variable) != NGX_OK) return NGX_ERROR;
     if (ngx_byok_add_phase_handler(cf, NGX_HTTP_LOG_PHASE, log_handler) != NGX_OK) return NGX_ERROR;
     g_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;

@@ -128,11 +128,5 @@ ngx_int_t ngx_byok_add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
 }
 
 ngx_int_t ngx_byok_variables_init(ngx_conf_t *cf) {
-    for (auto &def : g_vars) {
-        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
-        if (v == nullptr) return NGX_ERROR;
-        v->get_handler = ngx_byok_variable;
-        v->data = static_cast<uintptr_t>(def.which);
-    }
-    return NGX_OK;
+    return ngx_byok_add_variables(cf, g_vars, ngx_byok_variable);
 }
