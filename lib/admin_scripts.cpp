@@ -14,6 +14,7 @@
 // global stream's name KEYS[1] (= Layout::audit()) by project_audit_key() —
 // a unit test keeps the two spellings equal.
 #include "lib/admin_internal.h"
+#include "lib/gateway.h"
 #include "lib/project.h"
 
 namespace byok::admin::detail {
@@ -376,3 +377,35 @@ return r
 )lua";
 
 }  // namespace byok::admin::detail
+
+namespace byok {
+
+namespace {
+
+// The gateway's lookup on a cache miss, one round trip: the gateway-key
+// hash, then the project's settings and encrypted key records, read
+// atomically. The key names are built from Layout templates split around
+// the project id (ARGV), so the layout stays defined in one place.
+const char *kLookupScript =
+    "local a = redis.call('HGETALL', KEYS[1])\n"
+    "local pid\n"
+    "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
+    "if not pid then return {a, {}, {}} end\n"
+    "return {a, redis.call('HGETALL', ARGV[1] .. pid .. ARGV[2]),\n"
+    "        redis.call('HGETALL', ARGV[3] .. pid .. ARGV[4])}";
+
+}  // namespace
+
+std::vector<std::string> gateway_lookup_command(const Layout &layout, const std::string &sha_hex) {
+    static const std::string marker = "\x01";
+    auto split = [](const std::string &key) {
+        size_t at = key.find(marker);
+        return std::make_pair(key.substr(0, at), key.substr(at + marker.size()));
+    };
+    auto [project_head, project_tail] = split(layout.project(marker));
+    auto [keys_head, keys_tail] = split(layout.keys(marker));
+    return {"EVAL",       kLookupScript, "1",       layout.apikey(sha_hex),
+            project_head, project_tail,  keys_head, keys_tail};
+}
+
+}  // namespace byok
