@@ -3,6 +3,7 @@
 #include "lib/admin.h"
 
 #include "lib/admin_internal.h"
+#include "lib/client_api.h"
 #include "lib/layout.h"
 
 namespace byok::admin {
@@ -413,15 +414,6 @@ Step dispatch(const Pending &p) {
     return fail(404, "not_found", "no such route");
 }
 
-// "Bearer <token>" (scheme case-insensitive) → token, else empty.
-std::string_view bearer_token(std::string_view auth) {
-    auth = trim(auth);
-    if (auth.size() < 7 || !iequals(auth.substr(0, 6), "bearer") ||
-        (auth[6] != ' ' && auth[6] != '\t'))
-        return {};
-    return trim(auth.substr(7));
-}
-
 bool is_admin_token(const Config &cfg, std::string_view t) {
     bool hit = false;  // no early exit: every configured token is compared
     for (const auto &tok : cfg.admin_tokens)
@@ -456,8 +448,7 @@ Step handle(const Config &cfg, const Request &req) {
             return dispatch(p);
         }
         if (token.empty() && req.authorization.empty()) token = trim(req.api_key);
-        if (token.size() <= 5 || token.size() > 256 || token.substr(0, 5) != "byok_")
-            return unauthorized("missing or invalid credentials");
+        if (!looks_like_gateway_key(token)) return unauthorized("missing or invalid credentials");
 
         std::string sha = sha256_hex(token);
         return redis({"HGETALL", cfg.layout.apikey(sha)}, [p](const Reply &r) -> Step {

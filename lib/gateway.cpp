@@ -87,23 +87,12 @@ GatewayError too_many_unknown_keys(int64_t retry_after) {
     return e;
 }
 
-namespace {
-
-FieldMap to_map(const admin::Reply &rep) {
-    FieldMap m;
-    for (size_t i = 0; i + 1 < rep.elements.size(); i += 2)
-        m[rep.elements[i].str] = rep.elements[i + 1].str;
-    return m;
-}
-
-}  // namespace
-
-LookupOutcome read_lookup_reply(const admin::Reply &reply) {
+LookupOutcome read_lookup_reply(const Reply &reply) {
     LookupOutcome out;
-    if (reply.type == admin::Reply::Type::Unavailable || reply.type == admin::Reply::Type::Error ||
-        reply.elements.size() != 3)
-        return out;
-    FieldMap apikey = to_map(reply.elements[0]);
+    if (reply.type != Reply::Type::Array || reply.elements.size() != 3) return out;
+    for (const Reply &e : reply.elements)
+        if (e.type != Reply::Type::Array && e.type != Reply::Type::Nil) return out;
+    FieldMap apikey = to_fields(reply.elements[0]);
     auto pid = apikey.find("project");
     if (pid == apikey.end() || !valid_id(pid->second)) {
         out.kind = LookupOutcome::Kind::Unknown;  // snap stays Unknown
@@ -111,7 +100,7 @@ LookupOutcome read_lookup_reply(const admin::Reply &reply) {
     }
     out.kind = LookupOutcome::Kind::Found;
     out.project = pid->second;
-    out.snap = build_snapshot(apikey, to_map(reply.elements[1]), to_map(reply.elements[2]));
+    out.snap = build_snapshot(apikey, to_fields(reply.elements[1]), to_fields(reply.elements[2]));
     return out;
 }
 

@@ -12,12 +12,12 @@
 #include <string_view>
 #include <vector>
 
-#include "lib/admin.h"
 #include "lib/body.h"
 #include "lib/catalog.h"
 #include "lib/client_api.h"
 #include "lib/layout.h"
 #include "lib/project.h"
+#include "lib/redis_reply.h"
 #include "lib/routing.h"
 
 namespace byok {
@@ -91,7 +91,7 @@ struct LookupOutcome {
     std::string project;  // the key's project id (Found), for the cache's invalidation
     GatewaySnapshot snap;
 };
-LookupOutcome read_lookup_reply(const admin::Reply &reply);
+LookupOutcome read_lookup_reply(const Reply &reply);
 // How long an Unknown answer is cached: a guessed key is refused quickly
 // again, while a key minted a moment later works within seconds.
 int64_t unknown_key_ttl(int64_t ttl);

@@ -158,17 +158,18 @@ Test(gateway, i12_01_error_types_come_from_the_one_table) {
 }
 
 Test(gateway, i12_01_lookup_reply_is_read_once) {
-    admin::Reply r;
+    Reply r;
     cr_assert(read_lookup_reply(r).kind == LookupOutcome::Kind::Failed);
-    r.type = admin::Reply::Type::Array;
+    r.type = Reply::Type::Array;
     r.elements.resize(3);
     cr_assert(read_lookup_reply(r).kind == LookupOutcome::Kind::Unknown);
     auto str = [](const char *s) {
-        admin::Reply e;
-        e.type = admin::Reply::Type::String;
+        Reply e;
+        e.type = Reply::Type::String;
         e.str = s;
         return e;
     };
+    r.elements[0].type = r.elements[1].type = Reply::Type::Array;
     r.elements[0].elements = {str("project"), str("acme"), str("id"), str("k1")};
     r.elements[1].elements = {str("tier"), str("pro")};
     LookupOutcome got = read_lookup_reply(r);
