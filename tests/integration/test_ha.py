@@ -588,8 +588,12 @@ def test_i12_04_commands_during_a_command_link_reconnect_wait_for_it(gateway, fa
         client.save()  # the restarted server loads dump.rdb
         client.close()
         stop_process(proc)
-        wait_until(lambda: gw.error_log().count("redis command link to") >= gw.worker_processes,
-                   HANG_GUARD, what="every worker to see its command link drop")
+
+        def dropped():
+            return sum(1 for line in gw.error_log().splitlines()
+                       if "redis command link to" in line and "closed by the server" in line)
+        wait_until(lambda: dropped() >= gw.worker_processes, HANG_GUARD,
+                   what="every worker to see its command link drop")
 
         results = []
 
