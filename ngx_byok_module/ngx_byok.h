@@ -81,7 +81,8 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t gateway_used;
     ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
-    ngx_flag_t stream_usage;  // byok_stream_usage: ask OpenAI-style streams for usage
+    ngx_flag_t stream_usage;         // byok_stream_usage: ask OpenAI-style streams for usage
+    ngx_msec_t server_test_timeout;  // byok_server_test_timeout (into m->admin)
 };
 
 struct ngx_byok_loc_conf_t {
@@ -90,6 +91,11 @@ struct ngx_byok_loc_conf_t {
 };
 
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
+
+// --- directives (ngx_byok_directives.cpp) ---------------------------------------
+extern ngx_command_t ngx_byok_commands[];
+// A shared zone for the project cache (byok_cache zone=, or the default).
+ngx_shm_zone_t *ngx_byok_add_zone(ngx_conf_t *cf, ngx_str_t *name, size_t size);
 
 // --- redis (ngx_byok_redis.cpp) ---------------------------------------------
 // Config phase only: NGX_ERROR when records use a master key the ring lacks.
