@@ -17,16 +17,7 @@ namespace {
 // Anthropic's error `type` and Google's `status` for an HTTP status, as
 // their SDKs map them to error classes.
 std::string_view anthropic_type(int status) {
-    switch (status) {
-        case 400:
-        case 422:
-            return "invalid_request_error";
-        case 401:
-            return "authentication_error";
-        case 403:
-            return "permission_error";
-        case 404:
-            return "not_found_error";
+    switch (status) {  // Anthropic's own names; the rest as everywhere else
         case 413:
             return "request_too_large";
         case 429:
@@ -34,7 +25,7 @@ std::string_view anthropic_type(int status) {
         case 529:
             return "overloaded_error";
         default:
-            return status < 500 ? "invalid_request_error" : "api_error";
+            return error_type(status);
     }
 }
 
