@@ -429,4 +429,12 @@ Catalog Catalog::load_file(const std::string &path) {
     return parse_yaml(ss.str(), path);
 }
 
+std::string operator_provider_problem(const Catalog &c, std::string_view id) {
+    const Provider *p = c.find(id);
+    if (p == nullptr) return "is not in the provider catalog";
+    if (p->per_key_endpoint)
+        return "takes its endpoint from each project's key; the operator's key cannot go there";
+    return {};
+}
+
 }  // namespace byok

@@ -112,6 +112,12 @@ extern const std::string_view builtin_catalog_yaml;
 
 bool glob_match(std::string_view pattern, std::string_view s);
 
+// Why the operator's own key (byok_system_key, byok_fallback) may not go to
+// provider `id`, or "" when it may: the provider must be in the catalog and
+// must not take its endpoint from each project's key — the operator's key
+// would otherwise travel to an address a tenant chose.
+std::string operator_provider_problem(const Catalog &c, std::string_view id);
+
 // Format check on add (SPEC §7): non-empty, <= 512 bytes, printable ASCII
 // without spaces, then the provider's shape: starts with key_prefix, at least
 // key_min_length bytes, the rest within key_pattern. A key of the wrong shape

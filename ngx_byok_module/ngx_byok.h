@@ -352,7 +352,8 @@ struct ByokGatewayCtx {
     byok::SecretString key;
     std::string key_hint;
 
-    std::string pinned_ip;  // checked address of a custom endpoint
+    bool resolve_endpoint = false;  // the plan's tenant endpoint: resolve and check it first
+    std::string pinned_ip;          // checked address of a custom endpoint
     std::string resolve_error;
     bool waiting_resolve = false;
     ByokUpstream up;

@@ -243,6 +243,7 @@ ngx_int_t take_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, byok::RoutePlan 
     }
     ctx->key = std::move(p.key);
     ctx->key_hint = std::move(p.key_hint);
+    ctx->resolve_endpoint = p.resolve_endpoint;
     return NGX_OK;
 }
 
@@ -295,12 +296,12 @@ ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
                   byok::plan_route(gateway_config(r), ctx->snap, ctx->req, sv(r->method_name),
                                    ctx->body_read, model, &ctx->input));
     if (rc != NGX_OK) return rc;
-    if (ctx->decision.target->per_key_endpoint) return resolve_endpoint(r, ctx);
+    if (ctx->resolve_endpoint) return resolve_endpoint(r, ctx);
     return proxy(r, ctx);
 }
 
 ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (ctx->decision.target->per_key_endpoint && ctx->pinned_ip.empty()) {
+    if (ctx->resolve_endpoint && ctx->pinned_ip.empty()) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       BYOK_LOG "custom endpoint of project \"%s\" refused: %s",
                       ctx->snap.project.c_str(), ctx->resolve_error.c_str());

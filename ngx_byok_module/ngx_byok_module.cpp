@@ -98,19 +98,21 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     if (!m->fallback_set && m->system_key("openrouter") != nullptr) m->fallback = "openrouter";
     // Checked here because byok_providers may come after these directives;
     // the errors still point at the directive's own line.
-    if (!m->fallback.empty() && m->catalog.find(m->fallback) == nullptr) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      BYOK_LOG
-                      "byok_fallback: provider \"%s\" is not in the provider catalog in %s",
-                      m->fallback.c_str(), m->fallback_where.c_str());
-        return static_cast<char *>(NGX_CONF_ERROR);
+    if (!m->fallback.empty()) {
+        std::string why = byok::operator_provider_problem(m->catalog, m->fallback);
+        if (!why.empty()) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          BYOK_LOG "byok_fallback: provider \"%s\" %s in %s", m->fallback.c_str(),
+                          why.c_str(), m->fallback_where.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
     }
     for (const auto &k : m->system_keys) {
-        if (m->catalog.find(k.provider) == nullptr) {
+        std::string why = byok::operator_provider_problem(m->catalog, k.provider);
+        if (!why.empty()) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          BYOK_LOG
-                          "byok_system_key: provider \"%s\" is not in the provider catalog in %s",
-                          k.provider.c_str(), k.where.c_str());
+                          BYOK_LOG "byok_system_key: provider \"%s\" %s in %s", k.provider.c_str(),
+                          why.c_str(), k.where.c_str());
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }

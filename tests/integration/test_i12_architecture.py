@@ -3,6 +3,8 @@
 
 import pytest
 
+from harness import custom_catalog
+
 PROVIDER_BODY = {"id": "from-the-provider", "object": "chat.completion", "choices": []}
 
 
@@ -23,3 +25,23 @@ def test_i12_07_fallback_5xx_location_ignores_x_accel_redirect(gw, fake_provider
     assert r.headers.get("x-byok-route") == "byok"
     assert [rec.provider for rec in fake_provider.requests()] == ["openai"]
     gw.assert_no_leaks(r)
+
+
+@pytest.mark.parametrize("directive", ["byok_system_key", "byok_fallback"])
+def test_i12_08_operator_key_never_configured_for_a_tenant_endpoint(gateway, fake_provider,
+                                                                   directive):
+    # "custom" takes its base URL from each project's key: an operator key
+    # routed there would travel to an address a tenant chose (and the
+    # fallback retry has no endpoint to resolve).
+    cfg = gateway(start=False, providers=custom_catalog(fake_provider.base))
+    if directive == "byok_system_key":
+        line = f"byok_system_key custom {cfg.system_key_path};"
+    else:
+        line = "byok_fallback custom;"
+    conf = cfg.render(**{directive: line})
+    assert line in conf
+    rc, out, _ = cfg.nginx_t(conf)
+    assert rc != 0, out
+    assert "[emerg]" in out and f'{directive}: provider "custom" takes its endpoint' in out, out
+    rc, out, _ = cfg.nginx_t()
+    assert rc == 0, out
