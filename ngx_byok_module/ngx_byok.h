@@ -262,6 +262,30 @@ struct ByokMeter {
 
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf);  // filters, log handler, variables
 
+// --- project limits (ngx_byok_limits.cpp) --------------------------------------
+
+// Per-request limit state, part of ByokRequestCtx.
+struct ByokLimitState {
+    bool charged = false;  // this request counts in requests_per_minute already
+    std::vector<std::pair<std::string, std::string>> headers;  // x-byok-limit-*
+};
+struct ByokRequestCtx;
+
+// The counter table lives in the cache zone, after the metrics.
+size_t ngx_byok_limits_size(size_t zone_size);
+void ngx_byok_limits_attach(void *area, size_t zone_size, ngx_slab_pool_t *shpool);
+ngx_int_t ngx_byok_limits_init(ngx_conf_t *cf);  // header filter
+// Before any upstream call, once the route is decided: NGX_OK to go on, or
+// NGX_DONE when the 429 has been sent (the request is finalized).
+ngx_int_t ngx_byok_limits_admit(ngx_http_request_t *r, ByokRequestCtx *ctx);
+// Log phase: the tokens and cost of a finished request.
+void ngx_byok_limits_charge(const ByokRequestCtx *ctx, const byok::TokenUsage &u,
+                            int64_t cost_micro);
+// From the once-a-second usage flush: sync the counters with Redis.
+void ngx_byok_limits_sync();
+// byok_limit_alerts_total for /metrics.
+std::string ngx_byok_limits_metrics();
+
 // --- per-request state (ngx_byok_gateway.cpp) ---------------------------------
 
 // Lives in request-pool cleanup memory so nginx runs the destructor (which
@@ -310,6 +334,7 @@ struct ByokRequestCtx {
     bool have_client_headers = false;
     std::vector<std::pair<u_char *, size_t>> wipe_on_exit;
     ByokMeter meter;
+    ByokLimitState limit;
 
     ~ByokRequestCtx();
 };

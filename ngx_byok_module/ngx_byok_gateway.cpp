@@ -557,6 +557,8 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
                     d.status == NGX_HTTP_FORBIDDEN ? "permission_error"
                     : d.status >= 500              ? "api_error"
                                                    : "invalid_request_error");
+    // Issue 13: project limits, before any upstream call (429 when spent).
+    if (ngx_byok_limits_admit(r, ctx) != NGX_OK) return NGX_DONE;
     if (d.route != byok::Route::Byok && take_operator_key(r, ctx) != NGX_OK) return NGX_DONE;
     if (d.target->per_key_endpoint) return resolve_endpoint(r, ctx);
     return proxy_decision(r, ctx);
@@ -640,6 +642,8 @@ ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     }
     ctx->decision = *next;
     ctx->stage = Stage::Fallback;
+    // Issue 13: the fallback is paid by the operator, so it is limited too.
+    if (ngx_byok_limits_admit(r, ctx) != NGX_OK) return NGX_DONE;
     if (take_operator_key(r, ctx) != NGX_OK) return NGX_DONE;
     ngx_int_t rc = setup_upstream(r, ctx, ctx->decision);
     return rc == NGX_OK ? NGX_DECLINED : rc;

@@ -175,6 +175,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         ngx_byok_meter_add(byok::meter_increments(main->admin.layout, rec));
         ngx_byok_usage_event(byok::usage_event_fields(rec));
         ngx_byok_count_usage(main->catalog, d.provider, d.route, m.usage, m.cost_micro);
+        ngx_byok_limits_charge(ctx, m.usage, m.cost_micro);  // issue 13: project limits
     } catch (const std::exception &) {
     }
     return NGX_OK;

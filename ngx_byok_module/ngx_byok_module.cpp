@@ -233,6 +233,7 @@ static char *ngx_byok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) 
 static ngx_int_t ngx_byok_postconfiguration(ngx_conf_t *cf) {
     if (ngx_byok_admin_init(cf) != NGX_OK) return NGX_ERROR;
     if (ngx_byok_gateway_init(cf) != NGX_OK) return NGX_ERROR;
+    if (ngx_byok_limits_init(cf) != NGX_OK) return NGX_ERROR;  // issue 13: project limits
     return ngx_byok_metering_init(cf);
 }
 

@@ -53,6 +53,7 @@ void flush() {
 void flush_handler(ngx_event_t *ev) {
     try {
         flush();
+        ngx_byok_limits_sync();  // issue 13: project-limit counters, same interval
     } catch (const std::exception &) {
     }
     if (g_active && !ngx_exiting) ngx_add_timer(&g_flush_ev, kFlushEvery);
