@@ -100,6 +100,11 @@ LimitSlot *find_slot(std::string_view pid, bool create, int64_t now) {
 
 ngx_int_t refuse(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok::LimitVerdict &v) {
     ctx->stage = ByokRequestCtx::Stage::Done;
+    // Refused before any upstream call: route denied, like every other
+    // refusal, so it is neither metered nor charged as a proxied request.
+    ctx->decision.route = byok::Route::Denied;
+    ctx->decision.status = NGX_HTTP_TOO_MANY_REQUESTS;
+    ctx->decision.error_code = "project_limit_exceeded";
     ngx_int_t rc;
     try {
         std::vector<byok::Header> extra = {{"Retry-After", std::to_string(v.retry_after)}};
