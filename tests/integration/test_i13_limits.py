@@ -239,6 +239,24 @@ def test_i13_02_scope_operator_counts_only_operator_keys_scope_all_counts_all(lg
     lgw.assert_no_leaks(r)
 
 
+def test_i13_02_fallback_after_a_failed_own_key_is_limited(lgw, fake_provider):
+    p = lgw.provision(keys={"openai": None})
+    fake_provider.fail("/openai", 503)
+    set_limits(lgw, p.pid, {"requests_per_minute": 1})
+    not_near_minute_end()
+    r = lgw.chat(p, model="gpt-4o")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-byok-route"] == "fallback", dict(r.headers)
+    assert r.headers["x-byok-limit-requests-remaining"] == "0"
+    fallbacks = len(fake_provider.requests("/openrouter"))
+    # The own key is tried again (not counted), the fallback is refused.
+    r = lgw.chat(p, model="gpt-4o")
+    assert_limit_refusal(r, "requests_per_minute")
+    assert len(fake_provider.requests("/openrouter")) == fallbacks
+    lgw.track(p.keys["openai"])
+    lgw.assert_no_leaks(r)
+
+
 def test_i13_02_second_node_refuses_within_a_sync_of_the_budget_spent(gateway, fake_provider,
                                                                        redis_server):
     fake_provider.set_rule("/openrouter", body=answer())
