@@ -283,6 +283,7 @@ void ngx_byok_limits_charge(const ByokRequestCtx *ctx, const byok::TokenUsage &u
                             int64_t cost_micro);
 // From the once-a-second usage flush: sync the counters with Redis.
 void ngx_byok_limits_sync();
+void ngx_byok_limits_init_process();
 // byok_limit_alerts_total for /metrics.
 std::string ngx_byok_limits_metrics();
 

@@ -251,6 +251,16 @@ void ngx_byok_limits_charge(const ByokRequestCtx *ctx, const byok::TokenUsage &u
                                                  cost_micro);
 }
 
+void ngx_byok_limits_init_process() {
+    if (g_shm == nullptr) return;
+    // A worker that exited (reload, crash) with a sync in flight never
+    // settles it: count those deltas as sent (Redis most likely has them;
+    // the next sync's total says). A live worker's later reply clamps at 0.
+    ZoneLock lock;
+    for (size_t i = 0; i < g_slots; i++)
+        for (auto &c : g_shm->slots[i].counters) c.inflight = 0;
+}
+
 void ngx_byok_limits_sync() {
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     if (g_shm == nullptr || mcf == nullptr || !ngx_byok_redis_available()) return;
