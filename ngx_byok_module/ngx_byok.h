@@ -250,9 +250,10 @@ inline std::string_view sv(const ngx_str_t &s) {
 
 // Per-request metering state, part of ByokRequestCtx.
 struct ByokMeter {
-    bool inject = false;    // include_usage was added to the upstream body
-    bool active = false;    // the response body is being scanned
-    bool finished = false;  // usage and cost below are final
+    bool inject = false;       // include_usage was added to the upstream body
+    bool active = false;       // the response body is being scanned
+    bool finished = false;     // usage and cost below are final
+    byok::StreamFacts stream;  // from the body scan: where include_usage would go
     byok::UsageScanner scanner;
     std::optional<byok::SseUsageDropper> dropper;  // inject + an SSE answer
     ngx_chain_t *free = nullptr, *busy = nullptr;  // dropper output buffers
@@ -347,9 +348,10 @@ ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
 // request ends.
 // The include_usage hook of the body preparation: when the request is an
 // OpenAI-style stream without usage, `*bufs`/`*len` become the body plus
-// the inserted stream_options. Bodies held in memory up to 64 KiB only (a
-// larger or spilled body is left alone: its usage is counted when the
-// provider reports it). NGX_OK or NGX_ERROR.
+// the inserted stream_options (ctx->meter.stream says where), of any size,
+// as long as the buffer at the insert is in memory (a body spilled to the
+// temp file is left alone: its usage is counted when the provider reports
+// it). NGX_OK or NGX_ERROR.
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len);
 // Appends `handler` to an http phase (postconfiguration only).

@@ -305,6 +305,7 @@ bool scan_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (!ok) return false;
     ctx->body_len = scanner.offset();
     if (ctx->body_len > 0) ctx->model = scanner.finish();
+    ctx->meter.stream = scanner.stream_facts();  // issue 13: where include_usage goes
     return true;
 }
 

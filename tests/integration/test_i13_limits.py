@@ -4,6 +4,7 @@ Retry-After and x-byok-limit-* headers, scope operator vs all, enforcement
 across two nginx nodes sharing one Redis (local counters synced once a
 second), and the 80 %/100 % budget alerts (audit entry + metric, once)."""
 
+import json
 import time
 
 import pytest
@@ -329,3 +330,73 @@ def test_i13_03_budget_alerts_once_per_threshold(gateway, fake_provider, redis_s
     node1.assert_no_leaks()
     node2.assert_no_leaks()
     redis_server.assert_absent(node1.secrets | node2.secrets)
+
+
+# -- 4. stretch: include_usage for bodies of any size held in memory -------------
+
+def sse_stream(with_usage: bool, model="gpt-4o") -> bytes:
+    events = [{"id": "c", "object": "chat.completion.chunk", "model": model,
+               "choices": [{"index": 0, "delta": {"content": f"tok{i} "}}]} for i in range(3)]
+    if with_usage:
+        events.append({"id": "c", "object": "chat.completion.chunk", "model": model,
+                       "choices": [], "usage": USAGE})
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + \
+        b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("size_kib,own_key", [(300, True), (300, False), (70, True)])
+def test_i13_04_include_usage_injected_into_bodies_over_64_kib(lgw, fake_provider, size_kib,
+                                                               own_key):
+    p = lgw.provision(keys={"openai": None} if own_key else {})
+    prefix = "/openai/chat/completions" if own_key else "/openrouter/chat/completions"
+    fake_provider.pieces(prefix, [sse_stream(True)])
+    body = {"model": "gpt-4o", "stream": True,
+            "messages": [{"role": "user", "content": "x" * (size_kib * 1024)}]}
+    r = lgw.chat(p, body=body)
+    assert r.status_code == 200, r.text[:300]
+    sent = fake_provider.last(prefix.split("/chat")[0]).json()
+    assert sent["stream_options"] == {"include_usage": True}
+    want = dict(body)
+    if not own_key:  # the fallback also rewrote the model (a spliced body)
+        assert sent["model"] == "openai/gpt-4o"
+        want["model"] = "openai/gpt-4o"
+    assert {k: v for k, v in sent.items() if k != "stream_options"} == want
+    assert r.content == sse_stream(False), r.content[-300:]
+    if own_key:
+        lgw.track(p.keys["openai"])
+    lgw.assert_no_leaks(r)
+
+
+def test_i13_04_body_over_the_memory_buffer_stays_intact(lgw, fake_provider):
+    p = lgw.provision(keys={"openai": None})
+    fake_provider.pieces("/openai/chat/completions", [sse_stream(False)])
+    # Over client_body_buffer_size (1m in conf/byok_gateway.conf): nginx keeps
+    # it in its temp file. The insert goes in when the buffer at the insert
+    # point is in memory, else the body is left alone; either way intact.
+    body = {"model": "gpt-4o", "stream": True,
+            "messages": [{"role": "user", "content": "x" * (1200 * 1024)}]}
+    r = lgw.chat(p, body=body)
+    assert r.status_code == 200, r.text[:300]
+    sent = fake_provider.last("/openai").json()
+    assert sent.get("stream_options", {"include_usage": True}) == {"include_usage": True}
+    assert {k: v for k, v in sent.items() if k != "stream_options"} == body
+    assert r.content == sse_stream(False)
+
+
+def test_i13_04_include_usage_inserted_once_after_a_fallback_retry(lgw, fake_provider):
+    p = lgw.provision(keys={"openai": None})
+    fake_provider.fail("/openai", 503)
+    fake_provider.pieces("/openrouter/chat/completions", [sse_stream(True)])
+    body = {"model": "gpt-4o", "stream": True,
+            "messages": [{"role": "user", "content": "y" * (200 * 1024)}]}
+    r = lgw.chat(p, body=body)
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["x-byok-route"] == "fallback"
+    first = fake_provider.last("/openai").body.decode()
+    assert first.count('"stream_options"') == 1, first[:200]
+    sent = fake_provider.last("/openrouter").body.decode()
+    assert sent.count('"stream_options"') == 1, sent[:200]
+    assert json.loads(sent)["model"] == "openai/gpt-4o"
+    assert r.content == sse_stream(False)
+    lgw.track(p.keys["openai"])
+    lgw.assert_no_leaks(r)
