@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lib/catalog.h"
+#include "lib/gateway.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
 #include "lib/routing.h"
@@ -191,9 +192,13 @@ LimitVerdict check_limits(const ProjectLimits &l, const LimitSpend &s, Route rou
     return v;
 }
 
-std::string limit_refusal_message(const LimitVerdict &v) {
-    return "this project's " + v.exceeded + " limit is reached; retry after " +
-           std::to_string(v.retry_after) + " seconds";
+GatewayError limit_refusal(const LimitVerdict &v) {
+    GatewayError e =
+        gateway_error(429, "project_limit_exceeded",
+                      "this project's " + v.exceeded + " limit is reached; retry after " +
+                          std::to_string(v.retry_after) + " seconds");
+    e.retry_after = v.retry_after;
+    return e;
 }
 
 std::vector<int> crossed_thresholds(int64_t limit, int64_t before, int64_t after) {

@@ -16,6 +16,7 @@
 namespace byok {
 
 class Layout;
+struct GatewayError;  // lib/gateway.h
 // Defined in lib/routing.h, which includes lib/project.h, which needs
 // ProjectLimits: an opaque declaration breaks the include cycle.
 enum class Route;
@@ -81,8 +82,9 @@ struct LimitVerdict {
 // when it is admitted and counted.
 LimitVerdict check_limits(const ProjectLimits &l, const LimitSpend &spent, Route route,
                           int64_t now_unix);
-// The refusal's message (no secret, no project data beyond the limit).
-std::string limit_refusal_message(const LimitVerdict &v);
+// The refusal: 429 project_limit_exceeded (type rate_limit_error) with
+// Retry-After, a message naming the limit (no secret, no project data).
+GatewayError limit_refusal(const LimitVerdict &v);
 
 // Budget alert thresholds (80 % and 100 %) crossed between two readings of
 // one limit: returns the percents crossed, e.g. {80} or {80, 100}.

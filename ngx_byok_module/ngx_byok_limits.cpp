@@ -1,6 +1,7 @@
-// Project limits at the edge (issue 13): admission before any upstream call,
-// the x-byok-limit-* headers, token and cost charging at the log phase, and
-// the once-a-second sync of the counters with Redis. lib/limits.h decides;
+// Project limits at the edge (issue 13): admission before any upstream call
+// (and the x-byok-limit-* headers ngx_byok_filter.cpp sends), token and cost
+// charging at the log phase, and the once-a-second sync of the counters with
+// Redis. lib/limits.h decides;
 // this file only keeps the counters and carries the decisions out.
 //
 // Why local counters: a Redis round trip per request would put Redis on the
@@ -53,8 +54,6 @@ LimitsShm *g_shm = nullptr;
 ngx_slab_pool_t *g_shpool = nullptr;
 size_t g_slots = 0;
 
-ngx_http_output_header_filter_pt g_next_header_filter;
-
 // Slots for the zone: about 1/64 of it, within [8, kMaxSlots].
 size_t slots_for(size_t zone_size) {
     size_t n = zone_size / 64 / sizeof(LimitSlot);
@@ -96,51 +95,6 @@ LimitSlot *find_slot(std::string_view pid, bool create, int64_t now) {
     s->pid_len = (uint32_t)pid.size();
     ngx_memcpy(s->pid, pid.data(), pid.size());
     return s;
-}
-
-ngx_int_t refuse(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok::LimitVerdict &v) {
-    ctx->stage = ByokRequestCtx::Stage::Done;
-    // Refused before any upstream call: route denied, like every other
-    // refusal, so it is neither metered nor charged as a proxied request.
-    ctx->decision.route = byok::Route::Denied;
-    ctx->decision.status = NGX_HTTP_TOO_MANY_REQUESTS;
-    ctx->decision.error_code = "project_limit_exceeded";
-    ngx_int_t rc;
-    try {
-        std::vector<byok::Header> extra = {{"Retry-After", std::to_string(v.retry_after)}};
-        std::string body =
-            byok::gateway_error_body(ctx->api, NGX_HTTP_TOO_MANY_REQUESTS, "project_limit_exceeded",
-                                     byok::limit_refusal_message(v), "rate_limit_error");
-        rc = ngx_byok_send_json(r, NGX_HTTP_TOO_MANY_REQUESTS, body, &extra);
-    } catch (const std::exception &) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ngx_http_finalize_request(r, rc);
-    return NGX_DONE;
-}
-
-ngx_int_t push_header(ngx_http_request_t *r, const std::string &name, const std::string &value) {
-    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) return NGX_ERROR;
-    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, name.size() + value.size()));
-    if (p == nullptr) return NGX_ERROR;
-    ngx_memcpy(p, name.data(), name.size());
-    ngx_memcpy(p + name.size(), value.data(), value.size());
-    h->hash = 1;
-    h->key = {name.size(), p};
-    h->value = {value.size(), p + name.size()};
-    return NGX_OK;
-}
-
-ngx_int_t header_filter(ngx_http_request_t *r) {
-    if (r == r->main) {
-        ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
-        if (ctx != nullptr) {
-            for (const auto &[name, value] : ctx->limit.headers)
-                if (push_header(r, name, value) != NGX_OK) return NGX_ERROR;
-        }
-    }
-    return g_next_header_filter(r);
 }
 
 // --- sync ---------------------------------------------------------------------
@@ -206,9 +160,10 @@ void ngx_byok_limits_attach(void *area, size_t zone_size, ngx_slab_pool_t *shpoo
     g_shpool = shpool;
 }
 
-ngx_int_t ngx_byok_limits_admit(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+std::optional<byok::GatewayError> ngx_byok_limits_admit(ngx_http_request_t *r,
+                                                        ByokGatewayCtx *ctx) {
     const byok::ProjectLimits &l = ctx->snap.limits;
-    if (!l.any() || g_shm == nullptr) return NGX_OK;
+    if (!l.any() || g_shm == nullptr) return std::nullopt;
     const byok::Route route = ctx->decision.route;
     const int64_t now = ngx_time();
     byok::LimitVerdict v;
@@ -227,14 +182,20 @@ ngx_int_t ngx_byok_limits_admit(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         }
     }
     ctx->limit.headers = std::move(v.headers);
-    if (!v.refuse) return NGX_OK;
+    if (!v.refuse) return std::nullopt;
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   BYOK_LOG "project \"%s\" refused: %s limit reached", ctx->snap.project.c_str(),
                   v.exceeded.c_str());
-    return refuse(r, ctx, v);
+    // Refused before any upstream call: route denied, like every other
+    // refusal, so it is neither metered nor charged as a proxied request.
+    byok::GatewayError e = byok::limit_refusal(v);
+    ctx->decision.route = byok::Route::Denied;
+    ctx->decision.status = e.status;
+    ctx->decision.error_code = e.code;
+    return e;
 }
 
-void ngx_byok_limits_charge(const ByokRequestCtx *ctx, const byok::TokenUsage &u,
+void ngx_byok_limits_charge(const ByokGatewayCtx *ctx, const byok::TokenUsage &u,
                             int64_t cost_micro) {
     const byok::ProjectLimits &l = ctx->snap.limits;
     if (!l.any() || g_shm == nullptr || !u.known || !l.counts(ctx->decision.route)) return;
@@ -313,10 +274,4 @@ std::string ngx_byok_limits_metrics() {
         }
     }
     return out;
-}
-
-ngx_int_t ngx_byok_limits_init(ngx_conf_t *cf) {
-    g_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = header_filter;
-    return NGX_OK;
 }

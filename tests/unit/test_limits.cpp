@@ -3,6 +3,7 @@
 #include <string>
 
 #include "lib/admin.h"
+#include "lib/gateway.h"
 #include "lib/layout.h"
 #include "lib/limits.h"
 #include "lib/project.h"
@@ -85,9 +86,13 @@ Test(limits, i13_decision_table) {
     v = check_limits(l, {2, 0, 0}, Route::System, kNow);
     cr_assert_eq(header(v, "x-byok-limit-exceeded"), "requests_per_minute");
     cr_assert_eq(header(v, "x-byok-limit-requests-remaining"), "0");
-    cr_assert_eq(limit_refusal_message(v),
-                 "this project's requests_per_minute limit is reached; retry after " +
-                     std::to_string(60 - kNow % 60) + " seconds");
+    GatewayError e = limit_refusal(v);
+    cr_assert_eq(e.status, 429);
+    cr_assert_eq(e.code, "project_limit_exceeded");
+    cr_assert_eq(e.type, "rate_limit_error");
+    cr_assert_eq(e.retry_after, 60 - kNow % 60);
+    cr_assert_eq(e.message, "this project's requests_per_minute limit is reached; retry after " +
+                                std::to_string(60 - kNow % 60) + " seconds");
     l.scope = ProjectLimits::Scope::All;
     cr_assert(check_limits(l, {2, 0, 0}, Route::Byok, kNow).refuse);
     // No limits: no headers, never a refusal.
