@@ -3,6 +3,7 @@
 
 #include "lib/admin_internal.h"
 #include "lib/layout.h"
+#include "lib/limits.h"
 #include "lib/project.h"
 
 namespace byok::admin::detail {
@@ -14,12 +15,15 @@ json project_json(const std::string &pid, const Fields &f) {
         auto it = f.find(k);
         return it == f.end() ? std::string() : it->second;
     };
+    // limits: as stored by PATCH (serialize_limits), null when none.
+    json limits = json::parse(get("limits"), nullptr, false);
     return json{{"id", pid},
                 {"name", get("name")},
                 {"tier", get("tier").empty() ? "free" : get("tier")},
                 {"fallback", get("fallback").empty() ? "auto" : get("fallback")},
                 {"fallback_on_rate_limit", get("fallback_on_rate_limit") != "false"},
                 {"default_provider", get("default_provider")},
+                {"limits", limits.is_object() ? limits : json(nullptr)},
                 {"created_at", get("created_at")},
                 {"updated_at", get("updated_at")}};
 }
@@ -149,7 +153,25 @@ Step project_get(const CtxPtr &c, const std::string &pid) {
     });
 }
 
+// `limits` of PATCH (admin only; issue 13): the whole set, replacing the
+// stored one; null, {} or every limit null/0 removes them. → the value to
+// store ("" = none), or the refusal.
+std::optional<Step> patch_limits(const Ctx &c, json &body, std::optional<std::string> *out) {
+    auto it = body.find("limits");
+    if (it == body.end()) return std::nullopt;
+    if (!c.who.admin) return fail(403, "forbidden", "only an admin can change limits");
+    try {
+        *out = it->is_null() ? "" : serialize_limits(parse_limits(it->dump()));
+    } catch (const Error &e) {
+        return fail(400, "invalid_limits", e.what());
+    }
+    body.erase(it);
+    return std::nullopt;
+}
+
 Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
+    std::optional<std::string> limits;
+    if (auto e = patch_limits(*c, body, &limits)) return *e;
     if (auto e = check_fields(body, {{"name", Kind::String, false},
                                      {"tier", Kind::String, false},
                                      {"fallback", Kind::String, false},
@@ -176,6 +198,10 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
     if (body.contains("fallback_on_rate_limit")) {
         pairs.push_back("fallback_on_rate_limit");
         pairs.push_back(body["fallback_on_rate_limit"].get<bool>() ? "true" : "false");
+    }
+    if (limits) {
+        pairs.push_back("limits");
+        pairs.push_back(*limits);
     }
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptProjectUpdate, pid, {l.project(pid)}, std::move(pairs));

@@ -40,8 +40,15 @@ local function audit(action, target, global_only)
       redis.call('XADD', pa, 'MAXLEN', '~', '10000', '*', unpack(f))
     end
   end
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 end
+)lua";
+
+// KEYS[1] audit stream; ARGV[3] = "" (nothing to invalidate), ARGV[5]
+// action, ARGV[6] target. → {0}.
+const std::string kScriptAuditEntry = kAudit + R"lua(
+audit(ARGV[5], ARGV[6])
+return {0}
 )lua";
 
 // byok_tier(t): the tier rule of byok_allowed() (project.h) as a Lua set
@@ -377,6 +384,25 @@ return r
 )lua";
 
 }  // namespace byok::admin::detail
+
+namespace byok::admin {
+
+std::vector<std::string> audit_entry_command(const Layout &layout, std::string_view actor,
+                                             std::string_view at, std::string_view pid,
+                                             std::string_view action, std::string_view target) {
+    return {"EVAL",
+            detail::kScriptAuditEntry,
+            "1",
+            layout.audit(),
+            std::string(actor),
+            std::string(at),
+            "",
+            std::string(pid),
+            std::string(action),
+            std::string(target)};
+}
+
+}  // namespace byok::admin
 
 namespace byok {
 

@@ -9,7 +9,8 @@ namespace byok {
 namespace {
 
 constexpr int kMaxDepth = 64;
-constexpr size_t kKeyKeep = 6;  // "model" plus one byte tells longer keys apart
+// "stream_options" plus one byte tells longer keys apart.
+constexpr size_t kKeyKeep = 15;
 
 [[noreturn]] void invalid() { throw Error("request body is not valid JSON"); }
 
@@ -44,7 +45,7 @@ void append_utf8(std::string &out, uint32_t cp) {
 
 // A push-down automaton over bytes: the container stack is a bit per depth,
 // every other piece of state is a few scalars, so a piece boundary can fall
-// on any byte. Only top-level keys (kept up to 6 bytes) and the model value
+// on any byte. Only top-level keys (kept up to 15 bytes) and the model value
 // are decoded; escapes in them must be well-formed, lone surrogates included.
 void ModelScanner::feed(std::string_view piece) {
     step(piece.data(), piece.size());
@@ -71,6 +72,8 @@ void ModelScanner::end_string() {
     switch (str_) {
         case Str::TopKey:
             key_is_model_ = key_ == "model";
+            key_is_stream_ = key_ == "stream";
+            if (key_ == "stream_options") stream_.stream_options = true;
             st_ = St::AfterKey;
             break;
         case Str::Key:
@@ -113,6 +116,8 @@ void ModelScanner::end_escape(uint32_t cp) {
 void ModelScanner::start_value(char c) {
     bool is_model = key_is_model_;
     key_is_model_ = false;
+    if (key_is_stream_) stream_.stream = c == 't';  // finish() checks it is `true`
+    key_is_stream_ = false;
     switch (c) {
         case '{':
             push(true);
@@ -183,6 +188,7 @@ void ModelScanner::step(const char *p, size_t n) {
                 if (!is_ws(c)) {
                     if (c != '{') invalid();
                     push(true);
+                    stream_.object_start = offset_ + i + 1;
                 }
                 i++;
                 break;

@@ -16,6 +16,14 @@ struct ModelSpan {
     std::string model;  // unescaped value
 };
 
+// What the include_usage injection (lib/metering.h) needs to know about a
+// body, read by the same pass that finds the model.
+struct StreamFacts {
+    bool stream = false;          // top-level "stream": true (the last one, if repeated)
+    bool stream_options = false;  // top-level "stream_options" present, any value
+    size_t object_start = 0;      // offset just past the top-level '{'
+};
+
 // Validates that the body is a single well-formed JSON object (depth <= 64)
 // and finds the top-level "model" string. The body may be fed in pieces
 // split anywhere (nginx holds it in several buffers and a temp file); the
@@ -28,7 +36,8 @@ class ModelScanner {
     // The end of the body: the top-level "model" string with its offsets in
     // the whole body, or nullopt when absent or not a string.
     std::optional<ModelSpan> finish();
-    size_t offset() const { return offset_; }  // bytes fed so far
+    size_t offset() const { return offset_; }                    // bytes fed so far
+    const StreamFacts &stream_facts() const { return stream_; }  // valid after finish()
 
   private:
     enum class St : uint8_t {
@@ -76,9 +85,12 @@ class ModelScanner {
     // current literal
     const char *lit_ = nullptr;
     int lit_at_ = 0;
-    // top-level key being decoded (only "model" matters: at most 6 bytes kept)
+    // top-level key being decoded (only "model", "stream" and "stream_options"
+    // matter: at most 15 bytes kept)
     std::string key_;
     bool key_is_model_ = false;
+    bool key_is_stream_ = false;
+    StreamFacts stream_;
     bool seen_model_ = false;
     std::optional<ModelSpan> model_;
 };

@@ -26,6 +26,11 @@ class Layout {
     }
     std::string meter_all(std::string_view yyyymmdd) const { return p_ + "meter:" + s(yyyymmdd); }
     std::string usage_events() const { return p_ + "usage:events"; }
+    // Project-limit counters (lib/limits.h): `what` requests|tokens|cost,
+    // `window` the minute, day or month they count.
+    std::string limit(std::string_view pid, std::string_view what, std::string_view window) const {
+        return tagged(pid, "limit:") + s(what) + ":" + s(window);
+    }
     std::string audit() const { return p_ + "audit"; }
     // The project's own audit stream (same entries as audit(), same ids).
     // admin_scripts.cpp spells it from audit() inside Lua: keep them in step.

@@ -6,8 +6,6 @@ namespace byok {
 
 namespace {
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
 const Metric kMetrics[] = {Metric::Requests, Metric::Input, Metric::Output,
                            Metric::Cached,   Metric::Cost,  Metric::Unknown};
 
@@ -153,75 +151,23 @@ bool include_usage_applies(bool unified, std::string_view path) {
 }
 
 std::optional<BodyInsert> plan_include_usage(bool unified, std::string_view path,
+                                             const StreamFacts &facts) {
+    if (!include_usage_applies(unified, path)) return std::nullopt;
+    if (!facts.stream || facts.stream_options || facts.object_start == 0) return std::nullopt;
+    return BodyInsert{facts.object_start, "\"stream_options\":{\"include_usage\":true},"};
+}
+
+std::optional<BodyInsert> plan_include_usage(bool unified, std::string_view path,
                                              std::string_view body) {
     if (!include_usage_applies(unified, path)) return std::nullopt;
-    size_t i = 0;
-    auto ws = [&] {
-        while (i < body.size() && is_ws(body[i])) i++;
-    };
-    // Skips one JSON value (the body is known valid): strings, nesting, literals.
-    auto skip_value = [&] {
-        int depth = 0;
-        bool in_str = false, esc = false;
-        for (; i < body.size(); i++) {
-            char c = body[i];
-            if (in_str) {
-                if (esc)
-                    esc = false;
-                else if (c == '\\')
-                    esc = true;
-                else if (c == '"') {
-                    in_str = false;
-                    if (depth == 0) {
-                        i++;
-                        return;
-                    }
-                }
-                continue;
-            }
-            if (c == '"') {
-                in_str = true;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (depth == 0) return;  // end of the enclosing object
-                if (--depth == 0) {
-                    i++;
-                    return;
-                }
-            } else if (depth == 0 && (c == ',' || is_ws(c))) {
-                return;
-            }
-        }
-    };
-    ws();
-    if (i >= body.size() || body[i] != '{') return std::nullopt;
-    size_t open = i++;
-    bool stream = false;
-    for (;;) {
-        ws();
-        if (i >= body.size() || body[i] != '"') break;
-        size_t start = i;
-        skip_value();
-        std::string_view key = body.substr(start, i - start);
-        ws();
-        if (i >= body.size() || body[i] != ':') return std::nullopt;
-        i++;
-        ws();
-        size_t vstart = i;
-        skip_value();
-        std::string_view value = body.substr(vstart, i - vstart);
-        if (key == "\"stream_options\"") return std::nullopt;  // the client decided
-        if (key == "\"stream\"") stream = value == "true";
-        ws();
-        if (i < body.size() && body[i] == ',') {
-            i++;
-            continue;
-        }
-        break;
+    ModelScanner scanner;
+    try {
+        scanner.feed(body);
+        scanner.finish();
+    } catch (const Error &) {
+        return std::nullopt;
     }
-    if (!stream) return std::nullopt;
-    return BodyInsert{open + 1, "\"stream_options\":{\"include_usage\":true},"};
+    return plan_include_usage(unified, path, scanner.stream_facts());
 }
 
 }  // namespace byok

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/body.h"
 #include "lib/catalog.h"
 #include "lib/layout.h"
 #include "lib/usage_scanner.h"
@@ -79,14 +80,18 @@ struct BodyInsert {
     size_t offset = 0;
     std::string bytes;
 };
-// `unified`: the request came in on /v1 (OpenAI-compatible); `path`: the
-// path under it ("/chat/completions"). The body must already be known to be
-// one valid JSON object (find_model checked it). nullopt = leave it alone:
-// not a chat/completions stream, or the client set stream_options itself.
 // True when a request to `path` (after /v1, query allowed) on the unified
 // endpoint is one plan_include_usage() may edit: a cheap test before the
 // body is looked at.
 bool include_usage_applies(bool unified, std::string_view path);
+// `unified`: the request came in on /v1 (OpenAI-compatible); `path`: the
+// path under it ("/chat/completions"); `facts`: what the body scan
+// (ModelScanner, lib/body.h) saw, so the body is never read twice and may
+// be of any size. nullopt = leave it alone: not a chat/completions stream,
+// or the client set stream_options itself.
+std::optional<BodyInsert> plan_include_usage(bool unified, std::string_view path,
+                                             const StreamFacts &facts);
+// The same for a whole body in one piece (scans it; invalid JSON: nullopt).
 std::optional<BodyInsert> plan_include_usage(bool unified, std::string_view path,
                                              std::string_view body);
 

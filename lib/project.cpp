@@ -87,6 +87,14 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     s.default_server = std::string(field(project, "default_server"));
     s.fallback_on_rate_limit = field(project, "fallback_on_rate_limit") != "false";
     s.default_provider = std::string(field(project, "default_provider"));
+    if (std::string_view l = field(project, "limits"); !l.empty()) {
+        try {
+            s.limits = parse_limits(l);
+        } catch (const Error &) {
+            // Only the admin API writes it, validated: a broken value is
+            // no limit rather than a project that cannot be served.
+        }
+    }
 
     s.keys.reserve(keys.size());
     for (const auto &[provider, json] : keys) {
@@ -206,6 +214,14 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
         put_str(out, k.key_hint);
     }
     put_str(out, s.key_id);
+    if (s.limits.any()) {
+        for (int64_t v : {s.limits.requests_per_minute, s.limits.tokens_per_day,
+                          s.limits.cost_per_month_micro}) {
+            put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(v) & 0xffffffffu));
+            put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(v) >> 32));
+        }
+        out.push_back(static_cast<char>(s.limits.scope));
+    }
     return out;
 }
 
@@ -244,6 +260,17 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
         s.keys.push_back(std::move(k));
     }
     if (r.pos != blob.size()) s.key_id = r.str();
+    if (r.pos != blob.size()) {  // limits: only a limited project has them
+        for (int64_t *v : {&s.limits.requests_per_minute, &s.limits.tokens_per_day,
+                           &s.limits.cost_per_month_micro}) {
+            uint64_t lo = r.u32(), hi = r.u32();
+            *v = static_cast<int64_t>(lo | (hi << 32));
+            if (*v < 0) Reader::corrupt();
+        }
+        uint8_t scope = r.u8();
+        if (scope > 1) Reader::corrupt();
+        s.limits.scope = static_cast<ProjectLimits::Scope>(scope);
+    }
     if (r.pos != blob.size()) Reader::corrupt();
     return s;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lib/crypto.h"
+#include "lib/limits.h"
 #include "lib/redis_reply.h"
 #include "lib/util.h"
 
@@ -55,6 +56,8 @@ struct GatewaySnapshot {
     std::string default_provider;
     std::vector<StoredKey> keys;
     std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
+    // Project field limits (PATCH /projects/{pid}, lib/limits.h).
+    ProjectLimits limits;
 
     const StoredKey *find_key(std::string_view provider) const;
 };

@@ -265,9 +265,10 @@ inline std::string_view sv(const ngx_str_t &s) {
 
 // Per-request metering state, part of ByokGatewayCtx.
 struct ByokMeter {
-    bool inject = false;    // include_usage was added to the upstream body
-    bool active = false;    // the response body is being scanned
-    bool finished = false;  // usage and cost below are final
+    bool inject = false;       // include_usage was added to the upstream body
+    bool active = false;       // the response body is being scanned
+    bool finished = false;     // usage and cost below are final
+    byok::StreamFacts stream;  // from the body scan: where include_usage would go
     byok::UsageScanner scanner;
     std::optional<byok::SseUsageDropper> dropper;  // inject + an SSE answer
     ngx_chain_t *free = nullptr, *busy = nullptr;  // dropper output buffers
@@ -276,6 +277,32 @@ struct ByokMeter {
 };
 
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf);  // filters, log handler, variables
+
+// --- project limits (ngx_byok_limits.cpp) --------------------------------------
+
+// Per-request limit state, part of ByokGatewayCtx.
+struct ByokLimitState {
+    bool charged = false;  // this request counts in requests_per_minute already
+    std::vector<std::pair<std::string, std::string>> headers;  // x-byok-limit-*
+};
+struct ByokGatewayCtx;
+
+// The counter table lives in the cache zone, after the metrics.
+size_t ngx_byok_limits_size(size_t zone_size);
+void ngx_byok_limits_attach(void *area, size_t zone_size, ngx_slab_pool_t *shpool);
+// Before any upstream call, once the route is planned (first call and
+// fallback retry): sets the x-byok-limit-* headers and returns the 429 to
+// send when a counted limit is spent (the route becomes denied), else
+// nullopt.
+std::optional<byok::GatewayError> ngx_byok_limits_admit(ngx_http_request_t *r, ByokGatewayCtx *ctx);
+// Log phase: the tokens and cost of a finished request.
+void ngx_byok_limits_charge(const ByokGatewayCtx *ctx, const byok::TokenUsage &u,
+                            int64_t cost_micro);
+// From the once-a-second usage flush: sync the counters with Redis.
+void ngx_byok_limits_sync();
+void ngx_byok_limits_init_process();
+// byok_limit_alerts_total for /metrics.
+std::string ngx_byok_limits_metrics();
 
 // --- per-request state (ngx_byok_ctx.cpp) ---------------------------------------
 //
@@ -358,6 +385,7 @@ struct ByokGatewayCtx {
     bool waiting_resolve = false;
     ByokUpstream up;
     ByokMeter meter;
+    ByokLimitState limit;
 
     ~ByokGatewayCtx();
 };
@@ -396,9 +424,10 @@ bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 // The include_usage hook of the body preparation: when the request is an
 // OpenAI-style stream without usage, `*bufs`/`*len` become the body plus
-// the inserted stream_options. Bodies held in memory up to 64 KiB only (a
-// larger or spilled body is left alone: its usage is counted when the
-// provider reports it). NGX_OK or NGX_ERROR.
+// the inserted stream_options (ctx->meter.stream says where), of any size,
+// as long as the buffer at the insert is in memory (a body spilled to the
+// temp file is left alone: its usage is counted when the provider reports
+// it). NGX_OK or NGX_ERROR.
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len);
 

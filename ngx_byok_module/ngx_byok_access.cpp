@@ -241,6 +241,8 @@ ngx_int_t take_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, byok::RoutePlan 
         case byok::RoutePlan::Action::Proxy:
             break;
     }
+    // Issue 13: project limits, before any upstream call (429 when spent).
+    if (auto e = ngx_byok_limits_admit(r, ctx)) return fail(r, ctx, *e);
     ctx->key = std::move(p.key);
     ctx->key_hint = std::move(p.key_hint);
     ctx->resolve_endpoint = p.resolve_endpoint;

@@ -1,5 +1,7 @@
 // The gateway's response headers: x-byok-route, x-byok-provider and
-// x-byok-fallback-reason tell the client how its request was served.
+// x-byok-fallback-reason tell the client how its request was served;
+// x-byok-limit-* what remains of the project's limits (issue 13, set at
+// admission by ngx_byok_limits.cpp).
 #include "ngx_byok_module/ngx_byok.h"
 
 namespace {
@@ -17,6 +19,8 @@ ngx_int_t ngx_byok_header_filter(ngx_http_request_t *r) {
             ok = ngx_byok_push_header(r->pool, out, "x-byok-provider", d.provider->id);
         if (ok && d.route == byok::Route::Fallback)
             ok = ngx_byok_push_header(r->pool, out, "x-byok-fallback-reason", d.reason);
+        for (const auto &[name, value] : ctx->limit.headers)
+            ok = ok && ngx_byok_push_header(r->pool, out, name, value) != nullptr;
         if (!ok) return NGX_ERROR;
     }
     return g_next_header_filter(r);

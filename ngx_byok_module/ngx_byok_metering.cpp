@@ -173,6 +173,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         ngx_byok_meter_add(byok::meter_increments(main->admin.layout, rec));
         ngx_byok_usage_event(byok::usage_event_fields(rec));
         ngx_byok_count_usage(main->catalog, d.provider, d.route, m.usage, m.cost_micro);
+        ngx_byok_limits_charge(ctx, m.usage, m.cost_micro);  // issue 13: project limits
     } catch (const std::exception &) {
     }
     return NGX_OK;
@@ -217,28 +218,68 @@ VarDef g_vars[] = {
 
 }  // namespace
 
-// The body as one view when it is small and in memory: nginx's own buffer
-// when there is one, else a bounded copy into the request pool.
-static bool small_body_view(ngx_http_request_t *r, ngx_chain_t *bufs, off_t len,
-                            std::string_view *out) {
-    static const off_t kMaxInjectBody = 64 * 1024;
-    if (len <= 0 || len > kMaxInjectBody) return false;
-    for (ngx_chain_t *cl = bufs; cl; cl = cl->next)
-        if (cl->buf->in_file || !ngx_buf_in_memory(cl->buf)) return false;
-    if (bufs->next == nullptr) {
-        *out = {(const char *)bufs->buf->pos, (size_t)(bufs->buf->last - bufs->buf->pos)};
+// The body chain with `insert` at `offset`, without copying the body: the
+// links before it are reused, the buffer holding the offset is sliced in
+// two around one small buffer, the rest is reused. Slices get start = pos
+// (nginx's upstream retry rewinds to start). The original links are never
+// changed: a fallback prepares the body again from them. false = leave the
+// body alone (the offset is in a file buffer).
+static bool insert_in_chain(ngx_http_request_t *r, ngx_chain_t **bufs, size_t offset,
+                            std::string_view insert, bool *failed) {
+    ngx_chain_t *head = nullptr, **ll = &head;
+    auto link = [&](ngx_buf_t *b) {
+        ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
+        if (cl == nullptr) return false;
+        cl->buf = b;
+        cl->next = nullptr;
+        *ll = cl;
+        ll = &cl->next;
+        return true;
+    };
+    auto slice = [&](const ngx_buf_t *src, u_char *from, u_char *to, bool last) -> ngx_buf_t * {
+        auto *b = static_cast<ngx_buf_t *>(ngx_palloc(r->pool, sizeof(ngx_buf_t)));
+        if (b == nullptr) return nullptr;
+        *b = *src;
+        b->start = b->pos = from;
+        b->end = b->last = to;
+        b->in_file = 0;
+        if (!last) b->last_buf = b->last_in_chain = 0;
+        return b;
+    };
+    *failed = true;
+    size_t at = 0;
+    for (ngx_chain_t *cl = *bufs; cl; cl = cl->next) {
+        ngx_buf_t *b = cl->buf;
+        size_t size = (size_t)ngx_buf_size(b);
+        if (at + size <= offset) {  // wholly before the insert
+            if (!link(b)) return false;
+            at += size;
+            continue;
+        }
+        if (!ngx_buf_in_memory(b) || b->in_file) {
+            *failed = false;
+            return false;
+        }
+        u_char *cut = b->pos + (offset - at);
+        ngx_buf_t *ins = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+        u_char *bytes = static_cast<u_char *>(ngx_pnalloc(r->pool, insert.size()));
+        if (ins == nullptr || bytes == nullptr) return false;
+        ngx_memcpy(bytes, insert.data(), insert.size());
+        ins->start = ins->pos = bytes;
+        ins->end = ins->last = bytes + insert.size();
+        ins->memory = 1;
+        ngx_buf_t *before = cut > b->pos ? slice(b, b->pos, cut, false) : nullptr;
+        ngx_buf_t *after = slice(b, cut, b->last, true);
+        if ((cut > b->pos && before == nullptr) || after == nullptr) return false;
+        if ((before && !link(before)) || !link(ins) || !link(after)) return false;
+        for (cl = cl->next; cl; cl = cl->next)
+            if (!link(cl->buf)) return false;
+        *bufs = head;
+        *failed = false;
         return true;
     }
-    u_char *copy = static_cast<u_char *>(ngx_pnalloc(r->pool, (size_t)len));
-    if (copy == nullptr) return false;
-    u_char *p = copy;
-    for (ngx_chain_t *cl = bufs; cl; cl = cl->next) {
-        size_t n = cl->buf->last - cl->buf->pos;
-        if (p + n > copy + len) return false;
-        p = ngx_cpymem(p, cl->buf->pos, n);
-    }
-    *out = {(const char *)copy, (size_t)(p - copy)};
-    return true;
+    *failed = false;
+    return false;
 }
 
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx,
@@ -247,39 +288,17 @@ ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx
     if (!main_conf(r)->stream_usage ||
         !byok::include_usage_applies(ctx->req.unified, ctx->req.rest))
         return NGX_OK;
-    std::string_view body;
-    if (!small_body_view(r, *bufs, *len, &body)) return NGX_OK;
     std::optional<byok::BodyInsert> edit;
     try {
-        edit = byok::plan_include_usage(ctx->req.unified, ctx->req.rest, body);
+        edit = byok::plan_include_usage(ctx->req.unified, ctx->req.rest, ctx->meter.stream);
     } catch (const std::exception &) {
         return NGX_ERROR;
     }
-    if (!edit || edit->offset == 0 || edit->offset > body.size()) return NGX_OK;
-    // Three buffers: the body up to the insert, the insert, the rest.
-    std::string_view parts[3] = {body.substr(0, edit->offset), edit->bytes,
-                                 body.substr(edit->offset)};
-    u_char *copy = static_cast<u_char *>(ngx_pnalloc(r->pool, edit->bytes.size()));
-    if (copy == nullptr) return NGX_ERROR;
-    ngx_memcpy(copy, edit->bytes.data(), edit->bytes.size());
-    parts[1] = {(const char *)copy, edit->bytes.size()};
-    ngx_chain_t *head = nullptr, **ll = &head;
-    for (size_t i = 0; i < 3; i++) {
-        if (parts[i].empty()) continue;
-        auto *b = static_cast<ngx_buf_t *>(ngx_pcalloc(r->pool, sizeof(ngx_buf_t)));
-        ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
-        if (b == nullptr || cl == nullptr) return NGX_ERROR;
-        b->pos = b->start = (u_char *)parts[i].data();
-        b->last = b->end = b->pos + parts[i].size();
-        b->memory = 1;
-        cl->buf = b;
-        *ll = cl;
-        ll = &cl->next;
-    }
-    *ll = nullptr;
-    for (ngx_chain_t *cl = head; cl; cl = cl->next) cl->buf->last_buf = cl->next == nullptr;
-    *bufs = head;
-    *len = (off_t)(body.size() + edit->bytes.size());
+    if (!edit || edit->offset == 0 || edit->offset >= (size_t)*len) return NGX_OK;
+    bool failed = false;
+    if (!insert_in_chain(r, bufs, edit->offset, edit->bytes, &failed))
+        return failed ? NGX_ERROR : NGX_OK;
+    *len += (off_t)edit->bytes.size();
     ctx->meter.inject = true;
     return NGX_OK;
 }

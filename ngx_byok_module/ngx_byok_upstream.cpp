@@ -156,6 +156,7 @@ bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ctx->body_len = scanner.offset();
     // An empty body is not validated (nothing to route on).
     if (ctx->body_len > 0) ctx->model = scanner.finish();
+    ctx->meter.stream = scanner.stream_facts();  // issue 13: where include_usage goes
     return true;
 }
 

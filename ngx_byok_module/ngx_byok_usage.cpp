@@ -54,6 +54,7 @@ void flush() {
 void flush_handler(ngx_event_t *ev) {
     try {
         flush();
+        ngx_byok_limits_sync();  // issue 13: project-limit counters, same interval
     } catch (const std::exception &) {
     }
     if (g_active && !ngx_exiting) ngx_add_timer(&g_flush_ev, kFlushEvery);
@@ -85,6 +86,7 @@ void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
     g_flush_ev.cancelable = 1;
     g_active = true;
     ngx_add_timer(&g_flush_ev, kFlushEvery);
+    ngx_byok_limits_init_process();  // issue 13: project-limit counters
 }
 
 void ngx_byok_usage_exit_process() {
