@@ -57,8 +57,8 @@ export function errorSlot() {
   return el;
 }
 
-export function table(headers, rows, caption) {
-  return h('div', { class: 'table-wrap' },
+export function table(headers, rows, caption, id) {
+  return h('div', { class: 'table-wrap', id },
     h('table', {},
       caption ? h('caption', {}, caption) : null,
       h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
