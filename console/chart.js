@@ -60,6 +60,10 @@ export function drawStacked(canvas, labels, series, fmt) {
       y -= bh;
     });
     g.fillStyle = '#444'; g.textAlign = 'center'; g.textBaseline = 'top';
-    if ((labels.length - 1 - i) % every === 0) g.fillText(label, x + barW / 2, pad.t + plotH + 6);
+    if ((labels.length - 1 - i) % every === 0) {
+      // Centred under the bar, but never cut off at the canvas' edges.
+      const half = g.measureText(label).width / 2;
+      g.fillText(label, Math.min(Math.max(x + barW / 2, half + 1), w - half - 1), pad.t + plotH + 6);
+    }
   });
 }
