@@ -16,11 +16,12 @@ export function multiKey(routes) {
 
 const keyId = (rec) => rec.id || rec.key_id || '';
 
-// Health is a state ("healthy", "invalid", "exhausted", "cooling") or an
-// object with the state and until when it holds.
+// Health is a state (healthy, invalid, exhausted, cooling, breaker) or an
+// object with the state and until when it holds (ISO time or until_ms).
 function healthText(v) {
   if (v === null || typeof v !== 'object') return String(v);
-  const until = v.until || v.retry_at || v.cooldown_until;
+  const until = v.until || v.retry_at || v.cooldown_until
+    || (Number(v.until_ms) > 0 ? new Date(Number(v.until_ms)).toISOString().replace(/\.\d{3}Z$/, 'Z') : '');
   return [v.state || v.status, until ? `until ${when(until)}` : '', v.reason ? `(${v.reason})` : '']
     .filter(Boolean).join(' ');
 }
@@ -228,6 +229,14 @@ function providerCard(ctx, provider, multi, recs, reload) {
   return card;
 }
 
+// One row per key, whether the API lists rows with `provider`, rows per
+// provider with their `keys`, or an object keyed by provider.
+function flatKeys(keys) {
+  const list = Array.isArray(keys) ? keys
+    : Object.entries(keys || {}).map(([provider, v]) => (Array.isArray(v) ? { provider, keys: v } : { provider, ...v }));
+  return list.flatMap((k) => (Array.isArray(k.keys) ? k.keys.map((x) => ({ provider: k.provider, ...x })) : [k]));
+}
+
 export async function keysPage(body, ctx) {
   const [providers, routes] = await Promise.all([
     api('GET', `providers?project=${enc(ctx.project)}`), ctx.routes()]);
@@ -239,7 +248,7 @@ export async function keysPage(body, ctx) {
   const load = async () => {
     const [keys, st] = await Promise.all([api('GET', `${P(ctx)}/keys`), api('GET', `${P(ctx)}/stats`)]);
     const byProvider = new Map();
-    for (const k of keys) byProvider.set(k.provider, [...(byProvider.get(k.provider) || []), k]);
+    for (const k of flatKeys(keys)) byProvider.set(k.provider, [...(byProvider.get(k.provider) || []), k]);
     const grid = h('div', { class: 'grid' });
     for (const p of providers) grid.append(providerCard(ctx, p, multi, byProvider.get(p.id) || [], load));
     view.replaceChildren(routeBanner(st), expiringNote(st) || '',
