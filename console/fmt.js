@@ -6,6 +6,14 @@ import { h } from './dom.js';
 export const P = (ctx) => `projects/${enc(ctx.project)}`;
 
 export function when(iso) { return iso ? String(iso).replace('T', ' ').replace('Z', ' UTC') : '—'; }
+// An expiry with how far away it is: "2026-12-03 10:00:00 UTC (in 3 days)".
+export function expiry(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return when(iso);
+  const days = Math.floor((t - Date.now()) / 86400000);
+  const rel = t <= Date.now() ? 'expired' : days < 1 ? 'within a day' : `in ${days} day${days > 1 ? 's' : ''}`;
+  return `${when(iso)} (${rel})`;
+}
 export function has(o, k) { return o && o[k] !== undefined && o[k] !== null && o[k] !== ''; }
 
 // Dollars as the API counts them (micro-dollar precision), without float noise.

@@ -5,7 +5,7 @@
 // single-key routes otherwise. Fields the API does not return are left out.
 import { api, enc } from './api.js';
 import { announce, append, confirmButton, errorSlot, field, h } from './dom.js';
-import { P, has, optionalFacts, usd, when } from './fmt.js';
+import { P, expiry, has, optionalFacts, usd, when } from './fmt.js';
 
 const ADD_ROUTE = /^\/projects\/\{[^}]+\}\/keys\/\{[^}]+\}$/;
 
@@ -176,7 +176,7 @@ function keyItem(ctx, provider, multi, rec, reload) {
     h('div', { class: 'fact' }, h('dt', {}, 'Key'), h('dd', { class: 'mono key-hint' }, rec.key_hint)),
     h('div', { class: 'fact' }, h('dt', {}, 'Label'), h('dd', { class: 'label' }, rec.label || '—')),
     optionalFacts(rec, [['endpoint', 'Endpoint'], ['weight', 'Weight'], ['health', 'Health', healthText],
-      ['expires_at', 'Expires', when], ['last_used_at', 'Last used', when], ['last_used', 'Last used', when]]),
+      ['expires_at', 'Expires', expiry], ['last_used_at', 'Last used', when], ['last_used', 'Last used', when]]),
     h('div', { class: 'fact' }, h('dt', {}, 'Last test'),
       h('dd', { class: 'test-status' }, rec.last_tested ? `${rec.test_status} at ${when(rec.last_tested)}`
         : has(rec, 'test_status') && rec.test_status !== 'untested' ? rec.test_status : 'never'))));

@@ -6,7 +6,7 @@ import { api, enc } from './api.js';
 import {
   announce, append, clear, confirmButton, errorSlot, field, h, select, table,
 } from './dom.js';
-import { P, has, when } from './fmt.js';
+import { P, expiry, has, when } from './fmt.js';
 import { keysPage } from './keys.js';
 import { usagePage } from './usage.js';
 
@@ -142,7 +142,7 @@ async function gatewayPage(body, ctx) {
     const expired = has(k, 'expires_at') && Date.parse(k.expires_at) <= Date.now();
     return [h('span', { class: 'mono' }, k.id), h('span', { class: 'mono' }, `${k.prefix}…`),
       h('span', { class: 'label' }, k.label || '—'), (k.scopes || []).join(', ') || '—', when(k.created_at),
-      h('span', { class: 'expires' }, has(k, 'expires_at') ? when(k.expires_at) : 'never'),
+      h('span', { class: 'expires' }, has(k, 'expires_at') ? expiry(k.expires_at) : 'never'),
       has(k, 'last_used_at') ? when(k.last_used_at) : '—',
       k.revoked ? 'revoked' : expired ? 'expired' : 'active', h('span', { class: 'actions' }, action, err)];
   });

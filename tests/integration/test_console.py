@@ -273,7 +273,8 @@ def test_i15_09_provider_keys_page_shows_several_keys_per_provider(gw, driver, t
     first, second = out["fields"]
     assert (first["id"], first["state"], first["weight"], first["health"]) == \
         ("k_0123456789ab", "active", "3", "healthy")
-    assert first["expires_at"].endswith(" UTC") and first["last_used_at"] == "2026-11-30 10:00:00 UTC"
+    assert re.fullmatch(r"2\S+ \S+ UTC \(in [23] days\)", first["expires_at"])
+    assert first["last_used_at"] == "2026-11-30 10:00:00 UTC"
     assert (second["state"], second["label"], second["health"]) == \
         ("cooling", XSS_LABEL, "cooling until 2026-11-30 10:05:00 UTC")
     assert "expires_at" not in second  # empty: left out
