@@ -3,7 +3,7 @@ import { api, forget, remember, signedIn, whenUnauthorized } from './api.js';
 import { append, clear, errorSlot, field, h, select } from './dom.js';
 import { PAGES } from './pages.js';
 
-const state = { me: null, project: '', projects: [] };
+const state = { me: null, project: '', projects: [], routes: null };
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
@@ -46,12 +46,14 @@ function signOut() {
   state.me = null;
   state.projects = [];
   state.project = '';
+  state.routes = null;
   history.replaceState(null, '', location.pathname);
   signInPage('');
 }
 
 async function start() {
   state.me = await api('GET', 'me');
+  state.routes = null;
   if (state.me.kind === 'admin') {
     state.projects = await api('GET', 'projects');
     if (!state.projects.some((p) => p.id === state.project))
@@ -104,6 +106,8 @@ async function show(id) {
     project: state.project,
     projects: state.projects,
     refresh: () => show(page.id),
+    // The API's route table (GET /), asked once per sign-in: what it can do.
+    routes: () => (state.routes = state.routes || api('GET', '').catch((e) => { state.routes = null; throw e; })),
     reloadProjects: async () => { state.projects = await api('GET', 'projects'); renderChrome(); },
     open: (pid) => { state.project = pid; renderChrome(); location.hash = '#keys'; },
   };

@@ -57,12 +57,17 @@ export function errorSlot() {
   return el;
 }
 
-export function table(headers, rows, caption) {
-  return h('div', { class: 'table-wrap' },
-    h('table', {},
+// On a narrow screen (app.css) each row becomes a block of "header: value"
+// lines, the header coming from data-label; the explicit roles keep it a
+// table for screen readers whatever its CSS display.
+export function table(headers, rows, caption, id) {
+  return h('div', { class: 'table-wrap', id },
+    h('table', { role: 'table' },
       caption ? h('caption', {}, caption) : null,
-      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c)))))));
+      h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' },
+        headers.map((x) => h('th', { scope: 'col', role: 'columnheader' }, x)))),
+      h('tbody', { role: 'rowgroup' }, rows.map((r) => h('tr', { role: 'row' }, r.map((c, i) =>
+        h('td', { role: 'cell', 'data-label': headers[i] || null }, h('span', { class: 'cell' }, c))))))));
 }
 
 // A button that asks once more before acting (no modal dialogs).

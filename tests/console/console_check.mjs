@@ -66,9 +66,66 @@ async function heapHas(...needles) {
   return needles.map((n) => snapshot.includes(n));
 }
 
+// WCAG AA contrast of every visible piece of text against the background it
+// is drawn on (the nearest ancestor with an opaque background): 4.5:1, or
+// 3:1 for large text; disabled controls are exempt (as in WCAG 1.4.3).
+async function assertContrast(where) {
+  const bad = await page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const out = [];
+    for (const el of document.querySelectorAll('body *')) {
+      if (el.closest('[hidden], .visually-hidden, .skip') || el.disabled) continue;
+      const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+      if (!text || !el.getClientRects().length) continue;
+      const cs = getComputedStyle(el);
+      if (cs.visibility === 'hidden' || Number(cs.opacity) === 0) continue;
+      const fg = lum(rgb(cs.color).slice(0, 3));
+      const bg = lum(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      const size = parseFloat(cs.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) out.push(`${el.tagName.toLowerCase()} "${text.slice(0, 30)}" ${ratio.toFixed(2)}`);
+    }
+    return out;
+  });
+  check(bad.length === 0, `${where}: text below WCAG AA contrast: ${bad.join(' | ')}`);
+}
+
+// Coloured (not grey) pixels painted on a canvas: the chart has bars.
+async function painted(selector) {
+  return page.$eval(selector, (c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let coloured = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2])) coloured++;
+    return coloured;
+  });
+}
+
+async function downloadCsv() {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
+  return readFileSync(await download.path(), 'utf8');
+}
+
+// The page itself never scrolls sideways (tables may, inside their box).
+async function overflow() {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
 async function shot(name) {
   await page.waitForSelector('.page[data-ready="1"]');
   await assertLabelled(name);
+  await assertContrast(name);
   const path = join(cfg.screenshots, `${name}.png`);
   await page.screenshot({ path, fullPage: true });
   out.screenshots[name] = path;
@@ -100,7 +157,7 @@ async function signIn(credential) {
 
 const step = (name) => out.steps.push(name);
 
-try {
+async function mainScenario() {
   // ---- load -------------------------------------------------------------
   const t0 = Date.now();
   await page.goto(`${cfg.origin}/console/`);
@@ -149,6 +206,9 @@ try {
   const hintShown = await page.textContent(`${card} .key-hint`);
   check(hintShown.startsWith('sk-...') && hintShown.endsWith(cfg.providerKey.slice(-4)), `masked hint (${hintShown})`);
   check(await page.textContent(`${card} .label`) === cfg.xssLabel, 'label rendered as text');
+  // Today's single-key API: no weight, health or expiry to show or ask for.
+  check(await page.$(`${card} [data-field="weight"], ${card} input[name="weight"]`) === null,
+    'no multi-key fields without the multi-key API');
   await assertAbsent(cfg.providerKey, 'provider key');
   // The project id is in memory (positive control: the snapshot sees the
   // page's strings; it is JSON, so the needles are plain ASCII), the key not.
@@ -163,27 +223,20 @@ try {
   await shot('keys');
   // 360 px wide: no horizontal scrolling of the page itself.
   await page.setViewportSize({ width: 360, height: 800 });
-  out.narrowOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  out.narrowOverflow = await overflow();
   await shot('keys-360');
   await page.setViewportSize({ width: 1440, height: 900 });
   step('provider key added, masked, tested');
 
   // ---- usage --------------------------------------------------------------
   await go('usage');
-  const painted = await page.evaluate(() => {
-    const c = document.getElementById('usage-chart');
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let coloured = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2])) coloured++;
-    return coloured;
-  });
-  check(painted > 100, `usage chart has coloured bars (${painted} px)`);
-  out.usageRows = await page.$$eval('#page-usage tbody tr', (r) => r.length);
+  const tokenPixels = await painted('#usage-tokens');
+  check(tokenPixels > 100, `usage chart has coloured bars (${tokenPixels} px)`);
+  out.usageRows = await page.$$eval('#usage-table tbody tr', (r) => r.length);
   check(out.usageRows > 0, 'usage table has rows');
-  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
-  const csvText = readFileSync(await download.path(), 'utf8').split('\r\n');
-  check(csvText[0] === 'day,provider,byok,system,fallback' && csvText.length === out.usageRows + 1,
-    `CSV export (${csvText[0]}, ${csvText.length} lines)`);
+  const csvLines = (await downloadCsv()).split('\r\n');
+  check(csvLines[0] === 'day,provider,requests,input_tokens,output_tokens,cached_tokens,tokens_unknown,cost_usd'
+    && csvLines.length === out.usageRows + 1, `CSV export (${csvLines[0]}, ${csvLines.length} lines)`);
   await shot('usage');
   step('usage chart drawn, CSV exported');
 
@@ -239,6 +292,17 @@ try {
   await shot('audit');
   step('audit filtered');
 
+  // Every page at 360 px: no sideways scrolling of the page, readable.
+  out.narrow = {};
+  await page.setViewportSize({ width: 360, height: 800 });
+  for (const id of ['projects', 'gateway', 'usage', 'servers', 'audit']) {
+    await go(id);
+    out.narrow[id] = await overflow();
+    await shot(`${id}-360`);
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
+  step('every page at 360 px');
+
   // The hostile label went through four pages: it never became markup.
   out.xss = await page.evaluate(() => ({ fired: window.__xss === 1, imgs: document.querySelectorAll('img').length }));
 
@@ -281,6 +345,229 @@ try {
   await page.waitForSelector('#signin .error:not([hidden])');
   check(await page.evaluate(() => sessionStorage.length === 0), '401 clears sessionStorage');
   step('401 signs out');
+}
+
+async function openConsole() {
+  await page.goto(`${cfg.origin}/console/`);
+  await page.waitForSelector('#signin input[name="credential"]');
+}
+
+async function signOut() {
+  await page.click('#signout');
+  await page.waitForSelector('#signin');
+}
+
+const rowsOf = (selector) => page.$$eval(`${selector} tbody tr`,
+  (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
+
+// Usage after real (priced) traffic: both charts painted, the CSV, who paid,
+// top models, the admin's projects ranking; then the same page for the
+// project's own gateway key.
+async function usageScenario() {
+  await openConsole();
+  await signIn(cfg.adminToken);
+  await go('usage');
+  out.pixels = { tokens: await painted('#usage-tokens'), cost: await painted('#usage-cost') };
+  check(out.pixels.tokens > 100 && out.pixels.cost > 100, `both charts painted (${JSON.stringify(out.pixels)})`);
+  out.csv = await downloadCsv();
+  out.tables = {};
+  for (const id of ['usage-table', 'usage-routes', 'usage-models', 'usage-projects']) out.tables[id] = await rowsOf(`#${id}`);
+  out.byokCost = await page.textContent('#byok-cost');
+  out.operatorCost = await page.textContent('#operator-cost');
+  out.totals = await page.textContent('#usage-totals');
+  await shot('usage');
+  await page.setViewportSize({ width: 360, height: 800 });
+  // The charts are redrawn for the new width (ResizeObserver).
+  await page.waitForFunction(() => document.getElementById('usage-tokens').width < 700);
+  out.narrowOverflow = await overflow();
+  out.narrowPixels = await painted('#usage-tokens');
+  check(out.narrowPixels > 50, `chart redrawn at 360 px (${out.narrowPixels} px)`);
+  await shot('usage-360');
+  await page.setViewportSize({ width: 1440, height: 900 });
+  // Another period: the charts and table follow the selector.
+  const before = await page.textContent('#usage-totals');
+  await page.selectOption('#usage-period', '7');
+  await page.waitForFunction((b) => document.querySelector('#page-usage').dataset.ready === '1'
+    && document.getElementById('usage-totals') && document.getElementById('usage-totals').textContent !== b, before);
+  out.totals7 = await page.textContent('#usage-totals');
+  step('usage as admin');
+
+  await signOut();
+  await signIn(cfg.gatewayKey);
+  await go('usage');
+  check(await page.$('#usage-projects') === null, 'no all-projects ranking for a gateway key');
+  check(await painted('#usage-tokens') > 100, 'project key sees its chart');
+  await shot('usage-project-key');
+  step('usage as the project');
+}
+
+// Press Tab until `selector` has the focus (bounded): keyboard-only use.
+async function tabTo(selector) {
+  for (let i = 0; i < 80; i++) {
+    if (await page.evaluate((s) => document.activeElement && document.activeElement.matches(s), selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error(`check failed: ${selector} not reachable with Tab`);
+}
+
+// Gateway-key controls follow the manage_keys scope; a manage_keys key mints
+// one with the keyboard only.
+async function scopesScenario() {
+  await openConsole();
+  await signIn(cfg.gatewayKey);
+  await go('gateway');
+  check(await page.$('#mint') === null, 'no mint form without manage_keys');
+  check((await page.$$('#page-gateway tbody button')).length === 0, 'no revoke button without manage_keys');
+  check(await page.$('#no-manage') !== null, 'the page says why');
+  const heads = await page.$$eval('#page-gateway thead th', (t) => t.map((x) => x.textContent));
+  check(heads.includes('Expires') && heads.includes('Scopes'), `expiry and scopes columns (${heads})`);
+  await shot('gateway-no-manage');
+  await signOut();
+  step('plain key: list only');
+
+  // Keyboard only from here: no clicks.
+  check(await page.evaluate(() => [...document.querySelectorAll('[tabindex]')].every((e) => e.tabIndex <= 0)),
+    'no positive tabindex (focus order = document order)');
+  await page.keyboard.insertText(cfg.managerKey);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#signout');
+  await page.waitForSelector('.page[data-ready="1"]');
+  await tabTo('#nav-gateway');
+  out.focusOutline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  check(out.focusOutline !== 'none', 'focus is visible');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#page-gateway[data-ready="1"]');
+  check(await page.evaluate(() => document.activeElement.tagName === 'H2'), 'the new page\'s heading has the focus');
+  out.revokeButtons = (await page.$$('#page-gateway tbody button.danger')).length;
+  await tabTo('#mint input[name="label"]');
+  await page.keyboard.insertText('kbd');
+  await tabTo('#mint-manage');
+  await page.keyboard.press('Space');
+  await tabTo('#mint button[type="submit"]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#minted-key');
+  check(await page.evaluate(() => document.activeElement.id === 'copy-key'), 'copy button focused');
+  out.mintedByKeyboard = await page.textContent('#minted-key');
+  await shot('gateway-manage');
+  await tabTo('#minted-done');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => !document.getElementById('minted-key'));
+  await page.waitForSelector('#page-gateway[data-ready="1"]');
+  step('manage_keys key: minted with the keyboard');
+}
+
+// Limits on the Projects page: what the API refuses is said in words next
+// to the form; what it accepts is shown in the table.
+async function limitsScenario() {
+  allowedStatus = '4';
+  await openConsole();
+  await signIn(cfg.adminToken);
+  await page.waitForSelector('#limits');
+  await page.fill('#limits input[name="requests_per_minute"]', '-5');
+  const [refused] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'PATCH'), page.click('#limits button[type="submit"]')]);
+  out.refusedStatus = refused.status();
+  await page.waitForSelector('#limits .error:not([hidden])');
+  out.refusedText = await page.textContent('#limits .error');
+  await shot('projects-limits-refused');
+  await page.fill('#limits input[name="requests_per_minute"]', '100');
+  await page.fill('#limits input[name="cost_per_month_usd"]', '2.5');
+  await page.selectOption('#limits select[name="scope"]', 'all');
+  const [saved] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'PATCH'), page.click('#limits button[type="submit"]')]);
+  out.savedStatus = saved.status();
+  if (saved.ok()) {
+    await page.waitForFunction(() => [...document.querySelectorAll('#page-projects .limits')]
+      .some((x) => x.textContent.includes('100 requests/min')));
+    out.limitsShown = (await page.$$eval('#page-projects .limits', (x) => x.map((e) => e.textContent))).join(' | ');
+    out.formAfter = await page.inputValue('#limits input[name="requests_per_minute"]');
+  } else {
+    await page.waitForSelector('#limits .error:not([hidden])');
+    out.savedText = await page.textContent('#limits .error');
+  }
+  await shot('projects-limits');
+  step('limits');
+}
+
+// The keys page against an API with several keys per provider (issue 14),
+// played by intercepting its answers: what the page shows and which routes
+// it calls.
+async function multikeyScenario() {
+  allowedStatus = '4';
+  const api = `${cfg.origin}/admin/v1/`;
+  const sent = [];
+  await page.route(api, async (route) => {
+    const res = await route.fetch();
+    const routes = await res.json();
+    for (const [method, path] of [['POST', '/projects/{pid}/keys/{provider}'],
+      ['PATCH', '/projects/{pid}/keys/{provider}/{key_id}'], ['DELETE', '/projects/{pid}/keys/{provider}/{key_id}'],
+      ['POST', '/projects/{pid}/keys/{provider}/{key_id}/test']]) routes.push({ method, path, who: 'admin, project key' });
+    await route.fulfill({ response: res, json: routes });
+  });
+  const soon = new Date(Date.now() + 3 * 86400000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const keys = [
+    { provider: 'openai', id: 'k_0123456789ab', key_hint: 'sk-...aaaa', label: 'primary', endpoint: '', is_active: true,
+      weight: 3, health: 'healthy', expires_at: soon, last_used_at: '2026-11-30T10:00:00Z',
+      last_tested: '2026-11-30T09:00:00Z', test_status: 'valid', created_at: '2026-11-01T00:00:00Z' },
+    { provider: 'openai', id: 'k_ba9876543210', key_hint: 'sk-...bbbb', label: cfg.xssLabel, endpoint: '', is_active: true,
+      weight: 1, health: { state: 'cooling', until: '2026-11-30T10:05:00Z' }, expires_at: '',
+      last_used_at: '2026-11-30T10:01:00Z', last_tested: null, test_status: 'untested', created_at: '2026-11-02T00:00:00Z' },
+  ];
+  await page.route(`${api}projects/${cfg.project}/keys`, (route) => route.fulfill({ json: keys }));
+  await page.route(new RegExp(`/admin/v1/projects/${cfg.project}/keys/openai(/.*)?$`), async (route) => {
+    const r = route.request();
+    const path = new URL(r.url()).pathname;
+    const body = r.postData() ? JSON.parse(r.postData()) : null;
+    // The typed key is never reported, only that it was sent.
+    if (body && 'key' in body) body.key = body.key === cfg.providerKey ? '<the typed key>' : '<another value>';
+    sent.push({ method: r.method(), path, body });
+    if (r.method() === 'POST' && path.endsWith('/keys/openai'))
+      return route.fulfill({ status: 422, json: { error: { code: 'key_invalid', message: 'the provider refused the key (HTTP 401)' } } });
+    if (path.endsWith('/test'))
+      return route.fulfill({ json: { status: 'valid', message: 'the provider accepted the key', http_status: 200, latency_ms: 7 } });
+    return route.fulfill({ json: { id: path.split('/').pop(), deleted: r.method() === 'DELETE' } });
+  });
+  await openConsole();
+  await signIn(cfg.adminToken);
+  await go('keys');
+  const card = '#provider-openai';
+  out.keyCount = (await page.$$(`${card} article.key`)).length;
+  out.cardBadge = await page.textContent(`${card} header .badge`);
+  out.fields = await page.$$eval(`${card} article.key`, (items) => items.map((it) => ({
+    id: it.dataset.keyId,
+    state: it.querySelector('.badge').textContent,
+    label: it.querySelector('.label').textContent,
+    ...Object.fromEntries([...it.querySelectorAll('[data-field]')].map((d) => [d.dataset.field, d.textContent])),
+  })));
+  const first = `${card} article.key[data-key-id="k_0123456789ab"]`;
+  const second = `${card} article.key[data-key-id="k_ba9876543210"]`;
+  await page.click(`${second} button.test`);
+  await page.waitForSelector(`${second} .result[data-status]`);
+  out.testResult = await page.textContent(`${second} .result`);
+  await shot('keys-multikey');
+  await page.click(`${first} button.toggle`);
+  await page.waitForFunction((n) => document.querySelectorAll('#provider-openai article.key').length === n
+    && document.querySelector('#page-keys').dataset.ready === '1', out.keyCount);
+  await page.click(`${second} button.danger`);
+  await page.click(`${second} button.danger`);
+  await page.click(`${card} summary`);
+  out.summary = await page.textContent(`${card} summary`);
+  await page.focus(`${card} input[name="key"]`);
+  await page.keyboard.insertText(cfg.providerKey);
+  await page.fill(`${card} input[name="weight"]`, '5');
+  await page.fill(`${card} input[name="expires_at"]`, '2027-01-02T03:04');
+  await page.check(`${card} input[name="test_first"]`);
+  await page.click(`${card} .keyform button[type="submit"]`);
+  await page.waitForSelector(`${card} .keyform .error:not([hidden])`);
+  out.addError = await page.textContent(`${card} .keyform .error`);
+  await assertAbsent(cfg.providerKey, 'typed key after the refused add');
+  out.sent = sent;
+  step('multi-key page');
+}
+
+try {
+  await ({ main: mainScenario, usage: usageScenario, scopes: scopesScenario, limits: limitsScenario,
+    multikey: multikeyScenario })[cfg.scenario || 'main']();
 } catch (e) {
   out.failure = String(e && e.stack || e);
   try {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import canary, until
+from harness import canary, providers_yaml, until
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 CHROMIUM = "/usr/bin/chromium"
@@ -85,6 +85,45 @@ def test_i15_me_tells_who_the_caller_is(gw):
     assert gw.admin("GET", "/me", token=False).status_code == 401
 
 
+# Screenshots are also copied here, one folder per test, for the closing note.
+SHOTS_DIR = Path(__file__).resolve().parent.parent.parent / "build" / "console-screenshots"
+
+
+def run_console(driver, tmp_path, gw, p, scenario="main", **extra):
+    """Runs one scenario of console_check.mjs in Chromium; returns its JSON.
+    Fails with the driver's own words when a step failed."""
+    shots = tmp_path / "screenshots"
+    shots.mkdir(exist_ok=True)
+    cfg = {"scenario": scenario, "origin": gw.base_url, "adminToken": gw.admin_token,
+           "gatewayKey": p.gateway_key, "gatewayKeyId": p.gateway_key_id, "project": p.pid,
+           "xssLabel": XSS_LABEL, "screenshots": str(shots), **extra}
+    run = subprocess.run(["node", str(driver)], capture_output=True, text=True, timeout=180,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "BYOK_CONSOLE_CHECK": json.dumps(cfg)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    keep = SHOTS_DIR / scenario
+    keep.mkdir(parents=True, exist_ok=True)
+    for name, path in out["screenshots"].items():
+        shutil.copy(path, keep / f"{name}.png")
+        print(f"console screenshot {name}: {path} (copy in {keep})")
+    assert "failure" not in out, out["failure"] + "\nsteps done: " + ", ".join(out["steps"])
+    assert out["cspViolations"] == []
+    assert out["consoleErrors"] == []
+    return out
+
+
+def priced_catalog(base: str) -> str:
+    """The test catalog with prices (micro-dollars per token: gpt-* 1000 in /
+    2000 out; OpenRouter, the operator's provider, 500 / 1000), so the usage
+    page has costs to chart."""
+    text = providers_yaml(base)
+    text = text.replace('    models: ["gpt-*"', '    pricing:\n      "gpt-*": { input: 1000, output: 2000,'
+                        ' cached_input: 500 }\n    models: ["gpt-*"', 1)
+    return text.replace('    key_prefix: "sk-or-"\n', '    key_prefix: "sk-or-"\n    pricing:\n'
+                        '      "*": { input: 500, output: 1000 }\n', 1)
+
+
 def test_i15_console_in_chromium(gateway, driver, tmp_path):
     gw = gateway()
     p = gw.provision(keys={})
@@ -99,22 +138,8 @@ def test_i15_console_in_chromium(gateway, driver, tmp_path):
     gw.track(provider_key)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    cfg = {"origin": gw.base_url, "adminToken": gw.admin_token, "gatewayKey": p.gateway_key,
-           "gatewayKeyId": p.gateway_key_id, "project": p.pid, "providerKey": provider_key,
-           "xssLabel": XSS_LABEL, "workspace": str(workspace), "screenshots": str(shots)}
-    run = subprocess.run(["node", str(driver)], capture_output=True, text=True, timeout=180,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                              "BYOK_CONSOLE_CHECK": json.dumps(cfg)})
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    for name, path in out["screenshots"].items():
-        print(f"console screenshot {name}: {path}")
+    out = run_console(driver, tmp_path, gw, p, providerKey=provider_key, workspace=str(workspace))
     print(f"console load: {out.get('loadMs')} ms to the sign-in form, navigation {out.get('navigation')}")
-    assert "failure" not in out, out["failure"] + "\nsteps done: " + ", ".join(out["steps"])
-    assert out["cspViolations"] == []
-    assert out["consoleErrors"] == []
     assert out["xss"] == {"fired": False, "imgs": 0}
     assert out["narrowOverflow"] <= 0, "the page scrolls sideways at 360 px"
     assert out["clipboardMatches"] is True
@@ -133,5 +158,156 @@ def test_i15_console_in_chromium(gateway, driver, tmp_path):
     assert (server["name"], server["is_default"], server["test_status"]) == (XSS_LABEL, True, "ok")
     assert gw.admin("GET", "/projects/webmade").status_code == 200
     assert set(out["screenshots"]) >= {"projects", "keys", "keys-360", "usage", "gateway",
-                                       "servers", "audit", "project-keys"}
+                                       "servers", "audit", "project-keys", "projects-360",
+                                       "gateway-360", "usage-360", "servers-360", "audit-360"}
+    assert all(v <= 0 for v in out["narrow"].values()), out["narrow"]
     gw.assert_no_leaks()
+
+
+def js_usd(v: float) -> str:
+    """Dollars as console/fmt.js writes them (micro-dollar precision)."""
+    text = repr(round(v * 1e6) / 1e6)
+    return "$" + (text[:-2] if text.endswith(".0") else text)
+
+
+def usage_rows_by_day_and_provider(gw, pid):
+    """What the console's table and CSV must hold, asked of the API directly."""
+    days = gw.admin("GET", f"/projects/{pid}/usage", params={"group_by": "day"}).json()["rows"]
+    rows = []
+    for d in [r["day"] for r in days if r["requests"] > 0]:
+        per = gw.admin("GET", f"/projects/{pid}/usage",
+                       params={"group_by": "provider", "from": d, "to": d}).json()["rows"]
+        rows += [{**r, "day": d} for r in per]
+    return rows
+
+
+def test_i15_06_usage_charts_and_csv_follow_real_traffic(gateway, fake_provider, driver, tmp_path):
+    gw = gateway(providers=priced_catalog(fake_provider.base))
+    p = gw.provision()  # an openai key of its own: gpt-* goes BYOK
+    for _ in range(2):
+        assert gw.chat(p, model="gpt-4o").status_code == 200
+    # No anthropic key: the operator's OpenRouter key carries it (metered as anthropic).
+    assert gw.chat(p, model="claude-3-haiku").status_code == 200
+    until(lambda: gw.admin("GET", f"/projects/{p.pid}/usage").json()["totals"],
+          lambda t: t["requests"] >= 3, timeout=15, what="usage counters flushed")
+    out = run_console(driver, tmp_path, gw, p, scenario="usage")
+
+    expected = usage_rows_by_day_and_provider(gw, p.pid)
+    assert {r["provider"] for r in expected} == {"openai", "anthropic"}, expected
+    lines = out["csv"].split("\r\n")
+    cols = lines[0].split(",")
+    assert cols == ["day", "provider", "requests", "input_tokens", "output_tokens",
+                    "cached_tokens", "tokens_unknown", "cost_usd"]
+    got = [dict(zip(cols, line.split(","))) for line in lines[1:]]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert (g["day"], g["provider"]) == (e["day"], e["provider"])
+        for c in cols[2:]:
+            assert float(g[c]) == pytest.approx(e[c]), (c, g, e)
+    assert [r[:2] for r in out["tables"]["usage-table"]] == [[e["day"], e["provider"]] for e in expected]
+    assert out["pixels"]["tokens"] > 100 and out["pixels"]["cost"] > 100
+
+    stats = gw.admin("GET", f"/projects/{p.pid}/stats").json()
+    s = stats["savings_30d"]
+    assert s["byok_cost_usd"] > 0 and s["operator_cost_usd"] > 0, s
+    assert out["byokCost"] == f"{js_usd(s['byok_cost_usd'])} · {s['byok_requests']} request(s)"
+    assert out["operatorCost"] == f"{js_usd(s['operator_cost_usd'])} · {s['operator_requests']} request(s)"
+    routes = {r[0]: r for r in out["tables"]["usage-routes"]}
+    assert set(routes) == {"your keys (BYOK)", "operator's key (fallback)"}, routes
+    assert routes["your keys (BYOK)"][1] == "2"
+    models = [r[0] for r in out["tables"]["usage-models"]]
+    api_models = gw.admin("GET", f"/projects/{p.pid}/usage", params={"group_by": "model"}).json()["rows"]
+    assert sorted(models) == sorted(m["model"] for m in api_models) and "gpt-4o" in models
+    assert [r[0] for r in out["tables"]["usage-projects"]] == [p.pid]
+    assert out["narrowOverflow"] <= 0 and out["narrowPixels"] > 50
+    assert out["totals7"] != out["totals"]
+    assert {"usage", "usage-360", "usage-project-key"} <= set(out["screenshots"])
+    gw.assert_no_leaks()
+
+
+def test_i15_07_gateway_key_controls_follow_manage_keys(gw, driver, tmp_path):
+    p = gw.provision(keys={})
+    r = gw.admin("POST", f"/projects/{p.pid}/api-keys", {"label": "manager", "scopes": ["manage_keys"]})
+    assert r.status_code == 201, r.text
+    manager = r.json()
+    gw.track(manager["key"])
+    out = run_console(driver, tmp_path, gw, p, scenario="scopes", managerKey=manager["key"])
+    # The manager sees a revoke button for each of the two live keys.
+    assert out["revokeButtons"] == 2
+    assert out["focusOutline"] != "none"
+    minted = {k["label"]: k for k in gw.admin("GET", f"/projects/{p.pid}/api-keys").json()}
+    assert minted["kbd"]["scopes"] == ["manage_keys"] and minted["kbd"]["parent"] == manager["id"]
+    assert out["mintedByKeyboard"].startswith(minted["kbd"]["prefix"])
+    gw.track(out["mintedByKeyboard"])
+    # The plain key really may not mint: the console hid what the API refuses.
+    assert gw.admin("POST", f"/projects/{p.pid}/api-keys", {"label": "x"},
+                    token=p.gateway_key).status_code == 403
+    gw.assert_no_leaks()
+
+
+def test_i15_08_project_limits_are_edited_and_refusals_said_in_words(gw, driver, tmp_path):
+    p = gw.provision(keys={})
+    out = run_console(driver, tmp_path, gw, p, scenario="limits")
+    # The console shows the API's own refusal, code included.
+    ref = gw.admin("PATCH", f"/projects/{p.pid}", {"limits": {"requests_per_minute": -5, "tokens_per_day": 0,
+                                                              "cost_per_month_usd": 0, "scope": "operator"}})
+    assert out["refusedStatus"] == ref.status_code and ref.status_code >= 400
+    err = ref.json()["error"]
+    assert err["code"] in out["refusedText"] and err["message"] in out["refusedText"]
+    project = gw.admin("GET", f"/projects/{p.pid}").json()
+    if out["savedStatus"] == 200:
+        # An API with limits (issue 13): stored and shown.
+        assert project["limits"]["requests_per_minute"] == 100
+        assert "100 requests/min" in out["limitsShown"] and out["formAfter"] == "100"
+    else:
+        # Today's API refuses `limits`: said next to the form, nothing stored.
+        assert "limits" not in project or not project["limits"]
+        assert str(out["savedStatus"]) == str(ref.status_code) and err["code"] in out["savedText"]
+
+
+def test_i15_09_provider_keys_page_shows_several_keys_per_provider(gw, driver, tmp_path):
+    p = gw.provision(keys={})
+    provider_key = canary("sk-test-multi-")
+    out = run_console(driver, tmp_path, gw, p, scenario="multikey", providerKey=provider_key)
+    assert out["keyCount"] == 2 and out["cardBadge"] == "2 keys"
+    first, second = out["fields"]
+    assert (first["id"], first["state"], first["weight"], first["health"]) == \
+        ("k_0123456789ab", "active", "3", "healthy")
+    assert re.fullmatch(r"2\S+ \S+ UTC \(in [23] days\)", first["expires_at"])
+    assert first["last_used_at"] == "2026-11-30 10:00:00 UTC"
+    assert (second["state"], second["label"], second["health"]) == \
+        ("cooling", XSS_LABEL, "cooling until 2026-11-30 10:05:00 UTC")
+    assert "expires_at" not in second  # empty: left out
+    assert out["testResult"] == "valid: the provider accepted the key (HTTP 200, 7 ms)"
+    assert out["summary"] == "Add another key"
+    base = f"/admin/v1/projects/{p.pid}/keys/openai"
+    calls = [(c["method"], c["path"], c["body"]) for c in out["sent"]]
+    assert calls == [
+        ("POST", f"{base}/k_ba9876543210/test", None),
+        ("PATCH", f"{base}/k_0123456789ab", {"is_active": False}),
+        ("DELETE", f"{base}/k_ba9876543210", None),
+        ("POST", base, {"key": "<the typed key>", "label": "", "weight": 5,
+                        "expires_at": calls[-1][2]["expires_at"], "test": True}),
+    ]
+    assert re.fullmatch(r"2027-01-0[12]T\d\d:04:00Z", calls[-1][2]["expires_at"])
+    assert "key_invalid" in out["addError"] and "HTTP 401" in out["addError"]
+
+
+def test_i15_10_assets_fit_the_300kb_budget(gw):
+    import gzip
+    index = gw.request("GET", "/console/")
+    bodies = [index.content] + [gw.request("GET", "/console/" + n).content
+                                for n in asset_names(index.text)]
+    # Modules imported by modules: follow the imports too.
+    seen = set(asset_names(index.text))
+    todo = list(seen)
+    while todo:
+        text = gw.request("GET", "/console/" + todo.pop()).text
+        for n in re.findall(r"""from\s*['"]\./([a-z]+\.[0-9a-f]{10}\.js)['"]""", text):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+                bodies.append(gw.request("GET", "/console/" + n).content)
+    compressed = sum(len(gzip.compress(b, 9)) for b in bodies)
+    print(f"console: {len(bodies)} files, {sum(map(len, bodies))} bytes, {compressed} gzip-compressed")
+    assert len(bodies) >= 8 and compressed < 300 * 1024
