@@ -170,10 +170,13 @@ for _, id in ipairs(also) do r[#r + 1] = id end
 return r
 )lua";
 
-// Compare-and-set of one provider-key record.
-// KEYS[2] project hash, [3] keys hash; ARGV[5] provider, [6] expected
-// current JSON ("" = must be absent), [7] new JSON, [8] "1" = require tier
-// starter or above, [9] audit action.
+// Compare-and-set of one provider's key set (lib/record.h).
+// KEYS[2] project hash, [3] keys hash, [4] key-health hash; ARGV[5]
+// provider, [6] expected current JSON ("" = must be absent), [7] new JSON
+// ("" = remove the field), [8] "1" = require tier starter or above, [9]
+// audit action, [10] audit target, [11..] key ids whose health starts over
+// (a replaced key, a test that says valid): removed from the hash and
+// announced to every node (lib/key_health.h message).
 // → {1} created | {0} replaced | {2} | {5} tier too low | {6} record changed.
 const std::string kScriptKeySet = kAudit + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
@@ -183,41 +186,19 @@ if ARGV[8] == '1' then
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if (cur or '') ~= ARGV[6] then return {6} end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
-audit(ARGV[9], ARGV[5])
+if ARGV[7] == '' then
+  redis.call('HDEL', KEYS[3], ARGV[5])
+else
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+end
+for i = 11, #ARGV do
+  if redis.call('HDEL', KEYS[4], ARGV[i]) == 1 then
+    redis.call('PUBLISH', ARGV[3], '~health ' .. ARGV[4] .. ' ' .. ARGV[i] .. ' healthy 0')
+  end
+end
+audit(ARGV[9], ARGV[10])
 if cur then return {0} end
 return {1}
-)lua";
-
-// KEYS[2] project hash, [3] keys hash; ARGV[5] provider.
-// → {0} | {2} | {4} no such record.
-const std::string kScriptKeyDelete = kAudit + R"lua(
-if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
-if redis.call('HDEL', KEYS[3], ARGV[5]) == 0 then return {4} end
-audit('key.delete', ARGV[5])
-return {0}
-)lua";
-
-// Stores a live-test result only if the record still holds the same
-// ciphertext (a concurrent PATCH of metadata is kept; a replaced key is not
-// marked with the old key's result).
-// KEYS[2] keys hash; ARGV[5] provider, [6] ct (base64 as in the record),
-// [7] last_tested, [8] test_status, [9] test_message (fixed per outcome),
-// [10] test_excerpt (redacted), [11] test_http_status.
-// → {0} | {4} record gone | {6} record replaced or unreadable.
-const std::string kScriptKeyTestStore = kAudit + R"lua(
-local cur = redis.call('HGET', KEYS[2], ARGV[5])
-if not cur then return {4} end
-local ok, r = pcall(cjson.decode, cur)
-if not ok or type(r) ~= 'table' or r.ct ~= ARGV[6] then return {6} end
-r.last_tested = ARGV[7]
-r.test_status = ARGV[8]
-r.test_message = ARGV[9]
-r.test_excerpt = ARGV[10]
-r.test_http_status = tonumber(ARGV[11]) or 0
-redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
-audit('key.test', ARGV[5])
-return {0}
 )lua";
 
 // Re-encrypted records of one project, each written only if the stored JSON

@@ -31,6 +31,11 @@ struct StoredKey {
     Bytes salt, nonce, ct;
     std::string endpoint;
     std::string key_hint;
+    // Several keys per provider (issue 14). A malformed set is one entry
+    // with malformed = true and no id.
+    std::string id;
+    int weight = 1;
+    int64_t expires_at = 0;  // unix seconds, 0 = never
 };
 
 // What a gateway key resolves to.
@@ -49,7 +54,9 @@ struct GatewaySnapshot {
     std::vector<StoredKey> keys;
     std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
 
+    // The first key of `provider` (its keys are adjacent, in stored order).
     const StoredKey *find_key(std::string_view provider) const;
+    const StoredKey *find_key(std::string_view provider, std::string_view id) const;
 };
 
 using FieldMap = std::map<std::string, std::string, std::less<>>;
@@ -58,7 +65,8 @@ using FieldMap = std::map<std::string, std::string, std::less<>>;
 // byok:project:{pid} and HGETALL byok:{pid}:keys. An empty apikey hash
 // gives Unknown; revoked != "" and != "0" gives Revoked; a missing project
 // hash gives Unknown. Records that fail parse_key_record become
-// StoredKey{malformed=true} (never thrown away silently).
+// StoredKey{malformed=true} (never thrown away silently); a provider with
+// several keys gives one StoredKey each.
 GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
                                const FieldMap &keys);
 
