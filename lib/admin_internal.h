@@ -72,6 +72,7 @@ extern const std::string kScriptProjectDelete;
 extern const std::string kScriptApiKeyCreate;
 extern const std::string kScriptApiKeyRevoke;
 extern const std::string kScriptKeySet;
+extern const std::string kScriptKeyHealth;
 extern const std::string kScriptRotate;
 extern const std::string kScriptServerSet;
 extern const std::string kScriptServerDelete;

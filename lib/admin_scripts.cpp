@@ -329,6 +329,23 @@ audit('server.test', ARGV[5])
 return {0, pinned}
 )lua";
 
+// A key's health changed on a gateway node (lib/key_health.h). KEYS[2]
+// key-health hash; ARGV[5] key id, [6] wire form ("" = healthy: remove),
+// [7] message for every node, [8] audit target, [9] "1" = audit it. The
+// message goes out on the invalidation channel (ARGV[3]) as it is; the
+// audit entry (for `invalid` only) also invalidates the project.
+// → {0}.
+const std::string kScriptKeyHealth = kAudit + R"lua(
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[5])
+else
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[7])
+if ARGV[9] == '1' then audit('key.invalid', ARGV[8]) end
+return {0}
+)lua";
+
 // Read-only. KEYS[1] project hash, KEYS[2..] more hashes of the project.
 // → {2} | {0, HGETALL KEYS[1], HGETALL KEYS[2], ...}.
 const std::string kScriptReadProject = R"lua(

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "lib/admin_internal.h"
+#include "lib/layout.h"
 #include "lib/record.h"
 
 namespace byok {
@@ -178,6 +180,26 @@ std::optional<HealthMessage> parse_health_message(std::string_view s) {
     if (m.pid.empty() || !valid_key_id(m.key_id) || !h) return std::nullopt;
     m.health = *h;
     return m;
+}
+
+std::vector<std::string> health_write_argv(const Layout &l, std::string_view pid,
+                                           std::string_view provider, std::string_view key_id,
+                                           const KeyHealth &h, std::string_view at) {
+    std::string spid(pid);
+    return {"EVAL",
+            admin::detail::kScriptKeyHealth,
+            "2",
+            l.audit(),
+            l.key_health(spid),
+            "gateway",
+            std::string(at),
+            l.invalidate_channel(),
+            spid,
+            std::string(key_id),
+            h.state == HealthState::Healthy ? "" : encode_health(h),
+            health_message(pid, key_id, h),
+            std::string(provider) + "/" + std::string(key_id),
+            h.state == HealthState::Invalid ? "1" : "0"};
 }
 
 }  // namespace byok

@@ -76,4 +76,12 @@ struct HealthMessage {
 std::string health_message(std::string_view pid, std::string_view key_id, const KeyHealth &h);
 std::optional<HealthMessage> parse_health_message(std::string_view s);
 
+// The Redis command that records a transition: the key's field in
+// byok:{<pid>}:key_health (removed when healthy), the message above on the
+// invalidation channel, and for `invalid` one audit entry (no secret).
+class Layout;
+std::vector<std::string> health_write_argv(const Layout &l, std::string_view pid,
+                                           std::string_view provider, std::string_view key_id,
+                                           const KeyHealth &h, std::string_view at);
+
 }  // namespace byok

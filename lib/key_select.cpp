@@ -5,22 +5,23 @@ namespace byok {
 int SmoothWeightedRoundRobin::pick(const std::vector<KeyCandidate> &keys) {
     if (keys.empty()) return -1;
     if (keys.size() == 1) return 0;
-    std::map<std::string, int64_t, std::less<>> next;
+    // Keys left out this time (cooling, already tried) keep their weight, as
+    // nginx keeps a down peer's; a set that changed a lot starts over.
+    if (current_.size() > 4 * kMaxKeys) current_.clear();
     int64_t total = 0;
-    int best = -1;
-    int64_t best_current = 0;
+    int best = 0;
+    auto best_it = current_.end();
     for (size_t i = 0; i < keys.size(); ++i) {
         auto it = current_.find(keys[i].id);
-        int64_t current = (it == current_.end() ? 0 : it->second) + keys[i].weight;
+        if (it == current_.end()) it = current_.emplace(std::string(keys[i].id), 0).first;
+        it->second += keys[i].weight;
         total += keys[i].weight;
-        next[std::string(keys[i].id)] = current;
-        if (best < 0 || current > best_current) {
+        if (best_it == current_.end() || it->second > best_it->second) {
             best = static_cast<int>(i);
-            best_current = current;
+            best_it = it;
         }
     }
-    next[std::string(keys[best].id)] -= total;
-    current_ = std::move(next);
+    best_it->second -= total;
     return best;
 }
 

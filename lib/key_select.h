@@ -21,11 +21,12 @@ struct KeyCandidate {
 // Selection state of one provider's keys, by key id.
 class SmoothWeightedRoundRobin {
   public:
-    // Index into `keys` of the key to use, -1 when `keys` is empty. Ids no
-    // longer offered are forgotten, new ones start at zero.
+    // Index into `keys` of the key to use, -1 when `keys` is empty. New ids
+    // start at zero.
     int pick(const std::vector<KeyCandidate> &keys);
 
   private:
+    static constexpr size_t kMaxKeys = 16;
     std::map<std::string, int64_t, std::less<>> current_;
 };
 
@@ -41,6 +42,21 @@ class KeySelector {
   private:
     size_t max_groups_;
     std::map<std::string, SmoothWeightedRoundRobin, std::less<>> groups_;
+};
+
+// One request's use of a provider's keys: the key of the attempt in flight
+// and those already tried (a failed attempt is retried once on a sibling).
+struct KeyAttempts {
+    std::string provider;
+    std::string current;  // key id; "" = the attempt does not use a project key
+    std::vector<std::string> tried;
+    bool observed = true;  // the current attempt's answer went into its health
+    bool retried = false;  // the one retry on a sibling key has been made
+    bool tried_id(std::string_view id) const {
+        for (const auto &t : tried)
+            if (t == id) return true;
+        return false;
+    }
 };
 
 // An expires_at (unix seconds, 0 = never) that has passed by `now_s`.

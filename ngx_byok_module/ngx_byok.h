@@ -19,6 +19,7 @@ extern "C" {
 #include "lib/catalog.h"
 #include "lib/client_api.h"
 #include "lib/crypto.h"
+#include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
 #include "lib/project.h"
@@ -301,6 +302,7 @@ struct ByokRequestCtx {
     bool decided = false;
     byok::SecretString key;
     std::string key_hint;
+    byok::KeyAttempts keys;  // which of the provider's keys (issue 14)
 
     std::string upstream, upstream_host, upstream_method = "GET";
     std::string pinned_ip;  // checked address of a custom endpoint
@@ -334,6 +336,32 @@ ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value
                                   std::string_view val);
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                    const std::vector<byok::Header> &add, bool keep_client);
+
+// --- provider-key selection and health (ngx_byok_health.cpp, issue 14) ----------
+
+// Its area at the end of the cache zone, sized by the zone.
+size_t ngx_byok_health_size(size_t zone_size);
+void ngx_byok_health_attach(u_char *area, size_t zone_size, ngx_shmtx_t *mutex);
+// A "~health ..." message of the invalidation channel; false for others.
+bool ngx_byok_health_message(std::string_view payload);
+// input.project_keys (and keys_retry_in_s) from the snapshot, the health
+// table and expiry; notes the gateway key's use.
+void ngx_byok_keys_route_input(ByokRequestCtx *ctx);
+// The key for decision.target: smooth weighted round robin over its usable
+// keys not tried yet, decrypted into ctx->key (failures logged, counted and
+// skipped). false when none is left.
+bool ngx_byok_take_project_key(ngx_http_request_t *r, ByokRequestCtx *ctx);
+// The stored key the request uses for `provider` (its endpoint).
+const byok::StoredKey *ngx_byok_current_key(const ByokRequestCtx *ctx, const std::string &provider);
+// Another usable key remains for the one retry on a sibling key.
+bool ngx_byok_sibling_possible(const ByokRequestCtx *ctx);
+// After a failed attempt answering `status` (0 = no answer): takes the
+// sibling key when one is left and the failure is the key's kind.
+bool ngx_byok_next_key(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status);
+// Applies the attempt's answer (`status`, 0 = none) to its key's health.
+void ngx_byok_health_observe(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status);
+void ngx_byok_last_used_flush();        // with the usage counters
+std::string ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring
 
 // --- web console (ngx_byok_console.cpp) -----------------------------------------
 

@@ -255,7 +255,8 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     } else if (zone->shm.exists) {
         ctx->sh = static_cast<CacheShm *>(shpool->data);
     } else {
-        size_t size = sizeof(CacheShm) + ngx_byok_metrics_size();
+        size_t size =
+            sizeof(CacheShm) + ngx_byok_metrics_size() + ngx_byok_health_size(zone->shm.size);
         ctx->sh = static_cast<CacheShm *>(ngx_slab_calloc(shpool, size));
         if (ctx->sh == nullptr) return NGX_ERROR;
         shpool->data = ctx->sh;
@@ -275,6 +276,9 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     zone->data = ctx;
     g_cache = ctx;
     ngx_byok_metrics_attach(reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm));
+    ngx_byok_health_attach(reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm) +  // issue 14
+                               ngx_byok_metrics_size(),
+                           zone->shm.size, &shpool->mutex);
     return NGX_OK;
 }
 

@@ -436,7 +436,7 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
     std::string origin = base.origin();
     if (target.per_key_endpoint) {
         // decide() resolved and checked the tenant's endpoint first.
-        base = byok::parse_url(ctx->snap.find_key(target.id)->endpoint, "endpoint");
+        base = byok::parse_url(ngx_byok_current_key(ctx, target.id)->endpoint, "endpoint");
         origin = ngx_byok_pinned_origin(base, ctx->pinned_ip);
     }
     ctx->upstream = origin + base.path + ctx->rest;
@@ -506,14 +506,9 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.catalog = &m->catalog;
     in.tier = ctx->snap.tier;
     in.policy = ctx->snap.policy;
-    in.project_keys.clear();
     // A malformed record goes through the decrypt attempt below like any
     // other undecryptable one, so it is logged and counted the same way.
-    for (const auto &k : ctx->snap.keys) {
-        in.project_keys.emplace_back(k.provider, k.malformed || k.is_active
-                                                     ? byok::KeyState::Usable
-                                                     : byok::KeyState::Inactive);
-    }
+    ngx_byok_keys_route_input(ctx);  // issue 14: several keys, health, expiry
     in.system_keys.clear();
     for (const auto &sk : m->system_keys) in.system_keys.push_back(sk.provider);
     in.fallback_provider = m->fallback;
@@ -528,22 +523,9 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     for (int attempt = 0; attempt < 2; attempt++) {
         ctx->decision = byok::decide_route(in);
         if (ctx->decision.route != byok::Route::Byok) break;
-        const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
-        try {
-            if (sk == nullptr) throw byok::Error("record vanished");
-            if (sk->malformed) throw byok::Error("the stored record is malformed");
-            ctx->key = byok::open_stored_key(m->ring, ctx->snap.project, *sk);
-            ctx->key_hint = sk->key_hint;
-            break;
-        } catch (const byok::Error &e) {
-            ngx_byok_count(BYOK_DECRYPT_FAILURE);
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          BYOK_LOG
-                          "stored key of project \"%s\" for provider \"%s\" does not decrypt: %s",
-                          ctx->snap.project.c_str(), ctx->decision.target->id.c_str(), e.what());
-            for (auto &pk : in.project_keys)
-                if (pk.first == ctx->decision.target->id) pk.second = byok::KeyState::DecryptError;
-        }
+        if (ngx_byok_take_project_key(r, ctx)) break;  // issue 14: weighted round robin
+        for (auto &pk : in.project_keys)
+            if (pk.first == ctx->decision.target->id) pk.second = byok::KeyState::DecryptError;
     }
     ctx->decided = true;
     const byok::RouteDecision &d = ctx->decision;
@@ -565,7 +547,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 // A custom endpoint is chosen by the tenant: resolve it ourselves, refuse
 // private addresses (SPEC §10) and connect to the address that was checked.
 ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
+    const byok::StoredKey *sk = ngx_byok_current_key(ctx, ctx->decision.target->id);
     if (sk == nullptr || sk->endpoint.empty())
         return fail(r, ctx, 422, "no_endpoint", "no endpoint configured for this provider");
     byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
@@ -611,11 +593,17 @@ ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
     ctx->stage = Stage::Proxying;
     // Each location intercepts exactly the failures a retry may follow;
-    // the others reach the client as the provider sent them.
+    // the others reach the client as the provider sent them. With another
+    // key of the provider left, a failure that may be the key's own (401,
+    // 402, 403, 429, 5xx) is retried on it once (issue 14).
     byok::RetryOn on = byok::retry_on(in, d);
-    if (on == byok::RetryOn::ServerErrorsAnd429) return NGX_DECLINED;
     ngx_str_t name = ngx_string("@byok_direct");
-    if (on == byok::RetryOn::ServerErrors) name = ngx_string("@byok_fallback_5xx");
+    if (ngx_byok_sibling_possible(ctx))
+        name = ngx_string("@byok_keys");
+    else if (on == byok::RetryOn::ServerErrorsAnd429)
+        return NGX_DECLINED;
+    else if (on == byok::RetryOn::ServerErrors)
+        name = ngx_string("@byok_fallback_5xx");
     ctx->jumped = true;
     (void)ngx_http_named_location(r, &name);
     ngx_http_finalize_request(r, NGX_DONE);
@@ -632,6 +620,21 @@ ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         if (last.status) status = last.status;
         if (last.bytes_received > 0 && last.status)
             reason = "upstream_" + std::to_string(last.status);
+    }
+    // Issue 14: the answer is the key's health; then once on a sibling key.
+    ngx_uint_t answered = reason == "upstream_error" ? 0 : status;
+    ngx_byok_health_observe(r, ctx, answered);
+    if (ngx_byok_next_key(r, ctx, answered)) {
+        ngx_int_t rc = setup_upstream(r, ctx, ctx->decision);
+        if (rc != NGX_OK) return rc;
+        byok::RetryOn on = byok::retry_on(ctx->input, ctx->decision);
+        ngx_str_t name = ngx_string("@byok_direct");
+        if (on == byok::RetryOn::ServerErrorsAnd429) name = ngx_string("@byok_retry");
+        if (on == byok::RetryOn::ServerErrors) name = ngx_string("@byok_fallback_5xx");
+        ctx->jumped = true;
+        (void)ngx_http_named_location(r, &name);
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
     }
     auto next = byok::decide_retry(ctx->input, ctx->decision, reason);
     if (!next) {
@@ -711,6 +714,8 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
     if (r == r->main) {
         ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
         if (ctx != nullptr && ctx->decided && ctx->stage != Stage::KeyTest) {
+            if (r->upstream != nullptr && r->upstream->headers_in.status_n)  // issue 14
+                ngx_byok_health_observe(r, ctx, r->upstream->headers_in.status_n);
             const byok::RouteDecision &d = ctx->decision;
             set_header(r, "x-byok-route", byok::route_name(d.route));
             if (d.provider) set_header(r, "x-byok-provider", d.provider->id);

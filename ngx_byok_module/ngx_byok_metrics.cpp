@@ -143,6 +143,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                std::to_string(g_metrics->latency_sum_ms / 1000.0) + "\n";
         out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) +
                "\n";
+        out += ngx_byok_health_metrics();  // issue 14
     } catch (const std::exception &) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

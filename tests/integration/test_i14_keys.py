@@ -87,3 +87,166 @@ def test_i14_05_test_true_refuses_an_invalid_key(gw, fake_provider):
     _, kid = add_key(gw, p.pid, key=good, test=True)
     assert keys_of(gw, p.pid)[kid]["test_status"] == "valid"
     gw.assert_no_leaks(r, r2)
+
+
+def two_keys(gw, pid, w1=1, w2=1, **extra2):
+    k1, id1 = add_key(gw, pid, weight=w1)
+    k2, id2 = add_key(gw, pid, weight=w2, **extra2)
+    gw.track(k1, k2)
+    return (k1, id1), (k2, id2)
+
+
+def metric(gw, sample):
+    for line in gw.metrics().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+# -- step 2: selection ---------------------------------------------------------
+
+def test_i14_02_weights_are_respected_over_1000_requests(gw, fake_provider):
+    p = gw.provision(keys={})
+    (k1, _), (k2, _) = two_keys(gw, p.pid, w1=1, w2=3)
+    for _ in range(1000):
+        assert gw.chat(p).status_code == 200
+    used = fake_provider.used_keys("/openai")
+    assert len(used) == 1000
+    share = used.count(k2) / 1000
+    assert abs(share - 0.75) <= 0.05, f"weight 3 of 4 got {share:.3f}"
+    assert used.count(k1) + used.count(k2) == 1000
+
+
+def test_i14_02_an_expired_key_is_never_used(gw, fake_provider):
+    p = gw.provision(keys={})
+    (live, _), (expired, _) = two_keys(gw, p.pid, w2=100, expires_at="2020-01-01T00:00:00Z")
+    for _ in range(20):
+        assert gw.chat(p).status_code == 200
+    assert set(fake_provider.used_keys("/openai")) == {live}
+    # With only the expired key left, the project has no usable key: fallback says why.
+    keys = keys_of(gw, p.pid)
+    live_id = next(k for k, v in keys.items() if v["expires_at"] is None)
+    assert gw.admin("DELETE", f"/projects/{p.pid}/keys/openai/{live_id}").status_code == 200
+    r = gw.chat(p)
+    assert r.status_code == 200
+    assert r.headers["x-byok-route"] == "fallback"
+    assert r.headers["x-byok-fallback-reason"] == "expired"
+    assert expired not in fake_provider.used_keys()
+
+
+# -- step 3: health ------------------------------------------------------------
+
+def test_i14_03_a_401_key_is_out_after_one_request_and_invalid_on_a_second_node(
+        gateway, fake_provider, redis_server):
+    gw = gateway()
+    gw2 = gateway(master_keys=gw.master_key_lines)
+    p = gw.provision(keys={})
+    (bad, bad_id), (good, _) = two_keys(gw, p.pid)
+    fake_provider.key_rule(bad, 401, {"error": {"message": f"bad key {bad}"}})
+    for _ in range(10):
+        r = gw.chat(p)
+        assert r.status_code == 200, r.text  # the sibling key answered
+        assert r.headers["x-byok-route"] == "byok"
+    assert fake_provider.used_keys("/openai").count(bad) == 1, "the refused key was used again"
+    assert keys_of(gw, p.pid)[bad_id]["health"] == "invalid"
+
+    # The second node learns it through Redis: its own zone says invalid ...
+    wait_until(lambda: metric(gw2, 'byok_key_health{state="invalid"}') >= 1, HANG_GUARD,
+               what="the second node's zone to learn the verdict")
+    assert keys_of(gw2, p.pid)[bad_id]["health"] == "invalid"
+    fake_provider.clear()
+    for _ in range(10):
+        assert gw2.chat(p).status_code == 200
+    assert bad not in fake_provider.used_keys("/openai"), "the second node used the invalid key"
+
+    audit = gw.admin("GET", f"/audit?project={p.pid}&limit=50").text
+    assert "key.invalid" in audit
+    assert f"key {bad_id}" in gw.error_log()
+    # A live test that says valid brings the key back.
+    fake_provider.key_rule(bad, 200, {"data": []})
+    r = gw.admin("POST", f"/projects/{p.pid}/keys/openai/{bad_id}/test")
+    assert r.json()["status"] == "valid", r.text
+    assert keys_of(gw, p.pid)[bad_id]["health"] == "healthy"
+    gw.assert_no_leaks(audit, r)
+    gw2.track(bad, good)
+    gw2.assert_no_leaks()
+    redis_server.assert_absent([bad, good])
+
+
+def test_i14_03_429_with_retry_after_cools_that_key_while_the_other_serves(gw, fake_provider):
+    p = gw.provision(keys={})
+    (limited, lim_id), (other, _) = two_keys(gw, p.pid)
+    fake_provider.key_rule(limited, 429, {"error": {"message": "slow down"}},
+                           headers={"Retry-After": "2"}, times=1)
+    r = gw.chat(p)
+    assert r.status_code == 200 and r.headers["x-byok-route"] == "byok"
+    assert fake_provider.used_keys("/openai") == [limited, other]
+    k = keys_of(gw, p.pid)[lim_id]
+    assert k["health"] == "cooling" and k["health_until"]
+    # While it cools, only the other key serves; afterwards it serves again.
+    for _ in range(5):
+        assert gw.chat(p).status_code == 200
+    assert fake_provider.used_keys("/openai").count(limited) == 1
+
+    def limited_used_again():
+        assert gw.chat(p).status_code == 200
+        return fake_provider.used_keys("/openai").count(limited) > 1
+    wait_until(limited_used_again, HANG_GUARD, interval=0.2, what="the cooled key to serve again")
+
+
+def test_i14_03_a_failure_is_retried_on_the_sibling_key_before_the_fallback(gw, fake_provider):
+    p = gw.provision(keys={})
+    (k1, _), (k2, _) = two_keys(gw, p.pid)
+    fake_provider.fail("/openai", 503)
+    r = gw.chat(p)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-byok-route"] == "fallback"
+    assert r.headers["x-byok-fallback-reason"] == "upstream_503"
+    assert sorted(fake_provider.used_keys("/openai")) == sorted([k1, k2])
+    assert len(fake_provider.requests("/openrouter")) == 1
+    gw.assert_no_leaks(r)
+
+
+def test_i14_03_all_keys_cooling_under_policy_off_is_a_json_429(gw, fake_provider):
+    p = gw.provision(keys={}, fallback="off")
+    (k1, _), (k2, _) = two_keys(gw, p.pid)
+    for k in (k1, k2):
+        fake_provider.key_rule(k, 429, {"error": {"message": "slow"}},
+                               headers={"Retry-After": "60"}, times=1)
+    gw.chat(p)  # both keys answer 429: both cool for 60 s
+    r = gw.chat(p)
+    err = assert_json_error(r, 429)
+    assert err["code"] == "keys_unavailable"
+    assert "retry in" in err["message"]
+
+
+# -- step 4: last use, expiry in stats and metrics -----------------------------
+
+def test_i14_04_last_used_at_moves_and_expiring_keys_are_listed(gw, fake_provider):
+    p = gw.provision(keys={})
+    soon = "2020-01-01T00:00:00Z"
+    (k1, id1), (k2, id2) = two_keys(gw, p.pid, w1=1, w2=1, expires_at=soon)
+    assert keys_of(gw, p.pid)[id1]["last_used_at"] is None
+    assert gw.chat(p).status_code == 200
+    wait_until(lambda: keys_of(gw, p.pid)[id1]["last_used_at"] is not None, HANG_GUARD,
+               what="last_used_at to be written")
+    stats = gw.admin("GET", f"/projects/{p.pid}/stats").json()
+    assert [e["key_id"] for e in stats["expiring_keys"]] == [id2]
+    assert stats["expiring_keys"][0]["expired"] is True
+    assert metric(gw, "byok_keys_expiring") >= 1
+    gw.assert_no_leaks(json.dumps(stats))
+
+
+def test_i14_01_legacy_records_still_decrypt_and_rotate_keeps_their_id(gw, fake_provider,
+                                                                       redis_server):
+    p = gw.provision()  # PUT: one key, stored in the single-record shape
+    rc = redis_server.client
+    rec = json.loads(rc.hget(f"byok:{{{p.pid}}}:keys", "openai"))
+    for f in ("id", "weight", "expires_at"):
+        rec.pop(f)  # as written before several keys existed
+    rc.hset(f"byok:{{{p.pid}}}:keys", "openai", json.dumps(rec))
+    gw.admin("PATCH", f"/projects/{p.pid}", {"name": "touch"})  # invalidate the cache
+    assert gw.chat(p).status_code == 200
+    (legacy_id,) = keys_of(gw, p.pid)
+    assert gw.admin("POST", "/rotate", {}).status_code == 200
+    assert list(keys_of(gw, p.pid)) == [legacy_id]
