@@ -99,7 +99,8 @@ return {0, n}
 
 // KEYS[2] project hash, [3] apikeys hash, [4] gateway-key hash; ARGV[5] id,
 // [6] label, [7] metadata JSON, [8] scopes (space-separated, may be ""),
-// [9] parent key id ("" when minted with an admin token). A parent that is
+// [9] parent key id ("" when minted with an admin token), [10] expires_at
+// (RFC 3339 or "", issue 14). A parent that is
 // gone or revoked meanwhile mints nothing.
 // → {1} | {2} | {3} id or hash taken | {6} parent revoked.
 const std::string kScriptApiKeyCreate = kAudit + R"lua(
@@ -113,7 +114,8 @@ if ARGV[9] ~= '' then
   if not raw or not ok or type(p) ~= 'table' or p.revoked == true then return {6} end
 end
 redis.call('HSET', KEYS[4], 'project', ARGV[4], 'id', ARGV[5], 'label', ARGV[6],
-  'created_at', ARGV[2], 'revoked', '0', 'scopes', ARGV[8], 'parent', ARGV[9])
+  'created_at', ARGV[2], 'revoked', '0', 'scopes', ARGV[8], 'parent', ARGV[9],
+  'expires_at', ARGV[10] or '')
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
 audit('apikey.create', ARGV[5])
 return {1}

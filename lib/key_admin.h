@@ -42,6 +42,9 @@ struct KeyExtras {
 };
 json key_view(const std::string &provider, const std::string &provider_name, const KeyRecord &r,
               const KeyExtras *extras);
+// The project's key sets (by provider) with their extras; 404 without the project.
+Step read_keys(const CtxPtr &c, const std::string &pid,
+               std::function<Step(const Fields &records, const KeyExtras &)> next);
 
 // The live test (admin_key_test.cpp).
 struct TestResult {

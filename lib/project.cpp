@@ -76,6 +76,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     if (apikey.empty()) return s;  // Unknown
     s.project = std::string(field(apikey, "project"));
     s.key_id = std::string(field(apikey, "id"));
+    s.key_expires_at = parse_rfc3339(field(apikey, "expires_at")).value_or(0);
     std::string_view revoked = field(apikey, "revoked");
     if (!revoked.empty() && revoked != "0") {
         s.status = GatewaySnapshot::Status::Revoked;
@@ -139,7 +140,8 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 // 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint | str key_id
 // (key_id last and optional, so blobs cached before it still decode)
-// | per key: str id | u32 weight | u64 expires_at (issue 14; optional too)
+// | u64 gateway-key expires_at | per key: str id | u32 weight | u64
+// expires_at (issue 14; optional too; u64 = two u32, low first)
 // where str = u32 little-endian length + bytes.
 
 namespace {
@@ -222,6 +224,8 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
         put_str(out, k.key_hint);
     }
     put_str(out, s.key_id);
+    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) & 0xffffffffu));
+    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) >> 32));
     for (const auto &k : s.keys) {
         put_str(out, k.id);
         put_u32(out, static_cast<uint32_t>(k.weight));
@@ -267,6 +271,8 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
     }
     if (r.pos != blob.size()) s.key_id = r.str();
     if (r.pos != blob.size()) {
+        uint64_t key_lo = r.u32(), key_hi = r.u32();
+        s.key_expires_at = static_cast<int64_t>(key_lo | (key_hi << 32));
         for (auto &k : s.keys) {
             k.id = r.str();
             k.weight = static_cast<int>(r.u32());

@@ -52,7 +52,8 @@ struct GatewaySnapshot {
     // Project field default_provider: where bodiless /v1 requests go.
     std::string default_provider;
     std::vector<StoredKey> keys;
-    std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
+    std::string key_id;          // the gateway key's id, for usage counters ("" when unknown)
+    int64_t key_expires_at = 0;  // the gateway key's expires_at (unix seconds), 0 = never
 
     // The first key of `provider` (its keys are adjacent, in stored order).
     const StoredKey *find_key(std::string_view provider) const;

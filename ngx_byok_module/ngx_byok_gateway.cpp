@@ -313,6 +313,8 @@ ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         return unauthorized(r, ctx, "unknown gateway API key");
     if (ctx->snap.status == byok::GatewaySnapshot::Status::Revoked)
         return unauthorized(r, ctx, "this gateway API key has been revoked");
+    if (byok::key_expired(ctx->snap.key_expires_at, ngx_time()))  // issue 14
+        return unauthorized(r, ctx, "this gateway API key has expired");
 
     bool has_body = r->headers_in.content_length_n > 0 || r->headers_in.chunked;
     if (ctx->unified && has_body && !ctx->body_read) {

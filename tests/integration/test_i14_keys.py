@@ -250,3 +250,21 @@ def test_i14_01_legacy_records_still_decrypt_and_rotate_keeps_their_id(gw, fake_
     (legacy_id,) = keys_of(gw, p.pid)
     assert gw.admin("POST", "/rotate", {}).status_code == 200
     assert list(keys_of(gw, p.pid)) == [legacy_id]
+
+
+def test_i14_04_gateway_keys_get_expires_at_too(gw):
+    p = gw.provision(keys={})
+    r = gw.admin("POST", f"/projects/{p.pid}/api-keys",
+                 {"label": "old", "expires_at": "2020-01-01T00:00:00Z"})
+    assert r.status_code == 201, r.text
+    old_key, old_id = r.json()["key"], r.json()["id"]
+    gw.track(old_key)
+    err = assert_json_error(gw.chat(old_key), 401)
+    assert "expired" in err["message"]
+    listed = {k["id"]: k for k in gw.admin("GET", f"/projects/{p.pid}/api-keys").json()}
+    assert listed[old_id]["expires_at"] == "2020-01-01T00:00:00Z"
+    stats = gw.admin("GET", f"/projects/{p.pid}/stats").json()
+    assert {"kind": "gateway_key", "id": old_id, "label": "old",
+            "expires_at": "2020-01-01T00:00:00Z", "expired": True} in stats["expiring_keys"]
+    assert_json_error(gw.admin("POST", f"/projects/{p.pid}/api-keys", {"expires_at": "soon"}), 422)
+    gw.assert_no_leaks(json.dumps(stats))

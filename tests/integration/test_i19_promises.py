@@ -46,7 +46,7 @@ def with_read_timeout(gateway, seconds=1, **kw):
     gw = gateway(start=False, **kw)
     conf = gw.dir / "byok_gateway.conf"
     text = GATEWAY_CONF.read_text()
-    assert text.count("proxy_read_timeout            300s;") == 4, "gateway conf changed"  # one per proxying location
+    assert text.count("proxy_read_timeout            300s;") == 6, "gateway conf changed"  # one per proxying location (issue 14: +2)
     conf.write_text(text.replace("proxy_read_timeout            300s;",
                                  f"proxy_read_timeout {seconds}s;"))
     render = gw.render

@@ -22,8 +22,8 @@ bool same_provider(const Provider &a, const Provider &b) {
            a.key_prefix == b.key_prefix && a.key_min_length == b.key_min_length &&
            a.key_pattern == b.key_pattern && a.test_method == b.test_method &&
            a.test_path == b.test_path && a.models == b.models &&
-           a.per_key_endpoint == b.per_key_endpoint && a.local == b.local && a.enabled == b.enabled &&
-           a.pricing == b.pricing;
+           a.per_key_endpoint == b.per_key_endpoint && a.local == b.local &&
+           a.enabled == b.enabled && a.pricing == b.pricing;
 }
 
 const char kMinimal[] =
