@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "lib/admin_internal.h"
+#include "lib/key_select.h"
 #include "lib/layout.h"
 
 namespace byok::admin {
@@ -684,6 +685,10 @@ Step handle(const Config &cfg, const Request &req) {
             auto project = f.find("project");
             if (f.empty() || project == f.end() || !valid_id(project->second) ||
                 (revoked != f.end() && !revoked->second.empty() && revoked->second != "0"))
+                return unauthorized("missing or invalid credentials");
+            auto expires = f.find("expires_at");  // issue 14: an expired key is never used
+            if (expires != f.end() &&
+                key_expired(parse_rfc3339(expires->second).value_or(0), p.ctx->now))
                 return unauthorized("missing or invalid credentials");
             p.ctx->who.admin = false;
             p.ctx->who.project = project->second;

@@ -47,13 +47,18 @@ ngx_int_t drop_key_param(ngx_http_request_t *r, std::string_view path, const std
 }
 
 // The gateway's own errors, in the error shape of the API the client speaks.
+// `retry_after` > 0 adds that Retry-After (issue 14: all keys cooling).
 ngx_int_t fail(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status, std::string_view code,
-               std::string_view message, std::string_view type = "invalid_request_error") {
+               std::string_view message, std::string_view type = "invalid_request_error",
+               int64_t retry_after = 0) {
     ctx->stage = Stage::Done;
     ngx_int_t rc;
     try {
+        std::vector<byok::Header> extra;
+        if (retry_after > 0) extra.push_back({"Retry-After", std::to_string(retry_after)});
         rc = ngx_byok_send_json(r, status,
-                                byok::gateway_error_body(ctx->api, status, code, message, type));
+                                byok::gateway_error_body(ctx->api, status, code, message, type),
+                                extra.empty() ? nullptr : &extra);
     } catch (const std::exception &) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -540,7 +545,8 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         return fail(r, ctx, d.status ? d.status : NGX_HTTP_FORBIDDEN, d.error_code, d.error_message,
                     d.status == NGX_HTTP_FORBIDDEN ? "permission_error"
                     : d.status >= 500              ? "api_error"
-                                                   : "invalid_request_error");
+                                                   : "invalid_request_error",
+                    d.retry_after_s);
     if (d.route != byok::Route::Byok && take_operator_key(r, ctx) != NGX_OK) return NGX_DONE;
     if (d.target->per_key_endpoint) return resolve_endpoint(r, ctx);
     return proxy_decision(r, ctx);

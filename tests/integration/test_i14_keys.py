@@ -218,6 +218,7 @@ def test_i14_03_all_keys_cooling_under_policy_off_is_a_json_429(gw, fake_provide
     err = assert_json_error(r, 429)
     assert err["code"] == "keys_unavailable"
     assert "retry in" in err["message"]
+    assert 0 < int(r.headers["Retry-After"]) <= 60
 
 
 # -- step 4: last use, expiry in stats and metrics -----------------------------
@@ -261,6 +262,7 @@ def test_i14_04_gateway_keys_get_expires_at_too(gw):
     gw.track(old_key)
     err = assert_json_error(gw.chat(old_key), 401)
     assert "expired" in err["message"]
+    assert gw.admin("GET", "/me", token=old_key).status_code == 401
     listed = {k["id"]: k for k in gw.admin("GET", f"/projects/{p.pid}/api-keys").json()}
     assert listed[old_id]["expires_at"] == "2020-01-01T00:00:00Z"
     stats = gw.admin("GET", f"/projects/{p.pid}/stats").json()
