@@ -176,20 +176,21 @@ bool ngx_byok_health_message(std::string_view payload) {
     return true;
 }
 
-void ngx_byok_keys_route_input(ByokRequestCtx *ctx) {
-    byok::RouteInput &in = ctx->input;
-    in.project_keys.clear();
-    in.keys_retry_in_s.clear();
-    const std::string &pid = ctx->snap.project;
+namespace {
+
+// KeyPool::states: a provider is usable when one of its keys is; else all
+// its keys are unhealthy (with the soonest return), expired or inactive.
+void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
+    const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
-    if (!ctx->snap.key_id.empty()) note_use(pid, "gw:" + ctx->snap.key_id);
+    if (!snap.key_id.empty()) note_use(pid, "gw:" + snap.key_id);
     struct Agg {
         bool usable = false, unhealthy = false, expired = false;
         int64_t soonest_ms = 0;  // of the unhealthy keys that come back on their own
     };
     std::map<std::string, Agg> by_provider;
     std::vector<std::string> order;
-    for (const auto &k : ctx->snap.keys) {
+    for (const auto &k : snap.keys) {
         if (by_provider.find(k.provider) == by_provider.end()) order.push_back(k.provider);
         Agg &a = by_provider[k.provider];
         note_expiry(pid, k, now_s);
@@ -211,62 +212,41 @@ void ngx_byok_keys_route_input(ByokRequestCtx *ctx) {
                             : a.unhealthy ? byok::KeyState::Unhealthy
                             : a.expired   ? byok::KeyState::Expired
                                           : byok::KeyState::Inactive;
-        in.project_keys.emplace_back(provider, st);
+        in->project_keys.emplace_back(provider, st);
         if (st == byok::KeyState::Unhealthy)
-            in.keys_retry_in_s.emplace_back(
+            in->keys_retry_in_s.emplace_back(
                 provider, a.soonest_ms == 0 ? 0 : (a.soonest_ms - now + 999) / 1000);
     }
 }
 
-bool ngx_byok_take_project_key(ngx_http_request_t *r, ByokRequestCtx *ctx) {
-    const std::string &provider = ctx->decision.target->id;
-    const std::string &pid = ctx->snap.project;
-    ByokMain *m = ngx_byok_main_conf()->m;
-    ctx->keys.provider = provider;
+// KeyPool::pick: smooth weighted round robin over the usable keys not tried.
+const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::string &provider,
+                                byok::KeyAttempts *attempts) {
+    const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
-    for (;;) {
-        std::vector<const byok::StoredKey *> keys;
-        std::vector<byok::KeyCandidate> cands;
-        for (const auto &k : ctx->snap.keys) {
-            if (k.provider != provider || ctx->keys.tried_id(k.id) ||
-                !usable_now(pid, k, now_s, now))
-                continue;
-            keys.push_back(&k);
-            cands.push_back({k.id, k.weight});
-        }
-        int i = g_selector.pick(pid, provider, cands);
-        if (i < 0) return false;
-        const byok::StoredKey &sk = *keys[i];
-        ctx->keys.tried.push_back(sk.id);
-        try {
-            if (sk.malformed) throw byok::Error("the stored record is malformed");
-            ctx->key = byok::open_stored_key(m->ring, pid, sk);
-        } catch (const byok::Error &e) {
-            ngx_byok_count(BYOK_DECRYPT_FAILURE);
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          BYOK_LOG
-                          "stored key of project \"%s\" for provider \"%s\" does not decrypt: %s",
-                          pid.c_str(), provider.c_str(), e.what());
-            if (sk.malformed) return false;  // a malformed set has no other key
+    std::vector<const byok::StoredKey *> keys;
+    std::vector<byok::KeyCandidate> cands;
+    for (const auto &k : snap.keys) {
+        if (k.provider != provider || attempts->tried_id(k.id) || !usable_now(pid, k, now_s, now))
             continue;
-        }
-        ctx->key_hint = sk.key_hint;
-        ctx->keys.current = sk.id;
-        ctx->keys.observed = false;
-        note_use(pid, sk.id);
-        return true;
+        keys.push_back(&k);
+        cands.push_back({k.id, k.weight});
     }
+    int i = g_selector.pick(pid, provider, cands);
+    if (i < 0) return nullptr;
+    attempts->tried.push_back(keys[i]->id);
+    if (!keys[i]->malformed) note_use(pid, keys[i]->id);
+    return keys[i];
 }
 
-const byok::StoredKey *ngx_byok_current_key(const ByokRequestCtx *ctx,
-                                            const std::string &provider) {
-    if (!ctx->keys.current.empty() && ctx->keys.provider == provider) {
-        if (const byok::StoredKey *k = ctx->snap.find_key(provider, ctx->keys.current)) return k;
-    }
-    return ctx->snap.find_key(provider);
+}  // namespace
+
+void ngx_byok_key_pool(byok::GatewayConfig *cfg) {
+    cfg->keys.states = key_states;
+    cfg->keys.pick = pick_key;
 }
 
-bool ngx_byok_sibling_possible(const ByokRequestCtx *ctx) {
+bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx) {
     if (ctx->decision.route != byok::Route::Byok || ctx->keys.current.empty() || ctx->keys.retried)
         return false;
     int64_t now = now_ms();
@@ -277,15 +257,7 @@ bool ngx_byok_sibling_possible(const ByokRequestCtx *ctx) {
     return false;
 }
 
-bool ngx_byok_next_key(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status) {
-    if (!ngx_byok_sibling_possible(ctx)) return false;
-    byok::Outcome o = byok::classify_upstream((int)status, false);
-    if (o == byok::Outcome::Success || o == byok::Outcome::Neutral) return false;
-    ctx->keys.retried = true;
-    return ngx_byok_take_project_key(r, ctx);
-}
-
-void ngx_byok_health_observe(ngx_http_request_t *r, ByokRequestCtx *ctx, ngx_uint_t status) {
+void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uint_t status) {
     if (ctx->keys.observed || ctx->keys.current.empty() || g_health == nullptr) return;
     ctx->keys.observed = true;
     byok::Outcome o = byok::classify_upstream((int)status, false);
