@@ -4,6 +4,7 @@
 
 #include "lib/admin_internal.h"
 #include "lib/client_api.h"
+#include "lib/key_select.h"
 #include "lib/layout.h"
 
 namespace byok::admin {
@@ -142,6 +143,8 @@ enum class RouteId {
     Keys,
     Key,
     KeyTest,
+    KeyItem,      // /projects/{pid}/keys/{provider}/{key_id} (issue 14)
+    KeyItemTest,  // …/{key_id}/test
     Stats,
     Servers,
     ServerDefault,
@@ -188,8 +191,18 @@ const std::vector<RouteSpec> &route_table() {
         {RouteId::Keys, "/projects/{pid}/keys", {{"GET", Who::Any}}},
         {RouteId::Key,
          "/projects/{pid}/keys/{provider}",
-         {{"GET", Who::Any}, {"PUT", Who::Any}, {"PATCH", Who::Any}, {"DELETE", Who::Any}}},
+         {{"GET", Who::Any},
+          {"POST", Who::Any},
+          {"PUT", Who::Any},
+          {"PATCH", Who::Any},
+          {"DELETE", Who::Any}}},
         {RouteId::KeyTest, "/projects/{pid}/keys/{provider}/test", {{"POST", Who::Any}}},
+        {RouteId::KeyItem,
+         "/projects/{pid}/keys/{provider}/{key_id}",
+         {{"PATCH", Who::Any}, {"DELETE", Who::Any}}},
+        {RouteId::KeyItemTest,
+         "/projects/{pid}/keys/{provider}/{key_id}/test",
+         {{"POST", Who::Any}}},
         {RouteId::Stats, "/projects/{pid}/stats", {{"GET", Who::Any}}},
         {RouteId::Usage, "/projects/{pid}/usage", {{"GET", Who::Any}}},
         {RouteId::Servers, "/projects/{pid}/servers", {{"GET", Who::Any}, {"POST", Who::Any}}},
@@ -235,6 +248,7 @@ Step routes_list() {
 struct Match {
     RouteId id = RouteId::None;
     std::string pid, item;  // item: gateway-key id, provider id or server id
+    std::string key_id;     // KeyItem, KeyItemTest
 };
 
 Match match_route(const std::vector<std::string> &s) {
@@ -278,11 +292,16 @@ Match match_route(const std::vector<std::string> &s) {
         m.id = RouteId::Key;
     else if (n == 5 && s[2] == "keys" && s[4] == "test")
         m.id = RouteId::KeyTest;
+    else if (n == 5 && s[2] == "keys")
+        m.id = RouteId::KeyItem;
+    else if (n == 6 && s[2] == "keys" && s[5] == "test")
+        m.id = RouteId::KeyItemTest;
     else if (n == 3 && s[2] == "stats")
         m.id = RouteId::Stats;
     else if (n == 3 && s[2] == "usage")
         m.id = RouteId::Usage;
     if (n >= 4) m.item = s[3];
+    if (m.id == RouteId::KeyItem || m.id == RouteId::KeyItemTest) m.key_id = s[4];
     return m;
 }
 
@@ -341,7 +360,8 @@ Step dispatch(const Pending &p) {
         return fail(400, "invalid_id", "path segment 'sid' is not a valid server id");
 
     const Provider *provider = nullptr;
-    if (m.id == RouteId::Key || m.id == RouteId::KeyTest) {
+    if (m.id == RouteId::Key || m.id == RouteId::KeyTest || m.id == RouteId::KeyItem ||
+        m.id == RouteId::KeyItemTest) {
         provider = ctx.cfg->catalog->find(m.item);
         if (!provider) return fail(404, "provider_not_found", "unknown provider");
         // Storing or testing a key of a provider that is off here (a local
@@ -349,6 +369,8 @@ Step dispatch(const Pending &p) {
         if (!provider->enabled && ctx.method != "DELETE" && ctx.method != "GET")
             return fail(403, "provider_not_allowed", provider_not_allowed_message(*provider));
     }
+    if (!m.key_id.empty() && !valid_key_id(m.key_id))
+        return fail(400, "invalid_id", "path segment 'key_id' is not a valid key id");
     if (m.id == RouteId::ApiKey && !valid_id(m.item))
         return fail(400, "invalid_id", "path segment 'id' is not a valid gateway-key id");
 
@@ -378,11 +400,17 @@ Step dispatch(const Pending &p) {
             return keys_list(c, m.pid);
         case RouteId::Key:
             if (meth == "GET") return key_get(c, m.pid, *provider);
+            if (meth == "POST") return key_add(c, m.pid, *provider, body);
             if (meth == "PUT") return key_put(c, m.pid, *provider, body);
-            if (meth == "PATCH") return key_patch(c, m.pid, *provider, body);
-            return key_delete(c, m.pid, *provider);
+            if (meth == "PATCH") return key_patch(c, m.pid, *provider, body, "");
+            return key_delete(c, m.pid, *provider, "");
         case RouteId::KeyTest:
-            return key_test(c, m.pid, *provider, body);
+            return key_test(c, m.pid, *provider, body, "");
+        case RouteId::KeyItem:
+            if (meth == "PATCH") return key_patch(c, m.pid, *provider, body, m.key_id);
+            return key_delete(c, m.pid, *provider, m.key_id);
+        case RouteId::KeyItemTest:
+            return key_test(c, m.pid, *provider, body, m.key_id);
         case RouteId::Stats:
             return project_stats(c, m.pid);
         case RouteId::Audit:
@@ -459,6 +487,10 @@ Step handle(const Config &cfg, const Request &req) {
             auto project = f.find("project");
             if (f.empty() || project == f.end() || !valid_id(project->second) ||
                 (revoked != f.end() && !revoked->second.empty() && revoked->second != "0"))
+                return unauthorized("missing or invalid credentials");
+            auto expires = f.find("expires_at");  // issue 14: an expired key is never used
+            if (expires != f.end() &&
+                key_expired(parse_rfc3339(expires->second).value_or(0), p.ctx->now))
                 return unauthorized("missing or invalid credentials");
             p.ctx->who.admin = false;
             p.ctx->who.project = project->second;

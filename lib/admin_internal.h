@@ -72,8 +72,7 @@ extern const std::string kScriptProjectDelete;
 extern const std::string kScriptApiKeyCreate;
 extern const std::string kScriptApiKeyRevoke;
 extern const std::string kScriptKeySet;
-extern const std::string kScriptKeyDelete;
-extern const std::string kScriptKeyTestStore;
+extern const std::string kScriptKeyHealth;
 extern const std::string kScriptRotate;
 extern const std::string kScriptServerSet;
 extern const std::string kScriptServerDelete;
@@ -156,9 +155,14 @@ Step keys_list(const CtxPtr &c, const std::string &pid);
 Step keyring_get(const CtxPtr &c);
 Step key_get(const CtxPtr &c, const std::string &pid, const Provider &p);
 Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
-Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
-Step key_delete(const CtxPtr &c, const std::string &pid, const Provider &p);
-Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
+Step key_add(const CtxPtr &c, const std::string &pid, const Provider &p, json &body);
+// key_id "" = every key of the provider (the single-key routes act on the set).
+Step key_patch(const CtxPtr &c, const std::string &pid, const Provider &p, json &body,
+               const std::string &key_id);
+Step key_delete(const CtxPtr &c, const std::string &pid, const Provider &p,
+                const std::string &key_id);
+Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &body,
+              const std::string &key_id);
 Step project_stats(const CtxPtr &c, const std::string &pid);
 Step servers_list(const CtxPtr &c, const std::string &pid);
 Step server_default(const CtxPtr &c, const std::string &pid);

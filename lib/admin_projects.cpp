@@ -216,7 +216,8 @@ Step project_delete(const CtxPtr &c, const std::string &pid) {
     auto argv = mutation(
         *c, kScriptProjectDelete, pid,
         {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
-        {l.apikey(""), glob_escape(l.usage(pid, "")) + "*", glob_escape(l.meter(pid, "")) + "*"});
+        {l.apikey(""), glob_escape(l.usage(pid, "")) + "*", glob_escape(l.meter(pid, "")) + "*",
+         glob_escape(l.key_health(pid)), glob_escape(l.last_used(pid))});
     return redis(std::move(argv), [pid](const Reply &r) {
         if (script_code(r) == kNoProject) return project_not_found();
         return respond(200, json{{"id", pid}, {"deleted", true}});
@@ -235,9 +236,13 @@ std::optional<Step> key_management_refused(const Ctx &c) {
 
 Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     if (auto e = key_management_refused(*c)) return *e;
-    if (auto e =
-            check_fields(body, {{"label", Kind::String, false}, {"scopes", Kind::Array, false}}))
+    if (auto e = check_fields(body, {{"label", Kind::String, false},
+                                     {"scopes", Kind::Array, false},
+                                     {"expires_at", Kind::String, false}}))
         return *e;
+    std::string expires_at = str_or(body, "expires_at", "");
+    if (!expires_at.empty() && !parse_rfc3339(expires_at))
+        return fail(422, "invalid_value", "field 'expires_at' must be an RFC 3339 date-time");
     if (auto e = check_text(body, "label", 200, true)) return *e;
     std::string label = str_or(body, "label", "");
     json scopes = json::array();
@@ -257,22 +262,25 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     json meta{{"prefix", prefix}, {"label", label}, {"created_at", c->at}, {"hash", sha}};
     if (!scopes.empty()) meta["scopes"] = scopes;
     if (!parent.empty()) meta["parent"] = parent;
+    if (!expires_at.empty()) meta["expires_at"] = expires_at;
     const Layout &l = c->cfg->layout;
-    auto argv =
-        mutation(*c, kScriptApiKeyCreate, pid, {l.project(pid), l.apikeys(pid), l.apikey(sha)},
-                 {id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent});
-    return redis(std::move(argv), [c, key, id, prefix, label, scopes, parent](const Reply &r) {
-        long long code = script_code(r);
-        if (code == kNoProject) return project_not_found();
-        if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
-        if (code == kConflict)
-            return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
-        json out{{"id", id},         {"key", std::string(key->view())},
-                 {"prefix", prefix}, {"label", label},
-                 {"scopes", scopes}, {"created_at", c->at}};
-        if (!parent.empty()) out["parent"] = parent;
-        return respond(201, out);
-    });
+    auto argv = mutation(
+        *c, kScriptApiKeyCreate, pid, {l.project(pid), l.apikeys(pid), l.apikey(sha)},
+        {id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent, expires_at});
+    return redis(
+        std::move(argv), [c, key, id, prefix, label, scopes, parent, expires_at](const Reply &r) {
+            long long code = script_code(r);
+            if (code == kNoProject) return project_not_found();
+            if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
+            if (code == kConflict)
+                return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
+            json out{{"id", id},         {"key", std::string(key->view())},
+                     {"prefix", prefix}, {"label", label},
+                     {"scopes", scopes}, {"created_at", c->at}};
+            if (!parent.empty()) out["parent"] = parent;
+            out["expires_at"] = expires_at.empty() ? json(nullptr) : json(expires_at);
+            return respond(201, out);
+        });
 }
 
 Step apikeys_list(const CtxPtr &c, const std::string &pid) {
@@ -291,6 +299,7 @@ Step apikeys_list(const CtxPtr &c, const std::string &pid) {
                          }
                          for (const char *k : {"prefix", "label", "created_at"})
                              e[k] = m.value(k, "");
+                         e["expires_at"] = m.value("expires_at", json(nullptr));
                          // Lua's cjson writes an empty array as {}.
                          auto sc = m.find("scopes");
                          e["scopes"] = sc != m.end() && sc->is_array() ? *sc : json::array();

@@ -54,11 +54,13 @@ struct Walk {
 void count_hash(const Fields &records, bool servers, KidCounts &counts) {
     for (const auto &[field, raw] : records) {
         try {
-            std::string kid =
-                servers ? server_record_kid(field, raw) : parse_key_record(raw).sealed.kid;
+            if (!servers) {  // every key of the provider's set
+                for (const auto &rec : parse_key_set(raw)) ++counts.by_kid[rec.sealed.kid].keys;
+                continue;
+            }
+            std::string kid = server_record_kid(field, raw);
             if (kid.empty()) continue;  // a server without secrets
-            KidCount &n = counts.by_kid[kid];
-            ++(servers ? n.servers : n.keys);
+            ++counts.by_kid[kid].servers;
         } catch (const Error &) {
             ++counts.unreadable;
         }
@@ -77,16 +79,25 @@ Step walk_next(const Layout &l, std::shared_ptr<Walk> w,
                  });
 }
 
-// Re-seals the provider-key records of one project; returns (provider, old,
-// new) triples.
+// Re-seals the provider keys of one project, key by key; returns (provider,
+// old, new) triples. A record written before keys had ids gets its id (the
+// one derived from its old ciphertext) stored with the new ciphertext, so
+// the id stays the same.
 std::vector<std::string> reseal_keys(const CtxPtr &c, const std::string &pid, const Fields &records,
                                      Rotation &st) {
     const KeyRing &ring = *c->cfg->ring;
     const std::string &active = ring.active().kid;
     std::vector<std::string> triples;
     for (const auto &[provider, raw] : records) {
+        std::vector<KeyRecord> set;
         try {
-            KeyRecord rec = parse_key_record(raw);
+            set = parse_key_set(raw);
+        } catch (const Error &) {
+            ++st.failed;  // malformed: left untouched
+            continue;
+        }
+        bool resealed = false;
+        for (auto &rec : set) {
             if (rec.sealed.kid == active && rec.sealed.v == kSealVersion) {
                 ++st.unchanged;
                 continue;
@@ -95,15 +106,19 @@ std::vector<std::string> reseal_keys(const CtxPtr &c, const std::string &pid, co
                 ++st.failed;  // unknown kid: left untouched
                 continue;
             }
-            Binding binding = key_binding(pid, provider, rec.endpoint);
-            SecretString plain = open_sealed(ring, rec.sealed, binding);
-            rec.sealed = seal(ring, plain.view(), binding);
-            triples.push_back(provider);
-            triples.push_back(raw);
-            triples.push_back(serialize_key_record(rec));
-        } catch (const Error &) {
-            ++st.failed;  // malformed or does not decrypt: left untouched
+            try {
+                Binding binding = key_binding(pid, provider, rec.endpoint);
+                SecretString plain = open_sealed(ring, rec.sealed, binding);
+                rec.sealed = seal(ring, plain.view(), binding);
+                resealed = true;
+            } catch (const Error &) {
+                ++st.failed;  // does not decrypt: left untouched
+            }
         }
+        if (!resealed) continue;
+        triples.push_back(provider);
+        triples.push_back(raw);
+        triples.push_back(serialize_key_set(set));
     }
     return triples;
 }

@@ -120,7 +120,8 @@ return {0, n}
 
 // KEYS[2] project hash, [3] apikeys hash, [4] gateway-key hash; ARGV[5] id,
 // [6] label, [7] metadata JSON, [8] scopes (space-separated, may be ""),
-// [9] parent key id ("" when minted with an admin token). A parent that is
+// [9] parent key id ("" when minted with an admin token), [10] expires_at
+// (RFC 3339 or "", issue 14). A parent that is
 // gone or revoked meanwhile mints nothing.
 // → {1} | {2} | {3} id or hash taken | {6} parent revoked.
 const std::string kScriptApiKeyCreate = kAudit + R"lua(
@@ -134,7 +135,8 @@ if ARGV[9] ~= '' then
   if not raw or not ok or type(p) ~= 'table' or p.revoked == true then return {6} end
 end
 redis.call('HSET', KEYS[4], 'project', ARGV[4], 'id', ARGV[5], 'label', ARGV[6],
-  'created_at', ARGV[2], 'revoked', '0', 'scopes', ARGV[8], 'parent', ARGV[9])
+  'created_at', ARGV[2], 'revoked', '0', 'scopes', ARGV[8], 'parent', ARGV[9],
+  'expires_at', ARGV[10] or '')
 redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
 audit('apikey.create', ARGV[5])
 return {1}
@@ -191,10 +193,13 @@ for _, id in ipairs(also) do r[#r + 1] = id end
 return r
 )lua";
 
-// Compare-and-set of one provider-key record.
-// KEYS[2] project hash, [3] keys hash; ARGV[5] provider, [6] expected
-// current JSON ("" = must be absent), [7] new JSON, [8] "1" = require tier
-// starter or above, [9] audit action.
+// Compare-and-set of one provider's key set (lib/record.h).
+// KEYS[2] project hash, [3] keys hash, [4] key-health hash; ARGV[5]
+// provider, [6] expected current JSON ("" = must be absent), [7] new JSON
+// ("" = remove the field), [8] "1" = require tier starter or above, [9]
+// audit action, [10] audit target, [11..] key ids whose health starts over
+// (a replaced key, a test that says valid): removed from the hash and
+// announced to every node (lib/key_health.h message).
 // → {1} created | {0} replaced | {2} | {5} tier too low | {6} record changed.
 const std::string kScriptKeySet = kAudit + kTierRule + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
@@ -203,41 +208,19 @@ if ARGV[8] == '1' then
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if (cur or '') ~= ARGV[6] then return {6} end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
-audit(ARGV[9], ARGV[5])
+if ARGV[7] == '' then
+  redis.call('HDEL', KEYS[3], ARGV[5])
+else
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[7])
+end
+for i = 11, #ARGV do
+  if redis.call('HDEL', KEYS[4], ARGV[i]) == 1 then
+    redis.call('PUBLISH', ARGV[3], '~health ' .. ARGV[4] .. ' ' .. ARGV[i] .. ' healthy 0')
+  end
+end
+audit(ARGV[9], ARGV[10])
 if cur then return {0} end
 return {1}
-)lua";
-
-// KEYS[2] project hash, [3] keys hash; ARGV[5] provider.
-// → {0} | {2} | {4} no such record.
-const std::string kScriptKeyDelete = kAudit + R"lua(
-if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
-if redis.call('HDEL', KEYS[3], ARGV[5]) == 0 then return {4} end
-audit('key.delete', ARGV[5])
-return {0}
-)lua";
-
-// Stores a live-test result only if the record still holds the same
-// ciphertext (a concurrent PATCH of metadata is kept; a replaced key is not
-// marked with the old key's result).
-// KEYS[2] keys hash; ARGV[5] provider, [6] ct (base64 as in the record),
-// [7] last_tested, [8] test_status, [9] test_message (fixed per outcome),
-// [10] test_excerpt (redacted), [11] test_http_status.
-// → {0} | {4} record gone | {6} record replaced or unreadable.
-const std::string kScriptKeyTestStore = kAudit + R"lua(
-local cur = redis.call('HGET', KEYS[2], ARGV[5])
-if not cur then return {4} end
-local ok, r = pcall(cjson.decode, cur)
-if not ok or type(r) ~= 'table' or r.ct ~= ARGV[6] then return {6} end
-r.last_tested = ARGV[7]
-r.test_status = ARGV[8]
-r.test_message = ARGV[9]
-r.test_excerpt = ARGV[10]
-r.test_http_status = tonumber(ARGV[11]) or 0
-redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
-audit('key.test', ARGV[5])
-return {0}
 )lua";
 
 // Re-encrypted records of one project, each written only if the stored JSON
@@ -365,6 +348,23 @@ end
 redis.call('HSET', KEYS[2], ARGV[5], cjson.encode(r))
 audit('server.test', ARGV[5])
 return {0, pinned}
+)lua";
+
+// A key's health changed on a gateway node (lib/key_health.h). KEYS[2]
+// key-health hash; ARGV[5] key id, [6] wire form ("" = healthy: remove),
+// [7] message for every node, [8] audit target, [9] "1" = audit it. The
+// message goes out on the invalidation channel (ARGV[3]) as it is; the
+// audit entry (for `invalid` only) also invalidates the project.
+// → {0}.
+const std::string kScriptKeyHealth = kAudit + R"lua(
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[5])
+else
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[7])
+if ARGV[9] == '1' then audit('key.invalid', ARGV[8]) end
+return {0}
 )lua";
 
 // Read-only. KEYS[1] project hash, KEYS[2..] more hashes of the project.

@@ -111,11 +111,13 @@ GatewayError key_store_unavailable() {
                          "the key store is unavailable; try again shortly");
 }
 
-std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap) {
+std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap, int64_t now_s) {
     if (snap.status == GatewaySnapshot::Status::Unknown)
         return unauthorized("unknown gateway API key");
     if (snap.status == GatewaySnapshot::Status::Revoked)
         return unauthorized("this gateway API key has been revoked");
+    if (now_s > 0 && key_expired(snap.key_expires_at, now_s))
+        return unauthorized("this gateway API key has expired");
     return std::nullopt;
 }
 
@@ -144,21 +146,68 @@ void take_operator_key(const GatewayConfig &cfg, RoutePlan *plan) {
     plan->action = RoutePlan::Action::Proxy;
 }
 
+// Without a key pool: the provider's first key not tried yet.
+const StoredKey *first_untried(const GatewaySnapshot &snap, const std::string &provider,
+                               KeyAttempts *attempts) {
+    for (const auto &k : snap.keys) {
+        if (k.provider != provider || attempts->tried_id(k.id)) continue;
+        if (!k.is_active && !k.malformed) continue;
+        attempts->tried.push_back(k.id);
+        return &k;
+    }
+    return nullptr;
+}
+
+// Opens the next key of `target` (issue 14: the pool's choice among the
+// usable keys); a key that does not decrypt is noted and the next one tried.
+bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
+                      const std::string &target, KeyAttempts *attempts, RoutePlan *plan) {
+    attempts->provider = target;
+    for (;;) {
+        const StoredKey *sk = cfg.keys.pick ? cfg.keys.pick(snap, target, attempts)
+                                            : first_untried(snap, target, attempts);
+        if (sk == nullptr) return false;
+        try {
+            if (sk->malformed) throw Error("the stored record is malformed");
+            plan->key = open_stored_key(*cfg.ring, snap.project, *sk);
+            plan->key_hint = sk->key_hint;
+            attempts->current = sk->id;
+            attempts->observed = false;
+            return true;
+        } catch (const Error &e) {
+            plan->decrypt_failures.push_back("stored key of project \"" + snap.project +
+                                             "\" for provider \"" + target +
+                                             "\" does not decrypt: " + e.what());
+            if (sk->malformed) return false;  // a malformed set holds no other key
+        }
+    }
+}
+
 }  // namespace
 
 RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                      const GatewayRequest &req, std::string_view method, bool body_read,
-                     std::string_view model, RouteInput *in) {
+                     std::string_view model, RouteInput *in, KeyAttempts *attempts) {
     in->catalog = cfg.catalog;
     in->tier = snap.tier;
     in->policy = snap.policy;
     in->project_keys.clear();
+    in->keys_retry_in_s.clear();
     // A malformed record goes through the decrypt attempt below like any
     // other undecryptable one, so it is logged and counted the same way.
-    for (const auto &k : snap.keys) {
-        in->project_keys.emplace_back(
-            k.provider, k.malformed || k.is_active ? KeyState::Usable : KeyState::Inactive);
+    if (cfg.keys.states) {
+        cfg.keys.states(snap, in);
+    } else {
+        for (const auto &k : snap.keys) {
+            bool listed = false;  // one row per provider: its first key's state
+            for (const auto &pk : in->project_keys) listed = listed || pk.first == k.provider;
+            if (listed) continue;
+            in->project_keys.emplace_back(
+                k.provider, k.malformed || k.is_active ? KeyState::Usable : KeyState::Inactive);
+        }
     }
+    KeyAttempts local;
+    if (attempts == nullptr) attempts = &local;
     in->system_keys = cfg.system_key_providers;
     in->fallback_provider = cfg.fallback_provider;
     in->fallback_on_rate_limit = snap.fallback_on_rate_limit;
@@ -174,20 +223,9 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         plan.decision = decide_route(*in);
         if (plan.decision.route != Route::Byok) break;
         const std::string &target = plan.decision.target->id;
-        const StoredKey *sk = snap.find_key(target);
-        try {
-            if (sk == nullptr) throw Error("record vanished");
-            if (sk->malformed) throw Error("the stored record is malformed");
-            plan.key = open_stored_key(*cfg.ring, snap.project, *sk);
-            plan.key_hint = sk->key_hint;
-            break;
-        } catch (const Error &e) {
-            plan.decrypt_failures.push_back("stored key of project \"" + snap.project +
-                                            "\" for provider \"" + target +
-                                            "\" does not decrypt: " + e.what());
-            for (auto &pk : in->project_keys)
-                if (pk.first == target) pk.second = KeyState::DecryptError;
-        }
+        if (open_project_key(cfg, snap, target, attempts, &plan)) break;
+        for (auto &pk : in->project_keys)
+            if (pk.first == target) pk.second = KeyState::DecryptError;
     }
     plan.decided = true;
     const RouteDecision &d = plan.decision;
@@ -199,6 +237,7 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     if (d.route == Route::Denied) {
         plan.action = RoutePlan::Action::Error;
         plan.error = gateway_error(d.status ? d.status : 403, d.error_code, d.error_message);
+        plan.error.retry_after = d.retry_after_s;  // all keys cooling (issue 14)
         return plan;
     }
     if (d.route != Route::Byok) {
@@ -207,6 +246,24 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     }
     plan.action = RoutePlan::Action::Proxy;
     plan.resolve_endpoint = d.target->per_key_endpoint;
+    return plan;
+}
+
+bool key_failure(int status) {
+    return status == 0 || status == 401 || status == 402 || status == 403 || status == 429 ||
+           status >= 500;
+}
+
+std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySnapshot &snap,
+                                      const RouteDecision &first, KeyAttempts *attempts) {
+    if (first.route != Route::Byok || attempts->retried) return std::nullopt;
+    attempts->retried = true;
+    RoutePlan plan;
+    plan.decided = true;
+    plan.decision = first;
+    if (!open_project_key(cfg, snap, first.target->id, attempts, &plan)) return std::nullopt;
+    plan.action = RoutePlan::Action::Proxy;
+    plan.resolve_endpoint = first.target->per_key_endpoint;
     return plan;
 }
 
@@ -237,14 +294,15 @@ RoutePlan plan_retry(const GatewayConfig &cfg, const RouteInput &in, const Route
 
 UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &snap,
                            const RouteDecision &d, const SecretString &key,
-                           const std::optional<ModelSpan> &model, bool body_rewritten) {
+                           const std::optional<ModelSpan> &model, bool body_rewritten,
+                           std::string_view key_id) {
     const Provider &target = *d.target;
     UpstreamPlan up;
     up.base = req.unified ? target.openai_base : target.base_url;
     if (target.per_key_endpoint) {
         // plan_route asked for the tenant's endpoint to be resolved and
         // checked; the glue connects to that address.
-        up.base = parse_url(snap.find_key(target.id)->endpoint, "endpoint");
+        up.base = parse_url(key_in_use(snap, d, key_id)->endpoint, "endpoint");
         up.pin = true;
     }
     up.path = up.base.path + req.rest;
@@ -257,8 +315,15 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
     return up;
 }
 
-std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d) {
-    const StoredKey *sk = snap.find_key(d.target->id);
+const StoredKey *key_in_use(const GatewaySnapshot &snap, const RouteDecision &d,
+                            std::string_view key_id) {
+    if (const StoredKey *k = snap.find_key(d.target->id, key_id); k && !key_id.empty()) return k;
+    return snap.find_key(d.target->id);
+}
+
+std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d,
+                                           std::string_view key_id) {
+    const StoredKey *sk = key_in_use(snap, d, key_id);
     if (sk == nullptr || sk->endpoint.empty())
         return gateway_error(422, "no_endpoint", "no endpoint configured for this provider");
     return std::nullopt;
@@ -269,12 +334,25 @@ GatewayError endpoint_refused(std::string_view why) {
                          "the custom endpoint was refused: " + std::string(why));
 }
 
-std::string_view proxy_location(const RouteInput &in, const RouteDecision &d) {
+std::string_view proxy_location(const RouteInput &in, const RouteDecision &d, bool sibling_left) {
     // Each location intercepts exactly the failures a retry may follow; the
     // others reach the client as the provider sent them.
+    if (sibling_left) return "@byok_keys";
     switch (retry_on(in, d)) {
         case RetryOn::ServerErrorsAnd429:
             return "";
+        case RetryOn::ServerErrors:
+            return "@byok_fallback_5xx";
+        case RetryOn::Nothing:
+            break;
+    }
+    return "@byok_direct";
+}
+
+std::string_view sibling_location(const RouteInput &in, const RouteDecision &d) {
+    switch (retry_on(in, d)) {
+        case RetryOn::ServerErrorsAnd429:
+            return "@byok_retry";
         case RetryOn::ServerErrors:
             return "@byok_fallback_5xx";
         case RetryOn::Nothing:

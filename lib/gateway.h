@@ -15,6 +15,7 @@
 #include "lib/body.h"
 #include "lib/catalog.h"
 #include "lib/client_api.h"
+#include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/project.h"
 #include "lib/redis_reply.h"
@@ -28,10 +29,10 @@ constexpr Route kAllRoutes[] = {Route::Byok, Route::System, Route::Fallback, Rou
 // The fallback reasons the metrics label: decide_route's, then
 // upstream_failure_reason()'s for the statuses a retry follows; "other"
 // (last) counts anything else.
-constexpr std::string_view kFallbackReasons[] = {"no_key",         "tier",         "inactive",
-                                                 "decrypt_error",  "upstream_429", "upstream_500",
-                                                 "upstream_502",   "upstream_503", "upstream_504",
-                                                 "upstream_error", "other"};
+constexpr std::string_view kFallbackReasons[] = {
+    "no_key",        "tier",           "inactive",     "decrypt_error", "expired",
+    "key_unhealthy", "upstream_429",   "upstream_500", "upstream_502",  "upstream_503",
+    "upstream_504",  "upstream_error", "other"};
 
 // An answer the gateway sends itself, in the client's API error shape.
 struct GatewayError {
@@ -96,8 +97,9 @@ LookupOutcome read_lookup_reply(const Reply &reply);
 // again, while a key minted a moment later works within seconds.
 int64_t unknown_key_ttl(int64_t ttl);
 GatewayError key_store_unavailable();
-// The 401 for a snapshot that is not Ok, nullopt when it is.
-std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap);
+// The 401 for a snapshot that is not Ok, or whose gateway key has expired
+// by `now_s` (unix seconds; 0 = do not check), nullopt when it is usable.
+std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap, int64_t now_s = 0);
 
 // The request body's model, as the body scanner found it.
 std::optional<GatewayError> body_error(bool invalid_json, const std::optional<ModelSpan> &model);
@@ -109,6 +111,18 @@ struct GatewayConfig {
     std::vector<std::string> system_key_providers;
     std::function<const SecretString *(std::string_view provider)> system_key;
     std::string fallback_provider;
+    // Several keys per provider (issue 14). Set by the glue, since key health
+    // lives in shared memory; unset, every active key counts and the first
+    // one not tried serves.
+    struct KeyPool {
+        // input->project_keys (and keys_retry_in_s) for the route decision.
+        std::function<void(const GatewaySnapshot &, RouteInput *)> states;
+        // The next key of `provider` to try (added to attempts->tried), or
+        // nullptr when none is left.
+        std::function<const StoredKey *(const GatewaySnapshot &, const std::string &provider,
+                                        KeyAttempts *)>
+            pick;
+    } keys;
 };
 
 // The decision with the key to use, or the answer to send.
@@ -130,9 +144,18 @@ struct RoutePlan {
 // Fills `in` from the snapshot and the request, decides, opens the stored
 // key (a key that does not decrypt is marked and the decision made again),
 // and takes the operator's key for routes system and fallback.
+// `attempts` (may be null) records which of the provider's keys was taken.
 RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                      const GatewayRequest &req, std::string_view method, bool body_read,
-                     std::string_view model, RouteInput *in);
+                     std::string_view model, RouteInput *in, KeyAttempts *attempts = nullptr);
+
+// Issue 14: an answer that may be the key's own fault (401, 402, 403, 429,
+// 5xx; 0 = no answer) — worth one retry on a sibling key.
+bool key_failure(int status);
+// That retry: the same decision on the next key of the provider (the glue
+// checked that a usable one is left), or nullopt when none opens.
+std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySnapshot &snap,
+                                      const RouteDecision &first, KeyAttempts *attempts);
 
 // After the first call failed before any byte: the next decision with the
 // operator's key, or the error to send. `status` and `got_bytes` describe
@@ -153,15 +176,26 @@ struct UpstreamPlan {
     std::optional<std::string> model_token;
 };
 // `body_rewritten`: an earlier attempt already changed the body in place.
+// `key_id`: the stored key in use (its endpoint), "" = the provider's first.
 UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &snap,
                            const RouteDecision &d, const SecretString &key,
-                           const std::optional<ModelSpan> &model, bool body_rewritten);
+                           const std::optional<ModelSpan> &model, bool body_rewritten,
+                           std::string_view key_id = "");
 // The tenant endpoint to resolve and check, or the 422 when there is none.
-std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d);
+std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d,
+                                           std::string_view key_id = "");
+// The stored key the request uses for the decision's target.
+const StoredKey *key_in_use(const GatewaySnapshot &snap, const RouteDecision &d,
+                            std::string_view key_id);
 GatewayError endpoint_refused(std::string_view why);
 
 // Which named location the proxying continues in ("" = stay in location /,
-// which intercepts 429 and 5xx).
-std::string_view proxy_location(const RouteInput &in, const RouteDecision &d);
+// which intercepts 429 and 5xx). With a sibling key left (issue 14):
+// @byok_keys, which also intercepts the key's own failures.
+std::string_view proxy_location(const RouteInput &in, const RouteDecision &d,
+                                bool sibling_left = false);
+// Where the attempt on the sibling key runs (after an error_page, so never
+// location /): the failures a fallback may follow are intercepted.
+std::string_view sibling_location(const RouteInput &in, const RouteDecision &d);
 
 }  // namespace byok

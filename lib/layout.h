@@ -17,6 +17,10 @@ class Layout {
     std::string apikeys(std::string_view pid) const { return tagged(pid, "apikeys"); }
     std::string keys(std::string_view pid) const { return tagged(pid, "keys"); }
     std::string servers(std::string_view pid) const { return tagged(pid, "servers"); }
+    // Provider-key health (key id -> lib/key_health.h wire form) and last use
+    // (provider key id, or "gw:<gateway key id>" -> unix seconds).
+    std::string key_health(std::string_view pid) const { return tagged(pid, "key_health"); }
+    std::string last_used(std::string_view pid) const { return tagged(pid, "last_used"); }
     std::string usage(std::string_view pid, std::string_view yyyymmdd) const {
         return tagged(pid, "usage:") + s(yyyymmdd);
     }

@@ -56,6 +56,13 @@ const StoredKey *GatewaySnapshot::find_key(std::string_view provider) const {
     return nullptr;
 }
 
+const StoredKey *GatewaySnapshot::find_key(std::string_view provider, std::string_view id) const {
+    for (const auto &k : keys) {
+        if (k.provider == provider && k.id == id) return &k;
+    }
+    return nullptr;
+}
+
 namespace {
 
 std::string_view field(const FieldMap &m, std::string_view name) {
@@ -71,6 +78,7 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
     if (apikey.empty()) return s;  // Unknown
     s.project = std::string(field(apikey, "project"));
     s.key_id = std::string(field(apikey, "id"));
+    s.key_expires_at = parse_rfc3339(field(apikey, "expires_at")).value_or(0);
     std::string_view revoked = field(apikey, "revoked");
     if (!revoked.empty() && revoked != "0") {
         s.status = GatewaySnapshot::Status::Revoked;
@@ -98,10 +106,19 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
 
     s.keys.reserve(keys.size());
     for (const auto &[provider, json] : keys) {
-        StoredKey k;
-        k.provider = provider;
+        std::vector<KeyRecord> set;
         try {
-            KeyRecord r = parse_key_record(json);
+            set = parse_key_set(json);
+        } catch (const Error &) {
+            StoredKey k;
+            k.provider = provider;
+            k.malformed = true;
+            s.keys.push_back(std::move(k));
+            continue;
+        }
+        for (auto &r : set) {
+            StoredKey k;
+            k.provider = provider;
             k.is_active = r.is_active;
             k.v = r.sealed.v;
             k.kid = std::move(r.sealed.kid);
@@ -110,10 +127,11 @@ GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
             k.ct = std::move(r.sealed.ct);
             k.endpoint = std::move(r.endpoint);
             k.key_hint = std::move(r.key_hint);
-        } catch (const Error &) {
-            k.malformed = true;
+            k.id = std::move(r.id);
+            k.weight = r.weight;
+            k.expires_at = parse_rfc3339(r.expires_at).value_or(0);
+            s.keys.push_back(std::move(k));
         }
-        s.keys.push_back(std::move(k));
     }
     return s;
 }
@@ -132,6 +150,8 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 // 4 record version 2) | str kid | str salt
 // | str nonce | str ct | str endpoint | str key_hint | str key_id
 // (key_id last and optional, so blobs cached before it still decode)
+// | u64 gateway-key expires_at | per key: str id | u32 weight | u64
+// expires_at (issue 14; optional too; u64 = two u32, low first)
 // where str = u32 little-endian length + bytes.
 
 namespace {
@@ -214,6 +234,14 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
         put_str(out, k.key_hint);
     }
     put_str(out, s.key_id);
+    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) & 0xffffffffu));
+    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) >> 32));
+    for (const auto &k : s.keys) {
+        put_str(out, k.id);
+        put_u32(out, static_cast<uint32_t>(k.weight));
+        put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(k.expires_at) & 0xffffffffu));
+        put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(k.expires_at) >> 32));
+    }
     if (s.limits.any()) {
         for (int64_t v : {s.limits.requests_per_minute, s.limits.tokens_per_day,
                           s.limits.cost_per_month_micro}) {
@@ -260,6 +288,17 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
         s.keys.push_back(std::move(k));
     }
     if (r.pos != blob.size()) s.key_id = r.str();
+    if (r.pos != blob.size()) {
+        uint64_t key_lo = r.u32(), key_hi = r.u32();
+        s.key_expires_at = static_cast<int64_t>(key_lo | (key_hi << 32));
+        for (auto &k : s.keys) {
+            k.id = r.str();
+            k.weight = static_cast<int>(r.u32());
+            uint64_t lo = r.u32(), hi = r.u32();
+            k.expires_at = static_cast<int64_t>(lo | (hi << 32));
+            if (k.weight < 1 || k.weight > 100) Reader::corrupt();
+        }
+    }
     if (r.pos != blob.size()) {  // limits: only a limited project has them
         for (int64_t *v : {&s.limits.requests_per_minute, &s.limits.tokens_per_day,
                            &s.limits.cost_per_month_micro}) {

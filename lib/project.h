@@ -39,6 +39,11 @@ struct StoredKey {
     Bytes salt, nonce, ct;
     std::string endpoint;
     std::string key_hint;
+    // Several keys per provider (issue 14). A malformed set is one entry
+    // with malformed = true and no id.
+    std::string id;
+    int weight = 1;
+    int64_t expires_at = 0;  // unix seconds, 0 = never
 };
 
 // What a gateway key resolves to.
@@ -55,18 +60,22 @@ struct GatewaySnapshot {
     // Project field default_provider: where bodiless /v1 requests go.
     std::string default_provider;
     std::vector<StoredKey> keys;
-    std::string key_id;  // the gateway key's id, for usage counters ("" when unknown)
+    std::string key_id;          // the gateway key's id, for usage counters ("" when unknown)
+    int64_t key_expires_at = 0;  // the gateway key's expires_at (unix seconds), 0 = never
     // Project field limits (PATCH /projects/{pid}, lib/limits.h).
     ProjectLimits limits;
 
+    // The first key of `provider` (its keys are adjacent, in stored order).
     const StoredKey *find_key(std::string_view provider) const;
+    const StoredKey *find_key(std::string_view provider, std::string_view id) const;
 };
 
 // Cold path: built from HGETALL byok:apikey:<sha>, HGETALL
 // byok:project:{pid} and HGETALL byok:{pid}:keys. An empty apikey hash
 // gives Unknown; revoked != "" and != "0" gives Revoked; a missing project
 // hash gives Unknown. Records that fail parse_key_record become
-// StoredKey{malformed=true} (never thrown away silently).
+// StoredKey{malformed=true} (never thrown away silently); a provider with
+// several keys gives one StoredKey each.
 GatewaySnapshot build_snapshot(const FieldMap &apikey, const FieldMap &project,
                                const FieldMap &keys);
 

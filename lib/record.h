@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lib/crypto.h"
 
@@ -20,7 +21,15 @@ struct KeyRecord {
     std::string last_tested;  // "" = never
     std::string test_status;  // "", "valid", "invalid", "error"
     std::string test_message;
+    // Several keys per provider (issue 14). A record written before then has
+    // no id: legacy_key_id() derives a stable one from its ciphertext.
+    std::string id;          // "k_" + 12 hex
+    int weight = 1;          // 1..100, share in the selection
+    std::string expires_at;  // RFC 3339 or "" (never)
 };
+
+// At most this many keys per provider and project.
+inline constexpr size_t kMaxKeysPerProvider = 16;
 
 // Strict: the JSON must be an object; v, kid, salt, nonce, ct, is_active,
 // key_hint, created_at, updated_at are required with the right types;
@@ -30,6 +39,22 @@ struct KeyRecord {
 // field: "key record: field 'nonce': expected 12 bytes".
 KeyRecord parse_key_record(std::string_view json);
 std::string serialize_key_record(const KeyRecord &r);
+
+// A provider's keys, as stored in one field of byok:{<pid>}:keys: a single
+// key keeps the record shape of SPEC §6 (so records written before several
+// keys existed are read as a set of one), several are {"keys":[record...]}.
+// Throws Error like parse_key_record; duplicate ids are an error.
+std::vector<KeyRecord> parse_key_set(std::string_view json);
+std::string serialize_key_set(const std::vector<KeyRecord> &keys);
+
+// Key ids: "k_" followed by 12 lower-case hex digits.
+bool valid_key_id(std::string_view id);
+std::string new_key_id();                         // random
+std::string legacy_key_id(const Sealed &sealed);  // from the ciphertext: stable
+
+// RFC 3339 date-time ("2026-12-01T00:00:00Z", offsets and fractions
+// allowed) as unix seconds; nullopt when malformed.
+std::optional<int64_t> parse_rfc3339(std::string_view s);
 
 // What a provider key is bound to (v2): project, provider and the key's
 // `endpoint` ("" for catalog providers), so a key moved to another project,

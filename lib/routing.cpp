@@ -142,6 +142,24 @@ bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out)
     return true;
 }
 
+// Every key of `p` is unhealthy and the policy forbids other money: 429
+// naming the soonest retry when a key comes back on its own, else 503.
+RouteDecision keys_unhealthy(const RouteInput &in, const Provider &p) {
+    int64_t retry = 0;
+    for (const auto &[id, s] : in.keys_retry_in_s)
+        if (id == p.id) retry = s;
+    if (retry <= 0)
+        return denied(503, "keys_unavailable",
+                      "every " + p.id +
+                          " key of the project was refused by the provider; "
+                          "replace or re-test them");
+    RouteDecision d = denied(429, "keys_unavailable",
+                             "every " + p.id + " key of the project is cooling down; retry in " +
+                                 std::to_string(retry) + " s");
+    d.retry_after_s = retry;
+    return d;
+}
+
 }  // namespace
 
 RouteDecision decide_route(const RouteInput &in) {
@@ -161,10 +179,13 @@ RouteDecision decide_route(const RouteInput &in) {
         set_model(d, in, res.direct_model);
         return d;
     }
-    std::string reason = state == nullptr               ? "no_key"
-                         : !byok_allowed(in.tier)       ? "tier"
-                         : *state == KeyState::Inactive ? "inactive"
-                                                        : "decrypt_error";
+    std::string reason = state == nullptr                ? "no_key"
+                         : !byok_allowed(in.tier)        ? "tier"
+                         : *state == KeyState::Inactive  ? "inactive"
+                         : *state == KeyState::Expired   ? "expired"
+                         : *state == KeyState::Unhealthy ? "key_unhealthy"
+                                                         : "decrypt_error";
+    if (reason == "key_unhealthy" && in.policy == Policy::Off) return keys_unhealthy(in, p);
     if (in.policy == Policy::Off) {
         return denied(403, "byok_denied",
                       "project has no usable " + p.id + " key (" + reason +

@@ -15,7 +15,10 @@ namespace byok {
 enum class Route { Byok, System, Fallback, Denied };
 std::string_view route_name(Route r);  // "byok" | "system" | "fallback" | "denied"
 
-enum class KeyState { Usable, Inactive, DecryptError };
+// Of all the provider's keys (issue 14: several): Usable when one may serve;
+// else why not — all inactive, all expired, all unhealthy (invalid,
+// exhausted, cooling, breaker), or none decrypts.
+enum class KeyState { Usable, Inactive, DecryptError, Expired, Unhealthy };
 
 struct RouteInput {
     const Catalog *catalog = nullptr;
@@ -23,6 +26,9 @@ struct RouteInput {
     Policy policy = Policy::Auto;
     // State of each provider key the project stores (absent = no key).
     std::vector<std::pair<std::string, KeyState>> project_keys;
+    // Unhealthy providers: seconds until the soonest of their keys may serve
+    // again (0 = none will on its own: all invalid).
+    std::vector<std::pair<std::string, int64_t>> keys_retry_in_s;
     std::vector<std::string> system_keys;  // provider ids with an operator key
     std::string fallback_provider;         // "" = fallback off
     bool fallback_on_rate_limit = true;    // project setting; false: a 429 reaches the client
@@ -45,14 +51,16 @@ struct RouteDecision {
     Route route = Route::Denied;
     const Provider *provider = nullptr;  // the requested provider P
     const Provider *target = nullptr;    // the provider actually called
-    std::string reason;  // why not byok: no_key|tier|inactive|decrypt_error|upstream_*
-    std::string model;   // model to send upstream ("" = leave body alone)
+    // why not byok: no_key|tier|inactive|expired|key_unhealthy|decrypt_error|upstream_*
+    std::string reason;
+    std::string model;  // model to send upstream ("" = leave body alone)
     bool model_changed = false;
     // Denied only: HTTP status and OpenAI-style error code/message. Every
     // denial is a configuration problem the client cannot retry away, so a
     // 4xx (SDKs retry 5xx by default): 400 bad request, 403 not allowed or
     // no credential, 404 unknown native provider, 422 stored key unusable.
     int status = 0;
+    int64_t retry_after_s = 0;  // > 0: a Retry-After for the denial
     std::string error_code;
     std::string error_message;
 };

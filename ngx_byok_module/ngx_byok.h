@@ -20,6 +20,7 @@ extern "C" {
 #include "lib/client_api.h"
 #include "lib/crypto.h"
 #include "lib/gateway.h"
+#include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
 #include "lib/project.h"
@@ -378,6 +379,7 @@ struct ByokGatewayCtx {
     bool decided = false;
     byok::SecretString key;
     std::string key_hint;
+    byok::KeyAttempts keys;  // which of the provider's keys (issue 14)
 
     bool resolve_endpoint = false;  // the plan's tenant endpoint: resolve and check it first
     std::string pinned_ip;          // checked address of a custom endpoint
@@ -455,6 +457,24 @@ ngx_int_t ngx_byok_variables_init(ngx_conf_t *cf);
 ngx_int_t ngx_byok_filter_init(ngx_conf_t *cf);  // x-byok-* response headers
 ngx_int_t ngx_byok_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r);
+
+// --- provider-key selection and health (ngx_byok_health.cpp, issue 14) ----------
+
+// Its area at the end of the cache zone, sized by the zone.
+size_t ngx_byok_health_size(size_t zone_size);
+void ngx_byok_health_attach(u_char *area, size_t zone_size, ngx_shmtx_t *mutex);
+// A "~health ..." message of the invalidation channel; false for others.
+bool ngx_byok_health_message(std::string_view payload);
+// The gateway's key pool (byok::GatewayConfig::keys): states from the
+// health table and expiry, smooth weighted round robin for the pick; notes
+// the use of provider keys and gateway keys.
+void ngx_byok_key_pool(byok::GatewayConfig *cfg);
+// Another usable key remains for the one retry on a sibling key.
+bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx);
+// Applies the attempt's answer (`status`, 0 = none) to its key's health.
+void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uint_t status);
+void ngx_byok_last_used_flush();        // with the usage counters
+std::string ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring
 
 // --- web console (ngx_byok_console.cpp) -----------------------------------------
 

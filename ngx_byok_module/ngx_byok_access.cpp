@@ -33,6 +33,7 @@ byok::GatewayConfig gateway_config(ngx_http_request_t *r) {
     for (const auto &sk : m->system_keys) cfg.system_key_providers.push_back(sk.provider);
     cfg.system_key = [m](std::string_view p) { return m->system_key(p); };
     cfg.fallback_provider = m->fallback;
+    ngx_byok_key_pool(&cfg);  // issue 14: several keys per provider, their health
     return cfg;
 }
 
@@ -96,6 +97,7 @@ void waiter_done(ByokRedisWaiter *w) {
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx);
+ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view where);
 
 ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (!ctx->stale_blob.empty()) {
@@ -195,7 +197,7 @@ void body_ready(ngx_http_request_t *r) {
 }
 
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (auto e = byok::snapshot_error(ctx->snap)) return fail(r, ctx, *e);
+    if (auto e = byok::snapshot_error(ctx->snap, ngx_time())) return fail(r, ctx, *e);
     bool has_body = r->headers_in.content_length_n > 0 || r->headers_in.chunked;
     if (ctx->req.unified && has_body && !ctx->body_read) {
         ctx->stage = Stage::WaitBody;
@@ -259,8 +261,9 @@ void resolved(ByokGatewayCtx *ctx, const std::string &ip, const std::string &err
 // A custom endpoint is chosen by the tenant: resolve it ourselves, refuse
 // private addresses (SPEC §10) and connect to the address that was checked.
 ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (auto e = byok::endpoint_error(ctx->snap, ctx->decision)) return fail(r, ctx, *e);
-    const byok::StoredKey *sk = ctx->snap.find_key(ctx->decision.target->id);
+    if (auto e = byok::endpoint_error(ctx->snap, ctx->decision, ctx->keys.current))
+        return fail(r, ctx, *e);
+    const byok::StoredKey *sk = byok::key_in_use(ctx->snap, ctx->decision, ctx->keys.current);
     byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
     ctx->stage = Stage::WaitResolve;
     ctx->resumed = false;
@@ -296,7 +299,7 @@ ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ngx_int_t rc =
         take_plan(r, ctx,
                   byok::plan_route(gateway_config(r), ctx->snap, ctx->req, sv(r->method_name),
-                                   ctx->body_read, model, &ctx->input));
+                                   ctx->body_read, model, &ctx->input, &ctx->keys));
     if (rc != NGX_OK) return rc;
     if (ctx->resolve_endpoint) return resolve_endpoint(r, ctx);
     return proxy(r, ctx);
@@ -312,7 +315,13 @@ ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ngx_int_t rc = ngx_byok_setup_upstream(r, ctx);
     if (rc != NGX_OK) return rc;
     ctx->stage = Stage::Proxying;
-    std::string_view where = byok::proxy_location(ctx->input, ctx->decision);
+    std::string_view where =
+        byok::proxy_location(ctx->input, ctx->decision, ngx_byok_sibling_possible(ctx));
+    return jump(r, ctx, where);
+}
+
+// Continues in the named location `where` ("" = stay in this one).
+ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view where) {
     if (where.empty()) return NGX_DECLINED;
     ngx_str_t name = {where.size(), (u_char *)where.data()};
     ctx->jumped = true;
@@ -331,6 +340,21 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
         status = static_cast<int>(last.status);
         got_bytes = last.bytes_received > 0;
     }
+    // Issue 14: the answer goes into the key's health; then, when it may be
+    // the key's own fault, once more on a sibling key before any fallback.
+    int answered = got_bytes ? status : 0;
+    ngx_byok_health_observe(r, ctx, answered);
+    if (byok::key_failure(answered) && ngx_byok_sibling_possible(ctx)) {
+        if (auto sibling =
+                byok::plan_sibling(gateway_config(r), ctx->snap, ctx->decision, &ctx->keys)) {
+            ngx_int_t rc = take_plan(r, ctx, std::move(*sibling));
+            if (rc != NGX_OK) return rc;
+            rc = ngx_byok_setup_upstream(r, ctx);
+            if (rc != NGX_OK) return rc;
+            return jump(r, ctx, byok::sibling_location(ctx->input, ctx->decision));
+        }
+    }
+    ctx->keys.current.clear();  // what follows does not use a project key
     ngx_int_t rc = take_plan(
         r, ctx, byok::plan_retry(gateway_config(r), ctx->input, ctx->decision, status, got_bytes));
     if (rc != NGX_OK) return rc;

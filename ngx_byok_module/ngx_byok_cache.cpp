@@ -255,8 +255,10 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     } else if (zone->shm.exists) {
         ctx->sh = static_cast<CacheShm *>(shpool->data);
     } else {
+        // The zone's tail: metrics, then limit counters (issue 13), then key
+        // health (issue 14), laid out in this order by the attach calls below.
         size_t size = sizeof(CacheShm) + ngx_byok_metrics_size() +
-                      ngx_byok_limits_size(zone->shm.size);  // issue 13: limit counters
+                      ngx_byok_limits_size(zone->shm.size) + ngx_byok_health_size(zone->shm.size);
         ctx->sh = static_cast<CacheShm *>(ngx_slab_calloc(shpool, size));
         if (ctx->sh == nullptr) return NGX_ERROR;
         shpool->data = ctx->sh;
@@ -275,10 +277,12 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     }
     zone->data = ctx;
     g_cache = ctx;
-    ngx_byok_metrics_attach(reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm));
-    ngx_byok_limits_attach(
-        reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm) + ngx_byok_metrics_size(),
-        zone->shm.size, shpool);
+    u_char *tail = reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm);
+    ngx_byok_metrics_attach(tail);
+    tail += ngx_byok_metrics_size();
+    ngx_byok_limits_attach(tail, zone->shm.size, shpool);
+    tail += ngx_byok_limits_size(zone->shm.size);
+    ngx_byok_health_attach(tail, zone->shm.size, &shpool->mutex);
     return NGX_OK;
 }
 

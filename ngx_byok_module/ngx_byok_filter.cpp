@@ -12,6 +12,8 @@ ngx_int_t ngx_byok_header_filter(ngx_http_request_t *r) {
     if (r != r->main) return g_next_header_filter(r);
     ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false);
     if (ctx != nullptr && ctx->decided) {
+        if (r->upstream != nullptr && r->upstream->headers_in.status_n)  // issue 14: key health
+            ngx_byok_health_observe(r, ctx, r->upstream->headers_in.status_n);
         const byok::RouteDecision &d = ctx->decision;
         ngx_list_t *out = &r->headers_out.headers;
         bool ok = ngx_byok_push_header(r->pool, out, "x-byok-route", byok::route_name(d.route));

@@ -143,7 +143,8 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                std::to_string(g_metrics->latency_sum_ms / 1000.0) + "\n";
         out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) +
                "\n";
-        out += ngx_byok_limits_metrics();  // issue 13: byok_limit_alerts_total
+        out += ngx_byok_limits_metrics();  // byok_limit_alerts_total
+        out += ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring
     } catch (const std::exception &) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -53,8 +53,10 @@ void on_subscribed(RedisLink *link, redisReply *reply, void *data) {
 void invalidation_message(RedisLink *link, redisReply *reply, void *) {
     if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) return;
     redisReply *payload = reply->element[2];
-    if (is_str(reply->element[0], "message") && payload->type == REDIS_REPLY_STRING)
-        ngx_byok_cache_invalidate(std::string_view(payload->str, payload->len));
+    if (!is_str(reply->element[0], "message") || payload->type != REDIS_REPLY_STRING) return;
+    std::string_view text(payload->str, payload->len);
+    if (ngx_byok_health_message(text)) return;  // a key's health (issue 14)
+    ngx_byok_cache_invalidate(text);
 }
 
 // --- sentinel ------------------------------------------------------------------

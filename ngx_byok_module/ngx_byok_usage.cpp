@@ -39,6 +39,7 @@ void flush_events() {
 
 void flush() {
     flush_events();
+    ngx_byok_last_used_flush();  // issue 14
     if (g_pending.empty() || !ngx_byok_redis_available()) return;
     std::string last_key;
     for (const auto &[kf, n] : g_pending) {

@@ -338,3 +338,61 @@ def _make_handler(fake: FakeProvider):  # noqa: F811 (wraps the original)
             self.wfile.flush()
 
     return Handler
+
+
+# --- per-key answers (issue 14: several keys per provider) ---------------------
+# fake.key_rule(key, status, body, headers, times) answers requests that carry
+# `key` (Authorization: Bearer <key> or x-api-key) this way, whatever the path.
+
+def _key_rule(self, key: str, status: int = 200, body=None, headers=None,
+              times: Optional[int] = None) -> None:
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        headers = {"content-type": "application/json", **(headers or {})}
+    with self._lock:
+        if not hasattr(self, "_key_rules"):
+            self._key_rules = {}
+        self._key_rules[key] = Rule(status, body, dict(headers or {}), times=times)
+
+
+def _key_of(rec: Recorded) -> str:
+    auth = rec.headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else rec.headers.get("x-api-key", "")
+
+
+def _used_keys(self, prefix: str = "") -> List[str]:
+    """The provider key each recorded request carried, in order."""
+    return [_key_of(r) for r in self.requests(prefix)]
+
+
+_base_reset = FakeProvider.reset
+
+
+def _reset_with_key_rules(self) -> None:
+    _base_reset(self)
+    with self._lock:
+        self._key_rules = {}
+
+
+FakeProvider.key_rule = _key_rule
+FakeProvider.used_keys = _used_keys
+FakeProvider.reset = _reset_with_key_rules
+_pieces_make_handler = _make_handler
+
+
+def _make_handler(fake: FakeProvider):  # noqa: F811 (wraps the one above)
+    base = _pieces_make_handler(fake)
+
+    class Handler(base):
+        def _answer(self, rec: Recorded, rule: Rule):
+            key = _key_of(rec)
+            with fake._lock:
+                rules = getattr(fake, "_key_rules", {})
+                kr = rules.get(key)
+                if kr is not None and kr.times is not None:
+                    kr.times -= 1
+                    if kr.times <= 0:
+                        del rules[key]
+            return super()._answer(rec, kr if kr is not None else rule)
+
+    return Handler

@@ -359,16 +359,17 @@ Test(admin_keys, put_seals_and_never_sends_plaintext) {
     cr_assert_eq(argv[0], "EVAL");
     for (const auto &a : argv) cr_assert(a.find(kOpenAiKey) == std::string::npos);
     cr_assert(!argv_contains(argv, "abcdefghijklmnop"));
-    // EVAL script 3 audit project keys | actor at chan pid provider expected new tier action
-    cr_assert_eq(argv[10], "openai");
-    cr_assert_eq(argv[11], "");
-    KeyRecord rec = parse_key_record(argv[12]);
+    // EVAL script 4 audit project keys key_health | actor at chan pid provider expected new tier
+    // action
+    cr_assert_eq(argv[11], "openai");
+    cr_assert_eq(argv[12], "");
+    KeyRecord rec = parse_key_record(argv[13]);
     cr_assert_eq(rec.sealed.kid, "k1");
     cr_assert_eq(rec.label, "prod");
     cr_assert_eq(open_sealed(ring1(), rec.sealed, key_binding("acme", "openai", "")).view(),
                  kOpenAiKey);
-    cr_assert_eq(argv[13], "1");
-    cr_assert_eq(argv[14], "key.put");
+    cr_assert_eq(argv[14], "1");
+    cr_assert_eq(argv[15], "key.put");
     Step done = feed(w, code(1));
     cr_assert_eq(response(done).status, 201);
     json b = body_of(done);
@@ -383,8 +384,8 @@ Test(admin_keys, replace_keeps_created_at_and_retries_on_conflict) {
     Step s = run(cfg, "PUT", "/projects/acme/keys/openai",
                  std::string(R"({"key":")") + kOpenAiKey + "\"}");
     Step w = feed(s, project_read("starter", {{"openai", old}}));
-    cr_assert_eq(redis_call(w).argv[11], old);
-    cr_assert_eq(parse_key_record(redis_call(w).argv[12]).created_at, "2026-01-01T00:00:00Z");
+    cr_assert_eq(redis_call(w).argv[12], old);
+    cr_assert_eq(parse_key_record(redis_call(w).argv[13]).created_at, "2026-01-01T00:00:00Z");
     Step again = feed(w, code(6));  // changed meanwhile → read again
     cr_assert_eq(redis_call(again).argv[0], "EVAL");
     Step w2 = feed(again, project_read("starter", {{"openai", old}}));
@@ -398,10 +399,10 @@ Test(admin_keys, patch_changes_metadata_only) {
     std::string old = record_json(ring1(), kOpenAiKey, "acme", "openai");
     Step s = run(cfg, "PATCH", "/projects/acme/keys/openai", R"({"is_active":false})");
     Step w = feed(s, project_read("free", {{"openai", old}}));
-    KeyRecord before = parse_key_record(old), after = parse_key_record(redis_call(w).argv[12]);
+    KeyRecord before = parse_key_record(old), after = parse_key_record(redis_call(w).argv[13]);
     cr_assert_eq(after.is_active, false);
     cr_assert(after.sealed.ct == before.sealed.ct);
-    cr_assert_eq(redis_call(w).argv[14], "key.patch");
+    cr_assert_eq(redis_call(w).argv[15], "key.patch");
     cr_assert_eq(response(feed(w, code(0))).status, 200);
     Step none = run(cfg, "PATCH", "/projects/acme/keys/openai", R"({"label":"x"})");
     cr_assert_eq(response(feed(none, project_read("pro", {}))).status, 404);
@@ -424,7 +425,7 @@ Test(admin_keys, custom_endpoint_rules) {
     cr_assert_eq(response(put(cfg, "openai", "https://llm.example.com")).status, 422);
     Step ok = put(cfg, "custom", "https://llm.example.com/v1/");
     Step w = feed(ok, project_read("pro", {}));
-    cr_assert_eq(parse_key_record(redis_call(w).argv[12]).endpoint, "https://llm.example.com/v1");
+    cr_assert_eq(parse_key_record(redis_call(w).argv[13]).endpoint, "https://llm.example.com/v1");
 
     Config allow = config();
     allow.allow_endpoint = {"10.0.0.0/8", "llm.internal"};
@@ -525,7 +526,8 @@ Test(admin_keytest, message_is_trimmed_and_redacted) {
 Test(admin_keytest, undecryptable_record_is_an_error_result) {
     Config cfg = config();
     // Sealed for another project: the AAD does not match.
-    Step store = start_test(cfg, record_json(ring1(), kOpenAiKey, "other", "openai"));
+    std::string rec = record_json(ring1(), kOpenAiKey, "other", "openai");
+    Step store = feed(start_test(cfg, rec), project_read("pro", {{"openai", rec}}));
     const auto &argv = redis_call(store).argv;
     cr_assert(argv_contains(argv, "stored key does not decrypt"));
     json r = body_of(feed(store, code(0)));
@@ -604,14 +606,15 @@ Test(admin_stats, sums_usage_and_counts_keys) {
     c.query = "days=2";
     Step s = run(cfg, c);
     const auto &argv = redis_call(s).argv;
-    cr_assert_eq(argv[2], "34");  // + 30 days of token/cost counters (issue 13)
-    cr_assert_eq(argv[5], "byok:{acme}:usage:" + yyyymmdd_utc(1795000000));
+    cr_assert_eq(argv[2], "35");  // + 30 days of token/cost counters (issue 13)
+    cr_assert_eq(argv[6], "byok:{acme}:usage:" + yyyymmdd_utc(1795000000));
     KeyRecord tested = parse_key_record(record_json(ring1(), kOpenAiKey, "acme", "openai"));
     tested.last_tested = "t";
     tested.test_status = "valid";
     Reply r = arr({integer(0), hash({{"tier", "pro"}}),
                    hash({{"openai", serialize_key_record(tested)},
                          {"groq", record_json(ring1(), "gsk_x", "acme", "groq")}}),
+                   hash({}),  // gateway keys (expiry, issue 14)
                    hash({{"openai:byok", "3"}, {"openai:fallback", "1"}}),
                    hash({{"openai:byok", "2"}, {"anthropic:system", "5"}})});
     json b = body_of(feed(s, r));
@@ -717,7 +720,7 @@ Test(admin_keys, i10_02_endpoint_change_by_gateway_key_needs_the_key) {
                call("PATCH", "/projects/acme/keys/custom",
                     R"({"endpoint":"https://new.example","key":"sk-new-secret-98765"})"));
     Step w = feed(with_key, project_read("pro", {{"custom", old}}));
-    KeyRecord rec = parse_key_record(redis_call(w).argv[12]);
+    KeyRecord rec = parse_key_record(redis_call(w).argv[13]);
     cr_assert_eq(rec.endpoint, "https://new.example");
     cr_assert_eq(
         open_sealed(ring1(), rec.sealed, key_binding("acme", "custom", rec.endpoint)).view(),
@@ -728,7 +731,7 @@ Test(admin_keys, i10_02_endpoint_change_by_gateway_key_needs_the_key) {
     Step adm =
         run(cfg, "PATCH", "/projects/acme/keys/custom", R"({"endpoint":"https://b.example"})");
     Step aw = feed(adm, project_read("pro", {{"custom", old}}));
-    KeyRecord moved = parse_key_record(redis_call(aw).argv[12]);
+    KeyRecord moved = parse_key_record(redis_call(aw).argv[13]);
     cr_assert_eq(moved.endpoint, "https://b.example");
     cr_assert_eq(
         open_sealed(ring1(), moved.sealed, key_binding("acme", "custom", "https://b.example"))

@@ -138,8 +138,8 @@ Test(admin_usage, i13_stats_gain_usage_30d_and_savings_30d) {
     Config cfg = usage_config();
     Step s = get(cfg, "/projects/acme/stats", "");
     const auto &argv = redis_call(s).argv;
-    cr_assert_eq(argv[2], "33");
-    std::vector<Reply> items{integer(0), hash({{"tier", "pro"}}), hash({}), hash({})};
+    cr_assert_eq(argv[2], "34");  // + gateway keys (expiry, issue 14)
+    std::vector<Reply> items{integer(0), hash({{"tier", "pro"}}), hash({}), hash({}), hash({})};
     items.push_back(day({{rec("openai", "byok", "gpt-4o", "k1", 10, 5, 0, 700), 2},
                          {rec("openai", "fallback", "gpt-4o", "k1", 10, 5, 0, 300), 1}}));
     for (int i = 1; i < 30; i++) items.push_back(hash({}));

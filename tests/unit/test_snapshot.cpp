@@ -107,10 +107,12 @@ Test(snapshot, decode_rejects_every_truncation_and_corruption) {
     FieldMap keys = {{"openai", record_json(true)}};
     std::string blob = encode_snapshot(build_snapshot(apikey(), project(), keys));
     const std::string msg = "cached snapshot is truncated or corrupt";
-    // A blob cached before key_id existed ends right before it.
-    const size_t legacy = blob.size() - 4 - std::string("k1").size();
+    // A blob cached before key_id existed ends right before it; one cached
+    // before the per-key extras (issue 14: id, weight, expiry) before those.
+    const size_t extras = 8 + 4 + 14 + 4 + 8;
+    const size_t legacy = blob.size() - extras - 4 - std::string("k1").size();
     for (size_t n = 0; n < blob.size(); n++) {
-        if (n == legacy) continue;
+        if (n == legacy || n == blob.size() - extras) continue;
         cr_assert_eq(error_of([&] { decode_snapshot(blob.substr(0, n)); }), msg, "len %zu", n);
     }
     cr_assert_eq(error_of([&] { decode_snapshot(blob + "x"); }), msg);
@@ -159,7 +161,7 @@ Test(snapshot, i13_key_id_round_trips_and_legacy_blobs_still_decode) {
     FieldMap keys = {{"openai", record_json(true)}};
     std::string blob = encode_snapshot(build_snapshot(apikey(), project(), keys));
     cr_assert_eq(decode_snapshot(blob).key_id, "k1");
-    GatewaySnapshot legacy = decode_snapshot(blob.substr(0, blob.size() - 6));
+    GatewaySnapshot legacy = decode_snapshot(blob.substr(0, blob.size() - 38 - 6));
     cr_assert_eq(legacy.key_id, "");
     cr_assert_eq(legacy.project, "acme");
     cr_assert_eq(legacy.keys.size(), 1u);

@@ -1,0 +1,340 @@
+// Provider-key selection and health (issue 14), the glue side: lib/
+// key_select.h and lib/key_health.h decide, this file keeps their state.
+//
+// Health lives in a fixed table at the end of the shared-memory zone (all
+// workers see a verdict at once), keyed by a hash of (project, key id):
+// sized by the zone (1/16 of it, up to 8192 keys), 8 slots probed per key, the least recently
+// touched evicted when full — forgetting a cooling key only costs one more failed request on it. A
+// transition is written to byok:{pid}:key_health and published on the
+// invalidation channel, so every node has it within one Redis round trip;
+// the subscriber hands such messages to ngx_byok_health_message.
+//
+// Last use of provider keys and gateway keys is kept per worker and written
+// with the usage counters (once a second): no Redis round trip per request.
+#include <map>
+
+#include "lib/key_health.h"
+#include "lib/key_select.h"
+#include "ngx_byok_module/ngx_byok.h"
+
+namespace {
+
+constexpr size_t kMaxSlots = 8192;
+constexpr size_t kMinSlots = 64;
+constexpr size_t kProbe = 8;
+constexpr int64_t kExpiringWindowS = 7 * 86400;
+
+struct HealthSlot {
+    uint64_t hash;  // 0 = free
+    int64_t until_ms;
+    int64_t window_start_ms;
+    int64_t touched_ms;
+    int64_t expires_at;  // unix seconds, 0 = never (for byok_keys_expiring)
+    uint32_t fails;
+    uint8_t state;  // byok::HealthState
+};
+
+// 1/16 of the zone, within [kMinSlots, kMaxSlots] slots.
+size_t slots_for(size_t zone_size) {
+    size_t n = zone_size / 16 / sizeof(HealthSlot);
+    return n < kMinSlots ? kMinSlots : n > kMaxSlots ? kMaxSlots : n;
+}
+
+HealthSlot *g_health = nullptr;
+size_t g_slots = 0;
+ngx_shmtx_t *g_mutex = nullptr;
+byok::KeySelector g_selector;  // per worker, like nginx's round robin without a zone
+const byok::HealthPolicy g_policy;
+std::map<std::pair<std::string, std::string>, int64_t> g_last_used;  // (pid, field) -> s
+constexpr size_t kMaxLastUsed = 10000;
+
+int64_t now_ms() {
+    ngx_time_t *tp = ngx_timeofday();
+    return (int64_t)tp->sec * 1000 + tp->msec;
+}
+
+uint64_t slot_hash(std::string_view pid, std::string_view key_id) {
+    uint64_t h = 1469598103934665603ULL;
+    auto mix = [&](std::string_view s) {
+        for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ULL;
+    };
+    mix(pid);
+    mix(std::string_view("\0", 1));
+    mix(key_id);
+    return h == 0 ? 1 : h;
+}
+
+// Under the lock. nullptr when absent and !create; else a free slot of the
+// probe window, or its least recently touched one.
+HealthSlot *find_slot(uint64_t h, bool create) {
+    HealthSlot *victim = nullptr;
+    for (size_t i = 0; i < kProbe; ++i) {
+        HealthSlot *s = &g_health[(h + i) % g_slots];
+        if (s->hash == h) return s;
+        bool better = victim == nullptr ||
+                      (victim->hash != 0 && (s->hash == 0 || s->touched_ms < victim->touched_ms));
+        if (better) victim = s;
+    }
+    if (!create) return nullptr;
+    ngx_memzero(victim, sizeof(HealthSlot));
+    victim->hash = h;
+    return victim;
+}
+
+byok::KeyHealth to_health(const HealthSlot &s) {
+    byok::KeyHealth k;
+    k.state = static_cast<byok::HealthState>(s.state);
+    k.until_ms = s.until_ms;
+    k.fails = s.fails;
+    k.window_start_ms = s.window_start_ms;
+    return k;
+}
+
+void store(HealthSlot *s, const byok::KeyHealth &k, int64_t now) {
+    s->state = static_cast<uint8_t>(k.state);
+    s->until_ms = k.until_ms;
+    s->fails = k.fails;
+    s->window_start_ms = k.window_start_ms;
+    s->touched_ms = now;
+}
+
+byok::KeyHealth health_of(std::string_view pid, std::string_view key_id) {
+    if (g_health == nullptr) return {};
+    ngx_shmtx_lock(g_mutex);
+    HealthSlot *s = find_slot(slot_hash(pid, key_id), false);
+    byok::KeyHealth k = s ? to_health(*s) : byok::KeyHealth{};
+    ngx_shmtx_unlock(g_mutex);
+    return k;
+}
+
+void note_expiry(std::string_view pid, const byok::StoredKey &k, int64_t now_s) {
+    if (g_health == nullptr || k.expires_at == 0 || k.expires_at - now_s > kExpiringWindowS) return;
+    ngx_shmtx_lock(g_mutex);
+    HealthSlot *s = find_slot(slot_hash(pid, k.id), true);
+    s->expires_at = k.expires_at;
+    s->touched_ms = now_s * 1000;
+    ngx_shmtx_unlock(g_mutex);
+}
+
+void note_use(std::string_view pid, std::string field) {
+    if (g_last_used.size() >= kMaxLastUsed) return;
+    g_last_used[{std::string(pid), std::move(field)}] = ngx_time();
+}
+
+bool usable_now(std::string_view pid, const byok::StoredKey &k, int64_t now_s, int64_t now) {
+    if (k.malformed) return true;  // goes through the decrypt attempt: logged and counted
+    return k.is_active && !byok::key_expired(k.expires_at, now_s) &&
+           byok::usable(health_of(pid, k.id), now);
+}
+
+void publish(const std::string &pid, const std::string &provider, const std::string &key_id,
+             const byok::KeyHealth &h) {
+    ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
+    if (mcf == nullptr || !ngx_byok_redis_available()) return;
+    ngx_byok_redis_send_noreply(byok::health_write_argv(mcf->m->admin.layout, pid, provider, key_id,
+                                                        h, byok::iso8601_utc(ngx_time())));
+}
+
+// Retry-After and the rate-limit reset headers of the upstream answer.
+void reset_headers(ngx_http_request_t *r, std::string *retry_after,
+                   std::vector<std::string> *resets) {
+    if (r->upstream == nullptr) return;
+    for (ngx_list_part_t *part = &r->upstream->headers_in.headers.part; part; part = part->next) {
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            std::string name((const char *)h[i].key.data, h[i].key.len);
+            for (auto &ch : name) ch = (char)ngx_tolower(ch);
+            std::string value((const char *)h[i].value.data, h[i].value.len);
+            if (name == "retry-after")
+                *retry_after = value;
+            else if (name.find("ratelimit") != std::string::npos &&
+                     name.find("reset") != std::string::npos)
+                resets->push_back(value);
+        }
+    }
+}
+
+}  // namespace
+
+size_t ngx_byok_health_size(size_t zone_size) { return slots_for(zone_size) * sizeof(HealthSlot); }
+
+void ngx_byok_health_attach(u_char *area, size_t zone_size, ngx_shmtx_t *mutex) {
+    g_health = reinterpret_cast<HealthSlot *>(area);
+    g_slots = slots_for(zone_size);
+    g_mutex = mutex;
+}
+
+bool ngx_byok_health_message(std::string_view payload) {
+    auto m = byok::parse_health_message(payload);
+    if (!m) return false;
+    if (g_health != nullptr) {
+        ngx_shmtx_lock(g_mutex);
+        HealthSlot *s = find_slot(slot_hash(m->pid, m->key_id), true);
+        store(s, m->health, now_ms());
+        ngx_shmtx_unlock(g_mutex);
+    }
+    return true;
+}
+
+namespace {
+
+// KeyPool::states: a provider is usable when one of its keys is; else all
+// its keys are unhealthy (with the soonest return), expired or inactive.
+void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
+    const std::string &pid = snap.project;
+    int64_t now = now_ms(), now_s = now / 1000;
+    if (!snap.key_id.empty()) note_use(pid, "gw:" + snap.key_id);
+    struct Agg {
+        bool usable = false, unhealthy = false, expired = false;
+        int64_t soonest_ms = 0;  // of the unhealthy keys that come back on their own
+    };
+    std::map<std::string, Agg> by_provider;
+    std::vector<std::string> order;
+    for (const auto &k : snap.keys) {
+        if (by_provider.find(k.provider) == by_provider.end()) order.push_back(k.provider);
+        Agg &a = by_provider[k.provider];
+        note_expiry(pid, k, now_s);
+        if (usable_now(pid, k, now_s, now)) {
+            a.usable = true;
+        } else if (k.is_active && byok::key_expired(k.expires_at, now_s)) {
+            a.expired = true;
+        } else if (k.is_active) {
+            a.unhealthy = true;
+            byok::KeyHealth h = health_of(pid, k.id);
+            if (h.state != byok::HealthState::Invalid &&
+                (a.soonest_ms == 0 || h.until_ms < a.soonest_ms))
+                a.soonest_ms = h.until_ms;
+        }
+    }
+    for (const auto &provider : order) {
+        const Agg &a = by_provider[provider];
+        byok::KeyState st = a.usable      ? byok::KeyState::Usable
+                            : a.unhealthy ? byok::KeyState::Unhealthy
+                            : a.expired   ? byok::KeyState::Expired
+                                          : byok::KeyState::Inactive;
+        in->project_keys.emplace_back(provider, st);
+        if (st == byok::KeyState::Unhealthy)
+            in->keys_retry_in_s.emplace_back(
+                provider, a.soonest_ms == 0 ? 0 : (a.soonest_ms - now + 999) / 1000);
+    }
+}
+
+// KeyPool::pick: smooth weighted round robin over the usable keys not tried.
+const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::string &provider,
+                                byok::KeyAttempts *attempts) {
+    const std::string &pid = snap.project;
+    int64_t now = now_ms(), now_s = now / 1000;
+    std::vector<const byok::StoredKey *> keys;
+    std::vector<byok::KeyCandidate> cands;
+    for (const auto &k : snap.keys) {
+        if (k.provider != provider || attempts->tried_id(k.id) || !usable_now(pid, k, now_s, now))
+            continue;
+        keys.push_back(&k);
+        cands.push_back({k.id, k.weight});
+    }
+    int i = g_selector.pick(pid, provider, cands);
+    if (i < 0) return nullptr;
+    attempts->tried.push_back(keys[i]->id);
+    if (!keys[i]->malformed) note_use(pid, keys[i]->id);
+    return keys[i];
+}
+
+}  // namespace
+
+void ngx_byok_key_pool(byok::GatewayConfig *cfg) {
+    cfg->keys.states = key_states;
+    cfg->keys.pick = pick_key;
+}
+
+bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx) {
+    if (ctx->decision.route != byok::Route::Byok || ctx->keys.current.empty() || ctx->keys.retried)
+        return false;
+    int64_t now = now_ms();
+    for (const auto &k : ctx->snap.keys)
+        if (k.provider == ctx->keys.provider && !ctx->keys.tried_id(k.id) &&
+            usable_now(ctx->snap.project, k, now / 1000, now))
+            return true;
+    return false;
+}
+
+void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uint_t status) {
+    if (ctx->keys.observed || ctx->keys.current.empty() || g_health == nullptr) return;
+    ctx->keys.observed = true;
+    byok::Outcome o = byok::classify_upstream((int)status, false);
+    if (o == byok::Outcome::Neutral) return;
+    int64_t now = now_ms();
+    int64_t until = 0;
+    if (o == byok::Outcome::RateLimited) {
+        std::string retry_after;
+        std::vector<std::string> resets;
+        reset_headers(r, &retry_after, &resets);
+        std::vector<std::string_view> views(resets.begin(), resets.end());
+        until = byok::cooling_until(now, retry_after, views, g_policy);
+    }
+    const std::string &pid = ctx->snap.project;
+    const std::string &id = ctx->keys.current;
+    ngx_shmtx_lock(g_mutex);
+    HealthSlot *s = find_slot(slot_hash(pid, id), true);
+    byok::KeyHealth h = to_health(*s);
+    bool changed = byok::apply_outcome(h, o, now, until, g_policy);
+    store(s, h, now);
+    ngx_shmtx_unlock(g_mutex);
+    if (!changed) return;
+    if (h.state == byok::HealthState::Invalid)
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      BYOK_LOG
+                      "key %s of project \"%s\" for provider \"%s\" refused (%ui): invalid",
+                      id.c_str(), pid.c_str(), ctx->keys.provider.c_str(), status);
+    publish(pid, ctx->keys.provider, id, h);
+}
+
+void ngx_byok_last_used_flush() {
+    ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
+    if (g_last_used.empty() || mcf == nullptr || !ngx_byok_redis_available()) return;
+    const byok::Layout &l = mcf->m->admin.layout;
+    std::vector<std::string> argv;
+    std::string pid;
+    auto send = [&] {
+        if (argv.size() > 2) ngx_byok_redis_send_noreply(argv);
+        argv.clear();
+    };
+    for (const auto &[k, at] : g_last_used) {
+        if (k.first != pid) {
+            send();
+            pid = k.first;
+            argv = {"HSET", l.last_used(pid)};
+        }
+        argv.push_back(k.second);
+        argv.push_back(std::to_string(at));
+    }
+    send();
+    g_last_used.clear();
+}
+
+std::string ngx_byok_health_metrics() {
+    if (g_health == nullptr) return "";
+    int64_t now = now_ms();
+    size_t by_state[5] = {0, 0, 0, 0, 0};
+    size_t expiring = 0;
+    ngx_shmtx_lock(g_mutex);
+    for (size_t i = 0; i < g_slots; i++) {
+        const HealthSlot &s = g_health[i];
+        if (s.hash == 0) continue;
+        by_state[static_cast<int>(byok::effective_state(to_health(s), now))]++;
+        if (s.expires_at != 0 && s.expires_at - now / 1000 <= kExpiringWindowS) expiring++;
+    }
+    ngx_shmtx_unlock(g_mutex);
+    std::string out =
+        "# HELP byok_key_health Provider keys this zone has seen answer, by health state.\n"
+        "# TYPE byok_key_health gauge\n";
+    for (int i = 1; i < 5; i++)
+        out += "byok_key_health{state=\"" +
+               std::string(byok::health_name(static_cast<byok::HealthState>(i))) + "\"} " +
+               std::to_string(by_state[i]) + "\n";
+    out +=
+        "# HELP byok_keys_expiring Provider keys in use that expire within 7 days (or have).\n"
+        "# TYPE byok_keys_expiring gauge\n"
+        "byok_keys_expiring " +
+        std::to_string(expiring) + "\n";
+    return out;
+}
