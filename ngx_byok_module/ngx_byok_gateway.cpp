@@ -237,14 +237,12 @@ ngx_int_t start(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     byok::sha256(key, ctx->sha);
     ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
 
-    std::string blob;
     ctx->cache_generation = ngx_byok_cache_generation();
-    switch (ngx_byok_cache_get(ctx->sha, &blob)) {
+    // issue 18: a fresh hit comes decoded from the worker's snapshot cache
+    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob)) {
         case ByokCacheResult::Fresh:
-            ctx->snap = byok::decode_snapshot(blob);
             return after_snapshot(r, ctx);
         case ByokCacheResult::Stale:
-            ctx->stale_blob = std::move(blob);
             break;
         case ByokCacheResult::Miss:
             // A miss may be a guessed key costing a Redis call: refused while
@@ -442,9 +440,10 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
     ctx->upstream = origin + base.path + ctx->rest;
     ctx->upstream_host = base.authority();
 
-    if (ngx_byok_install_headers(r, ctx, byok::upstream_headers(target, ctx->key.view()), true) !=
-        NGX_OK)
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    std::vector<byok::Header> auth = byok::upstream_headers(target, ctx->key.view());
+    ngx_int_t hrc = ngx_byok_install_headers(r, ctx, auth, true);
+    for (auto &h : auth) byok::wipe(h.value.data(), h.value.size());  // issue 18: not in freed heap
+    if (hrc != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     if (ctx->body_read && r->request_body != nullptr && ctx->orig_bufs != nullptr) {
         // Only a changed model costs anything; otherwise the client's buffers
@@ -532,7 +531,8 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
         try {
             if (sk == nullptr) throw byok::Error("record vanished");
             if (sk->malformed) throw byok::Error("the stored record is malformed");
-            ctx->key = byok::open_stored_key(m->ring, ctx->snap.project, *sk);
+            // issue 18: the worker's locked key cache, else decrypt
+            ctx->key = ngx_byok_keycache_open(ctx->sha, m->ring, ctx->snap.project, *sk);
             ctx->key_hint = sk->key_hint;
             break;
         } catch (const byok::Error &e) {
@@ -624,6 +624,7 @@ ngx_int_t proxy_decision(ngx_http_request_t *r, ByokRequestCtx *ctx) {
 
 // Re-entry through error_page after the direct call failed before any byte.
 ngx_int_t retry(ngx_http_request_t *r, ByokRequestCtx *ctx) {
+    ngx_byok_wipe_upstream_request(r);  // issue 18: the failed attempt's copy of the key
     std::string reason = "upstream_error";
     ngx_uint_t status = NGX_HTTP_BAD_GATEWAY;
     if (r->upstream_states && r->upstream_states->nelts) {
@@ -857,6 +858,7 @@ ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value
 
 ByokRequestCtx::~ByokRequestCtx() {
     ngx_byok_redis_cancel(waiter);
+    if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
     for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
 }
 
