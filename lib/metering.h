@@ -60,6 +60,19 @@ struct Increment {
 constexpr size_t kMaxModel = 128;
 std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec);
 
+// What records with the same project, provider, route, model, key id and
+// day add up to: the glue sums requests in worker memory under that key
+// (no per-request allocation) and expands the sums once per flush.
+struct MeterTotals {
+    int64_t requests = 0, input = 0, output = 0, cached = 0, cost = 0, unknown = 0;
+};
+MeterTotals meter_totals(const MeterRecord &rec);  // one request's contribution
+void add_totals(MeterTotals &into, const MeterTotals &t);
+// The increments of `t` under rec's project, provider, route, model, key id
+// and day (rec's usage and cost are not read).
+std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec,
+                                        const MeterTotals &t);
+
 struct MeterField {
     enum class Kind { Detail, GatewayKey, Project } kind = Kind::Detail;
     Metric metric = Metric::Requests;
@@ -71,6 +84,11 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
 // The usage event (XADD field/value pairs): no secret, no content.
 std::vector<std::string> usage_event_fields(const MeterRecord &rec);
 constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
+// The same event as one whole Redis command (RESP), appended to `out`:
+// `XADD <stream> MAXLEN ~ kUsageEventsMaxLen * <fields...>`. The glue
+// queues these bytes as they are, so a request costs no allocation once
+// `out` has grown.
+void append_usage_event_command(std::string &out, std::string_view stream, const MeterRecord &rec);
 
 // The include_usage injection for an OpenAI-compatible streamed request the
 // client did not ask usage for: insert `bytes` at `offset` of the body. The

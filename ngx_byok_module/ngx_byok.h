@@ -114,6 +114,9 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
                                      void (*done)(ByokRedisWaiter *), void *data);
 // Fire and forget (usage counters): no waiter, errors only counted.
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
+// Fire and forget of `commands` whole commands already in RESP (usage
+// events, formatted by lib/metering.h without a per-request allocation).
+void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands);
 // Request pool cleanup helper: cancel a waiter the request no longer needs.
 void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 
@@ -124,10 +127,9 @@ void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::s
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
 void ngx_byok_usage_exit_process();
 
-// Token and cost counters and usage events (lib/metering.h), batched with
-// the usage counters above.
-void ngx_byok_meter_add(const std::vector<byok::Increment> &incs);
-void ngx_byok_usage_event(std::vector<std::string> fields);
+// One finished request's token and cost counters and its usage event
+// (lib/metering.h), batched with the usage counters above.
+void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec);
 
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 

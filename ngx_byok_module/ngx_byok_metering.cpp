@@ -172,8 +172,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         rec.status = static_cast<unsigned>(r->headers_out.status);
         rec.usage = m.usage;
         rec.cost_micro = m.cost_micro;
-        ngx_byok_meter_add(byok::meter_increments(main->admin.layout, rec));
-        ngx_byok_usage_event(byok::usage_event_fields(rec));
+        ngx_byok_meter_record(main->admin.layout, rec);
         ngx_byok_count_usage(main->catalog, d.provider, d.route, m.usage, m.cost_micro);
     } catch (const std::exception &) {
     }

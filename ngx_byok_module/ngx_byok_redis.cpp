@@ -781,6 +781,24 @@ void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
     ngx_byok_count(BYOK_REDIS_ERROR);
 }
 
+void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands) {
+    if (!g_cmd.ready || commands == 0) {
+        ngx_byok_count(BYOK_REDIS_ERROR);
+        return;
+    }
+    try {
+        g_cmd.obuf.append(resp);
+        for (size_t i = 0; i < commands; i++)
+            g_cmd.pending.push_back(
+                {command_reply, nullptr, ngx_current_msec + g_mcf->redis_timeout});
+    } catch (const std::exception &) {
+        drop_link(&g_cmd, "out of memory");  // the buffer may hold a partial command
+        return;
+    }
+    if (g_cmd.pending.size() == commands) arm_timeout(&g_cmd);
+    post_write(&g_cmd);
+}
+
 void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
     if (w == nullptr) return;
     if (w->ev.posted) {
