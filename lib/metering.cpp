@@ -203,18 +203,28 @@ std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
     return out;
 }
 
-void append_usage_event_command(std::string &out, std::string_view stream, const MeterRecord &rec) {
-    char maxlen[24];
-    auto res = std::to_chars(maxlen, maxlen + sizeof maxlen, kUsageEventsMaxLen);
-    out.append("*" + std::to_string(6 + 2 * kEventFields) + "\r\n");
-    for (std::string_view a :
-         {std::string_view("XADD"), stream, std::string_view("MAXLEN"), std::string_view("~"),
-          std::string_view(maxlen, static_cast<size_t>(res.ptr - maxlen)), std::string_view("*")})
-        append_bulk(out, a);
+void append_usage_event_args(std::string &out, const MeterRecord &rec) {
     each_event_field(rec, [&](std::string_view name, std::string_view value) {
         append_bulk(out, name);
         append_bulk(out, value);
     });
+}
+
+std::string usage_events_batch_head(std::string_view stream, size_t events) {
+    static const char kScript[] =
+        "local w = tonumber(ARGV[2])\n"
+        "for i = 3, #ARGV, w do\n"
+        "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i, i + w - 1))\n"
+        "end\n"
+        "return 0";
+    std::string out = "*" + std::to_string(6 + 2 * kEventFields * events) + "\r\n";
+    append_bulk(out, "EVAL");
+    append_bulk(out, kScript);
+    append_bulk(out, "1");
+    append_bulk(out, stream);
+    append_bulk(out, std::to_string(kUsageEventsMaxLen));
+    append_bulk(out, std::to_string(2 * kEventFields));
+    return out;
 }
 
 bool include_usage_applies(bool unified, std::string_view path) {

@@ -84,11 +84,16 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
 // The usage event (XADD field/value pairs): no secret, no content.
 std::vector<std::string> usage_event_fields(const MeterRecord &rec);
 constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
-// The same event as one whole Redis command (RESP), appended to `out`:
-// `XADD <stream> MAXLEN ~ kUsageEventsMaxLen * <fields...>`. The glue
-// queues these bytes as they are, so a request costs no allocation once
-// `out` has grown.
-void append_usage_event_command(std::string &out, std::string_view stream, const MeterRecord &rec);
+// Usage events leave in batches: one Redis command per batch (a script
+// that XADDs each event with MAXLEN ~ kUsageEventsMaxLen), so a flush
+// costs one reply, not one per request — a stalled Redis answers the
+// worker with a handful of replies, not a storm. A request appends its
+// event's field/value pairs (RESP bulk strings) to a batch's body without
+// allocating once the buffer has grown; the flush puts
+// usage_events_batch_head() in front.
+constexpr size_t kUsageEventsPerBatch = 1000;
+void append_usage_event_args(std::string &out, const MeterRecord &rec);
+std::string usage_events_batch_head(std::string_view stream, size_t events);
 
 // The include_usage injection for an OpenAI-compatible streamed request the
 // client did not ask usage for: insert `bytes` at `offset` of the body. The

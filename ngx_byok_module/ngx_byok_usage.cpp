@@ -18,9 +18,8 @@ constexpr const char *kRetention = "7776000";  // 90 days
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
 constexpr size_t kMaxEvents = 10000;
-// Usage events as ready XADD commands (RESP), and how many: a request
-// appends its bytes, the flush hands the whole buffer to the command link.
-std::string g_events;
+// Usage events in batches (lib/metering.h): (events, their RESP arguments).
+std::vector<std::pair<size_t, std::string>> g_batches;
 size_t g_event_count = 0;
 // Token and cost sums per (project, provider, route, model, key id, day),
 // keyed by those fields joined with '\0' (issue 18: a request adds to its
@@ -33,8 +32,12 @@ bool g_active = false;
 
 void flush_events() {
     if (g_event_count == 0 || !ngx_byok_redis_available()) return;
-    ngx_byok_redis_send_raw_noreply(g_events, g_event_count);
-    g_events.clear();
+    for (auto &[events, args] : g_batches) {
+        std::string cmd = byok::usage_events_batch_head(g_stream, events);
+        cmd.append(args);
+        ngx_byok_redis_send_raw_noreply(cmd, 1);
+    }
+    g_batches.clear();
     g_event_count = 0;
 }
 
@@ -113,7 +116,10 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
     byok::add_totals(it->second, byok::meter_totals(rec));
     if (g_event_count < kMaxEvents) {
         if (g_stream.empty()) g_stream = layout.usage_events();
-        byok::append_usage_event_command(g_events, g_stream, rec);
+        if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch)
+            g_batches.emplace_back(0, std::string());
+        byok::append_usage_event_args(g_batches.back().second, rec);
+        g_batches.back().first++;
         g_event_count++;
     }
 }
