@@ -276,8 +276,10 @@ for t in ("bare", "byok"):
     print("[probe]   syscalls %s: %s" % (t, num(t, "syscalls")))
 if "cgbare" in out:
     print("[probe]   %-26s %12s %12s" % ("instructions_per_req", num("cgbare", "ir_per_req"), num("cgbyok", "ir_per_req")))
-    print("[probe]   metering: %s instructions per hit request, %s per relayed SSE chunk" % (
-        num("cgbyok", "meter_ir_per_req"), num("cgbyok", "meter_ir_per_chunk")))
+    print("[probe]   metering (usage scanner, filters, log phase): %s instructions per hit request;"
+          " %s per relayed SSE chunk (filters only; %s per chunk in all)" % (
+        num("cgbyok", "meter_ir_per_req"), num("cgbyok", "meter_ir_per_chunk"),
+        num("cgbyok", "sse_ir_per_chunk")))
     for t in ("cgbare", "cgbyok"):
         print("[probe]   top symbols %s (exclusive instructions per request):" % t[2:])
         for s in json.loads(out[t].get("top", "[]")):

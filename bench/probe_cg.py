@@ -21,13 +21,13 @@ DEF = re.compile(r"^\((\d+)\)(?: (.*))?$")
 
 
 def parse(path):
+    """Self cost and calls per function, a function being (file, name)."""
     names, files = {}, {}
-    fn_file = {}
     self_ir = defaultdict(int)
     calls = defaultdict(list)  # caller -> [(callee, inclusive)]
     total = 0
     cur_fl = cur_fn = None
-    call_target = None
+    call_target = pending_callee = None
     call_file = None
 
     def ref(table, text):
@@ -54,30 +54,27 @@ def parse(path):
                 else:
                     self_ir[cur_fn] += ir
                 continue
-            if line.startswith("fl=") or line.startswith("fi=") or line.startswith("fe="):
+            if line.startswith(("fl=", "fi=", "fe=")):
                 name = ref(files, line[3:])
                 if line.startswith("fl="):
                     cur_fl = name
                 continue
             if line.startswith("fn="):
-                cur_fn = ref(names, line[3:])
-                fn_file.setdefault(cur_fn, cur_fl)
+                cur_fn = (cur_fl, ref(names, line[3:]))
                 continue
-            if line.startswith("cfi=") or line.startswith("cfl="):
+            if line.startswith(("cfi=", "cfl=")):
                 call_file = ref(files, line[4:])
                 continue
             if line.startswith("cfn="):
-                callee = ref(names, line[4:])
-                fn_file.setdefault(callee, call_file or cur_fl)
+                pending_callee = (call_file or cur_fl, ref(names, line[4:]))
                 call_file = None
-                pending_callee = callee
                 continue
             if line.startswith("calls="):
                 call_target = pending_callee
                 continue
-            if line.startswith("summary:") or line.startswith("totals:"):
+            if line.startswith(("summary:", "totals:")):
                 total = max(total, int(line.split()[1]))
-    return total, self_ir, calls, fn_file
+    return total, self_ir, calls, None
 
 
 def inclusive(fn, self_ir, calls, memo, stack):
@@ -92,19 +89,22 @@ def inclusive(fn, self_ir, calls, memo, stack):
     return v
 
 
-def meter_cost(self_ir, calls, fn_file):
-    """Instructions of the metering glue's entry points, without the next
-    filters of the chain they call (those run for bare nginx too)."""
+def meter_cost(self_ir, calls, entry=r"header_filter|body_filter|log_handler"):
+    """Instructions of the metering glue's entry points (header and body
+    filter, log handler) and everything they call, except the next filter
+    of nginx's chain they hand over to (that runs for bare nginx too)."""
     cost = 0
-    for fn, fl in fn_file.items():
+    for fn in list(self_ir.keys()) + [k for k in calls if k not in self_ir]:
+        fl, name = fn if isinstance(fn, tuple) else (None, fn)
         if not fl or not fl.endswith("ngx_byok_metering.cpp"):
             continue
-        if not re.search(r"(header_filter|body_filter|log_handler)\(", fn):
+        if not re.search(r"::(%s)\(" % entry, name or ""):
             continue
         cost += self_ir.get(fn, 0)
         for callee, ir in calls.get(fn, []):
-            if re.search(r"filter", callee) and not (fn_file.get(callee) or "").endswith("ngx_byok_metering.cpp"):
-                continue  # the next filter of nginx's chain
+            cfl, cname = callee
+            if "filter" in (cname or "") and not (cfl or "").endswith("ngx_byok_metering.cpp"):
+                continue
             cost += ir
     return cost
 
@@ -123,10 +123,13 @@ def main():
             continue
         total, self_ir, calls, fn_file = parse(hit[0])
         print("%s\tir_per_req\t%d" % (target, total // n))
-        top = sorted(self_ir.items(), key=lambda kv: -kv[1])[:25]
+        by_name = defaultdict(int)
+        for (fl, name), v in self_ir.items():
+            by_name[name] += v
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:25]
         print("%s\ttop\t%s" % (target, json.dumps([[short(k), round(v / n)] for k, v in top])))
         if target == "cgbyok":
-            print("%s\tmeter_ir_per_req\t%d" % (target, meter_cost(self_ir, calls, fn_file) // n))
+            print("%s\tmeter_ir_per_req\t%d" % (target, meter_cost(self_ir, calls) // n))
             sse = [p for p in dumps if p.endswith(".2")]
             chunks = 0
             try:
@@ -135,7 +138,7 @@ def main():
                 pass
             if sse and chunks:
                 total2, self2, calls2, files2 = parse(sse[0])
-                print("%s\tmeter_ir_per_chunk\t%d" % (target, meter_cost(self2, calls2, files2) // chunks))
+                print("%s\tmeter_ir_per_chunk\t%d" % (target, meter_cost(self2, calls2, "header_filter|body_filter") // chunks))
                 print("%s\tsse_ir_per_chunk\t%d" % (target, total2 // chunks))
 
 
