@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 
 namespace byok {
 
@@ -191,6 +192,25 @@ void append_bulk(std::string &out, std::string_view s) {
     out.append("\r\n");
 }
 
+// "$<len>\r\n<s>\r\n" written at p; returns the end.
+char *put_bulk(char *p, std::string_view s) {
+    *p++ = '$';
+    p = std::to_chars(p, p + 20, s.size()).ptr;
+    *p++ = '\r';
+    *p++ = '\n';
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+size_t bulk_size(std::string_view s) {
+    char digits[24];
+    return 5 + static_cast<size_t>(std::to_chars(digits, digits + 24, s.size()).ptr - digits) +
+           s.size();
+}
+
 }  // namespace
 
 std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
@@ -203,10 +223,18 @@ std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
     return out;
 }
 
+// Two passes (size, then bytes) so the event costs one resize of `out`.
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
+    size_t need = 0;
     each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        append_bulk(out, name);
-        append_bulk(out, value);
+        need += bulk_size(name) + bulk_size(value);
+    });
+    size_t at = out.size();
+    out.resize(at + need);
+    char *p = &out[at];
+    each_event_field(rec, [&](std::string_view name, std::string_view value) {
+        p = put_bulk(p, name);
+        p = put_bulk(p, value);
     });
 }
 
