@@ -4,8 +4,10 @@ a changed key or a revoked gateway key takes effect as before, no plaintext
 key reaches a worker's core dump, and a stalled Redis is invisible to
 cached traffic."""
 import shutil
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import redis
@@ -120,3 +122,33 @@ def test_i18_04_cached_requests_complete_during_a_redis_stall(gateway, fake_prov
                    lambda n: n >= total, timeout=15, what=f"{total} usage events")
     assert events == total
     gw.assert_no_leaks()
+
+
+def test_i18_05_usage_events_leave_in_batches_not_one_command_per_request(gw, fake_provider,
+                                                                          redis_server):
+    """What a stall used to hit: one XADD (and one reply, one deadline) per
+    request. Events now leave as one command per batch; Redis's MONITOR
+    shows every event added from a script, none sent one by one."""
+    p = gw.provision()
+    hit(gw, p, 2)
+    until(lambda: redis_server.client.xlen("byok:usage:events"), lambda n: n >= 2, timeout=10,
+          what="the warm-up events")
+    mon = socket.create_connection((redis_server.host, redis_server.port), timeout=0.5)
+    mon.sendall(b"MONITOR\r\n")
+    hit(gw, p, 30)
+    seen = b""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and seen.count(b'"XADD"') < 30:
+        try:
+            chunk = mon.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        seen += chunk
+    mon.close()
+    lines = [ln for ln in seen.split(b"\r\n") if b'"XADD"' in ln and b"byok:usage:events" in ln]
+    from_clients = [ln for ln in lines if b" lua] " not in ln]
+    assert len(lines) == 30, f"{len(lines)} events seen"
+    assert not from_clients, f"{len(from_clients)} events sent one command each"
+    assert redis_server.client.xlen("byok:usage:events") == 32
