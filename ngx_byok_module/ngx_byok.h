@@ -125,6 +125,8 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
                         byok::Route route);
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
+// Today's UTC date as yyyymmdd (counter keys), formatted once a second.
+const std::string &ngx_byok_today();
 void ngx_byok_usage_exit_process();
 
 // One finished request's token and cost counters and its usage event

@@ -200,7 +200,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         rec.route = std::string(byok::route_name(d.route));
         rec.key_id = ctx->snap.key_id;
         if (d.route == byok::Route::Fallback) rec.fallback_reason = d.reason;
-        rec.day = byok::yyyymmdd_utc(ngx_time());
+        rec.day = ngx_byok_today();
         ngx_time_t *tp = ngx_timeofday();
         rec.at_ms = static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
         int64_t started = static_cast<int64_t>(r->start_sec) * 1000 + r->start_msec;

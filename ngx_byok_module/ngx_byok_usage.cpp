@@ -90,10 +90,21 @@ void flush_handler(ngx_event_t *ev) {
 
 }  // namespace
 
+const std::string &ngx_byok_today() {
+    static time_t at = -1;
+    static std::string day;
+    time_t now = ngx_time();
+    if (now != at) {  // strftime once a second, not per request (issue 18)
+        day = byok::yyyymmdd_utc(now);
+        at = now;
+    }
+    return day;
+}
+
 void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
                         byok::Route route) {
     if (g_pending.size() >= kMaxPending) return;
-    std::string key = layout.usage(pid, byok::yyyymmdd_utc(ngx_time()));
+    std::string key = layout.usage(pid, ngx_byok_today());
     std::string field = std::string(provider) + ":" + std::string(byok::route_name(route));
     g_pending[{std::move(key), std::move(field)}]++;
 }
