@@ -79,6 +79,7 @@ wait_http() {
     return 1
 }
 
+cp "$ROOT/conf/byok_proxy.conf" "$W/byok_proxy.conf"  # byok_gateway.conf includes it next to the configuration
 cc -O2 -shared -fPIC -o "$W/malloc_count.so" "$ROOT/bench/malloc_count.c" -ldl -lpthread
 
 read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_CGBARE P_CGBYOK < <($PY - <<'EOF'
