@@ -128,9 +128,17 @@ void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t
 }
 
 void sha256(std::string_view data, uint8_t out[32]) {
+    // One digest context per thread, reused (issue 18): EVP_Digest makes and
+    // frees one per call, which cost as much as hashing a gateway key.
+    struct MdCtx {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        ~MdCtx() { EVP_MD_CTX_free(ctx); }
+    };
+    thread_local MdCtx md;
     unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), out, &len, algorithms().sha256, nullptr) != 1 ||
-        len != 32) {
+    if (md.ctx == nullptr || EVP_DigestInit_ex2(md.ctx, algorithms().sha256, nullptr) != 1 ||
+        EVP_DigestUpdate(md.ctx, data.data(), data.size()) != 1 ||
+        EVP_DigestFinal_ex(md.ctx, out, &len) != 1 || len != 32) {
         throw Error("sha256 failed");
     }
 }

@@ -169,7 +169,8 @@ bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         if (sk == nullptr) return false;
         try {
             if (sk->malformed) throw Error("the stored record is malformed");
-            plan->key = open_stored_key(*cfg.ring, snap.project, *sk);
+            plan->key = cfg.open_key ? cfg.open_key(snap.project, *sk)
+                                     : open_stored_key(*cfg.ring, snap.project, *sk);
             plan->key_hint = sk->key_hint;
             attempts->current = sk->id;
             attempts->observed = false;

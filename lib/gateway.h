@@ -123,6 +123,9 @@ struct GatewayConfig {
                                         KeyAttempts *)>
             pick;
     } keys;
+    // Opens a stored key of the snapshot (the glue's key cache); unset:
+    // open_stored_key. Throws Error like it.
+    std::function<SecretString(std::string_view pid, const StoredKey &k)> open_key;
 };
 
 // The decision with the key to use, or the answer to send.

@@ -1,6 +1,8 @@
 #include "lib/metering.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cstring>
 
 namespace byok {
 
@@ -66,17 +68,38 @@ std::string_view metric_name(Metric m) {
     return "requests";
 }
 
+MeterTotals meter_totals(const MeterRecord &rec) {
+    const TokenUsage &u = rec.usage;
+    MeterTotals t;
+    t.requests = 1;
+    t.input = static_cast<int64_t>(u.input);
+    t.output = static_cast<int64_t>(u.output);
+    t.cached = static_cast<int64_t>(u.cached);
+    t.cost = rec.cost_micro;
+    t.unknown = u.known ? 0 : 1;
+    return t;
+}
+
+void add_totals(MeterTotals &into, const MeterTotals &t) {
+    into.requests += t.requests;
+    into.input += t.input;
+    into.output += t.output;
+    into.cached += t.cached;
+    into.cost += t.cost;
+    into.unknown += t.unknown;
+}
+
 std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec) {
+    return meter_increments(layout, rec, meter_totals(rec));
+}
+
+std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec,
+                                        const MeterTotals &t) {
     std::vector<Increment> out;
     if (rec.project.empty() || rec.provider.empty()) return out;
-    const TokenUsage &u = rec.usage;
     std::pair<Metric, int64_t> values[] = {
-        {Metric::Requests, 1},
-        {Metric::Input, static_cast<int64_t>(u.input)},
-        {Metric::Output, static_cast<int64_t>(u.output)},
-        {Metric::Cached, static_cast<int64_t>(u.cached)},
-        {Metric::Cost, rec.cost_micro},
-        {Metric::Unknown, u.known ? 0 : 1},
+        {Metric::Requests, t.requests}, {Metric::Input, t.input}, {Metric::Output, t.output},
+        {Metric::Cached, t.cached},     {Metric::Cost, t.cost},   {Metric::Unknown, t.unknown},
     };
     std::string key = layout.meter(rec.project, rec.day);
     std::string all = layout.meter_all(rec.day);
@@ -126,23 +149,108 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
     return std::nullopt;
 }
 
-std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
+namespace {
+
+constexpr size_t kEventFields = 15;
+
+// Calls f(name, value) for each field of the usage event, in order: the one
+// place that defines the event. Numbers are formatted on the stack.
+template <typename F>
+void each_event_field(const MeterRecord &rec, F &&f) {
     const TokenUsage &u = rec.usage;
-    return {"request_id",      rec.request_id,
-            "ts_ms",           std::to_string(rec.at_ms),
-            "project",         rec.project,
-            "provider",        rec.provider,
-            "model",           rec.model.substr(0, kMaxModel),
-            "route",           rec.route,
-            "key_id",          rec.key_id,
-            "status",          std::to_string(rec.status),
-            "latency_ms",      std::to_string(rec.latency_ms),
-            "tokens_known",    u.known ? "1" : "0",
-            "input_tokens",    std::to_string(u.input),
-            "output_tokens",   std::to_string(u.output),
-            "cached_tokens",   std::to_string(u.cached),
-            "cost_micro_usd",  std::to_string(rec.cost_micro),
-            "fallback_reason", rec.fallback_reason};
+    auto num = [&](std::string_view name, auto v) {
+        char buf[24];
+        auto res = std::to_chars(buf, buf + sizeof buf, v);
+        f(name, std::string_view(buf, static_cast<size_t>(res.ptr - buf)));
+    };
+    f("request_id", rec.request_id);
+    num("ts_ms", rec.at_ms);
+    f("project", rec.project);
+    f("provider", rec.provider);
+    f("model", std::string_view(rec.model).substr(0, kMaxModel));
+    f("route", rec.route);
+    f("key_id", rec.key_id);
+    num("status", rec.status);
+    num("latency_ms", rec.latency_ms);
+    f("tokens_known", u.known ? "1" : "0");
+    num("input_tokens", u.input);
+    num("output_tokens", u.output);
+    num("cached_tokens", u.cached);
+    num("cost_micro_usd", rec.cost_micro);
+    f("fallback_reason", rec.fallback_reason);
+}
+
+void append_bulk(std::string &out, std::string_view s) {
+    char buf[24];
+    auto res = std::to_chars(buf, buf + sizeof buf, s.size());
+    out.push_back('$');
+    out.append(buf, static_cast<size_t>(res.ptr - buf));
+    out.append("\r\n");
+    out.append(s);
+    out.append("\r\n");
+}
+
+// "$<len>\r\n<s>\r\n" written at p; returns the end.
+char *put_bulk(char *p, std::string_view s) {
+    *p++ = '$';
+    p = std::to_chars(p, p + 20, s.size()).ptr;
+    *p++ = '\r';
+    *p++ = '\n';
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+size_t bulk_size(std::string_view s) {
+    char digits[24];
+    return 5 + static_cast<size_t>(std::to_chars(digits, digits + 24, s.size()).ptr - digits) +
+           s.size();
+}
+
+}  // namespace
+
+std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
+    std::vector<std::string> out;
+    out.reserve(2 * kEventFields);
+    each_event_field(rec, [&](std::string_view name, std::string_view value) {
+        out.emplace_back(name);
+        out.emplace_back(value);
+    });
+    return out;
+}
+
+// Two passes (size, then bytes) so the event costs one resize of `out`.
+void append_usage_event_args(std::string &out, const MeterRecord &rec) {
+    size_t need = 0;
+    each_event_field(rec, [&](std::string_view name, std::string_view value) {
+        need += bulk_size(name) + bulk_size(value);
+    });
+    size_t at = out.size();
+    out.resize(at + need);
+    char *p = &out[at];
+    each_event_field(rec, [&](std::string_view name, std::string_view value) {
+        p = put_bulk(p, name);
+        p = put_bulk(p, value);
+    });
+}
+
+std::string usage_events_batch_head(std::string_view stream, size_t events) {
+    static const char kScript[] =
+        "local w = tonumber(ARGV[2])\n"
+        "for i = 3, #ARGV, w do\n"
+        "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i, i + w - 1))\n"
+        "end\n"
+        "return 0";
+    std::string out = "*" + std::to_string(6 + 2 * kEventFields * events) + "\r\n";
+    append_bulk(out, "EVAL");
+    append_bulk(out, kScript);
+    append_bulk(out, "1");
+    append_bulk(out, stream);
+    append_bulk(out, std::to_string(kUsageEventsMaxLen));
+    append_bulk(out, std::to_string(2 * kEventFields));
+    return out;
 }
 
 bool include_usage_applies(bool unified, std::string_view path) {

@@ -61,6 +61,19 @@ struct Increment {
 constexpr size_t kMaxModel = 128;
 std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec);
 
+// What records with the same project, provider, route, model, key id and
+// day add up to: the glue sums requests in worker memory under that key
+// (no per-request allocation) and expands the sums once per flush.
+struct MeterTotals {
+    int64_t requests = 0, input = 0, output = 0, cached = 0, cost = 0, unknown = 0;
+};
+MeterTotals meter_totals(const MeterRecord &rec);  // one request's contribution
+void add_totals(MeterTotals &into, const MeterTotals &t);
+// The increments of `t` under rec's project, provider, route, model, key id
+// and day (rec's usage and cost are not read).
+std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord &rec,
+                                        const MeterTotals &t);
+
 struct MeterField {
     enum class Kind { Detail, GatewayKey, Project } kind = Kind::Detail;
     Metric metric = Metric::Requests;
@@ -72,6 +85,16 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
 // The usage event (XADD field/value pairs): no secret, no content.
 std::vector<std::string> usage_event_fields(const MeterRecord &rec);
 constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
+// Usage events leave in batches: one Redis command per batch (a script
+// that XADDs each event with MAXLEN ~ kUsageEventsMaxLen), so a flush
+// costs one reply, not one per request — a stalled Redis answers the
+// worker with a handful of replies, not a storm. A request appends its
+// event's field/value pairs (RESP bulk strings) to a batch's body without
+// allocating once the buffer has grown; the flush puts
+// usage_events_batch_head() in front.
+constexpr size_t kUsageEventsPerBatch = 1000;
+void append_usage_event_args(std::string &out, const MeterRecord &rec);
+std::string usage_events_batch_head(std::string_view stream, size_t events);
 
 // The include_usage injection for an OpenAI-compatible streamed request the
 // client did not ask usage for: insert `bytes` at `offset` of the body. The

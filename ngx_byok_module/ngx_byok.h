@@ -122,6 +122,9 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
                                      void (*done)(ByokRedisWaiter *), void *data);
 // Fire and forget (usage counters): no waiter, errors only counted.
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
+// Fire and forget of `commands` whole commands already in RESP (usage
+// events, formatted by lib/metering.h without a per-request allocation).
+void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands);
 // Request pool cleanup helper: cancel a waiter the request no longer needs.
 void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 
@@ -130,19 +133,23 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
                         byok::Route route);
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
+// Today's UTC date as yyyymmdd (counter keys), formatted once a second.
+const std::string &ngx_byok_today();
 void ngx_byok_usage_exit_process();
 
-// Token and cost counters and usage events (lib/metering.h), batched with
-// the usage counters above.
-void ngx_byok_meter_add(const std::vector<byok::Increment> &incs);
-void ngx_byok_usage_event(std::vector<std::string> fields);
+// One finished request's token and cost counters and its usage event
+// (lib/metering.h), batched with the usage counters above.
+void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec);
 
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 
 ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
 enum class ByokCacheResult { Miss, Fresh, Stale };
-// Copies the blob for `key_sha` (32 raw bytes) into `out`.
-ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out);
+// The entry of `key_sha` (32 raw bytes): Fresh fills `snap` (from the
+// worker's decoded copy of that exact blob when it has one); Stale copies
+// the blob into `stale_blob` (used only when Redis cannot answer).
+ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha, byok::GatewaySnapshot *snap,
+                                            std::string *stale_blob);
 // `generation`: ngx_byok_cache_generation() read before the Redis lookup
 // was sent, so a read that raced a resubscription is not trusted later.
 void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
@@ -158,6 +165,29 @@ int64_t ngx_byok_cache_lookup_wait(ngx_connection_t *c);
 void ngx_byok_cache_charge_unknown(ngx_connection_t *c);
 void ngx_byok_cache_invalidate(std::string_view pid);
 size_t ngx_byok_cache_entries();
+
+// --- per-worker caches of the hit path (ngx_byok_keycache.cpp) ---------------
+// Decoded snapshots by (key hash, zone version) and decrypted provider keys
+// in a locked, undumped arena; see the file's header for the wipe rules.
+
+void ngx_byok_keycache_init_process(ngx_cycle_t *cycle);
+void ngx_byok_keycache_exit_process();
+// The decoded snapshot of version `version` of the entry, or nullptr.
+const byok::GatewaySnapshot *ngx_byok_keycache_snapshot(const u_char *sha, uint64_t version);
+const byok::GatewaySnapshot &ngx_byok_keycache_store(const u_char *sha, uint64_t version,
+                                                     uint64_t generation, int64_t stale_until,
+                                                     byok::GatewaySnapshot snap);
+// The plaintext of `k` (a record of the snapshot cached for `sha`): from
+// the arena, else decrypted (open_stored_key, which throws byok::Error).
+byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring,
+                                          std::string_view pid, const byok::StoredKey &k);
+void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
+void ngx_byok_keycache_clear();                           // wipes everything
+size_t ngx_byok_keycache_keys();                          // plaintext keys held
+// Wipes the in-memory buffers of the request nginx's proxy module built for
+// the upstream (it copied the provider's auth header there): at the end of
+// the request and before a fallback attempt replaces the upstream.
+void ngx_byok_wipe_upstream_request(ngx_http_request_t *r);
 
 // --- metrics (ngx_byok_metrics.cpp) ------------------------------------------
 
@@ -396,6 +426,8 @@ struct ByokGatewayCtx {
 struct ByokKeyTestCtx {
     ngx_http_request_t *r = nullptr;
     ByokUpstream up;
+
+    ~ByokKeyTestCtx();
 };
 
 ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create);

@@ -25,7 +25,7 @@ ByokMain *main_of(ngx_http_request_t *r) {
         ->m;
 }
 
-byok::GatewayConfig gateway_config(ngx_http_request_t *r) {
+byok::GatewayConfig gateway_config(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ByokMain *m = main_of(r);
     byok::GatewayConfig cfg;
     cfg.catalog = &m->catalog;
@@ -34,6 +34,10 @@ byok::GatewayConfig gateway_config(ngx_http_request_t *r) {
     cfg.system_key = [m](std::string_view p) { return m->system_key(p); };
     cfg.fallback_provider = m->fallback;
     ngx_byok_key_pool(&cfg);  // issue 14: several keys per provider, their health
+    // issue 18: the worker's locked key cache, else decrypt
+    cfg.open_key = [ctx, ring = cfg.ring](std::string_view pid, const byok::StoredKey &k) {
+        return ngx_byok_keycache_open(ctx->sha, *ring, pid, k);
+    };
     return cfg;
 }
 
@@ -160,14 +164,12 @@ ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
 
     byok::sha256(ctx->req.key, ctx->sha);
     ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
-    std::string blob;
     ctx->cache_generation = ngx_byok_cache_generation();
-    switch (ngx_byok_cache_get(ctx->sha, &blob)) {
+    // issue 18: a fresh hit comes decoded from the worker's snapshot cache
+    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob)) {
         case ByokCacheResult::Fresh:
-            ctx->snap = byok::decode_snapshot(blob);
             return after_snapshot(r, ctx);
         case ByokCacheResult::Stale:
-            ctx->stale_blob = std::move(blob);
             break;
         case ByokCacheResult::Miss:
             // A miss may be a guessed key costing a Redis call: refused while
@@ -298,7 +300,7 @@ ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     std::string_view model = ctx->model ? std::string_view(ctx->model->model) : "";
     ngx_int_t rc =
         take_plan(r, ctx,
-                  byok::plan_route(gateway_config(r), ctx->snap, ctx->req, sv(r->method_name),
+                  byok::plan_route(gateway_config(r, ctx), ctx->snap, ctx->req, sv(r->method_name),
                                    ctx->body_read, model, &ctx->input, &ctx->keys));
     if (rc != NGX_OK) return rc;
     if (ctx->resolve_endpoint) return resolve_endpoint(r, ctx);
@@ -332,6 +334,7 @@ ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view wher
 
 // Re-entry through error_page after the direct call failed before any byte.
 ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
+    ngx_byok_wipe_upstream_request(r);  // issue 18: the failed attempt's copy of the key
     int status = 0;
     bool got_bytes = false;
     if (r->upstream_states && r->upstream_states->nelts) {
@@ -346,7 +349,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ngx_byok_health_observe(r, ctx, answered);
     if (byok::key_failure(answered) && ngx_byok_sibling_possible(ctx)) {
         if (auto sibling =
-                byok::plan_sibling(gateway_config(r), ctx->snap, ctx->decision, &ctx->keys)) {
+                byok::plan_sibling(gateway_config(r, ctx), ctx->snap, ctx->decision, &ctx->keys)) {
             ngx_int_t rc = take_plan(r, ctx, std::move(*sibling));
             if (rc != NGX_OK) return rc;
             rc = ngx_byok_setup_upstream(r, ctx);
@@ -356,7 +359,8 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     }
     ctx->keys.current.clear();  // what follows does not use a project key
     ngx_int_t rc = take_plan(
-        r, ctx, byok::plan_retry(gateway_config(r), ctx->input, ctx->decision, status, got_bytes));
+        r, ctx,
+        byok::plan_retry(gateway_config(r, ctx), ctx->input, ctx->decision, status, got_bytes));
     if (rc != NGX_OK) return rc;
     ctx->stage = Stage::Fallback;
     rc = ngx_byok_setup_upstream(r, ctx);

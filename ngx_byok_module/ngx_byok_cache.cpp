@@ -28,6 +28,7 @@ struct CacheNode {
     int64_t fresh_until;  // ms since epoch
     int64_t stale_until;
     uint64_t generation;  // the zone's generation when its Redis read was sent
+    uint64_t version;     // unique per stored blob: names it in the workers' caches
     uint32_t pid_len;
     uint32_t blob_len;
     u_char data[1];  // pid, then blob
@@ -58,6 +59,7 @@ struct CacheShm {
     ngx_atomic_t addrs;
     ngx_atomic_t max_addrs;
     ngx_atomic_t generation;  // bumped on every (re)subscription
+    uint64_t versions;        // last CacheNode::version handed out (under the lock)
     // metrics area follows (ngx_byok_metrics_size() bytes)
 };
 
@@ -286,17 +288,35 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     return NGX_OK;
 }
 
-ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out) {
+ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha, byok::GatewaySnapshot *snap,
+                                            std::string *stale_blob) {
     if (g_cache == nullptr) return ByokCacheResult::Miss;
     int64_t now = now_ms();
     ByokCacheResult res = ByokCacheResult::Miss;
+    uint64_t version = 0, generation = 0;
+    int64_t stale_until = 0;
+    const byok::GatewaySnapshot *decoded = nullptr;
+    std::string blob;
     ngx_shmtx_lock(&g_cache->shpool->mutex);
     CacheNode *cn = lookup(key_sha);
     if (cn != nullptr) {
         if (cn->generation == g_cache->sh->generation &&
             (now < cn->fresh_until || now < cn->stale_until)) {
-            out->assign((const char *)cn->data + cn->pid_len, cn->blob_len);
             res = now < cn->fresh_until ? ByokCacheResult::Fresh : ByokCacheResult::Stale;
+            version = cn->version;
+            generation = cn->generation;
+            stale_until = cn->stale_until;
+            // The worker's decoded copy of exactly this blob, when it has one.
+            if (res == ByokCacheResult::Fresh)
+                decoded = ngx_byok_keycache_snapshot(key_sha, version);
+            if (decoded == nullptr) {
+                try {
+                    blob.assign((const char *)cn->data + cn->pid_len, cn->blob_len);
+                } catch (...) {
+                    ngx_shmtx_unlock(&g_cache->shpool->mutex);
+                    throw;
+                }
+            }
             ngx_queue_remove(&cn->lru);
             ngx_queue_insert_head(queue_of(cn), &cn->lru);
         } else {
@@ -307,6 +327,14 @@ ByokCacheResult ngx_byok_cache_get(const u_char *key_sha, std::string *out) {
     ngx_byok_count(res == ByokCacheResult::Fresh   ? BYOK_CACHE_HIT
                    : res == ByokCacheResult::Stale ? BYOK_CACHE_STALE
                                                    : BYOK_CACHE_MISS);
+    if (res == ByokCacheResult::Fresh) {
+        if (decoded == nullptr)
+            decoded = &ngx_byok_keycache_store(key_sha, version, generation, stale_until,
+                                               byok::decode_snapshot(blob));
+        *snap = *decoded;
+    } else if (res == ByokCacheResult::Stale) {
+        *stale_blob = std::move(blob);
+    }
     return res;
 }
 
@@ -338,6 +366,7 @@ void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string
         cn->fresh_until = now + (int64_t)ttl * 1000;
         cn->stale_until = cn->fresh_until + (int64_t)(mcf ? mcf->stale : 0) * 1000;
         cn->generation = generation;
+        cn->version = ++g_cache->sh->versions;
         cn->pid_len = (uint32_t)pid.size();
         cn->blob_len = (uint32_t)blob.size();
         ngx_memcpy(cn->data, pid.data(), pid.size());
@@ -363,6 +392,7 @@ void ngx_byok_cache_invalidate(std::string_view pid) {
     }
     for (CacheNode *cn : victims) remove_node(cn);
     ngx_shmtx_unlock(&g_cache->shpool->mutex);
+    ngx_byok_keycache_invalidate(pid);  // this worker's decoded copies and plaintext keys
 }
 
 size_t ngx_byok_cache_entries() { return g_cache ? g_cache->sh->entries : 0; }
@@ -371,6 +401,7 @@ uint64_t ngx_byok_cache_generation() { return g_cache ? g_cache->sh->generation 
 
 void ngx_byok_cache_new_generation() {
     if (g_cache != nullptr) ngx_atomic_fetch_add(&g_cache->sh->generation, 1);
+    ngx_byok_keycache_clear();  // the other workers drop theirs at their next sweep
 }
 
 namespace {

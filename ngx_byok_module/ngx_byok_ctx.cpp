@@ -8,7 +8,14 @@ ByokUpstream::~ByokUpstream() {
     for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
 }
 
-ByokGatewayCtx::~ByokGatewayCtx() { ngx_byok_redis_cancel(waiter); }
+ByokGatewayCtx::~ByokGatewayCtx() {
+    ngx_byok_redis_cancel(waiter);
+    if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
+}
+
+ByokKeyTestCtx::~ByokKeyTestCtx() {
+    if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
+}
 
 ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create) {
     auto *ctx = static_cast<ByokGatewayCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));

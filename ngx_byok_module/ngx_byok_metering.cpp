@@ -9,6 +9,8 @@
 
 #include "lib/util.h"
 
+#include <openssl/rand.h>
+
 namespace {
 
 ngx_http_output_header_filter_pt g_next_header_filter;
@@ -141,7 +143,41 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
     }
 }
 
+// splitmix64's finaliser: a bijection, so distinct counters give distinct ids.
+uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// issue 18: nginx makes $request_id from RAND_bytes, whose fork check costs
+// a getpid() syscall and ~6k instructions per request. When nothing has
+// asked for $request_id yet (an access_log or proxy_set_header that uses it
+// has evaluated it before the log phase), the usage event mints one from a
+// per-worker random seed and a counter — 32 hex digits, unique per worker
+// — and stores it as $request_id, so anything reading it later agrees.
+void mint_request_id(ngx_http_request_t *r, ngx_int_t index) {
+    static uint64_t seed[2], counter;
+    static ngx_pid_t seeded_in = 0;
+    if (seeded_in != ngx_pid) {
+        if (RAND_bytes(reinterpret_cast<unsigned char *>(seed), sizeof(seed)) != 1) return;
+        seeded_in = ngx_pid;
+    }
+    ngx_http_variable_value_t *v = &r->variables[index];
+    if (v->valid || v->not_found) return;  // evaluated already
+    u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, 32));
+    if (p == nullptr) return;
+    counter++;
+    ngx_sprintf(p, "%016uxL%016uxL", mix64(counter ^ seed[0]), mix64(counter + seed[1]));
+    v->data = p;
+    v->len = 32;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+}
+
 std::string request_id(ngx_http_request_t *r) {
+    mint_request_id(r, main_conf(r)->request_id_index);
     ngx_http_variable_value_t *v = ngx_http_get_indexed_variable(r, main_conf(r)->request_id_index);
     if (v == nullptr || v->not_found) return "";
     return std::string((const char *)v->data, v->len);
@@ -162,7 +198,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         rec.route = std::string(byok::route_name(d.route));
         rec.key_id = ctx->snap.key_id;
         if (d.route == byok::Route::Fallback) rec.fallback_reason = d.reason;
-        rec.day = byok::yyyymmdd_utc(ngx_time());
+        rec.day = ngx_byok_today();
         ngx_time_t *tp = ngx_timeofday();
         rec.at_ms = static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
         int64_t started = static_cast<int64_t>(r->start_sec) * 1000 + r->start_msec;
@@ -170,8 +206,7 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         rec.status = static_cast<unsigned>(r->headers_out.status);
         rec.usage = m.usage;
         rec.cost_micro = m.cost_micro;
-        ngx_byok_meter_add(byok::meter_increments(main->admin.layout, rec));
-        ngx_byok_usage_event(byok::usage_event_fields(rec));
+        ngx_byok_meter_record(main->admin.layout, rec);
         ngx_byok_count_usage(main->catalog, d.provider, d.route, m.usage, m.cost_micro);
         ngx_byok_limits_charge(ctx, m.usage, m.cost_micro);  // issue 13: project limits
     } catch (const std::exception &) {

@@ -251,10 +251,12 @@ static ngx_int_t ngx_byok_init_process(ngx_cycle_t *cycle) {
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
     if (mcf == nullptr || !mcf->redis_set) return NGX_OK;
     ngx_byok_usage_init_process(cycle);
+    ngx_byok_keycache_init_process(cycle);  // issue 18
     return ngx_byok_redis_init_process(cycle);
 }
 
 static void ngx_byok_exit_process(ngx_cycle_t *cycle) {
     ngx_byok_usage_exit_process();
     ngx_byok_redis_exit_process(cycle);
+    ngx_byok_keycache_exit_process();  // issue 18: wipes the worker's plaintext keys
 }

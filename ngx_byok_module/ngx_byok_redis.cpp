@@ -222,6 +222,18 @@ void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
     ngx_byok_count(BYOK_REDIS_ERROR);
 }
 
+void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands) {
+    if (!g_cmd.ready || commands == 0) {
+        ngx_byok_count(BYOK_REDIS_ERROR);
+        return;
+    }
+    try {
+        send_raw(&g_cmd, resp, commands, command_reply, nullptr, g_mcf->redis_timeout);
+    } catch (const std::exception &) {
+        drop_link(&g_cmd, "out of memory");  // the buffer may hold a partial command
+    }
+}
+
 void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
     if (w == nullptr) return;
     if (w->ev.posted) {

@@ -384,11 +384,24 @@ void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn
     char *cmd = nullptr;
     int len = redisFormatCommandArgv(&cmd, (int)argv.size(), argv.data(), lens.data());
     if (len < 0) throw std::bad_alloc();
-    link->obuf.append(cmd, (size_t)len);
+    try {
+        send_raw(link, std::string_view(cmd, (size_t)len), 1, fn, data, timeout);
+    } catch (...) {
+        byok::wipe(cmd, (size_t)len);
+        redisFreeCommand(cmd);
+        throw;
+    }
     byok::wipe(cmd, (size_t)len);  // may hold AUTH's password
     redisFreeCommand(cmd);
-    link->pending.push_back({fn, data, ngx_current_msec + timeout});
-    if (link->pending.size() == 1) arm_timeout(link);
+}
+
+void send_raw(RedisLink *link, std::string_view resp, size_t commands, ReplyFn fn, void *data,
+              ngx_msec_t timeout) {
+    size_t had = link->pending.size();
+    link->obuf.append(resp);
+    for (size_t i = 0; i < commands; i++)
+        link->pending.push_back({fn, data, ngx_current_msec + timeout});
+    if (had == 0 && commands > 0) arm_timeout(link);
     post_write(link);
 }
 

@@ -60,6 +60,11 @@ void drop_link(RedisLink *link, const char *why);
 // Queues one command on the link; throws std::bad_alloc.
 void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn fn, void *data,
                   ngx_msec_t timeout);
+// Queues `commands` whole commands already in RESP, each answered to fn
+// with `data`; throws std::bad_alloc (the link must then be dropped: its
+// buffer may hold part of them).
+void send_raw(RedisLink *link, std::string_view resp, size_t commands, ReplyFn fn, void *data,
+              ngx_msec_t timeout);
 // Replies of setup commands; data != nullptr marks the last one: the link
 // is ready after it.
 void setup_reply(RedisLink *link, redisReply *reply, void *data);

@@ -19,28 +19,58 @@ constexpr const char *kRetention = "7776000";  // 90 days
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
 constexpr size_t kMaxEvents = 10000;
-std::vector<std::vector<std::string>> g_events;  // usage events (field/value pairs)
+// Usage events in batches (lib/metering.h): (events, their RESP arguments).
+std::vector<std::pair<size_t, std::string>> g_batches;
+size_t g_event_count = 0;
+// Token and cost sums per (project, provider, route, model, key id, day),
+// keyed by those fields joined with '\0' (issue 18: a request adds to its
+// row without allocating; the row becomes HINCRBYs at the flush).
+std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
+std::string g_meter_key;  // reused to build the lookup key
+std::string g_stream;     // the usage event stream's key (fixed per configuration)
 ngx_event_t g_flush_ev;
 bool g_active = false;
 
 void flush_events() {
-    auto *mcf = ngx_byok_main_conf();
-    if (g_events.empty() || mcf == nullptr || !ngx_byok_redis_available()) return;
-    const std::string stream = mcf->m->admin.layout.usage_events();
-    const std::string maxlen = std::to_string(byok::kUsageEventsMaxLen);
-    for (auto &fields : g_events) {
-        std::vector<std::string> argv{"XADD", stream, "MAXLEN", "~", maxlen, "*"};
-        argv.insert(argv.end(), std::make_move_iterator(fields.begin()),
-                    std::make_move_iterator(fields.end()));
-        ngx_byok_redis_send_noreply(argv);
+    if (g_event_count == 0 || !ngx_byok_redis_available()) return;
+    for (auto &[events, args] : g_batches) {
+        std::string cmd = byok::usage_events_batch_head(g_stream, events);
+        cmd.append(args);
+        ngx_byok_redis_send_raw_noreply(cmd, 1);
     }
-    g_events.clear();
+    g_batches.clear();
+    g_event_count = 0;
+}
+
+// The summed rows become counter increments (lib/metering.h decides them).
+void expand_meter() {
+    auto *mcf = ngx_byok_main_conf();
+    if (mcf == nullptr) return;
+    for (const auto &[key, totals] : g_meter) {
+        byok::MeterRecord rec;
+        std::string *parts[] = {&rec.project, &rec.provider, &rec.route,
+                                &rec.model,   &rec.key_id,   &rec.day};
+        size_t at = 0;
+        for (std::string *p : parts) {
+            size_t end = key.find('\0', at);
+            if (end == std::string::npos) end = key.size();
+            p->assign(key, at, end - at);
+            at = end + 1;
+        }
+        for (const auto &i : byok::meter_increments(mcf->m->admin.layout, rec, totals)) {
+            if (g_pending.size() >= kMaxPending) break;
+            g_pending[{i.key, i.field}] += i.by;
+        }
+    }
+    g_meter.clear();
 }
 
 void flush() {
     flush_events();
     ngx_byok_last_used_flush();  // issue 14
-    if (g_pending.empty() || !ngx_byok_redis_available()) return;
+    if (!ngx_byok_redis_available()) return;
+    expand_meter();
+    if (g_pending.empty()) return;
     std::string last_key;
     for (const auto &[kf, n] : g_pending) {
         ngx_byok_redis_send_noreply({"HINCRBY", kf.first, kf.second, std::to_string(n)});
@@ -63,24 +93,51 @@ void flush_handler(ngx_event_t *ev) {
 
 }  // namespace
 
+const std::string &ngx_byok_today() {
+    static time_t at = -1;
+    static std::string day;
+    time_t now = ngx_time();
+    if (now != at) {  // strftime once a second, not per request (issue 18)
+        day = byok::yyyymmdd_utc(now);
+        at = now;
+    }
+    return day;
+}
+
 void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
                         byok::Route route) {
     if (g_pending.size() >= kMaxPending) return;
     g_pending[{byok::usage_key(layout, pid, ngx_time()), byok::usage_field(provider, route)}]++;
 }
 
-void ngx_byok_meter_add(const std::vector<byok::Increment> &incs) {
-    for (const auto &i : incs) {
-        if (g_pending.size() >= kMaxPending) return;
-        g_pending[{i.key, i.field}] += i.by;
+void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {
+    g_meter_key.clear();
+    for (std::string_view part :
+         {std::string_view(rec.project), std::string_view(rec.provider),
+          std::string_view(rec.route), std::string_view(rec.model).substr(0, byok::kMaxModel),
+          std::string_view(rec.key_id), std::string_view(rec.day)}) {
+        if (part.find('\0') != std::string_view::npos) return;  // never from a valid request
+        g_meter_key.append(part).push_back('\0');
+    }
+    g_meter_key.pop_back();
+    auto it = g_meter.find(std::string_view(g_meter_key));
+    if (it == g_meter.end()) {
+        if (g_meter.size() >= kMaxPending) return;
+        it = g_meter.emplace(g_meter_key, byok::MeterTotals{}).first;
+    }
+    byok::add_totals(it->second, byok::meter_totals(rec));
+    if (g_event_count < kMaxEvents) {
+        if (g_stream.empty()) g_stream = layout.usage_events();
+        if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch)
+            g_batches.emplace_back(0, std::string());
+        byok::append_usage_event_args(g_batches.back().second, rec);
+        g_batches.back().first++;
+        g_event_count++;
     }
 }
 
-void ngx_byok_usage_event(std::vector<std::string> fields) {
-    if (g_events.size() < kMaxEvents) g_events.push_back(std::move(fields));
-}
-
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
+    g_stream.clear();
     g_flush_ev.handler = flush_handler;
     g_flush_ev.log = cycle->log;
     g_flush_ev.data = nullptr;

@@ -26,7 +26,11 @@
 #   BENCH_RETRY_NOISY (2) repeat a run (at most this often) when other
 #                        processes took >10% of the proxies' CPU during it
 #   BENCH_PEER (1)       install (npm) and run Portkey
-#   BENCH_PERF (0)       perf-record the byok worker during one extra c32 run
+#   BENCH_PERF (0)       perf-record the bare and byok workers during one extra
+#                        c32 run each; prints both top-symbol lists
+#   BENCH_PROBE (1)      bench/probe.sh: allocations, syscalls and instructions
+#                        (callgrind) per cache-hit request, top symbols and
+#                        the metering overhead, byok beside bare
 #   BENCH_KEEP (0)       keep the temporary directory
 set -euo pipefail
 
@@ -45,6 +49,7 @@ SHM_ZONE_MB=8
 PIN=${BENCH_PIN:-1}
 PEER=${BENCH_PEER:-1}
 PERF=${BENCH_PERF:-0}
+PROBE=${BENCH_PROBE:-1}
 RETRY_NOISY=${BENCH_RETRY_NOISY:-2}
 CLK_TCK=$(getconf CLK_TCK)
 PORTKEY_VERSION=1.15.2
@@ -500,17 +505,26 @@ fact shm_zone_mb "$SHM_ZONE_MB"
 
 # ------------------------------------------------------------------ optional profile
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
-    log "perf: recording the byok worker during one c=32 run"
-    perf record -F 1999 -p "${CPUPID[byok]}" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
-    perf_pid=$!
-    run_wrk perf byok 32 1 "$DUR"
-    wait "$perf_pid" || true
-    {
-        echo "# byok worker, c=32 hot key, $DUR s: share of samples by DSO, then top symbols"
-        perf report -i "$W/perf.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
-        echo
-        perf report -i "$W/perf.data" --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
-    } >"$W/perf.txt" || true
+    : >"$W/perf.txt"
+    for t in bare byok; do
+        log "perf: recording the $t worker during one c=32 run"
+        perf record -F 1999 -p "${CPUPID[$t]}" -o "$W/perf.$t.data" -- sleep "$DUR" >/dev/null 2>&1 &
+        perf_pid=$!
+        run_wrk perf "$t" 32 1 "$DUR"
+        wait "$perf_pid" || true
+        {
+            echo "# $t worker, c=32 hot key, $DUR s: share of samples by DSO, then top symbols"
+            perf report -i "$W/perf.$t.data" --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+            echo
+            perf report -i "$W/perf.$t.data" --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+            echo
+        } >>"$W/perf.txt" || true
+    done
+    for t in bare byok; do
+        echo "[bench] perf top symbols, $t worker (c=32, share of samples):" >&2
+        perf report -i "$W/perf.$t.data" --sort sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' \
+            | head -12 | sed 's/^/[bench]   /' >&2 || true
+    done
 fi
 
 # ------------------------------------------------------------------ memory
@@ -525,4 +539,14 @@ OUT=$ROOT/bench/results/$TS.json
 $PY "$ROOT/bench/report.py" --work "$W" --out "$OUT" --duration "$DUR" --rounds "$ROUNDS" \
     --projects "$PROJECTS" --keys "$NKEYS"
 [ -f "$W/perf.txt" ] && cp "$W/perf.txt" "${OUT%.json}.perf.txt"
+
+# ------------------------------------------------------------------ per-request counts
+# Load-independent (issue 18): allocations, syscalls and instructions per
+# cache-hit request, top symbols and the metering overhead, byok beside bare,
+# from instances of their own (bench/probe.sh).
+if [ "$PROBE" = 1 ]; then
+    log "probe: allocations, syscalls and instructions per cache-hit request (bench/probe.sh)"
+    BENCH_PROBE_OUT="$W" "$ROOT/bench/probe.sh" || log "probe failed (see above)"
+    [ -f "$W/probe.json" ] && cp "$W/probe.json" "${OUT%.json}.probe.json"
+fi
 log "results: $OUT"
