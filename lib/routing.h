@@ -30,7 +30,8 @@ struct RouteInput {
     std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...
     std::string_view header_provider;  // x-byok-provider, empty when absent
     std::string_view model;            // body "model", empty when none
-    // A /v1 request without a body (GET /v1/models, /v1/files): it names no
+    // A /v1 request without a JSON body (GET /v1/models, an upload to
+    // /v1/files): unless a multipart "model" field names one, it names no
     // model, so it goes to the project's default_provider (setting), else
     // the first catalog provider the project has a usable key for, else the
     // usual rules (the fallback provider).

@@ -295,6 +295,7 @@ struct ByokRequestCtx {
     size_t body_len = 0;               // bytes of the client's body
     ngx_chain_t *orig_bufs = nullptr;  // nginx's buffers of it (never copied)
     bool body_blanked = false;         // the old model value was blanked in the temp file
+    byok::BodyKind body_kind = byok::BodyKind::Json;  // from the Content-Type (lib/multipart.h)
     std::optional<byok::ModelSpan> model;
     byok::RouteInput input;
     byok::RouteDecision decision;

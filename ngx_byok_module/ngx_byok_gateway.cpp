@@ -6,6 +6,7 @@
 
 #include "lib/body.h"
 #include "lib/client_api.h"
+#include "lib/multipart.h"
 #include "lib/util.h"
 
 namespace {
@@ -276,13 +277,16 @@ void body_ready(ngx_http_request_t *r) {
 // buffers in place, file buffers in bounded pieces through one reused
 // buffer, so a body nginx spilled to its temp file never comes back into
 // worker memory whole. An empty body is not validated (nothing to route on).
-// Throws byok::Error for invalid JSON; false when the temp file is unreadable.
+// The Content-Type picks the format (JSON, multipart upload, or opaque).
+// Throws byok::BodyError for a bad body; false when the temp file is unreadable.
 constexpr size_t kFilePiece = 64 * 1024;
 
 bool scan_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     if (r->request_body == nullptr || r->request_body->bufs == nullptr) return true;
     ctx->orig_bufs = r->request_body->bufs;
-    byok::ModelScanner scanner;
+    byok::BodyScanner scanner(r->headers_in.content_type ? sv(r->headers_in.content_type->value)
+                                                         : std::string_view());
+    ctx->body_kind = scanner.kind();
     u_char *piece = nullptr;
     bool ok = true;
     for (ngx_chain_t *cl = ctx->orig_bufs; cl && ok; cl = cl->next) {
@@ -327,17 +331,11 @@ ngx_int_t after_snapshot(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     return decide(r, ctx);
 }
 
-// Writes spaces (JSON whitespace) over [from, to) of a temp file.
-bool blank_in_file(ngx_file_t *file, off_t from, off_t to) {
-    static u_char spaces[4096];
-    if (spaces[0] != ' ') ngx_memset(spaces, ' ', sizeof(spaces));
+// Writes `bytes` over a temp file from offset `at`.
+bool blank_in_file(ngx_file_t *file, off_t at, std::string_view bytes) {
     off_t keep = file->offset;  // the request-body code's own write position
-    bool ok = true;
-    while (from < to && ok) {
-        size_t n = (size_t)ngx_min((off_t)sizeof(spaces), to - from);
-        ok = ngx_write_file(file, spaces, n, from) == (ssize_t)n;
-        from += n;
-    }
+    bool ok =
+        ngx_write_file(file, (u_char *)bytes.data(), bytes.size(), at) == (ssize_t)bytes.size();
     file->offset = keep;
     return ok;
 }
@@ -345,8 +343,10 @@ bool blank_in_file(ngx_file_t *file, off_t from, off_t to) {
 // The body chain with the model value replaced by `token`, built from the
 // client's buffers without copying them: slices before the value, one small
 // buffer with the token, slices after. Bytes of the old value that sit in
-// memory are sliced out; bytes in the temp file are overwritten with spaces
-// in place, so the file pieces stay contiguous from offset 0 — nginx's
+// memory are sliced out; bytes in the temp file are overwritten in place
+// with the format's filler (JSON whitespace, a multipart padding header;
+// nginx keeps a spilled body whole in the file, so a span is never half in
+// memory), so the file pieces stay contiguous from offset 0 — nginx's
 // upstream retry (ngx_http_upstream_reinit) rewinds file pieces assuming
 // exactly that, and memory slices get start = pos for the same reason.
 ngx_int_t splice_model(ngx_http_request_t *r, ByokRequestCtx *ctx, const std::string &token,
@@ -355,6 +355,7 @@ ngx_int_t splice_model(ngx_http_request_t *r, ByokRequestCtx *ctx, const std::st
     ngx_chain_t *head = nullptr, **tail = &head;
     off_t total = 0;
     bool inserted = false;
+    const std::string filler = byok::span_filler(*ctx->model);
     auto emit = [&](ngx_buf_t *b) -> bool {
         ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
         if (cl == nullptr) return false;
@@ -406,7 +407,9 @@ ngx_int_t splice_model(ngx_http_request_t *r, ByokRequestCtx *ctx, const std::st
             if (part == 2 && !inserted && !insert_token()) return NGX_ERROR;
             if (part == 1 && memory) continue;  // the old value, left out
             if (part == 1) {
-                if (!blank_in_file(src->file, src->file_pos + from, src->file_pos + to))
+                std::string_view fill(filler);
+                if (!blank_in_file(src->file, src->file_pos + from,
+                                   fill.substr((size_t)(at + from - s), (size_t)(to - from))))
                     return NGX_ERROR;
                 ctx->body_blanked = true;
             }
@@ -453,7 +456,7 @@ ngx_int_t setup_upstream(ngx_http_request_t *r, ByokRequestCtx *ctx, const byok:
         off_t len = (off_t)ctx->body_len;
         if (ctx->model && (d.model_changed || ctx->body_blanked)) {
             const std::string &model = d.model_changed ? d.model : ctx->model->model;
-            if (splice_model(r, ctx, byok::model_token(model), &bufs, &len) != NGX_OK)
+            if (splice_model(r, ctx, byok::model_token(*ctx->model, model), &bufs, &len) != NGX_OK)
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
         if (ngx_byok_meter_prepare_body(r, ctx, &bufs, &len) != NGX_OK)
@@ -493,9 +496,8 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             if (!scan_body(r, ctx))
                 return fail(r, ctx, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
                             "cannot read the request body", "api_error");
-        } catch (const byok::Error &) {
-            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_json",
-                        "request body is not valid JSON");
+        } catch (const byok::BodyError &e) {
+            return fail(r, ctx, NGX_HTTP_BAD_REQUEST, e.code, e.what());
         }
         if (ctx->model && !byok::safe_header_value(ctx->model->model))
             return fail(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_model",
@@ -519,7 +521,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     in.fallback_provider = m->fallback;
     in.fallback_on_rate_limit = ctx->snap.fallback_on_rate_limit;
     in.client_retrying = ctx->client_retrying;
-    in.bodiless = ctx->unified && !ctx->body_read;
+    in.bodiless = ctx->unified && (!ctx->body_read || ctx->body_kind != byok::BodyKind::Json);
     in.default_provider = ctx->snap.default_provider;
     in.native_provider = ctx->native_provider;
     in.header_provider = ctx->header_provider;
