@@ -37,8 +37,9 @@ struct RouteInput {
     // usual rules (the fallback provider).
     bool bodiless = false;
     std::string_view default_provider;
-    // The client retries on its own (x-stainless-retry-count > 0): a retry
-    // of ours on top would multiply the calls.
+    // The client retries on its own (x-stainless-retry-count > 0, or an
+    // Idempotency-Key seen within the last minute): a retry of ours on top
+    // would multiply the calls.
     bool client_retrying = false;
 };
 

@@ -58,8 +58,11 @@ struct CacheShm {
     ngx_atomic_t addrs;
     ngx_atomic_t max_addrs;
     ngx_atomic_t generation;  // bumped on every (re)subscription
-    // metrics area follows (ngx_byok_metrics_size() bytes)
+    // metrics area follows (ngx_byok_metrics_size() bytes), then the
+    // Idempotency-Key table (ngx_byok_idempotency_size(), 8-byte aligned)
 };
+
+size_t idempotency_offset() { return ngx_align(sizeof(CacheShm) + ngx_byok_metrics_size(), 8); }
 
 struct CacheCtx {
     CacheShm *sh;
@@ -255,7 +258,7 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     } else if (zone->shm.exists) {
         ctx->sh = static_cast<CacheShm *>(shpool->data);
     } else {
-        size_t size = sizeof(CacheShm) + ngx_byok_metrics_size();
+        size_t size = idempotency_offset() + ngx_byok_idempotency_size(zone->shm.size);
         ctx->sh = static_cast<CacheShm *>(ngx_slab_calloc(shpool, size));
         if (ctx->sh == nullptr) return NGX_ERROR;
         shpool->data = ctx->sh;
@@ -275,6 +278,8 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     zone->data = ctx;
     g_cache = ctx;
     ngx_byok_metrics_attach(reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm));
+    ngx_byok_idempotency_attach(reinterpret_cast<u_char *>(ctx->sh) + idempotency_offset(),
+                                ngx_byok_idempotency_size(zone->shm.size), &shpool->mutex);
     return NGX_OK;
 }
 

@@ -520,7 +520,7 @@ ngx_int_t decide(ngx_http_request_t *r, ByokRequestCtx *ctx) {
     for (const auto &sk : m->system_keys) in.system_keys.push_back(sk.provider);
     in.fallback_provider = m->fallback;
     in.fallback_on_rate_limit = ctx->snap.fallback_on_rate_limit;
-    in.client_retrying = ctx->client_retrying;
+    in.client_retrying = ngx_byok_idempotency_repeat(r, ctx->sha) || ctx->client_retrying;
     in.bodiless = ctx->unified && (!ctx->body_read || ctx->body_kind != byok::BodyKind::Json);
     in.default_provider = ctx->snap.default_provider;
     in.native_provider = ctx->native_provider;
