@@ -4,13 +4,19 @@ never comes back into memory) and rewritten for the fallback provider; any
 other non-JSON body goes through untouched; a request whose Idempotency-Key
 the gateway saw within the last minute gets no fallback retry of ours."""
 
+import base64
+import hashlib
+import json
 import secrets
+import struct
+import subprocess
 from email.parser import BytesParser
 from email.policy import HTTP
 
 import pytest
 
-from harness import assert_json_error
+from harness import REPO, assert_json_error
+from test_i17_sdk import shipped_catalog_on
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 BOUNDARY = "----byok-test-" + "7" * 12
@@ -189,3 +195,141 @@ def test_i17_07_repeated_idempotency_key_gets_no_fallback_retry(gw, fake_provide
     r = gw.chat(p)
     assert r.status_code == 200 and calls() == (6, 4), r.text
     gw.assert_no_leaks(r)
+
+
+# -- done-when: the official JS SDKs, only base URL and API key changed ----------------
+# Installed by `make test-deps` (tests/sdk/package.json, pinned by package-lock.json).
+# The catalog is the shipped one pointed at the fake provider, so each request
+# must arrive at the provider's real API path.
+
+SDK_SCRIPT = REPO / "tests" / "sdk" / "sdk_i17_uploads.mjs"
+
+ANTHROPIC_SSE = "".join(
+    f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in [
+        {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-latest",
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi from"}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "text_delta", "text": " fake anthropic"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+         "usage": {"output_tokens": 5}},
+        {"type": "message_stop"},
+    ])
+
+
+def shipped_gateway(gateway, fake_provider, keys=("openai", "anthropic")):
+    text, providers = shipped_catalog_on(fake_provider.base)
+    gw = gateway(providers=text)
+    p = gw.provision(keys={pid: providers[pid]["key_prefix"] + secrets.token_hex(20)
+                           for pid in keys})
+    gw.track(p.gateway_key)
+    return gw, p
+
+
+def run_sdk(gw, p, case):
+    assert (REPO / "tests" / "sdk" / "node_modules" / "openai").exists(), \
+        "run `make test-deps` (installs the pinned SDKs in tests/sdk)"
+    out = subprocess.run(["node", str(SDK_SCRIPT), gw.url(""), p.gateway_key, case],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def assert_clean(gw, p, fake_provider):
+    for rec in fake_provider.requests():
+        assert p.gateway_key not in rec.raw_text()
+    gw.assert_no_leaks()
+
+
+def test_i17_03_openai_sdk_transcription_upload_through_v1(gateway, fake_provider):
+    gw, p = shipped_gateway(gateway, fake_provider)
+    fake_provider.set_rule("/openai/v1/audio/transcriptions", body={"text": "hello from fake audio"})
+    got = run_sdk(gw, p, "transcription")
+    assert got["text"] == "hello from fake audio"
+    rec = fake_provider.last("/openai")
+    assert rec.path == "/openai/v1/audio/transcriptions"
+    assert rec.headers["authorization"] == f"Bearer {p.keys['openai']}"
+    form = parse_form(rec.body, rec.headers["content-type"])
+    assert form["model"] == b"gpt-4o-transcribe"
+    assert len(form["file"]) == got["bytes"]
+    assert hashlib.sha256(form["file"]).hexdigest() == got["sha"]
+    assert_clean(gw, p, fake_provider)
+
+
+def test_i17_03_openai_sdk_file_upload_goes_to_the_projects_openai(gateway, fake_provider):
+    """/v1/files names no model: the project's provider (its only key here;
+    with several, its default_provider setting), never the operator's key."""
+    gw, p = shipped_gateway(gateway, fake_provider, keys=("openai",))
+    fake_provider.set_rule("/openai/v1/files", body={
+        "id": "file-fake1", "object": "file", "bytes": 50, "created_at": 0,
+        "filename": "batch.jsonl", "purpose": "batch", "status": "processed"})
+    assert run_sdk(gw, p, "file_upload") == {"id": "file-fake1"}
+    rec = fake_provider.last()
+    assert rec.path == "/openai/v1/files"
+    assert rec.headers["authorization"] == f"Bearer {p.keys['openai']}"
+    assert parse_form(rec.body, rec.headers["content-type"])["purpose"] == b"batch"
+    assert fake_provider.requests("/openrouter") == []
+    assert_clean(gw, p, fake_provider)
+
+
+def test_i17_sdk_openai_v1_stream_embeddings_models_and_native_base(gateway, fake_provider):
+    gw, p = shipped_gateway(gateway, fake_provider)
+    fake_provider.stream("/openai/v1/chat/completions", chunks=3)
+    assert run_sdk(gw, p, "chat_stream") == {"text": "tok0 tok1 tok2 "}
+    assert fake_provider.last("/openai").path == "/openai/v1/chat/completions"
+
+    fake_provider.set_rule("/openai/v1/embeddings", body={
+        "object": "list", "model": "text-embedding-3-small",
+        # the SDK asks for base64 floats unless told otherwise
+        "data": [{"object": "embedding", "index": 0,
+                  "embedding": base64.b64encode(struct.pack("<3f", 0.1, 0.2, 0.3)).decode()}],
+        "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+    assert run_sdk(gw, p, "embeddings") == {"dims": 3}
+    assert fake_provider.last("/openai").path == "/openai/v1/embeddings"
+
+    # Bodiless: the project's default_provider (it has two keys).
+    r = gw.admin("PATCH", f"/projects/{p.pid}", {"default_provider": "openai"})
+    assert r.status_code == 200, r.text
+    fake_provider.set_rule("/openai/v1/models", body={"object": "list", "data": [
+        {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "openai"}]})
+    assert run_sdk(gw, p, "models") == {"ids": ["gpt-4o-mini"]}
+    rec = fake_provider.last()
+    assert (rec.method, rec.path) == ("GET", "/openai/v1/models")
+
+    fake_provider.reset()
+    assert run_sdk(gw, p, "openai_native") == {"content": "hello from openai"}
+    rec = fake_provider.last()
+    assert rec.path == "/openai/v1/chat/completions"
+    assert rec.headers["authorization"] == f"Bearer {p.keys['openai']}"
+    assert_clean(gw, p, fake_provider)
+
+
+def test_i17_07_openai_sdk_retries_do_not_multiply_on_the_operator_key(gateway, fake_provider):
+    """maxRetries 2, the project's provider and the fallback both failing:
+    3 calls on the tenant's key, 1 fallback (the first attempt), not 3 + 3."""
+    gw, p = shipped_gateway(gateway, fake_provider)
+    fake_provider.fail("/openai", 503, "busy")
+    fake_provider.fail("/openrouter", 503, "busy too")
+    assert run_sdk(gw, p, "retries") == {"status": 503}
+    tenant, operator = fake_provider.requests("/openai"), fake_provider.requests("/openrouter")
+    assert len(tenant) == 3 and len(operator) == 1, (len(tenant), len(operator))
+    # The SDK's own retry marker reached the gateway (and the provider).
+    assert [r.headers.get("x-stainless-retry-count") for r in tenant] == ["0", "1", "2"]
+    assert_clean(gw, p, fake_provider)
+
+
+def test_i17_sdk_anthropic_stream_on_native_base(gateway, fake_provider):
+    gw, p = shipped_gateway(gateway, fake_provider)
+    fake_provider.set_rule("/anthropic", body=ANTHROPIC_SSE,
+                           headers={"content-type": "text/event-stream"})
+    assert run_sdk(gw, p, "anthropic_stream") == {"text": "hi from fake anthropic",
+                                                  "stop": "end_turn"}
+    rec = fake_provider.last("/anthropic")
+    assert rec.path == "/anthropic/v1/messages"
+    assert rec.headers["x-api-key"] == p.keys["anthropic"]
+    assert rec.json()["stream"] is True
+    assert_clean(gw, p, fake_provider)
