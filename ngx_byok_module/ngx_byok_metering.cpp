@@ -246,7 +246,9 @@ static bool small_body_view(ngx_http_request_t *r, ngx_chain_t *bufs, off_t len,
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len) {
     ctx->meter.inject = false;
-    if (!main_conf(r)->stream_usage || !byok::include_usage_applies(ctx->unified, ctx->rest))
+    // Only JSON bodies are edited: an upload or opaque body goes untouched.
+    if (!main_conf(r)->stream_usage || ctx->body_kind != byok::BodyKind::Json ||
+        !byok::include_usage_applies(ctx->unified, ctx->rest))
         return NGX_OK;
     std::string_view body;
     if (!small_body_view(r, *bufs, *len, &body)) return NGX_OK;

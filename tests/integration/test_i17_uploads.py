@@ -137,6 +137,18 @@ def test_i17_03_other_content_types_pass_through_when_the_provider_is_known(gw, 
         assert rec.headers.get("x-byok-provider") is None
 
 
+def test_i17_03_opaque_body_is_never_edited(gw, fake_provider):
+    """A JSON-looking body sent as application/octet-stream is not JSON to
+    the gateway: no model routing, no stream_options inserted."""
+    p = gw.provision(keys={"openai": None})
+    data = b'{"model":"claude-x","stream":true}'
+    r = gw.request("POST", "/v1/chat/completions", data=data,
+                   headers={**p.auth, "content-type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    rec = fake_provider.last()
+    assert rec.provider == "openai" and rec.body == data
+
+
 def test_i17_03_bad_multipart_is_a_400_and_reaches_no_provider(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     body, ctype = multipart([("model", "gpt-4o-transcribe")])
