@@ -292,6 +292,11 @@ std::optional<ModelSpan> BodyScanner::finish() {
     return std::nullopt;
 }
 
+void BodyScanner::skip(size_t n) {
+    if (reads_bytes()) throw Error("BodyScanner::skip: this body must be read");
+    opaque_len_ += n;
+}
+
 size_t BodyScanner::offset() const { return opaque_len_; }
 
 }  // namespace byok

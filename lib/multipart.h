@@ -85,12 +85,15 @@ class BodyScanner {
     std::optional<ModelSpan> finish();
     size_t offset() const;
     BodyKind kind() const { return kind_; }
+    // An opaque body is only counted: skip(n) stands for feeding n bytes.
+    bool reads_bytes() const { return kind_ != BodyKind::Opaque; }
+    void skip(size_t n);
 
   private:
     BodyKind kind_;
     std::optional<ModelScanner> json_;
     std::optional<MultipartScanner> multipart_;
-    size_t opaque_len_ = 0;
+    size_t opaque_len_ = 0;  // bytes fed or skipped
 };
 
 }  // namespace byok

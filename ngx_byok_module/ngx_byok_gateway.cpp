@@ -296,6 +296,10 @@ bool scan_body(ngx_http_request_t *r, ByokRequestCtx *ctx) {
             continue;
         }
         if (!b->in_file) continue;
+        if (!scanner.reads_bytes()) {  // an opaque body stays on disk
+            scanner.skip((size_t)(b->file_last - b->file_pos));
+            continue;
+        }
         if (piece == nullptr) piece = static_cast<u_char *>(ngx_palloc(r->pool, kFilePiece));
         if (piece == nullptr) return false;
         for (off_t at = b->file_pos; at < b->file_last && ok;) {

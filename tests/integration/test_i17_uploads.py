@@ -125,9 +125,10 @@ def test_i17_03_multipart_without_model_goes_to_the_projects_provider(gw, fake_p
 
 def test_i17_03_other_content_types_pass_through_when_the_provider_is_known(gw, fake_provider):
     p = gw.provision(keys={"openai": None, "anthropic": None})
-    data = audio(5000)
-    for headers, provider in (({"x-byok-provider": "anthropic"}, "anthropic"),
-                              ({}, "openai")):  # the project's first provider
+    for headers, provider, data in (
+            ({"x-byok-provider": "anthropic"}, "anthropic", audio(5000)),
+            ({}, "openai", audio(5000)),  # the project's first provider
+            ({}, "openai", audio(3 * 1024 * 1024))):  # in the temp file, never read back
         r = gw.request("POST", "/v1/audio/speech-raw", data=data,
                        headers={**p.auth, "content-type": "audio/mpeg", **headers})
         assert r.status_code == 200, r.text

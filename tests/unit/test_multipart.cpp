@@ -287,6 +287,9 @@ Test(multipart, i17_03_body_scanner_picks_the_format_and_the_error_code) {
     audio.feed("data");
     cr_assert_eq(static_cast<int>(audio.kind()), static_cast<int>(BodyKind::Opaque));
     cr_assert_eq(audio.offset(), 16u);
+    cr_assert_not(audio.reads_bytes());
+    audio.skip(1000);
+    cr_assert_eq(audio.offset(), 1016u);
     cr_assert_not(audio.finish().has_value());
 
     BodyScanner upload("multipart/form-data; boundary=\"" + kBoundary + "\"");
@@ -295,6 +298,8 @@ Test(multipart, i17_03_body_scanner_picks_the_format_and_the_error_code) {
     upload.feed(std::string_view(body).substr(100));
     cr_assert_eq(upload.offset(), body.size());
     cr_assert_eq(upload.finish()->model, "whisper-1");
+    cr_assert(upload.reads_bytes());
+    cr_assert_neq(error_of([&] { upload.skip(1); }), "<no error>");
 
     BodyScanner json("application/json");
     json.feed(R"({"model":"gpt-4o"})");
