@@ -34,6 +34,7 @@ COPY . /src
 RUN /src/scripts/build.sh \
  && mkdir -p /out/etc/byok/upstreams.d /out/usr/share/byok \
  && cp /src/conf/byok_gateway.conf /src/conf/byok_admin.conf /out/etc/byok/ \
+ && cp /src/conf/byok_proxy.conf /out/byok_proxy.conf \
  && cp /src/conf/provider_upstreams.conf /out/usr/share/byok/ \
  && sed 's/^\( *listen \)127\.0\.0\.1:8080;/\18080;/' /src/conf/nginx.conf >/out/nginx.conf \
  && grep -q '^ *listen 8080;' /out/nginx.conf \
@@ -59,6 +60,8 @@ COPY --from=build /src/build/ngx_http_byok_module.so /usr/lib/nginx/modules/ngx_
 COPY --from=build /out/etc/byok/ /etc/byok/
 COPY --from=build /out/usr/share/byok/ /usr/share/byok/
 COPY --from=build /out/nginx.conf /etc/nginx/nginx.conf
+# Included by byok_gateway.conf relative to nginx.conf's directory.
+COPY --from=build /out/byok_proxy.conf /etc/nginx/byok_proxy.conf
 COPY scripts/docker-entrypoint.sh /usr/local/bin/byok-entrypoint
 
 EXPOSE 8080

@@ -8,7 +8,9 @@ CXX        ?= g++
 CXXFLAGS   := -std=c++17 -O2 -g -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
               -Wshadow -Wno-unused-parameter -I$(ROOT) $(BYOK_CFLAGS)
 LIB_SRCS   := $(sort $(wildcard lib/*.cpp))
-LIB_OBJS   := $(patsubst lib/%.cpp,$(BUILD_DIR)/lib/%.o,$(LIB_SRCS))
+# lib/ plus the built-in catalog: conf/providers.yaml embedded as a generated
+# .cpp (scripts/embed_catalog.py) and parsed like an operator's catalog.
+LIB_OBJS   := $(patsubst lib/%.cpp,$(BUILD_DIR)/lib/%.o,$(LIB_SRCS)) $(BUILD_DIR)/gen/builtin_catalog.o
 LIB_A      := $(BUILD_DIR)/lib/libbyok.a
 LIB_LIBS   := -lyaml-cpp -lssl -lcrypto -lstdc++
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.cpp))
@@ -16,7 +18,7 @@ UNIT_BIN   := $(BUILD_DIR)/unit-tests
 MODULE     := $(BUILD_DIR)/ngx_http_byok_module.so
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: build lib unit deps test test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
+.PHONY: FORCE build lib unit deps test test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
         fuzz-smoke mutation lint docker clean
 
 build: deps
@@ -27,6 +29,15 @@ lib: $(LIB_A)
 $(BUILD_DIR)/lib/%.o: lib/%.cpp $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD_DIR)/gen/builtin_catalog.o: $(BUILD_DIR)/gen/builtin_catalog.cpp
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+# Always run; the script rewrites the file only when the YAML changed.
+%/gen/builtin_catalog.cpp: FORCE
+	@python3 scripts/embed_catalog.py conf/providers.yaml $@
+
+FORCE:
 
 $(LIB_A): $(LIB_OBJS)
 	@rm -f $@
@@ -96,11 +107,16 @@ FUZZ_FLAGS   := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$(ROOT)
 FUZZ_TARGETS := $(patsubst fuzz/%.cpp,%,$(sort $(wildcard fuzz/fuzz_*.cpp)))
 FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
-FUZZ_LIB_OBJS := $(patsubst lib/%.cpp,$(FUZZ_DIR)/lib/%.o,$(LIB_SRCS))
+FUZZ_LIB_OBJS := $(patsubst lib/%.cpp,$(FUZZ_DIR)/lib/%.o,$(LIB_SRCS)) \
+                 $(FUZZ_DIR)/gen/builtin_catalog.o
 FUZZ_SECONDS ?= 60
 
 $(FUZZ_DIR)/lib/%.o: lib/%.cpp $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) -std=c++17 -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+	    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$(ROOT) -c $< -o $@
+
+$(FUZZ_DIR)/gen/builtin_catalog.o: $(FUZZ_DIR)/gen/builtin_catalog.cpp
 	$(FUZZ_CXX) -std=c++17 -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
 	    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$(ROOT) -c $< -o $@
 
@@ -109,7 +125,7 @@ $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.cpp $(FUZZ_LIB_OBJS)
 
 # Keep the instrumented lib objects between runs (make would otherwise
 # treat them as intermediates of the pattern rule and delete them).
-.SECONDARY: $(FUZZ_LIB_OBJS)
+.SECONDARY: $(FUZZ_LIB_OBJS) $(FUZZ_DIR)/gen/builtin_catalog.cpp $(BUILD_DIR)/gen/builtin_catalog.cpp
 
 fuzz-build: $(FUZZ_BINS)
 

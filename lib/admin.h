@@ -15,18 +15,11 @@
 #include "lib/catalog.h"
 #include "lib/crypto.h"
 #include "lib/layout.h"
+#include "lib/redis_reply.h"
 
 namespace byok::admin {
 
-// A Redis reply as the glue hands it over. Unavailable = no connection,
-// timeout or connection lost while waiting (the API answers 503).
-struct Reply {
-    enum class Type { Nil, Integer, String, Status, Error, Array, Unavailable };
-    Type type = Type::Nil;
-    long long integer = 0;
-    std::string str;
-    std::vector<Reply> elements;
-};
+using Reply = byok::Reply;  // lib/redis_reply.h; the admin API answers 503 on Unavailable
 
 struct Response {
     int status = 200;

@@ -88,6 +88,7 @@ std::string dump(const json &j);  // never throws on invalid UTF-8
 // The Ops-Center rule: provider keys and execution servers (BYOK features)
 // need the starter tier or above.
 Step tier_refused();
+Step project_not_found();  // 404 project_not_found: absent, or not the caller's
 
 // A RedisCall whose continuation answers 503 on Unavailable, 500 on a Redis
 // error and 500 when `next` throws.
@@ -101,8 +102,7 @@ std::vector<std::string> eval(const std::string &script, std::vector<std::string
 Step guarded(const std::function<Step()> &fn);
 
 // ---- reply decoding -----------------------------------------------------
-using Fields = std::map<std::string, std::string, std::less<>>;
-Fields to_fields(const Reply &r);                    // HGETALL-style flat array
+using Fields = FieldMap;                             // to_fields(): lib/redis_reply.h
 long long script_code(const Reply &r);               // element 0 of a script reply; throws Error
 const Reply &script_item(const Reply &r, size_t i);  // throws Error when absent
 

@@ -24,8 +24,6 @@ json project_json(const std::string &pid, const Fields &f) {
                 {"updated_at", get("updated_at")}};
 }
 
-Step project_missing() { return fail(404, "project_not_found", "no such project"); }
-
 std::optional<Step> check_id_field(const json &body, const char *name) {
     auto it = body.find(name);
     if (it != body.end() && !valid_id(it->get_ref<const std::string &>()))
@@ -79,13 +77,13 @@ Step providers_list(const CtxPtr &c) {
     };
     if (!has_query(*c, "project")) return render(nullptr);
     std::string pid = fetch_query(*c, "project");
-    if (!c->who.admin && pid != c->who.project) return project_missing();
+    if (!c->who.admin && pid != c->who.project) return project_not_found();
     if (!valid_id(pid))
         return fail(400, "invalid_id", "query parameter 'project' is not a valid project id");
     const Layout &l = c->cfg->layout;
     return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}),
                  [render](const Reply &r) {
-                     if (script_code(r) == kNoProject) return project_missing();
+                     if (script_code(r) == kNoProject) return project_not_found();
                      Fields keys = to_fields(script_item(r, 2));
                      return render(&keys);
                  });
@@ -146,7 +144,7 @@ Step project_get(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     return redis({"HGETALL", l.project(pid)}, [pid](const Reply &r) {
         Fields f = to_fields(r);
-        if (f.empty()) return project_missing();
+        if (f.empty()) return project_not_found();
         return respond(200, project_json(pid, f));
     });
 }
@@ -182,7 +180,7 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptProjectUpdate, pid, {l.project(pid)}, std::move(pairs));
     return redis(std::move(argv), [pid](const Reply &r) {
-        if (script_code(r) == kNoProject) return project_missing();
+        if (script_code(r) == kNoProject) return project_not_found();
         return respond(200, project_json(pid, to_fields(script_item(r, 1))));
     });
 }
@@ -194,7 +192,7 @@ Step project_delete(const CtxPtr &c, const std::string &pid) {
         {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
         {l.apikey(""), glob_escape(l.usage(pid, "")) + "*", glob_escape(l.meter(pid, "")) + "*"});
     return redis(std::move(argv), [pid](const Reply &r) {
-        if (script_code(r) == kNoProject) return project_missing();
+        if (script_code(r) == kNoProject) return project_not_found();
         return respond(200, json{{"id", pid}, {"deleted", true}});
     });
 }
@@ -239,7 +237,7 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
                  {id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent});
     return redis(std::move(argv), [c, key, id, prefix, label, scopes, parent](const Reply &r) {
         long long code = script_code(r);
-        if (code == kNoProject) return project_missing();
+        if (code == kNoProject) return project_not_found();
         if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
         if (code == kConflict)
             return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
@@ -255,7 +253,7 @@ Step apikeys_list(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
     return redis(eval(kScriptReadProject, {l.project(pid), l.apikeys(pid)}, {}),
                  [](const Reply &r) {
-                     if (script_code(r) == kNoProject) return project_missing();
+                     if (script_code(r) == kNoProject) return project_not_found();
                      json out = json::array();
                      for (const auto &[id, raw] : to_fields(script_item(r, 2))) {
                          json m = json::parse(raw, nullptr, false);
@@ -286,7 +284,7 @@ Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &i
                          {id, l.apikey("")});
     return redis(std::move(argv), [id](const Reply &r) {
         long long code = script_code(r);
-        if (code == kNoProject) return project_missing();
+        if (code == kNoProject) return project_not_found();
         if (code == kNotFound) return fail(404, "not_found", "no such gateway key");
         if (code == kMalformed)
             return fail(500, "internal_error", "gateway key metadata is unreadable");
@@ -310,7 +308,7 @@ Step audit_list(const CtxPtr &c) {
     if (!c->who.admin) {
         if (project.empty())
             return fail(403, "forbidden", "a gateway key may only read its own project's audit");
-        if (project != c->who.project) return project_missing();
+        if (project != c->who.project) return project_not_found();
     }
     if (!project.empty() && !valid_id(project))
         return fail(400, "invalid_id", "query parameter 'project' is not a valid project id");

@@ -14,6 +14,8 @@
 // global stream's name KEYS[1] (= Layout::audit()) by project_audit_key() —
 // a unit test keeps the two spellings equal.
 #include "lib/admin_internal.h"
+#include "lib/gateway.h"
+#include "lib/project.h"
 
 namespace byok::admin::detail {
 
@@ -41,6 +43,18 @@ local function audit(action, target, global_only)
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 )lua";
+
+// byok_tier(t): the tier rule of byok_allowed() (project.h) as a Lua set
+// generated from it, so the scripts check the tier atomically with the
+// write and the rule still has one source. A missing tier (HGET → false)
+// is not in the set.
+std::string tier_rule_lua() {
+    std::string set;
+    for (Tier t : kTiers)
+        if (byok_allowed(t)) set += "['" + std::string(tier_name(t)) + "']=true,";
+    return "\nlocal function byok_tier(t)\n  return ({" + set + "})[t] == true\nend\n";
+}
+const std::string kTierRule = tier_rule_lua();
 
 }  // namespace
 
@@ -175,11 +189,10 @@ return r
 // current JSON ("" = must be absent), [7] new JSON, [8] "1" = require tier
 // starter or above, [9] audit action.
 // → {1} created | {0} replaced | {2} | {5} tier too low | {6} record changed.
-const std::string kScriptKeySet = kAudit + R"lua(
+const std::string kScriptKeySet = kAudit + kTierRule + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 if ARGV[8] == '1' then
-  local tier = redis.call('HGET', KEYS[2], 'tier')
-  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+  if not byok_tier(redis.call('HGET', KEYS[2], 'tier')) then return {5} end
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if (cur or '') ~= ARGV[6] then return {6} end
@@ -255,11 +268,10 @@ return {0, n, skipped}
 // to the id; otherwise default_server is removed if it named this server.
 // → {1} created | {0} replaced | {2} no project | {3} exists (create) |
 //   {4} gone (replace) | {5} tier too low | {6} record changed meanwhile.
-const std::string kScriptServerSet = kAudit + R"lua(
+const std::string kScriptServerSet = kAudit + kTierRule + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 0 then return {2} end
 if ARGV[10] == '1' then
-  local tier = redis.call('HGET', KEYS[2], 'tier')
-  if tier ~= 'starter' and tier ~= 'pro' and tier ~= 'enterprise' then return {5} end
+  if not byok_tier(redis.call('HGET', KEYS[2], 'tier')) then return {5} end
 end
 local cur = redis.call('HGET', KEYS[3], ARGV[5])
 if ARGV[6] == '' then
@@ -365,3 +377,35 @@ return r
 )lua";
 
 }  // namespace byok::admin::detail
+
+namespace byok {
+
+namespace {
+
+// The gateway's lookup on a cache miss, one round trip: the gateway-key
+// hash, then the project's settings and encrypted key records, read
+// atomically. The key names are built from Layout templates split around
+// the project id (ARGV), so the layout stays defined in one place.
+const char *kLookupScript =
+    "local a = redis.call('HGETALL', KEYS[1])\n"
+    "local pid\n"
+    "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
+    "if not pid then return {a, {}, {}} end\n"
+    "return {a, redis.call('HGETALL', ARGV[1] .. pid .. ARGV[2]),\n"
+    "        redis.call('HGETALL', ARGV[3] .. pid .. ARGV[4])}";
+
+}  // namespace
+
+std::vector<std::string> gateway_lookup_command(const Layout &layout, const std::string &sha_hex) {
+    static const std::string marker = "\x01";
+    auto split = [](const std::string &key) {
+        size_t at = key.find(marker);
+        return std::make_pair(key.substr(0, at), key.substr(at + marker.size()));
+    };
+    auto [project_head, project_tail] = split(layout.project(marker));
+    auto [keys_head, keys_tail] = split(layout.keys(marker));
+    return {"EVAL",       kLookupScript, "1",       layout.apikey(sha_hex),
+            project_head, project_tail,  keys_head, keys_tail};
+}
+
+}  // namespace byok

@@ -383,26 +383,7 @@ std::optional<ModelSpan> find_model(std::string_view body) {
     return s.finish();
 }
 
-std::string model_token(std::string_view model) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(model.size() + 2);
-    out.push_back('"');
-    for (unsigned char c : model) {
-        if (c == '"' || c == '\\') {
-            out.push_back('\\');
-            out.push_back(static_cast<char>(c));
-        } else if (c < 0x20) {
-            out.append("\\u00");
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 15]);
-        } else {
-            out.push_back(static_cast<char>(c));
-        }
-    }
-    out.push_back('"');
-    return out;
-}
+std::string model_token(std::string_view model) { return json_string(model); }
 
 std::string model_token(const ModelSpan &span, std::string_view model) {
     if (span.kind != BodyKind::Multipart) return model_token(model);

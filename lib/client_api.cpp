@@ -1,5 +1,7 @@
 #include "lib/client_api.h"
 
+#include <cctype>
+
 #include "lib/util.h"
 
 namespace byok {
@@ -12,31 +14,10 @@ ApiFamily api_family(std::string_view native_provider) {
 
 namespace {
 
-bool bearer(std::string_view value, std::string_view *key) {
-    static constexpr std::string_view kScheme = "bearer ";
-    if (value.size() <= kScheme.size()) return false;
-    for (size_t i = 0; i < kScheme.size(); i++) {
-        char ch = value[i];
-        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-        if (ch != kScheme[i]) return false;
-    }
-    *key = value.substr(kScheme.size());
-    return true;
-}
-
 // Anthropic's error `type` and Google's `status` for an HTTP status, as
 // their SDKs map them to error classes.
 std::string_view anthropic_type(int status) {
-    switch (status) {
-        case 400:
-        case 422:
-            return "invalid_request_error";
-        case 401:
-            return "authentication_error";
-        case 403:
-            return "permission_error";
-        case 404:
-            return "not_found_error";
+    switch (status) {  // Anthropic's own names; the rest as everywhere else
         case 413:
             return "request_too_large";
         case 429:
@@ -44,7 +25,7 @@ std::string_view anthropic_type(int status) {
         case 529:
             return "overloaded_error";
         default:
-            return status < 500 ? "invalid_request_error" : "api_error";
+            return error_type(status);
     }
 }
 
@@ -74,9 +55,33 @@ std::string_view google_status(int status) {
 
 }  // namespace
 
+namespace {
+
+std::string_view trim_blanks(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+}  // namespace
+
+std::string_view bearer_token(std::string_view authorization) {
+    std::string_view auth = trim_blanks(authorization);
+    if (auth.size() < 7 || (auth[6] != ' ' && auth[6] != '\t')) return {};
+    for (size_t i = 0; i < 6; i++) {
+        if (std::tolower(static_cast<unsigned char>(auth[i])) != "bearer"[i]) return {};
+    }
+    return trim_blanks(auth.substr(7));
+}
+
+bool looks_like_gateway_key(std::string_view key) {
+    return key.size() >= 8 && key.size() <= 256 && key.substr(0, 5) == "byok_" &&
+           safe_header_value(key);
+}
+
 GatewayKeyLookup find_gateway_key(const ClientCredentials &c, ApiFamily api) {
-    std::string_view key;
-    bool found = bearer(c.authorization, &key);
+    std::string_view key = bearer_token(c.authorization);
+    bool found = !key.empty();
     for (std::string_view v : {c.x_api_key, c.api_key}) {
         if (found) break;
         found = !v.empty();
@@ -90,9 +95,7 @@ GatewayKeyLookup find_gateway_key(const ClientCredentials &c, ApiFamily api) {
         }
     }
     while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
-    if (key.size() < 8 || key.size() > 256 || key.substr(0, 5) != "byok_" ||
-        !safe_header_value(key))
-        return {{}, "missing or invalid gateway API key"};
+    if (!looks_like_gateway_key(key)) return {{}, "missing or invalid gateway API key"};
     return {key, {}};
 }
 

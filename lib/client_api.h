@@ -27,6 +27,14 @@ struct ClientCredentials {
 // the Google API only x-goog-api-key then `key=` (elsewhere those two are
 // ignored, so a stray Google key is never mistaken for ours). The key must
 // look like a gateway key (byok_..., 8..256 printable bytes).
+// "Bearer <token>" (scheme case-insensitive, then a space or a tab;
+// surrounding blanks trimmed) → the token, else empty. The one Bearer
+// parser: gateway keys here, admin tokens and gateway keys in lib/admin.
+std::string_view bearer_token(std::string_view authorization);
+// The shape of a gateway key: "byok_" and 8..256 printable bytes in all
+// (minted keys are "byok_" + 43 base64url characters).
+bool looks_like_gateway_key(std::string_view key);
+
 struct GatewayKeyLookup {
     std::string_view key;    // empty on error
     std::string_view error;  // empty on success

@@ -32,16 +32,6 @@ bool valid_kid(std::string_view kid) {
     return true;
 }
 
-// A kid read from a record may be anything; keep error messages printable.
-std::string printable_kid(std::string_view kid) {
-    std::string out;
-    for (char c : kid.substr(0, 64)) {
-        unsigned char u = static_cast<unsigned char>(c);
-        out.push_back(u >= 0x20 && u < 0x7f && c != '\'' ? c : '?');
-    }
-    return out;
-}
-
 // Algorithms are fetched once per process: fetching is the expensive part of
 // an EVP operation and decryption runs on the request path. HKDF is spelled
 // out over a keyless HMAC-SHA256 template context (duplicated per use)
@@ -143,6 +133,12 @@ void sha256(std::string_view data, uint8_t out[32]) {
         len != 32) {
         throw Error("sha256 failed");
     }
+}
+
+std::string sha256_hex(std::string_view data) {
+    uint8_t md[32];
+    sha256(data, md);
+    return hex_encode(md, sizeof md);
 }
 
 KeyRing::~KeyRing() {
@@ -316,7 +312,7 @@ SecretString open_sealed(const KeyRing &ring, int v, std::string_view kid, const
                          size_t salt_len, const uint8_t *nonce, size_t nonce_len, const uint8_t *ct,
                          size_t ct_len, const Binding &b) {
     const MasterKey *mk = ring.find(kid);
-    if (mk == nullptr) throw Error("unknown master key id '" + printable_kid(kid) + "'");
+    if (mk == nullptr) throw Error("unknown master key id '" + one_line(kid, 64) + "'");
     if (salt_len != kSaltLen || nonce_len != kNonceLen || ct_len < kTagLen || (v != 1 && v != 2))
         fail_open();
 

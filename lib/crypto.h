@@ -90,6 +90,7 @@ void hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t
 
 // SHA-256 with the digest fetched once per process (gateway-key lookups).
 void sha256(std::string_view data, uint8_t out[32]);
+std::string sha256_hex(std::string_view data);  // lower-case hex, 64 chars
 
 // Decrypts with the key named by sealed.kid and the associated data of
 // sealed.v. Throws Error("unknown master key id '<kid>'") or Error("record

@@ -28,6 +28,8 @@ std::string_view tier_name(Tier t) {
     return "free";
 }
 
+bool byok_allowed(Tier t) { return t >= Tier::Starter; }
+
 std::optional<Policy> parse_policy(std::string_view s) {
     if (s == "auto") return Policy::Auto;
     if (s == "no_key") return Policy::NoKey;

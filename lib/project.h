@@ -9,15 +9,22 @@
 #include <vector>
 
 #include "lib/crypto.h"
+#include "lib/redis_reply.h"
 #include "lib/util.h"
 
 namespace byok {
 
 enum class Tier { Free, Starter, Pro, Enterprise };
+inline constexpr Tier kTiers[] = {Tier::Free, Tier::Starter, Tier::Pro, Tier::Enterprise};
 enum class Policy { Auto, NoKey, Off };
 
 std::optional<Tier> parse_tier(std::string_view s);  // "free" ...
 std::string_view tier_name(Tier t);
+// The Ops-Center rule: BYOK features (provider keys, execution servers, the
+// BYOK route) need the starter tier or above. The one place it is written:
+// the admin scripts get it as a Lua set generated from it (admin_scripts.cpp).
+bool byok_allowed(Tier t);
+inline constexpr std::string_view kByokTierMessage = "BYOK requires the starter tier or above";
 std::optional<Policy> parse_policy(std::string_view s);  // "auto" | "no_key" | "off"
 std::string_view policy_name(Policy p);
 
@@ -51,8 +58,6 @@ struct GatewaySnapshot {
 
     const StoredKey *find_key(std::string_view provider) const;
 };
-
-using FieldMap = std::map<std::string, std::string, std::less<>>;
 
 // Cold path: built from HGETALL byok:apikey:<sha>, HGETALL
 // byok:project:{pid} and HGETALL byok:{pid}:keys. An empty apikey hash

@@ -127,6 +127,7 @@ std::string redact_excerpt(std::string_view text, const std::vector<std::string_
     mark_secret_forms(text, secrets, marked);
     mark_tokens(text, marked);
 
+    // Marked runs become the mark; then the one display policy (lib/text.h).
     std::string out;
     for (size_t i = 0; i < text.size();) {
         if (marked[i]) {
@@ -134,21 +135,9 @@ std::string redact_excerpt(std::string_view text, const std::vector<std::string_
             while (i < text.size() && marked[i]) ++i;
             continue;
         }
-        auto c = static_cast<unsigned char>(text[i++]);
-        bool space = c <= 0x20 || c == 0x7f;
-        if (space) {
-            if (!out.empty() && out.back() != ' ') out.push_back(' ');
-        } else {
-            out.push_back(char(c));
-        }
+        out.push_back(text[i++]);
     }
-    while (!out.empty() && out.back() == ' ') out.pop_back();
-    if (out.size() > max) {
-        size_t n = max;
-        while (n > 0 && (static_cast<unsigned char>(out[n]) & 0xC0) == 0x80) --n;
-        out.resize(n);
-    }
-    return out;
+    return one_line(out, max);
 }
 
 }  // namespace byok

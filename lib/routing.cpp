@@ -155,14 +155,14 @@ RouteDecision decide_route(const RouteInput &in) {
     if (!p.enabled) return denied(403, "provider_not_allowed", provider_not_allowed_message(p));
 
     const KeyState *state = project_key(in, p.id);
-    if (state != nullptr && *state == KeyState::Usable && in.tier >= Tier::Starter) {
+    if (state != nullptr && *state == KeyState::Usable && byok_allowed(in.tier)) {
         d.route = Route::Byok;
         d.provider = d.target = &p;
         set_model(d, in, res.direct_model);
         return d;
     }
     std::string reason = state == nullptr               ? "no_key"
-                         : in.tier < Tier::Starter      ? "tier"
+                         : !byok_allowed(in.tier)       ? "tier"
                          : *state == KeyState::Inactive ? "inactive"
                                                         : "decrypt_error";
     if (in.policy == Policy::Off) {
@@ -191,7 +191,7 @@ RouteDecision decide_route(const RouteInput &in) {
         set_model(d, in, fallback_model(p, in.model));
         return d;
     }
-    std::string why = reason == "tier" ? "BYOK requires the starter tier or above"
+    std::string why = reason == "tier" ? std::string(kByokTierMessage)
                                        : "project has no usable " + p.id + " key (" + reason + ")";
     return denied(403, "no_credential", why + " and no operator key is available for " + p.id);
 }
@@ -231,7 +231,7 @@ std::optional<std::string> models_list_answer(const RouteInput &in, const RouteD
         rest.substr(0, rest.find('?')) != "/models")
         return std::nullopt;
     nlohmann::json data = nlohmann::json::array();
-    if (in.tier >= Tier::Starter) {
+    if (byok_allowed(in.tier)) {
         for (const auto &p : in.catalog->providers()) {
             const KeyState *state = project_key(in, p.id);
             if (!p.enabled || state == nullptr || *state != KeyState::Usable) continue;

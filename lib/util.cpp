@@ -1,7 +1,5 @@
 #include "lib/util.h"
 
-#include "lib/crypto.h"
-
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -179,12 +177,6 @@ std::string hex_encode(const uint8_t *p, size_t n) {
     return out;
 }
 
-std::string sha256_hex(std::string_view data) {
-    uint8_t md[32];
-    sha256(data, md);
-    return hex_encode(md, sizeof md);
-}
-
 bool constant_time_equal(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) {
         // Still touch the data so the timing does not depend on where it differs.
@@ -218,37 +210,6 @@ std::string yyyymmdd_utc(int64_t unix_seconds) {
     char buf[16];
     size_t n = strftime(buf, sizeof buf, "%Y%m%d", &tm);
     return std::string(buf, n);
-}
-
-bool safe_header_value(std::string_view v) {
-    for (unsigned char c : v) {
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-    }
-    return true;
-}
-
-void append_json_string(std::string &out, std::string_view s) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    out.push_back('"');
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"':
-                out.append("\\\"");
-                break;
-            case '\\':
-                out.append("\\\\");
-                break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    out.append("\\u00");
-                    out.push_back(kHex[c >> 4]);
-                    out.push_back(kHex[c & 15]);
-                } else {
-                    out.push_back(static_cast<char>(c));
-                }
-        }
-    }
-    out.push_back('"');
 }
 
 std::string json_error(std::string_view code, std::string_view message, std::string_view type) {

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/text.h"  // the text rules (safe_header_value, append_json_string) come with util
+
 namespace byok {
 
 using Bytes = std::vector<uint8_t>;
@@ -60,7 +62,6 @@ inline std::string base64_encode(const Bytes &b) { return base64_encode(b.data()
 Bytes base64_decode(std::string_view s);
 
 std::string hex_encode(const uint8_t *p, size_t n);
-std::string sha256_hex(std::string_view data);  // lower-case hex, 64 chars
 
 // Constant-time comparison (CRYPTO_memcmp); lengths may differ.
 bool constant_time_equal(std::string_view a, std::string_view b);
@@ -69,14 +70,6 @@ bool constant_time_equal(std::string_view a, std::string_view b);
 std::string iso8601_utc(int64_t unix_seconds);
 // "20261122" for the usage-counter keys.
 std::string yyyymmdd_utc(int64_t unix_seconds);
-
-// True when every byte is printable and none is CR, LF or NUL — the rule
-// for any client value copied upstream (SPEC §10).
-bool safe_header_value(std::string_view v);
-
-// Appends `s` as a quoted JSON string (quotes, backslashes and control
-// characters escaped), the one escaper behind every JSON error body.
-void append_json_string(std::string &out, std::string_view s);
 
 // JSON error body shared by the gateway and the admin API:
 // {"error":{"message":...,"type":...,"code":...}}. Strings are escaped.

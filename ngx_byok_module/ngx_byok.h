@@ -19,6 +19,7 @@ extern "C" {
 #include "lib/catalog.h"
 #include "lib/client_api.h"
 #include "lib/crypto.h"
+#include "lib/gateway.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
 #include "lib/project.h"
@@ -80,7 +81,8 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t gateway_used;
     ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
-    ngx_flag_t stream_usage;  // byok_stream_usage: ask OpenAI-style streams for usage
+    ngx_flag_t stream_usage;         // byok_stream_usage: ask OpenAI-style streams for usage
+    ngx_msec_t server_test_timeout;  // byok_server_test_timeout (into m->admin)
 };
 
 struct ngx_byok_loc_conf_t {
@@ -89,6 +91,11 @@ struct ngx_byok_loc_conf_t {
 };
 
 ngx_byok_main_conf_t *ngx_byok_main_conf();  // of the running cycle
+
+// --- directives (ngx_byok_directives.cpp) ---------------------------------------
+extern ngx_command_t ngx_byok_commands[];
+// A shared zone for the project cache (byok_cache zone=, or the default).
+ngx_shm_zone_t *ngx_byok_add_zone(ngx_conf_t *cf, ngx_str_t *name, size_t size);
 
 // --- redis (ngx_byok_redis.cpp) ---------------------------------------------
 // Config phase only: NGX_ERROR when records use a master key the ring lacks.
@@ -186,9 +193,24 @@ char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // --- responses (ngx_byok_response.cpp) ---------------------------------------
-// Sends `out` as the whole answer with `status` and `content_type`.
+// The one writer of every answer the module generates itself (gateway and
+// admin JSON, /metrics, /healthz, error pages): `body` with `status`,
+// `content_type` and the `extra` headers; the request body is discarded.
 ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
-                             const std::string &out);
+                             const std::string &body,
+                             const std::vector<byok::Header> *extra = nullptr);
+inline ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status,
+                                    const std::string &body,
+                                    const std::vector<byok::Header> *extra = nullptr) {
+    return ngx_byok_send_body(r, status, "application/json", body, extra);
+}
+// A JSON error in the OpenAI shape (byok::json_error); never throws.
+ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
+                              std::string_view message, std::string_view type);
+// The one header-element builder: appends name: value (copied into the pool,
+// NUL-terminated, with its lower-case key) to `list`; nullptr when out of memory.
+ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::string_view name,
+                                      std::string_view value);
 // byok_error; — content handler of the internal location error_page points at.
 char *ngx_byok_error_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
@@ -225,13 +247,6 @@ ngx_int_t ngx_byok_gateway_init(ngx_conf_t *cf);  // phase handler, variables, f
 ngx_int_t ngx_byok_admin_init(ngx_conf_t *cf);    // key-test capture filter
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
-// One JSON error writer for every response the module generates.
-ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status, const std::string &body,
-                             const std::vector<byok::Header> *extra = nullptr);
-ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
-                              std::string_view message,
-                              std::string_view type = "invalid_request_error");
-
 // Case-insensitive header-name test; `lowcase` is the lower-case name.
 inline bool ngx_byok_header_is(const ngx_table_elt_t &h, std::string_view lowcase) {
     return h.key.len == lowcase.size() &&
@@ -257,7 +272,7 @@ inline std::string_view sv(const ngx_str_t &s) {
 
 // --- metering (ngx_byok_metering.cpp) ------------------------------------------
 
-// Per-request metering state, part of ByokRequestCtx.
+// Per-request metering state, part of ByokGatewayCtx.
 struct ByokMeter {
     bool inject = false;    // include_usage was added to the upstream body
     bool active = false;    // the response body is being scanned
@@ -271,17 +286,55 @@ struct ByokMeter {
 
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf);  // filters, log handler, variables
 
-// --- per-request state (ngx_byok_gateway.cpp) ---------------------------------
+// --- per-request state (ngx_byok_ctx.cpp) ---------------------------------------
+//
+// C++ state of a request lives in request-pool cleanup memory, so nginx runs
+// its destructor (which wipes every buffer that carried a secret). Each type
+// is found again by its own cleanup handler — type-safe, and it survives the
+// named-location jumps that clear r->ctx. The module's ctx slot caches the
+// gateway ctx only; admin and key-test state never share it.
 
-// Lives in request-pool cleanup memory so nginx runs the destructor (which
-// wipes the plaintext key and every header buffer that carried it). Found
-// again after named-location jumps, which clear r->ctx.
-struct ByokRequestCtx {
-    // The module's ctx slot also holds the admin handler's state; the tag
-    // tells them apart.
-    static constexpr uint32_t kTag = 0x42594751;  // "BYGQ"
-    uint32_t tag = kTag;
-    enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, KeyTest, Done };
+template <class T>
+void ngx_byok_ctx_cleanup(void *data) {
+    static_cast<T *>(data)->~T();
+}
+
+// The T of request `r` (not of its parent or subrequests), or nullptr.
+template <class T>
+T *ngx_byok_find_ctx(ngx_http_request_t *r) {
+    for (ngx_pool_cleanup_t *cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_byok_ctx_cleanup<T> && static_cast<T *>(cln->data)->r == r)
+            return static_cast<T *>(cln->data);
+    }
+    return nullptr;
+}
+
+// A new T for `r` in cleanup memory, or nullptr when out of memory.
+template <class T>
+T *ngx_byok_new_ctx(ngx_http_request_t *r) {
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(T));
+    if (cln == nullptr) return nullptr;
+    T *ctx = new (cln->data) T();
+    ctx->r = r;
+    cln->handler = ngx_byok_ctx_cleanup<T>;
+    return ctx;
+}
+
+// What a proxy location reads through $byok_upstream, $byok_upstream_host
+// and $byok_upstream_method, and the header list it sends: set by gateway
+// requests and by the admin's key-test subrequests alike.
+struct ByokUpstream {
+    std::string url, host, method = "GET";
+    ngx_list_t client_headers{};  // the client's header list, before rewriting
+    bool have_client_headers = false;
+    std::vector<std::pair<u_char *, size_t>> wipe_on_exit;  // header values with the key
+    ~ByokUpstream();
+};
+
+// A gateway request (byok_gateway locations), from the access phase to the
+// log phase.
+struct ByokGatewayCtx {
+    enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, Done };
     ngx_http_request_t *r = nullptr;
     Stage stage = Stage::Start;
     bool resumed = false;       // a Redis reply or the body arrived
@@ -296,15 +349,11 @@ struct ByokRequestCtx {
     std::string stale_blob;
     byok::GatewaySnapshot snap;
 
-    bool unified = false;
-    byok::ApiFamily api = byok::ApiFamily::OpenAI;  // shape of the gateway's own errors
-    bool client_retrying = false;                   // x-stainless-retry-count > 0
-    std::string native_provider, header_provider, rest;
+    byok::GatewayRequest req;  // URI and headers, parsed
     bool body_read = false;
     size_t body_len = 0;               // bytes of the client's body
     ngx_chain_t *orig_bufs = nullptr;  // nginx's buffers of it (never copied)
     bool body_blanked = false;         // the old model value was blanked in the temp file
-    byok::BodyKind body_kind = byok::BodyKind::Json;  // from the Content-Type (lib/multipart.h)
     std::optional<byok::ModelSpan> model;
     byok::RouteInput input;
     byok::RouteDecision decision;
@@ -312,38 +361,79 @@ struct ByokRequestCtx {
     byok::SecretString key;
     std::string key_hint;
 
-    std::string upstream, upstream_host, upstream_method = "GET";
     std::string pinned_ip;  // checked address of a custom endpoint
     std::string resolve_error;
     bool waiting_resolve = false;
-    ngx_list_t client_headers{};  // the client's header list, before rewriting
-    bool have_client_headers = false;
-    std::vector<std::pair<u_char *, size_t>> wipe_on_exit;
+    ByokUpstream up;
     ByokMeter meter;
 
-    ~ByokRequestCtx();
+    ~ByokGatewayCtx();
 };
 
-ByokRequestCtx *ngx_byok_request_ctx(ngx_http_request_t *r, bool create);
+// The admin API's live key test: the /_byok/key-test subrequest.
+struct ByokKeyTestCtx {
+    ngx_http_request_t *r = nullptr;
+    ByokUpstream up;
+};
+
+ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create);
+ByokKeyTestCtx *ngx_byok_key_test_ctx(ngx_http_request_t *r);
+// The upstream state of `r`, gateway request or key test, or nullptr.
+const ByokUpstream *ngx_byok_upstream_of(ngx_http_request_t *r);
+
+// --- upstream set-up (ngx_byok_upstream.cpp) --------------------------------------
+
 // Replaces the request's header list with the client's headers minus every
 // credential header (unless keep_client is false: then only `add`), plus
 // `add` (the provider's auth and fixed headers). Values are wiped when the
 // request ends.
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
+                                   const std::vector<byok::Header> &add, bool keep_client);
+// The one body gatherer: calls f(piece) for the whole body in order —
+// memory buffers in place, file buffers in bounded pieces through one
+// reused buffer, so a body nginx spilled to its temp file never comes back
+// into worker memory whole. false when the temp file is unreadable.
+bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
+                              const std::function<void(std::string_view)> &f);
+// Feeds the request body to the scanner its Content-Type picks (JSON,
+// multipart upload; an opaque body is only counted). Throws byok::BodyError
+// for a bad body; false when the temp file is unreadable.
+bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx);
+// Points the proxy at ctx->decision's target with ctx->key: upstream URL,
+// headers, body (model rewrite, include_usage). NGX_OK or an HTTP status.
+ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 // The include_usage hook of the body preparation: when the request is an
 // OpenAI-style stream without usage, `*bufs`/`*len` become the body plus
 // the inserted stream_options. Bodies held in memory up to 64 KiB only (a
 // larger or spilled body is left alone: its usage is counted when the
 // provider reports it). NGX_OK or NGX_ERROR.
-ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
+ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len);
+
+// --- glue registration (ngx_byok_variables.cpp, ngx_byok_filter.cpp, ngx_byok_log.cpp) ---
+
 // Appends `handler` to an http phase (postconfiguration only).
 ngx_int_t ngx_byok_add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
                                      ngx_http_handler_pt handler);
 // Sets a variable to a copy of `val` in the request pool (not cacheable).
 ngx_int_t ngx_byok_variable_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                                   std::string_view val);
-ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokRequestCtx *ctx,
-                                   const std::vector<byok::Header> &add, bool keep_client);
+// Registers every {name, which} of `defs` as a non-cacheable variable read
+// by `get`, which finds `which` in its `data` argument.
+template <class Def, size_t N>
+ngx_int_t ngx_byok_add_variables(ngx_conf_t *cf, Def (&defs)[N], ngx_http_get_variable_pt get) {
+    for (auto &def : defs) {
+        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
+        if (v == nullptr) return NGX_ERROR;
+        v->get_handler = get;
+        v->data = static_cast<uintptr_t>(def.which);
+    }
+    return NGX_OK;
+}
+ngx_int_t ngx_byok_variables_init(ngx_conf_t *cf);
+ngx_int_t ngx_byok_filter_init(ngx_conf_t *cf);  // x-byok-* response headers
+ngx_int_t ngx_byok_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r);
 
 // --- web console (ngx_byok_console.cpp) -----------------------------------------
 

@@ -1,8 +1,10 @@
 // byok_admin content handler: reads the body, hands the request to
 // byok::admin::handle() and executes the Steps it returns — Redis commands
 // on the worker's async link, outbound HTTP as an in-memory subrequest to
-// /_byok/key-test (same proxy settings and header builder as real traffic).
-// Also the one JSON response writer of the module.
+// /_byok/key-test (same proxy settings and header builder as real traffic),
+// connection tests on the thread pool. Every resumption of the step chain
+// (Redis reply, subrequest end, resolver, thread-pool result) goes through
+// resume(), which catches what run() throws.
 #include "ngx_byok_module/ngx_byok.h"
 
 #include <functional>
@@ -16,8 +18,6 @@ extern "C" {
 namespace {
 
 struct AdminCtx {
-    static constexpr uint32_t kTag = 0x42594144;  // "BYAD", never ByokRequestCtx::kTag
-    uint32_t tag = kTag;
     ngx_http_request_t *r = nullptr;
     ngx_http_request_t *sr = nullptr;  // the running /_byok/key-test subrequest
     std::string body;
@@ -41,16 +41,32 @@ struct AdminCtx {
     }
 };
 
-void admin_ctx_cleanup(void *data) { static_cast<AdminCtx *>(data)->~AdminCtx(); }
-
 void run(AdminCtx *ctx, byok::admin::Step step);
+
+void fail_internal(ngx_http_request_t *r, const char *what) {
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "admin: %s", what);
+    ngx_http_finalize_request(
+        r, ngx_byok_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+                               "internal error", "api_error"));
+}
+
+// Continues the step chain with `next(result)`: the one way back into run()
+// from an event, with the try/catch every entry point from nginx has.
+template <class Next, class Result>
+void resume(AdminCtx *ctx, Next &next, const Result &result) {
+    try {
+        run(ctx, next(result));
+    } catch (const std::exception &e) {
+        fail_internal(ctx->r, e.what());
+    }
+}
 
 void redis_done(ByokRedisWaiter *w) {
     auto *ctx = static_cast<AdminCtx *>(w->data);
     ctx->waiter = nullptr;
     ngx_connection_t *c = ctx->r->connection;
     auto next = std::move(ctx->redis_next);
-    run(ctx, next(w->reply));
+    resume(ctx, next, w->reply);
     ngx_http_run_posted_requests(c);
 }
 
@@ -79,10 +95,8 @@ ngx_http_output_body_filter_pt g_next_body_filter;
 // The admin request whose key-test subrequest `r` is, or nullptr.
 AdminCtx *key_test_parent(ngx_http_request_t *r) {
     if (r == r->main || r->parent == nullptr) return nullptr;
-    void *p = ngx_http_get_module_ctx(r->parent, ngx_http_byok_module);
-    if (p == nullptr || *static_cast<uint32_t *>(p) != AdminCtx::kTag) return nullptr;
-    auto *ctx = static_cast<AdminCtx *>(p);
-    return ctx->sr == r ? ctx : nullptr;
+    AdminCtx *ctx = ngx_byok_find_ctx<AdminCtx>(r->parent);
+    return ctx != nullptr && ctx->sr == r ? ctx : nullptr;
 }
 
 // The key-test answer is captured here, bounded: the first kHttpExcerpt
@@ -112,12 +126,12 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
 }
 
 void resume_after_subrequest(ngx_http_request_t *r) {
-    auto *ctx = static_cast<AdminCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    AdminCtx *ctx = ngx_byok_find_ctx<AdminCtx>(r);
     if (ctx == nullptr || !ctx->http_done) return;
     ctx->http_done = false;
     r->write_event_handler = ngx_http_request_empty_handler;
     auto next = std::move(ctx->http_next);
-    run(ctx, next(ctx->http_result));
+    resume(ctx, next, ctx->http_result);
 }
 
 bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::string &url_text) {
@@ -132,14 +146,13 @@ bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::st
     if (ngx_http_subrequest(r, &uri, nullptr, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) != NGX_OK)
         return false;
-    ByokRequestCtx *sctx = ngx_byok_request_ctx(sr, true);
+    ByokKeyTestCtx *sctx = ngx_byok_new_ctx<ByokKeyTestCtx>(sr);
     if (sctx == nullptr) return false;
     byok::Url url = byok::parse_url(call.url, "test URL");
-    sctx->stage = ByokRequestCtx::Stage::KeyTest;
-    sctx->upstream = url_text;
-    sctx->upstream_host = url.authority();
-    sctx->upstream_method = call.method;
-    if (ngx_byok_install_headers(sr, sctx, call.headers, false) != NGX_OK) return false;
+    sctx->up.url = url_text;
+    sctx->up.host = url.authority();
+    sctx->up.method = call.method;
+    if (ngx_byok_install_headers(sr, &sctx->up, call.headers, false) != NGX_OK) return false;
     for (auto &h : call.headers) byok::wipe(h.value.data(), h.value.size());
     ctx->http_started = ngx_current_msec;
     ctx->http_done = false;
@@ -150,22 +163,32 @@ bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::st
     return true;
 }
 
-// Tenant-chosen targets are resolved and checked first (SPEC §10) and the
-// subrequest goes to the checked address; catalog URLs go out as they are.
-bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
-    if (!call.check_resolved_address) return launch_subrequest(ctx, call, call.url);
-    byok::Url url = byok::parse_url(call.url, "test URL");
-    auto pending = std::make_shared<byok::admin::HttpCall>(std::move(call));
+// Tenant-chosen targets (a key test's URL, an ssh host) are resolved and
+// checked first (SPEC §10) on the event loop; `launch(ip)` then starts the
+// work against the checked address only. When the target is refused or the
+// work cannot start, the chain goes on with `refused(why)`. false when
+// nothing was started (`call` is left as it was).
+template <class Call, class Result>
+bool start_checked(AdminCtx *ctx, Call &call, const byok::Url &url,
+                   bool (*launch)(AdminCtx *, Call &, const std::string &ip),
+                   Result (*refused)(const std::string &why), const char *cannot_start) {
+    auto pending = std::make_shared<Call>(std::move(call));
     ngx_int_t rc = ngx_byok_resolve_checked(
-        ctx->r, url, [ctx, pending, url](const std::string &ip, const std::string &error) {
+        ctx->r, url,
+        [ctx, pending, launch, refused, cannot_start](const std::string &ip,
+                                                      const std::string &error) {
             ngx_connection_t *c = ctx->r->connection;
-            std::string pinned = ip.empty() ? "" : ngx_byok_pinned_origin(url, ip) + url.path;
-            if (ip.empty() || !launch_subrequest(ctx, *pending, pinned)) {
-                byok::admin::HttpResult refused;
-                refused.body =
-                    ip.empty() ? "the target was refused: " + error : "cannot start the request";
+            bool started = false;
+            try {
+                started = !ip.empty() && launch(ctx, *pending, ip);
+            } catch (const std::exception &) {
+                started = false;
+            }
+            if (!started) {
                 auto next = std::move(pending->next);
-                run(ctx, next(refused));
+                resume(ctx, next,
+                       refused(ip.empty() ? "the target was refused: " + error
+                                          : std::string(cannot_start)));
             }
             ngx_http_run_posted_requests(c);
         });
@@ -174,6 +197,41 @@ bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
         return false;
     }
     return true;
+}
+
+bool launch_http_pinned(AdminCtx *ctx, byok::admin::HttpCall &call, const std::string &ip) {
+    byok::Url url = byok::parse_url(call.url, "test URL");
+    return launch_subrequest(ctx, call, ngx_byok_pinned_origin(url, ip) + url.path);
+}
+
+byok::admin::HttpResult http_refused(const std::string &why) {
+    byok::admin::HttpResult refused;
+    refused.body = why;
+    return refused;
+}
+
+bool launch_probe(AdminCtx *ctx, byok::admin::ProbeCall &call, const std::string &address);
+
+byok::admin::ProbeResult probe_refused(const std::string &why) {
+    byok::admin::ProbeResult refused;
+    refused.stage = "connect";
+    refused.message = why;
+    return refused;
+}
+
+bool start_http(AdminCtx *ctx, byok::admin::HttpCall &call) {
+    if (!call.check_resolved_address) return launch_subrequest(ctx, call, call.url);
+    byok::Url url = byok::parse_url(call.url, "test URL");
+    return start_checked(ctx, call, url, launch_http_pinned, http_refused,
+                         "cannot start the request");
+}
+
+bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
+    if (!call.check_resolved_address) return launch_probe(ctx, call, "");
+    bool v6 = call.host.find(':') != std::string::npos;
+    byok::Url url =
+        byok::parse_url("https://" + (v6 ? "[" + call.host + "]" : call.host), "ssh host");
+    return start_checked(ctx, call, url, launch_probe, probe_refused, "cannot start the test");
 }
 
 // Connection tests block (TCP, SSH handshake), so they run on the thread
@@ -195,38 +253,10 @@ bool launch_probe(AdminCtx *ctx, byok::admin::ProbeCall &call, const std::string
                 ngx_byok_local_probe(probe->workspace_path, result.get());
             }
         },
-        [ctx, result, next] { run(ctx, (*next)(*result)); });
+        [ctx, result, next] { resume(ctx, *next, *result); });
     if (rc != NGX_OK) {
         call = std::move(*probe);
         call.next = std::move(*next);
-        return false;
-    }
-    return true;
-}
-
-// A tenant-chosen ssh host is resolved and checked like a custom endpoint
-// (SPEC §10) on the event loop; libssh then gets the checked address only.
-bool start_probe(AdminCtx *ctx, byok::admin::ProbeCall &call) {
-    if (!call.check_resolved_address) return launch_probe(ctx, call, "");
-    bool v6 = call.host.find(':') != std::string::npos;
-    byok::Url url =
-        byok::parse_url("https://" + (v6 ? "[" + call.host + "]" : call.host), "ssh host");
-    auto pending = std::make_shared<byok::admin::ProbeCall>(std::move(call));
-    ngx_int_t rc = ngx_byok_resolve_checked(
-        ctx->r, url, [ctx, pending](const std::string &ip, const std::string &error) {
-            ngx_connection_t *c = ctx->r->connection;
-            if (ip.empty() || !launch_probe(ctx, *pending, ip)) {
-                byok::admin::ProbeResult refused;
-                refused.stage = "connect";
-                refused.message =
-                    ip.empty() ? "the target was refused: " + error : "cannot start the test";
-                auto next = std::move(pending->next);
-                run(ctx, next(refused));
-            }
-            ngx_http_run_posted_requests(c);
-        });
-    if (rc != NGX_OK) {
-        call = std::move(*pending);
         return false;
     }
     return true;
@@ -330,25 +360,16 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
 }
 
 void body_ready(ngx_http_request_t *r) {
-    auto *ctx = static_cast<AdminCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    AdminCtx *ctx = ngx_byok_find_ctx<AdminCtx>(r);
+    if (ctx == nullptr) return;
     ByokMain *m =
         static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module))
             ->m;
     try {
-        if (r->request_body) {
-            for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
-                ngx_buf_t *b = cl->buf;
-                if (b->in_file) {
-                    size_t n = b->file_last - b->file_pos, at = ctx->body.size();
-                    ctx->body.resize(at + n);
-                    if (ngx_read_file(b->file, (u_char *)ctx->body.data() + at, n, b->file_pos) !=
-                        (ssize_t)n)
-                        throw byok::Error("cannot read the request body");
-                } else {
-                    ctx->body.append((const char *)b->pos, b->last - b->pos);
-                }
-            }
-        }
+        if (r->request_body &&
+            !ngx_byok_each_body_piece(r, r->request_body->bufs,
+                                      [ctx](std::string_view piece) { ctx->body.append(piece); }))
+            throw byok::Error("cannot read the request body");
         auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
             ngx_http_get_module_loc_conf(r, ngx_http_core_module));
         std::string_view uri = sv(r->uri), loc = sv(clcf->name);
@@ -372,21 +393,13 @@ void body_ready(ngx_http_request_t *r) {
         req.body = ctx->body;
         run(ctx, byok::admin::handle(m->admin, req));
     } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, BYOK_LOG "admin: %s", e.what());
-        ngx_http_finalize_request(
-            r, ngx_byok_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-                                   "internal error", "api_error"));
+        fail_internal(r, e.what());
     }
 }
 
 ngx_int_t admin_handler(ngx_http_request_t *r) {
     if (r != r->main) return NGX_HTTP_NOT_FOUND;
-    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(AdminCtx));
-    if (cln == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    auto *ctx = new (cln->data) AdminCtx();
-    cln->handler = admin_ctx_cleanup;
-    ctx->r = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
+    if (ngx_byok_new_ctx<AdminCtx>(r) == nullptr) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     ngx_int_t rc = ngx_http_read_client_request_body(r, body_ready);
     if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) return rc;
     return NGX_DONE;
@@ -410,47 +423,4 @@ char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     // Connection tests of execution servers run on the default thread pool.
     if (ngx_thread_pool_add(cf, nullptr) == nullptr) return static_cast<char *>(NGX_CONF_ERROR);
     return NGX_CONF_OK;
-}
-
-ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status, const std::string &body,
-                             const std::vector<byok::Header> *extra) {
-    if (r->header_sent) return NGX_ERROR;
-    ngx_http_discard_request_body(r);
-    r->headers_out.status = status;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = body.size();
-    if (extra) {
-        for (const auto &h : *extra) {
-            auto *e = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-            if (e == nullptr) return NGX_ERROR;
-            e->hash = 1;
-            e->key.len = h.name.size();
-            e->key.data =
-                static_cast<u_char *>(ngx_pnalloc(r->pool, h.name.size() + h.value.size() + 1));
-            if (e->key.data == nullptr) return NGX_ERROR;
-            ngx_memcpy(e->key.data, h.name.data(), h.name.size());
-            e->value.data = e->key.data + h.name.size();
-            e->value.len = h.value.size();
-            ngx_memcpy(e->value.data, h.value.data(), h.value.size());
-        }
-    }
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || body.empty()) return rc;
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
-    if (b == nullptr) return NGX_ERROR;
-    b->last = ngx_cpymem(b->pos, body.data(), body.size());
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-    ngx_chain_t out = {b, nullptr};
-    return ngx_http_output_filter(r, &out);
-}
-
-ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
-                              std::string_view message, std::string_view type) {
-    try {
-        return ngx_byok_send_json(r, status, byok::json_error(code, message, type));
-    } catch (const std::exception &) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 }

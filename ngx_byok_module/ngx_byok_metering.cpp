@@ -11,8 +11,6 @@
 
 namespace {
 
-using Stage = ByokRequestCtx::Stage;
-
 ngx_http_output_header_filter_pt g_next_header_filter;
 ngx_http_output_body_filter_pt g_next_body_filter;
 
@@ -21,11 +19,11 @@ ngx_byok_main_conf_t *main_conf(ngx_http_request_t *r) {
         ngx_http_get_module_main_conf(r, ngx_http_byok_module));
 }
 
-// A proxied gateway request (not a key test, not refused before upstream).
-ByokRequestCtx *metered_ctx(ngx_http_request_t *r) {
+// A proxied gateway request (not refused before upstream).
+ByokGatewayCtx *metered_ctx(ngx_http_request_t *r) {
     if (r != r->main) return nullptr;
-    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
-    if (ctx == nullptr || !ctx->decided || ctx->stage == Stage::KeyTest) return nullptr;
+    ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false);
+    if (ctx == nullptr || !ctx->decided) return nullptr;
     const byok::RouteDecision &d = ctx->decision;
     if (d.route == byok::Route::Denied || d.provider == nullptr || d.target == nullptr ||
         ctx->snap.project.empty())
@@ -35,7 +33,7 @@ ByokRequestCtx *metered_ctx(ngx_http_request_t *r) {
 
 // The model the provider was asked for; for native calls, whose body the
 // gateway does not read, the model the response names.
-std::string_view sent_model(const ByokRequestCtx *ctx) {
+std::string_view sent_model(const ByokGatewayCtx *ctx) {
     const byok::RouteDecision &d = ctx->decision;
     if (!d.model.empty()) return d.model;
     if (!ctx->input.model.empty()) return ctx->input.model;
@@ -43,7 +41,7 @@ std::string_view sent_model(const ByokRequestCtx *ctx) {
 }
 
 // Usage and cost once the response is complete (log phase, variables).
-const ByokMeter &finish(ByokRequestCtx *ctx) {
+const ByokMeter &finish(ByokGatewayCtx *ctx) {
     ByokMeter &m = ctx->meter;
     if (!m.finished) {
         m.usage = m.scanner.result();
@@ -61,7 +59,7 @@ bool is_event_stream(const ngx_http_request_t *r) {
 }
 
 ngx_int_t header_filter(ngx_http_request_t *r) {
-    ByokRequestCtx *ctx = metered_ctx(r);
+    ByokGatewayCtx *ctx = metered_ctx(r);
     if (ctx != nullptr) {
         ByokMeter &m = ctx->meter;
         m.active = true;
@@ -106,7 +104,7 @@ ngx_chain_t *out_link(ngx_http_request_t *r, ByokMeter &m, const std::string &by
 
 ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
     if (r != r->main) return g_next_body_filter(r, in);
-    ByokRequestCtx *ctx = ngx_byok_request_ctx(r, false);
+    ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false);
     if (ctx == nullptr || !ctx->meter.active) return g_next_body_filter(r, in);
     ByokMeter &m = ctx->meter;
     try {
@@ -150,7 +148,7 @@ std::string request_id(ngx_http_request_t *r) {
 }
 
 ngx_int_t log_handler(ngx_http_request_t *r) {
-    ByokRequestCtx *ctx = metered_ctx(r);
+    ByokGatewayCtx *ctx = metered_ctx(r);
     if (ctx == nullptr) return NGX_OK;
     try {
         ByokMain *main = main_conf(r)->m;
@@ -184,7 +182,7 @@ enum class Var { InputTokens, OutputTokens, CostUsd };
 
 ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
     v->not_found = 1;
-    ByokRequestCtx *ctx = metered_ctx(r);
+    ByokGatewayCtx *ctx = metered_ctx(r);
     if (ctx == nullptr || !ctx->meter.active) return NGX_OK;
     std::string val;
     try {
@@ -243,18 +241,18 @@ static bool small_body_view(ngx_http_request_t *r, ngx_chain_t *bufs, off_t len,
     return true;
 }
 
-ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx,
+ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len) {
     ctx->meter.inject = false;
     // Only JSON bodies are edited: an upload or opaque body goes untouched.
-    if (!main_conf(r)->stream_usage || ctx->body_kind != byok::BodyKind::Json ||
-        !byok::include_usage_applies(ctx->unified, ctx->rest))
+    if (!main_conf(r)->stream_usage || ctx->req.body_kind != byok::BodyKind::Json ||
+        !byok::include_usage_applies(ctx->req.unified, ctx->req.rest))
         return NGX_OK;
     std::string_view body;
     if (!small_body_view(r, *bufs, *len, &body)) return NGX_OK;
     std::optional<byok::BodyInsert> edit;
     try {
-        edit = byok::plan_include_usage(ctx->unified, ctx->rest, body);
+        edit = byok::plan_include_usage(ctx->req.unified, ctx->req.rest, body);
     } catch (const std::exception &) {
         return NGX_ERROR;
     }
@@ -288,12 +286,7 @@ ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokRequestCtx *ctx
 }
 
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf) {
-    for (auto &def : g_vars) {
-        ngx_http_variable_t *v = ngx_http_add_variable(cf, &def.name, NGX_HTTP_VAR_NOCACHEABLE);
-        if (v == nullptr) return NGX_ERROR;
-        v->get_handler = variable;
-        v->data = static_cast<uintptr_t>(def.which);
-    }
+    if (ngx_byok_add_variables(cf, g_vars, variable) != NGX_OK) return NGX_ERROR;
     if (ngx_byok_add_phase_handler(cf, NGX_HTTP_LOG_PHASE, log_handler) != NGX_OK) return NGX_ERROR;
     g_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;

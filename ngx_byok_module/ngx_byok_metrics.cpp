@@ -3,15 +3,15 @@
 // classes and fallback reasons: never a project id, key or token.
 #include "ngx_byok_module/ngx_byok.h"
 
+#include <iterator>
+
 namespace {
 
 constexpr size_t kMaxProviders = 64;
-constexpr size_t kRoutes = 4;
-constexpr size_t kClasses = 6;  // 1xx..5xx, other
-const char *kReasons[] = {"no_key",       "tier",           "inactive",     "decrypt_error",
-                          "upstream_429", "upstream_500",   "upstream_502", "upstream_503",
-                          "upstream_504", "upstream_error", "other"};
-constexpr size_t kReasonCount = sizeof(kReasons) / sizeof(kReasons[0]);
+constexpr size_t kRoutes = std::size(byok::kAllRoutes);
+constexpr size_t kClasses = 6;                  // 1xx..5xx, other
+const auto &kReasons = byok::kFallbackReasons;  // labels from the one lib list
+constexpr size_t kReasonCount = std::size(byok::kFallbackReasons);
 const ngx_msec_t kBucketsMs[] = {5,    10,   25,   50,    100,   250,  500,
                                  1000, 2500, 5000, 10000, 30000, 60000};
 constexpr size_t kBuckets = sizeof(kBucketsMs) / sizeof(kBucketsMs[0]);
@@ -75,7 +75,6 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
             "# HELP byok_requests_total Gateway requests by provider, route and status class.\n"
             "# TYPE byok_requests_total counter\n";
         const auto &providers = mcf->m->catalog.providers();
-        static const char *routes[] = {"byok", "system", "fallback", "denied"};
         static const char *classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
         for (size_t p = 0; p <= kMaxProviders; p++) {
             std::string name =
@@ -85,8 +84,9 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                 for (size_t c = 0; c < kClasses; c++) {
                     ngx_atomic_uint_t v = g_metrics->requests[p][rt][c];
                     if (v == 0) continue;
-                    out += "byok_requests_total{provider=\"" + name + "\",route=\"" + routes[rt] +
-                           "\",status=\"" + classes[c] + "\"} " + std::to_string(v) + "\n";
+                    out += "byok_requests_total{provider=\"" + name + "\",route=\"" +
+                           std::string(byok::route_name(byok::kAllRoutes[rt])) + "\",status=\"" +
+                           classes[c] + "\"} " + std::to_string(v) + "\n";
                 }
         }
         out +=
@@ -100,8 +100,8 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                 p < providers.size() ? providers[p].id : (p == kMaxProviders ? "unknown" : "");
             if (name.empty()) continue;
             for (size_t rt = 0; rt < kRoutes; rt++) {
-                std::string labels =
-                    "provider=\"" + name + "\",route=\"" + std::string(routes[rt]) + "\"";
+                std::string labels = "provider=\"" + name + "\",route=\"" +
+                                     std::string(byok::route_name(byok::kAllRoutes[rt])) + "\"";
                 for (size_t k = 0; k < 3; k++) {
                     ngx_atomic_uint_t v = g_metrics->tokens[p][rt][k];
                     if (v != 0)
@@ -127,7 +127,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
             "# HELP byok_fallbacks_total Requests sent to the fallback provider, by reason.\n"
             "# TYPE byok_fallbacks_total counter\n";
         for (size_t i = 0; i < kReasonCount; i++)
-            out += std::string("byok_fallbacks_total{reason=\"") + kReasons[i] + "\"} " +
+            out += "byok_fallbacks_total{reason=\"" + std::string(kReasons[i]) + "\"} " +
                    std::to_string(g_metrics->fallbacks[i]) + "\n";
         out +=
             "# HELP byok_upstream_latency_seconds Upstream response time of proxied requests.\n"

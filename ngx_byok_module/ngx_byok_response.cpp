@@ -1,26 +1,68 @@
-// Responses the module sends itself: one body writer shared by /metrics,
-// /healthz and the JSON error pages, and `byok_error;`, the content handler
+// Responses the module sends itself: the one body writer shared by the
+// gateway, the admin API, /metrics, /healthz and the JSON error pages, the
+// one header-element builder, and `byok_error;`, the content handler
 // of the internal location that error_page sends nginx's own errors to.
 #include "ngx_byok_module/ngx_byok.h"
 
 #include "lib/util.h"
 
+ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::string_view name,
+                                      std::string_view value) {
+    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(list));
+    if (h == nullptr) return nullptr;
+    ngx_memzero(h, sizeof(*h));
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, 2 * name.size() + value.size() + 2));
+    if (p == nullptr) {
+        h->hash = 0;  // an element nobody reads
+        return nullptr;
+    }
+    h->hash = 1;
+    h->key = {name.size(), p};
+    p = ngx_cpymem(p, name.data(), name.size());
+    *p++ = '\0';
+    h->value = {value.size(), p};
+    p = ngx_cpymem(p, value.data(), value.size());
+    *p++ = '\0';
+    h->lowcase_key = p;
+    ngx_strlow(h->lowcase_key, h->key.data, h->key.len);
+    return h;
+}
+
 ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
-                             const std::string &out) {
+                             const std::string &body, const std::vector<byok::Header> *extra) {
+    if (r->header_sent) return NGX_ERROR;
+    // An unread body would be parsed as the next request on a keep-alive
+    // connection.
+    if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
     r->headers_out.status = status;
     r->headers_out.content_type.data = (u_char *)content_type;
     r->headers_out.content_type.len = ngx_strlen(content_type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = out.size();
+    r->headers_out.content_length_n = body.size();
+    if (extra) {
+        for (const auto &h : *extra) {
+            if (ngx_byok_push_header(r->pool, &r->headers_out.headers, h.name, h.value) == nullptr)
+                return NGX_ERROR;
+        }
+    }
     ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) return rc;
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, out.size());
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || body.empty()) return rc;
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
     if (b == nullptr) return NGX_ERROR;
-    b->last = ngx_cpymem(b->pos, out.data(), out.size());
+    b->last = ngx_cpymem(b->pos, body.data(), body.size());
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
     ngx_chain_t cl = {b, nullptr};
     return ngx_http_output_filter(r, &cl);
+}
+
+ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
+                              std::string_view message, std::string_view type) {
+    try {
+        return ngx_byok_send_json(r, status, byok::json_error(code, message, type));
+    } catch (const std::exception &) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 }
 
 namespace {
@@ -30,9 +72,7 @@ namespace {
 // problems) go out as 400, as nginx's own page would.
 ngx_int_t error_handler(ngx_http_request_t *r) {
     // nginx discards the request body only when no error_page applies; an
-    // error page's handler must do it, or the unread body would be parsed as
-    // the next request on a keep-alive connection.
-    if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
+    // error page's handler must do it (ngx_byok_send_body does).
     try {
         ngx_uint_t status = r->err_status ? r->err_status : r->headers_out.status;
         if (status < NGX_HTTP_BAD_REQUEST) status = NGX_HTTP_INTERNAL_SERVER_ERROR;

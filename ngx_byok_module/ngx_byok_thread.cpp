@@ -3,6 +3,8 @@
 // r->main->blocked while the task runs, as the copy filter does for aio.
 #include "ngx_byok_module/ngx_byok.h"
 
+#include "lib/host_key.h"
+
 #include <libssh/libssh.h>
 #include <libssh/sftp.h>
 #include <sys/stat.h>
@@ -74,12 +76,6 @@ const char *check_workspace(ssh_session s, const byok::admin::ProbeCall &in, boo
     if (status != 0 && status != 1) return "";
     *is_dir = status == 0;
     return "exec";
-}
-
-std::string strip_sha256(std::string_view fp) {
-    if (fp.substr(0, 7) == "SHA256:") fp.remove_prefix(7);
-    while (!fp.empty() && fp.back() == '=') fp.remove_suffix(1);
-    return std::string(fp);
 }
 
 }  // namespace
@@ -156,7 +152,7 @@ void ngx_byok_ssh_probe(const byok::admin::ProbeCall &in, const std::string &add
     ssh_key_free(host_key);
     if (in.host_key_fingerprint.empty()) {
         out->trusted_on_first_use = true;
-    } else if (strip_sha256(in.host_key_fingerprint) != strip_sha256(out->host_key_fingerprint)) {
+    } else if (!byok::same_host_key(in.host_key_fingerprint, out->host_key_fingerprint)) {
         return finish(false, "host_key",
                       "host key changed: the key the server presented (host_key_fingerprint) "
                       "does not match the pinned fingerprint");

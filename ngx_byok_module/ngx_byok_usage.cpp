@@ -1,4 +1,4 @@
-// Usage counters (byok:{<pid>}:usage:<yyyymmdd>, field "<provider>:<route>";
+// Usage counters (key and field spelled by lib/usage.h;
 // and the token/cost counters of lib/metering.h) are summed in worker memory and flushed to Redis
 // once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
 // and route per second instead of one per request. Counts survive a Redis outage in memory
@@ -8,6 +8,7 @@
 
 #include <map>
 
+#include "lib/usage.h"
 #include "lib/util.h"
 
 namespace {
@@ -63,9 +64,7 @@ void flush_handler(ngx_event_t *ev) {
 void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
                         byok::Route route) {
     if (g_pending.size() >= kMaxPending) return;
-    std::string key = layout.usage(pid, byok::yyyymmdd_utc(ngx_time()));
-    std::string field = std::string(provider) + ":" + std::string(byok::route_name(route));
-    g_pending[{std::move(key), std::move(field)}]++;
+    g_pending[{byok::usage_key(layout, pid, ngx_time()), byok::usage_field(provider, route)}]++;
 }
 
 void ngx_byok_meter_add(const std::vector<byok::Increment> &incs) {

@@ -203,6 +203,8 @@ http {
 }
 EOF
 
+# byok_gateway.conf includes byok_proxy.conf next to the main config.
+cp "$ROOT/conf/byok_proxy.conf" "$W/"
 head -c 32 /dev/urandom | base64 | sed 's/^/k1 /' >"$W/secrets/master.keys"
 echo "adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$W/secrets/admin.tokens"
 echo "sk-or-bench-system-key" >"$W/secrets/openrouter.key"

@@ -19,19 +19,14 @@ JOBS=$(nproc 2>/dev/null || echo 2)
     exit 1
 }
 
-# 1. The C++ core as a static library.
-step build.sh "compiling lib/ (libbyok.a)" \
-    make -s -C "$ROOT" -j"$JOBS" BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" lib
-
-# 1b. The web console's assets (console/) as a C++ table the module links;
-#     rewritten only when they changed.
-CONSOLE_SRC=$BUILD_DIR/console/console_assets.cpp
-python3 "$ROOT/scripts/embed_console.py" "$ROOT/console" "$CONSOLE_SRC"
+# lib/ (libbyok.a, with the embedded catalog) and the console's assets are
+# built by the rules config.make adds to nginx's objs/Makefile (step 3).
 
 # 2. A private copy of the nginx tree, configured once. Re-configured only
 #    when the module's file list, `config` or the flags change.
 NGX_TREE=$BUILD_DIR/nginx
-stamp=$( (cat "$ROOT/config" "$NGX_SRC/conf_flags" "$0"; ls "$ROOT"/ngx_byok_module "$ROOT"/lib;
+stamp=$( (cat "$ROOT/config" "$ROOT/config.make" "$NGX_SRC/conf_flags" "$0"; ls "$ROOT"/ngx_byok_module;
+          echo "$BUILD_DIR";
           echo "$BYOK_CFLAGS") | sha256sum | cut -c1-16)
 if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$stamp" ]; then
     rm -rf "$NGX_TREE"
@@ -43,7 +38,7 @@ if [ ! -f "$NGX_TREE/.byok-stamp" ] || [ "$(cat "$NGX_TREE/.byok-stamp")" != "$s
     # conf_flags has no --with-cc-opt; the distro's nginx was built with
     # -fPIC, which a shared module needs anyway.
     step build.sh "configuring a private nginx tree (once)" \
-        env BYOK_LIB="$BUILD_DIR/lib/libbyok.a" BYOK_CONSOLE_SRC="$CONSOLE_SRC" ./configure "${NGX_CONF_FLAGS[@]}" \
+        env BYOK_BUILD_DIR="$BUILD_DIR" BYOK_CFLAGS="$BYOK_CFLAGS" ./configure "${NGX_CONF_FLAGS[@]}" \
         --with-cc-opt="-fPIC $BYOK_CFLAGS" \
         --with-ld-opt="$BYOK_CFLAGS" \
         --add-dynamic-module="$ROOT"
@@ -52,11 +47,7 @@ fi
 
 # 3. The module itself (incremental).
 cd "$NGX_TREE"
-# objs/Makefile does not know about the static library: relink when it changed.
-if [ "$BUILD_DIR/lib/libbyok.a" -nt objs/ngx_http_byok_module.so ]; then
-    rm -f objs/ngx_http_byok_module.so
-fi
-step build.sh "compiling the module glue and linking" make -s -j"$JOBS" -f objs/Makefile modules
+step build.sh "compiling lib/, the module glue and linking" make -s -j"$JOBS" -f objs/Makefile modules
 # A shared module may leave symbols undefined (nginx's own are resolved at
 # load time), so a missing lib/ definition would only show up at dlopen().
 undefined=$(nm -u --demangle objs/ngx_http_byok_module.so | grep 'byok::' || true)

@@ -211,7 +211,7 @@ render_catalog() {
 render_config() {
     local tmp r m f src=$ROOT/conf/nginx.conf
     [ -f "$src" ] || die "$src not found"
-    for f in byok_gateway.conf byok_admin.conf; do
+    for f in byok_gateway.conf byok_proxy.conf byok_admin.conf; do
         if [ -f "$ROOT/conf/$f" ]; then cp "$ROOT/conf/$f" "$RUN/$f"; fi
     done
     render_catalog

@@ -891,3 +891,20 @@ def leak_forms(secret: str):
             forms.setdefault(body[mid - 6:mid + 6], "middle 12")
         forms.setdefault(secret[-12:], "last 12")
     return [(f, w) for f, w in forms.items() if len(f) >= 6]
+
+
+# conf/byok_gateway.conf includes byok_proxy.conf relative to the main
+# nginx.conf's directory (like fastcgi_params): every gateway directory gets
+# a copy, as `make run` and the Docker image put one next to their nginx.conf.
+import shutil  # noqa: E402
+
+PROXY_CONF = REPO / "conf" / "byok_proxy.conf"
+_gateway_init = Gateway.__init__
+
+
+def _gateway_init_with_proxy_conf(self, *args, **kw):
+    _gateway_init(self, *args, **kw)
+    shutil.copyfile(PROXY_CONF, self.dir / PROXY_CONF.name)
+
+
+Gateway.__init__ = _gateway_init_with_proxy_conf

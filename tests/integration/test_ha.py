@@ -563,3 +563,62 @@ def test_i16_08_unix_socket_password_and_db_on_the_new_connection_path(gateway, 
     finally:
         client.close()
         stop_process(proc)
+
+
+def test_i12_04_commands_during_a_command_link_reconnect_wait_for_it(gateway, fake_provider,
+                                                                      tmp_path):
+    """Issue 12 item 4 (the flake of test_i16_04): while a worker's command
+    link is away and reconnecting, a command is queued (bounded, each until
+    its own byok_redis timeout=) instead of refused with 503. Redis is
+    restarted (with its data): lookups of uncached projects and admin writes
+    issued while it is down all succeed once it is back."""
+    d = tmp_path / "restart"
+    d.mkdir()
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(d)]
+    proc = spawn_redis(d, "redis", args)
+    client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+    try:
+        wait_until(lambda: client.ping(), 10, what="redis-server")
+        gw = gateway(overrides={"byok_redis": f"byok_redis 127.0.0.1:{port} timeout=30s;"})
+        wait_until(lambda: gw.admin("GET", "/projects").status_code == 200, HANG_GUARD,
+                   what="gateway ready")
+        uncached = [gw.provision() for _ in range(6)]  # never used: not in any cache
+        client.save()  # the restarted server loads dump.rdb
+        client.close()
+        stop_process(proc)
+
+        def dropped():
+            return sum(1 for line in gw.error_log().splitlines()
+                       if "redis command link to" in line and "closed by the server" in line)
+        wait_until(lambda: dropped() >= gw.worker_processes, HANG_GUARD,
+                   what="every worker to see its command link drop")
+
+        results = []
+
+        def chat(p):
+            results.append(("chat", p.pid, gw.chat(p).status_code))
+
+        def create(i):
+            r = gw.admin("POST", "/projects", {"id": f"p-during-{i}", "name": "x"})
+            results.append(("create", f"p-during-{i}", r.status_code))
+
+        threads = [threading.Thread(target=chat, args=(p,)) for p in uncached]
+        threads += [threading.Thread(target=create, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        # Only lets the requests reach nginx while Redis is down; on the old
+        # code they are answered 503 at once, whatever this wait is.
+        time.sleep(0.5)
+        proc = spawn_redis(d, "redis", args)
+        for t in threads:
+            t.join(60)
+        assert len(results) == len(threads), results
+        assert all(status in (200, 201) for _, _, status in results), results
+        for i in range(3):
+            assert gw.admin("GET", f"/projects/p-during-{i}").status_code == 200
+        gw.assert_no_leaks()
+    finally:
+        client.close()
+        stop_process(proc)

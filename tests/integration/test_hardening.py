@@ -205,7 +205,10 @@ def test_redis_killed_mid_traffic_then_restarted(gateway, fake_provider, redis_s
         redis_server.proc.wait(10)
         killed.set()
         n = len(cached)
-        wait_until(lambda: len(cached) >= n + 40, HANG_GUARD, what="traffic while Redis is dead")
+        # an unknown key now waits for the command link up to byok_redis
+        # timeout= before its 503: let at least one be sent after the kill
+        wait_until(lambda: len(cached) >= n + 40 and any(dead for _, dead, _ in unknown),
+                   HANG_GUARD, what="traffic while Redis is dead")
         stop.set()
         for f in futs:
             f.result(30)

@@ -136,3 +136,16 @@ Test(client_api, i10_15_key_params_stripped_in_any_case) {
     for (const Row &row : rows)
         cr_assert_eq(strip_key_param(row.in, nullptr), std::string(row.out), "%s", row.in);
 }
+
+Test(client_api, i12_05_one_bearer_parser_and_key_shape) {
+    cr_assert_eq(bearer_token("Bearer abc"), "abc");
+    cr_assert_eq(bearer_token("  bearer\tabc  "), "abc");
+    cr_assert_eq(bearer_token("BEARER  abc"), "abc");
+    cr_assert_eq(bearer_token("Bearerabc"), "");
+    cr_assert_eq(bearer_token("Basic abc"), "");
+    cr_assert_eq(bearer_token("Bearer "), "");
+    cr_assert(looks_like_gateway_key("byok_abc"));
+    cr_assert(!looks_like_gateway_key("byok_ab"));  // 8 bytes at least
+    cr_assert(!looks_like_gateway_key("sk-abcdefgh"));
+    cr_assert(!looks_like_gateway_key(std::string(257, 'a').replace(0, 5, "byok_")));
+}

@@ -1,0 +1,290 @@
+#include "lib/gateway.h"
+
+#include "lib/util.h"
+
+namespace byok {
+
+std::string_view gateway_error_type(int status) {
+    if (status == 429) return "rate_limit_error";
+    if (status == 404) return "invalid_request_error";
+    return error_type(status);
+}
+
+GatewayError gateway_error(int status, std::string_view code, std::string_view message) {
+    GatewayError e;
+    e.status = status;
+    e.code = std::string(code);
+    e.message = std::string(message);
+    e.type = std::string(gateway_error_type(status));
+    return e;
+}
+
+namespace {
+
+GatewayError unauthorized(std::string_view message) {
+    GatewayError e = gateway_error(401, "invalid_api_key", message);
+    e.auth_failure = true;
+    return e;
+}
+
+}  // namespace
+
+GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
+    GatewayRequest req;
+    ClientCredentials creds = in.creds;
+    size_t q = in.uri.find('?');
+    std::string_view path = in.uri.substr(0, q);
+    std::string args =
+        q == std::string_view::npos ? "" : strip_key_param(in.uri.substr(q + 1), &creds.query_key);
+    // A `key=` parameter leaves the request line before anything is logged.
+    if (args.size() + 1 + path.size() < in.uri.size())
+        req.clean_uri = std::string(path) + (args.empty() ? "" : "?" + args);
+
+    std::string_view rest;
+    if (path == "/v1" || path.substr(0, 4) == "/v1/") {
+        req.unified = true;
+        rest = path.substr(3);
+    } else {
+        size_t slash = path.find('/', 1);
+        req.native_provider =
+            std::string(path.substr(1, slash == std::string_view::npos ? slash : slash - 1));
+        rest = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+        req.api = api_family(req.native_provider);
+        if (req.native_provider.empty()) {
+            req.error = gateway_error(404, "not_found",
+                                      "use /v1/... or /<provider>/... with a gateway key");
+            return req;
+        }
+    }
+    req.rest = std::string(rest.empty() ? "/" : rest);
+    if (!args.empty()) req.rest += "?" + args;
+    if (!safe_header_value(req.rest) || req.rest.find(' ') != std::string::npos) {
+        req.error = gateway_error(400, "invalid_request", "invalid characters in the request URI");
+        return req;
+    }
+    for (std::string_view p : in.provider_headers) {
+        if (!safe_header_value(p)) {
+            req.error = gateway_error(400, "invalid_header", "invalid x-byok-provider header");
+            return req;
+        }
+        req.header_provider = std::string(p);
+    }
+    req.client_retrying = client_is_retrying(in.retry_count);
+    req.content_type = std::string(in.content_type);
+    req.body_kind = body_kind(in.content_type);
+    GatewayKeyLookup found = find_gateway_key(creds, req.api);
+    if (!found.error.empty()) {
+        req.error = unauthorized(found.error);
+        return req;
+    }
+    req.key = found.key;
+    return req;
+}
+
+GatewayError too_many_unknown_keys(int64_t retry_after) {
+    GatewayError e = gateway_error(429, "rate_limited",
+                                   "too many requests with unknown gateway API keys; retry later");
+    e.auth_failure = true;
+    e.retry_after = retry_after;
+    return e;
+}
+
+LookupOutcome read_lookup_reply(const Reply &reply) {
+    LookupOutcome out;
+    if (reply.type != Reply::Type::Array || reply.elements.size() != 3) return out;
+    for (const Reply &e : reply.elements)
+        if (e.type != Reply::Type::Array && e.type != Reply::Type::Nil) return out;
+    FieldMap apikey = to_fields(reply.elements[0]);
+    auto pid = apikey.find("project");
+    if (pid == apikey.end() || !valid_id(pid->second)) {
+        out.kind = LookupOutcome::Kind::Unknown;  // snap stays Unknown
+        return out;
+    }
+    out.kind = LookupOutcome::Kind::Found;
+    out.project = pid->second;
+    out.snap = build_snapshot(apikey, to_fields(reply.elements[1]), to_fields(reply.elements[2]));
+    return out;
+}
+
+int64_t unknown_key_ttl(int64_t ttl) { return ttl < 10 ? ttl : 10; }
+
+GatewayError key_store_unavailable() {
+    return gateway_error(503, "key_store_unavailable",
+                         "the key store is unavailable; try again shortly");
+}
+
+std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap) {
+    if (snap.status == GatewaySnapshot::Status::Unknown)
+        return unauthorized("unknown gateway API key");
+    if (snap.status == GatewaySnapshot::Status::Revoked)
+        return unauthorized("this gateway API key has been revoked");
+    return std::nullopt;
+}
+
+std::optional<GatewayError> body_error(const BodyError *bad,
+                                       const std::optional<ModelSpan> &model) {
+    if (bad != nullptr) return gateway_error(400, bad->code, bad->what());
+    if (model && !safe_header_value(model->model))
+        return gateway_error(400, "invalid_model", "invalid characters in \"model\"");
+    return std::nullopt;
+}
+
+namespace {
+
+// The operator's key for the decided target (routes system and fallback).
+void take_operator_key(const GatewayConfig &cfg, RoutePlan *plan) {
+    const RouteDecision &d = plan->decision;
+    const SecretString *sys = cfg.system_key(d.target->id);
+    if (sys == nullptr) {
+        plan->action = RoutePlan::Action::Error;
+        plan->error = gateway_error(403, "no_credential", "no credential for this provider");
+        return;
+    }
+    plan->key = SecretString(sys->view());
+    plan->key_hint.clear();
+    plan->fallback_taken = d.route == Route::Fallback;
+    plan->resolve_endpoint = d.target->per_key_endpoint;
+    plan->action = RoutePlan::Action::Proxy;
+}
+
+}  // namespace
+
+RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
+                     const GatewayRequest &req, std::string_view method, bool body_read,
+                     std::string_view model, RouteInput *in) {
+    in->catalog = cfg.catalog;
+    in->tier = snap.tier;
+    in->policy = snap.policy;
+    in->project_keys.clear();
+    // A malformed record goes through the decrypt attempt below like any
+    // other undecryptable one, so it is logged and counted the same way.
+    for (const auto &k : snap.keys) {
+        in->project_keys.emplace_back(
+            k.provider, k.malformed || k.is_active ? KeyState::Usable : KeyState::Inactive);
+    }
+    in->system_keys = cfg.system_key_providers;
+    in->fallback_provider = cfg.fallback_provider;
+    in->fallback_on_rate_limit = snap.fallback_on_rate_limit;
+    in->client_retrying = req.client_retrying;
+    // An upload or an opaque body names no model but in a multipart field.
+    in->bodiless = req.unified && (!body_read || req.body_kind != BodyKind::Json);
+    in->default_provider = snap.default_provider;
+    in->native_provider = req.native_provider;
+    in->header_provider = req.header_provider;
+    in->model = model;
+
+    RoutePlan plan;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        plan.decision = decide_route(*in);
+        if (plan.decision.route != Route::Byok) break;
+        const std::string &target = plan.decision.target->id;
+        const StoredKey *sk = snap.find_key(target);
+        try {
+            if (sk == nullptr) throw Error("record vanished");
+            if (sk->malformed) throw Error("the stored record is malformed");
+            plan.key = open_stored_key(*cfg.ring, snap.project, *sk);
+            plan.key_hint = sk->key_hint;
+            break;
+        } catch (const Error &e) {
+            plan.decrypt_failures.push_back("stored key of project \"" + snap.project +
+                                            "\" for provider \"" + target +
+                                            "\" does not decrypt: " + e.what());
+            for (auto &pk : in->project_keys)
+                if (pk.first == target) pk.second = KeyState::DecryptError;
+        }
+    }
+    plan.decided = true;
+    const RouteDecision &d = plan.decision;
+    if (auto list = models_list_answer(*in, d, method, req.rest)) {
+        plan.action = RoutePlan::Action::Answer;
+        plan.answer = std::move(*list);
+        return plan;
+    }
+    if (d.route == Route::Denied) {
+        plan.action = RoutePlan::Action::Error;
+        plan.error = gateway_error(d.status ? d.status : 403, d.error_code, d.error_message);
+        return plan;
+    }
+    if (d.route != Route::Byok) {
+        take_operator_key(cfg, &plan);
+        return plan;
+    }
+    plan.action = RoutePlan::Action::Proxy;
+    plan.resolve_endpoint = d.target->per_key_endpoint;
+    return plan;
+}
+
+std::string upstream_failure_reason(int status, bool got_bytes) {
+    if (got_bytes && status) return "upstream_" + std::to_string(status);
+    return "upstream_error";
+}
+
+RoutePlan plan_retry(const GatewayConfig &cfg, const RouteInput &in, const RouteDecision &first,
+                     int status, bool got_bytes) {
+    std::string reason = upstream_failure_reason(status, got_bytes);
+    RoutePlan plan;
+    plan.decided = true;
+    plan.decision = first;
+    auto next = decide_retry(in, first, reason);
+    if (!next) {
+        plan.action = RoutePlan::Action::Error;
+        // The provider's own status, as a server error of the API.
+        plan.error = gateway_error(status ? status : 502, "upstream_error",
+                                   "the provider failed: " + reason);
+        plan.error.type = "api_error";
+        return plan;
+    }
+    plan.decision = std::move(*next);
+    take_operator_key(cfg, &plan);
+    return plan;
+}
+
+UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &snap,
+                           const RouteDecision &d, const SecretString &key,
+                           const std::optional<ModelSpan> &model, bool body_rewritten) {
+    const Provider &target = *d.target;
+    UpstreamPlan up;
+    up.base = req.unified ? target.openai_base : target.base_url;
+    if (target.per_key_endpoint) {
+        // plan_route asked for the tenant's endpoint to be resolved and
+        // checked; the glue connects to that address.
+        up.base = parse_url(snap.find_key(target.id)->endpoint, "endpoint");
+        up.pin = true;
+    }
+    up.path = up.base.path + req.rest;
+    up.host = up.base.authority();
+    up.headers = upstream_headers(target, key.view());
+    // Only a changed model costs anything; a body an earlier attempt
+    // rewrote gets the client's model back.
+    if (model && (d.model_changed || body_rewritten))
+        up.model_token = model_token(*model, d.model_changed ? d.model : model->model);
+    return up;
+}
+
+std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d) {
+    const StoredKey *sk = snap.find_key(d.target->id);
+    if (sk == nullptr || sk->endpoint.empty())
+        return gateway_error(422, "no_endpoint", "no endpoint configured for this provider");
+    return std::nullopt;
+}
+
+GatewayError endpoint_refused(std::string_view why) {
+    return gateway_error(502, "endpoint_refused",
+                         "the custom endpoint was refused: " + std::string(why));
+}
+
+std::string_view proxy_location(const RouteInput &in, const RouteDecision &d) {
+    // Each location intercepts exactly the failures a retry may follow; the
+    // others reach the client as the provider sent them.
+    switch (retry_on(in, d)) {
+        case RetryOn::ServerErrorsAnd429:
+            return "";
+        case RetryOn::ServerErrors:
+            return "@byok_fallback_5xx";
+        case RetryOn::Nothing:
+            break;
+    }
+    return "@byok_direct";
+}
+
+}  // namespace byok

@@ -1,0 +1,172 @@
+// The gateway request path as plans (SPEC §3–§5): the glue reads nginx's
+// request into plain values, asks here what to do, and carries the answer
+// out. Nothing in this file knows nginx; every rule of the request path that
+// is not a route decision (lib/routing.h) lives here: the URI grammar, which
+// credential counts, the error each failure answers with, the decrypt-and-
+// retry loop, the upstream URL, headers and body edit, the retry reason.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/body.h"
+#include "lib/catalog.h"
+#include "lib/client_api.h"
+#include "lib/layout.h"
+#include "lib/multipart.h"
+#include "lib/project.h"
+#include "lib/redis_reply.h"
+#include "lib/routing.h"
+
+namespace byok {
+
+// Every Route in enum order: the metrics index their rows by position and
+// label them with route_name().
+constexpr Route kAllRoutes[] = {Route::Byok, Route::System, Route::Fallback, Route::Denied};
+// The fallback reasons the metrics label: decide_route's, then
+// upstream_failure_reason()'s for the statuses a retry follows; "other"
+// (last) counts anything else.
+constexpr std::string_view kFallbackReasons[] = {"no_key",         "tier",         "inactive",
+                                                 "decrypt_error",  "upstream_429", "upstream_500",
+                                                 "upstream_502",   "upstream_503", "upstream_504",
+                                                 "upstream_error", "other"};
+
+// An answer the gateway sends itself, in the client's API error shape.
+struct GatewayError {
+    int status = 0;
+    std::string code;
+    std::string message;
+    std::string type;           // OpenAI-style error type, see gateway_error_type()
+    bool auth_failure = false;  // counted in byok_auth_failures_total
+    int64_t retry_after = 0;    // seconds for Retry-After (0 = no header)
+};
+
+// The OpenAI error `type` of a gateway answer: byok::error_type(status)
+// (lib/util.h, the table shared with the admin API and nginx's own error
+// pages), except the two places where OpenAI's API differs and SDKs follow
+// it: 429 is "rate_limit_error", 404 (unknown route or provider) stays
+// "invalid_request_error".
+std::string_view gateway_error_type(int status);
+GatewayError gateway_error(int status, std::string_view code, std::string_view message);
+
+// The request as the glue read it from nginx (views into nginx's buffers).
+struct GatewayRequestIn {
+    std::string_view uri;                            // unparsed URI, query included
+    ClientCredentials creds;                         // headers; query_key is filled by the parse
+    std::string_view retry_count;                    // x-stainless-retry-count, "" when absent
+    std::string_view content_type;                   // "" when absent
+    std::vector<std::string_view> provider_headers;  // every x-byok-provider, in order
+};
+
+// What the URI and the headers say, before Redis is asked.
+struct GatewayRequest {
+    bool unified = false;  // /v1/...
+    ApiFamily api = ApiFamily::OpenAI;
+    bool client_retrying = false;
+    std::string native_provider;          // "<id>" of /<id>/...
+    std::string header_provider;          // x-byok-provider
+    std::string rest;                     // path after /v1 or /<id>, query without key=
+    std::string content_type;             // of the body, for BodyScanner
+    BodyKind body_kind = BodyKind::Json;  // how a /v1 body is read (lib/multipart.h)
+    // Set when a `key=` parameter was dropped: the URI without it. The glue
+    // puts it into the request line first, before any error is logged.
+    std::optional<std::string> clean_uri;
+    std::string_view key;               // the gateway key (a view into `in`)
+    std::optional<GatewayError> error;  // answer this and stop
+};
+GatewayRequest parse_gateway_request(const GatewayRequestIn &in);
+
+// The answer to a request refused before the Redis lookup because the
+// client sends too many unknown keys (byok_cache unknown_key_rate).
+GatewayError too_many_unknown_keys(int64_t retry_after);
+
+// The one Redis round trip of a cache miss (script in admin_scripts.cpp):
+// the gateway key's hash, then the project's settings and key records.
+std::vector<std::string> gateway_lookup_command(const Layout &layout, const std::string &sha_hex);
+
+// The lookup's reply read: Failed (Redis unavailable or a malformed reply:
+// serve a stale entry or 503), Unknown (no such key: cache briefly), Found.
+struct LookupOutcome {
+    enum class Kind { Failed, Unknown, Found };
+    Kind kind = Kind::Failed;
+    std::string project;  // the key's project id (Found), for the cache's invalidation
+    GatewaySnapshot snap;
+};
+LookupOutcome read_lookup_reply(const Reply &reply);
+// How long an Unknown answer is cached: a guessed key is refused quickly
+// again, while a key minted a moment later works within seconds.
+int64_t unknown_key_ttl(int64_t ttl);
+GatewayError key_store_unavailable();
+// The 401 for a snapshot that is not Ok, nullopt when it is.
+std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap);
+
+// The request body's model, as the body scanner found it (`bad`: the
+// BodyScanner's error, nullptr when the body was read fine).
+std::optional<GatewayError> body_error(const BodyError *bad, const std::optional<ModelSpan> &model);
+
+// Everything the route decision needs from the configuration.
+struct GatewayConfig {
+    const Catalog *catalog = nullptr;
+    const KeyRing *ring = nullptr;
+    std::vector<std::string> system_key_providers;
+    std::function<const SecretString *(std::string_view provider)> system_key;
+    std::string fallback_provider;
+};
+
+// The decision with the key to use, or the answer to send.
+struct RoutePlan {
+    enum class Action { Answer, Error, Proxy };
+    Action action = Action::Error;
+    std::string answer;  // Answer: 200 JSON body (the unified model list)
+    GatewayError error;  // Error
+    RouteDecision decision;
+    bool decided = false;  // decision is meaningful (variables, headers, metrics)
+    SecretString key;
+    std::string key_hint;
+    // One line per stored key that did not decrypt (counted, logged by the glue).
+    std::vector<std::string> decrypt_failures;
+    bool fallback_taken = false;    // counted and logged by the glue
+    bool resolve_endpoint = false;  // tenant endpoint: resolve and check it first
+};
+
+// Fills `in` from the snapshot and the request, decides, opens the stored
+// key (a key that does not decrypt is marked and the decision made again),
+// and takes the operator's key for routes system and fallback.
+RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
+                     const GatewayRequest &req, std::string_view method, bool body_read,
+                     std::string_view model, RouteInput *in);
+
+// After the first call failed before any byte: the next decision with the
+// operator's key, or the error to send. `status` and `got_bytes` describe
+// the last upstream attempt (0 = none).
+RoutePlan plan_retry(const GatewayConfig &cfg, const RouteInput &in, const RouteDecision &first,
+                     int status, bool got_bytes);
+// "upstream_<status>" when the provider answered, else "upstream_error".
+std::string upstream_failure_reason(int status, bool got_bytes);
+
+// Where and how the proxy module calls the target.
+struct UpstreamPlan {
+    Url base;                     // the provider's (or tenant's) base URL
+    std::string path;             // base.path + rest: appended to the origin
+    std::string host;             // $byok_upstream_host (Host, SNI)
+    bool pin = false;             // connect to the checked address of `base`
+    std::vector<Header> headers;  // auth and fixed headers (holds the key)
+    // Set when the body's "model" value must be replaced by this token.
+    std::optional<std::string> model_token;
+};
+// `body_rewritten`: an earlier attempt already changed the body in place.
+UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &snap,
+                           const RouteDecision &d, const SecretString &key,
+                           const std::optional<ModelSpan> &model, bool body_rewritten);
+// The tenant endpoint to resolve and check, or the 422 when there is none.
+std::optional<GatewayError> endpoint_error(const GatewaySnapshot &snap, const RouteDecision &d);
+GatewayError endpoint_refused(std::string_view why);
+
+// Which named location the proxying continues in ("" = stay in location /,
+// which intercepts 429 and 5xx).
+std::string_view proxy_location(const RouteInput &in, const RouteDecision &d);
+
+}  // namespace byok

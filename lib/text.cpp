@@ -1,0 +1,72 @@
+#include "lib/text.h"
+
+namespace byok {
+
+bool contains_control(std::string_view s) {
+    for (unsigned char c : s)
+        if (is_control(c)) return true;
+    return false;
+}
+
+bool safe_header_value(std::string_view v) {
+    for (unsigned char c : v)
+        if (is_control(c) && c != '\t') return false;
+    return true;
+}
+
+bool is_token(std::string_view s) {
+    if (s.empty()) return false;
+    for (unsigned char c : s)
+        if (!is_token_char(c)) return false;
+    return true;
+}
+
+void append_json_string(std::string &out, std::string_view s) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.push_back('"');
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out.push_back('\\');
+            out.push_back(static_cast<char>(c));
+        } else if (is_control(c)) {
+            out.append("\\u00");
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        } else {
+            out.push_back(static_cast<char>(c));
+        }
+    }
+    out.push_back('"');
+}
+
+std::string json_string(std::string_view s) {
+    std::string out;
+    out.reserve(s.size() + 2);
+    append_json_string(out, s);
+    return out;
+}
+
+std::string_view utf8_prefix(std::string_view s, size_t max) {
+    if (s.size() <= max) return s;
+    size_t n = max;
+    // Step back over continuation bytes so the byte at `n` starts a character.
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+    return s.substr(0, n);
+}
+
+std::string one_line(std::string_view s, size_t max) {
+    std::string out;
+    out.reserve(s.size() < max ? s.size() : max);
+    for (unsigned char c : s) {
+        if (is_control(c) || c == ' ') {
+            if (!out.empty() && out.back() != ' ') out.push_back(' ');
+        } else {
+            out.push_back(static_cast<char>(c));
+        }
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    out.resize(utf8_prefix(out, max).size());
+    return out;
+}
+
+}  // namespace byok

@@ -1,0 +1,33 @@
+// Per-request state of the gateway and of the admin's key tests (types and
+// lookup in ngx_byok.h).
+#include "ngx_byok_module/ngx_byok.h"
+
+#include "lib/util.h"
+
+ByokUpstream::~ByokUpstream() {
+    for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
+}
+
+ByokGatewayCtx::~ByokGatewayCtx() { ngx_byok_redis_cancel(waiter); }
+
+ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create) {
+    auto *ctx = static_cast<ByokGatewayCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    if (ctx != nullptr) return ctx;
+    // r->ctx is cleared by named-location jumps; the cleanup entry survives.
+    ctx = ngx_byok_find_ctx<ByokGatewayCtx>(r);
+    if (ctx == nullptr && create) ctx = ngx_byok_new_ctx<ByokGatewayCtx>(r);
+    if (ctx != nullptr) ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
+    return ctx;
+}
+
+ByokKeyTestCtx *ngx_byok_key_test_ctx(ngx_http_request_t *r) {
+    return ngx_byok_find_ctx<ByokKeyTestCtx>(r);
+}
+
+const ByokUpstream *ngx_byok_upstream_of(ngx_http_request_t *r) {
+    if (ByokGatewayCtx *g = ngx_byok_gateway_ctx(r, false)) return &g->up;
+    if (r != r->main) {
+        if (ByokKeyTestCtx *t = ngx_byok_key_test_ctx(r)) return &t->up;
+    }
+    return nullptr;
+}

@@ -1,0 +1,31 @@
+// The gateway's response headers: x-byok-route, x-byok-provider and
+// x-byok-fallback-reason tell the client how its request was served.
+#include "ngx_byok_module/ngx_byok.h"
+
+namespace {
+
+ngx_http_output_header_filter_pt g_next_header_filter;
+
+ngx_int_t ngx_byok_header_filter(ngx_http_request_t *r) {
+    if (r != r->main) return g_next_header_filter(r);
+    ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false);
+    if (ctx != nullptr && ctx->decided) {
+        const byok::RouteDecision &d = ctx->decision;
+        ngx_list_t *out = &r->headers_out.headers;
+        bool ok = ngx_byok_push_header(r->pool, out, "x-byok-route", byok::route_name(d.route));
+        if (ok && d.provider)
+            ok = ngx_byok_push_header(r->pool, out, "x-byok-provider", d.provider->id);
+        if (ok && d.route == byok::Route::Fallback)
+            ok = ngx_byok_push_header(r->pool, out, "x-byok-fallback-reason", d.reason);
+        if (!ok) return NGX_ERROR;
+    }
+    return g_next_header_filter(r);
+}
+
+}  // namespace
+
+ngx_int_t ngx_byok_filter_init(ngx_conf_t *) {
+    g_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_byok_header_filter;
+    return NGX_OK;
+}
