@@ -155,6 +155,8 @@ def test_i17_03_bad_multipart_is_a_400_and_reaches_no_provider(gw, fake_provider
     body, ctype = multipart([("model", "gpt-4o-transcribe")])
     cases = [
         (body[:-10], ctype, "it ends before its closing boundary"),
+        (b'{"model":"gpt-4o"}', "multipart/form-data; boundary=x",
+         "it ends before its closing boundary"),  # JSON declared as multipart
         (body, "multipart/form-data", "without a boundary"),
         (multipart([("model", "a"), ("model", "b")])[0], ctype, "more than one \"model\""),
         (multipart([("model", "gpt\x01x")])[0], ctype, "invalid characters"),
