@@ -54,6 +54,7 @@ deps:
 
 test-deps:
 	@scripts/deps.sh test
+	@scripts/node_deps.sh tests/sdk
 
 test: test-deps build unit
 	$(PYTEST) -q tests/integration

@@ -391,12 +391,30 @@ std::optional<ModelSpan> find_model(std::string_view body) {
 
 std::string model_token(std::string_view model) { return json_string(model); }
 
+std::string model_token(const ModelSpan &span, std::string_view model) {
+    if (span.kind != BodyKind::Multipart) return model_token(model);
+    // The value is sent raw: the gateway admits only models without control
+    // bytes (so no CRLF can end the part early), as it does for headers.
+    std::string out = "Content-Disposition: form-data; name=\"model\"\r\n\r\n";
+    out.append(model);
+    return out;
+}
+
+std::string span_filler(const ModelSpan &span) {
+    size_t n = span.end - span.begin;
+    // A multipart span holds at least the Content-Disposition line that
+    // names the field and the blank line (> 40 bytes), so the padding line
+    // always fits.
+    if (span.kind != BodyKind::Multipart || n < 8) return std::string(n, ' ');
+    return "X-Pad:" + std::string(n - 8, ' ') + "\r\n";
+}
+
 std::string replace_model(std::string_view body, const ModelSpan &span, std::string_view model) {
     if (span.begin >= span.end || span.end > body.size()) {
         throw Error("replace_model: span outside the body");
     }
     std::string out(body.substr(0, span.begin));
-    out += model_token(model);
+    out += model_token(span, model);
     out.append(body.substr(span.end));
     return out;
 }

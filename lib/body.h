@@ -10,10 +10,19 @@
 
 namespace byok {
 
+// The body formats the gateway reads a model from (lib/multipart.h picks
+// one from the Content-Type).
+enum class BodyKind { Json, Multipart, Opaque };
+
+// Where the model sits in a body: [begin, end) is the range a rewrite
+// replaces. JSON: the value's string token, quotes included. Multipart: the
+// model part's header block and value (from the first header byte up to the
+// CRLF before the next boundary), so the rewrite can bring its own headers.
 struct ModelSpan {
-    size_t begin = 0;   // offset of the opening quote of the value
-    size_t end = 0;     // offset one past the closing quote
+    size_t begin = 0;
+    size_t end = 0;
     std::string model;  // unescaped value
+    BodyKind kind = BodyKind::Json;
 };
 
 // What the include_usage injection (lib/metering.h) needs to know about a
@@ -101,7 +110,18 @@ std::optional<ModelSpan> find_model(std::string_view body);
 // The JSON string token (quotes included) that carries `model`.
 std::string model_token(std::string_view model);
 
-// Body with the model value replaced by `model` (JSON-escaped).
+// The bytes that take the place of [span.begin, span.end) to carry `model`
+// in the span's format (JSON: model_token; multipart: a Content-Disposition
+// header block and the raw value).
+std::string model_token(const ModelSpan &span, std::string_view model);
+
+// Bytes of the same length as the span that the format ignores when they
+// stand right before model_token(span, ...): JSON whitespace, or a padding
+// header line of the multipart model part. The gateway writes them over the
+// old span in nginx's temp file, which it cannot cut.
+std::string span_filler(const ModelSpan &span);
+
+// Body with the span replaced by model_token(span, model).
 std::string replace_model(std::string_view body, const ModelSpan &span, std::string_view model);
 
 }  // namespace byok

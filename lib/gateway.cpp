@@ -70,6 +70,8 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
         req.header_provider = std::string(p);
     }
     req.client_retrying = client_is_retrying(in.retry_count);
+    req.content_type = std::string(in.content_type);
+    req.body_kind = body_kind(in.content_type);
     GatewayKeyLookup found = find_gateway_key(creds, req.api);
     if (!found.error.empty()) {
         req.error = unauthorized(found.error);
@@ -121,8 +123,9 @@ std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap, int64_t 
     return std::nullopt;
 }
 
-std::optional<GatewayError> body_error(bool invalid_json, const std::optional<ModelSpan> &model) {
-    if (invalid_json) return gateway_error(400, "invalid_json", "request body is not valid JSON");
+std::optional<GatewayError> body_error(const BodyError *bad,
+                                       const std::optional<ModelSpan> &model) {
+    if (bad != nullptr) return gateway_error(400, bad->code, bad->what());
     if (model && !safe_header_value(model->model))
         return gateway_error(400, "invalid_model", "invalid characters in \"model\"");
     return std::nullopt;
@@ -213,7 +216,8 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     in->fallback_provider = cfg.fallback_provider;
     in->fallback_on_rate_limit = snap.fallback_on_rate_limit;
     in->client_retrying = req.client_retrying;
-    in->bodiless = req.unified && !body_read;
+    // An upload or an opaque body names no model but in a multipart field.
+    in->bodiless = req.unified && (!body_read || req.body_kind != BodyKind::Json);
     in->default_provider = snap.default_provider;
     in->native_provider = req.native_provider;
     in->header_provider = req.header_provider;
@@ -312,7 +316,7 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
     // Only a changed model costs anything; a body an earlier attempt
     // rewrote gets the client's model back.
     if (model && (d.model_changed || body_rewritten))
-        up.model_token = model_token(d.model_changed ? d.model : model->model);
+        up.model_token = model_token(*model, d.model_changed ? d.model : model->model);
     return up;
 }
 

@@ -17,6 +17,7 @@
 #include "lib/client_api.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
+#include "lib/multipart.h"
 #include "lib/project.h"
 #include "lib/redis_reply.h"
 #include "lib/routing.h"
@@ -57,6 +58,7 @@ struct GatewayRequestIn {
     std::string_view uri;                            // unparsed URI, query included
     ClientCredentials creds;                         // headers; query_key is filled by the parse
     std::string_view retry_count;                    // x-stainless-retry-count, "" when absent
+    std::string_view content_type;                   // "" when absent
     std::vector<std::string_view> provider_headers;  // every x-byok-provider, in order
 };
 
@@ -65,9 +67,11 @@ struct GatewayRequest {
     bool unified = false;  // /v1/...
     ApiFamily api = ApiFamily::OpenAI;
     bool client_retrying = false;
-    std::string native_provider;  // "<id>" of /<id>/...
-    std::string header_provider;  // x-byok-provider
-    std::string rest;             // path after /v1 or /<id>, query without key=
+    std::string native_provider;          // "<id>" of /<id>/...
+    std::string header_provider;          // x-byok-provider
+    std::string rest;                     // path after /v1 or /<id>, query without key=
+    std::string content_type;             // of the body, for BodyScanner
+    BodyKind body_kind = BodyKind::Json;  // how a /v1 body is read (lib/multipart.h)
     // Set when a `key=` parameter was dropped: the URI without it. The glue
     // puts it into the request line first, before any error is logged.
     std::optional<std::string> clean_uri;
@@ -101,8 +105,9 @@ GatewayError key_store_unavailable();
 // by `now_s` (unix seconds; 0 = do not check), nullopt when it is usable.
 std::optional<GatewayError> snapshot_error(const GatewaySnapshot &snap, int64_t now_s = 0);
 
-// The request body's model, as the body scanner found it.
-std::optional<GatewayError> body_error(bool invalid_json, const std::optional<ModelSpan> &model);
+// The request body's model, as the body scanner found it (`bad`: the
+// BodyScanner's error, nullptr when the body was read fine).
+std::optional<GatewayError> body_error(const BodyError *bad, const std::optional<ModelSpan> &model);
 
 // Everything the route decision needs from the configuration.
 struct GatewayConfig {

@@ -36,14 +36,16 @@ struct RouteInput {
     std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...
     std::string_view header_provider;  // x-byok-provider, empty when absent
     std::string_view model;            // body "model", empty when none
-    // A /v1 request without a body (GET /v1/models, /v1/files): it names no
+    // A /v1 request without a JSON body (GET /v1/models, an upload to
+    // /v1/files): unless a multipart "model" field names one, it names no
     // model, so it goes to the project's default_provider (setting), else
     // the first catalog provider the project has a usable key for, else the
     // usual rules (the fallback provider).
     bool bodiless = false;
     std::string_view default_provider;
-    // The client retries on its own (x-stainless-retry-count > 0): a retry
-    // of ours on top would multiply the calls.
+    // The client retries on its own (x-stainless-retry-count > 0, or an
+    // Idempotency-Key seen within the last minute): a retry of ours on top
+    // would multiply the calls.
     bool client_retrying = false;
 };
 

@@ -211,6 +211,15 @@ void ngx_byok_count_usage(const byok::Catalog &cat, const byok::Provider *provid
                           byok::Route route, const byok::TokenUsage &u, int64_t cost_micro);
 size_t ngx_byok_metrics_size();
 void ngx_byok_metrics_attach(void *shm_area);
+
+// --- Idempotency-Key table (ngx_byok_idempotency.cpp) -------------------------------
+
+// Bytes of the table in a cache zone of `zone_size` bytes.
+size_t ngx_byok_idempotency_size(size_t zone_size);
+void ngx_byok_idempotency_attach(void *area, size_t size, ngx_shmtx_t *mutex);
+// True when the request's Idempotency-Key came with the same gateway key
+// within the last minute (the client is retrying); records it either way.
+bool ngx_byok_idempotency_repeat(ngx_http_request_t *r, const u_char *key_sha);
 char *ngx_byok_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_byok_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
@@ -449,9 +458,9 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
 // into worker memory whole. false when the temp file is unreadable.
 bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
                               const std::function<void(std::string_view)> &f);
-// Feeds the request body to the model scanner (memory and temp-file
-// buffers, bounded pieces). Throws byok::Error for invalid JSON; false when
-// the temp file is unreadable.
+// Feeds the request body to the scanner its Content-Type picks (JSON,
+// multipart upload; an opaque body is only counted). Throws byok::BodyError
+// for a bad body; false when the temp file is unreadable.
 bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 // Points the proxy at ctx->decision's target with ctx->key: upstream URL,
 // headers, body (model rewrite, include_usage). NGX_OK or an HTTP status.

@@ -146,6 +146,8 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
             in.creds.x_goog_api_key = value;
         } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
             in.retry_count = value;
+        } else if (ngx_byok_header_is(h, "content-type")) {
+            in.content_type = value;
         } else if (ngx_byok_header_is(h, "x-byok-provider")) {
             in.provider_headers.push_back(value);
         }
@@ -288,15 +290,17 @@ ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
 
 ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (ctx->body_read) {
-        bool invalid_json = false;
+        std::optional<byok::BodyError> bad;
         try {
             if (!ngx_byok_scan_body(r, ctx))
                 return internal_error(r, ctx, "cannot read the request body");
-        } catch (const byok::Error &) {
-            invalid_json = true;
+        } catch (const byok::BodyError &e) {
+            bad = e;
         }
-        if (auto e = byok::body_error(invalid_json, ctx->model)) return fail(r, ctx, *e);
+        if (auto e = byok::body_error(bad ? &*bad : nullptr, ctx->model)) return fail(r, ctx, *e);
     }
+    // Issue 17 item 7: a repeated Idempotency-Key is the client's own retry.
+    ctx->req.client_retrying = ngx_byok_idempotency_repeat(r, ctx->sha) || ctx->req.client_retrying;
     std::string_view model = ctx->model ? std::string_view(ctx->model->model) : "";
     ngx_int_t rc =
         take_plan(r, ctx,

@@ -60,8 +60,25 @@ struct CacheShm {
     ngx_atomic_t max_addrs;
     ngx_atomic_t generation;  // bumped on every (re)subscription
     uint64_t versions;        // last CacheNode::version handed out (under the lock)
-    // metrics area follows (ngx_byok_metrics_size() bytes)
+    // the tail follows (tail_layout())
 };
+
+// The zone's tail after CacheShm, each part 8-byte aligned: metrics, limit
+// counters (issue 13), key health (issue 14), the Idempotency-Key table
+// (issue 17). Offsets from the start of CacheShm.
+struct TailLayout {
+    size_t metrics, limits, health, idempotency, end;
+};
+
+TailLayout tail_layout(size_t zone_size) {
+    TailLayout t;
+    t.metrics = ngx_align(sizeof(CacheShm), 8);
+    t.limits = ngx_align(t.metrics + ngx_byok_metrics_size(), 8);
+    t.health = ngx_align(t.limits + ngx_byok_limits_size(zone_size), 8);
+    t.idempotency = ngx_align(t.health + ngx_byok_health_size(zone_size), 8);
+    t.end = t.idempotency + ngx_byok_idempotency_size(zone_size);
+    return t;
+}
 
 struct CacheCtx {
     CacheShm *sh;
@@ -257,10 +274,7 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     } else if (zone->shm.exists) {
         ctx->sh = static_cast<CacheShm *>(shpool->data);
     } else {
-        // The zone's tail: metrics, then limit counters (issue 13), then key
-        // health (issue 14), laid out in this order by the attach calls below.
-        size_t size = sizeof(CacheShm) + ngx_byok_metrics_size() +
-                      ngx_byok_limits_size(zone->shm.size) + ngx_byok_health_size(zone->shm.size);
+        size_t size = tail_layout(zone->shm.size).end;
         ctx->sh = static_cast<CacheShm *>(ngx_slab_calloc(shpool, size));
         if (ctx->sh == nullptr) return NGX_ERROR;
         shpool->data = ctx->sh;
@@ -279,12 +293,13 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     }
     zone->data = ctx;
     g_cache = ctx;
-    u_char *tail = reinterpret_cast<u_char *>(ctx->sh) + sizeof(CacheShm);
-    ngx_byok_metrics_attach(tail);
-    tail += ngx_byok_metrics_size();
-    ngx_byok_limits_attach(tail, zone->shm.size, shpool);
-    tail += ngx_byok_limits_size(zone->shm.size);
-    ngx_byok_health_attach(tail, zone->shm.size, &shpool->mutex);
+    TailLayout t = tail_layout(zone->shm.size);
+    u_char *base = reinterpret_cast<u_char *>(ctx->sh);
+    ngx_byok_metrics_attach(base + t.metrics);
+    ngx_byok_limits_attach(base + t.limits, zone->shm.size, shpool);
+    ngx_byok_health_attach(base + t.health, zone->shm.size, &shpool->mutex);
+    ngx_byok_idempotency_attach(base + t.idempotency, ngx_byok_idempotency_size(zone->shm.size),
+                                &shpool->mutex);
     return NGX_OK;
 }
 

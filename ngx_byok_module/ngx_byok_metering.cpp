@@ -320,7 +320,8 @@ static bool insert_in_chain(ngx_http_request_t *r, ngx_chain_t **bufs, size_t of
 ngx_int_t ngx_byok_meter_prepare_body(ngx_http_request_t *r, ByokGatewayCtx *ctx,
                                       ngx_chain_t **bufs, off_t *len) {
     ctx->meter.inject = false;
-    if (!main_conf(r)->stream_usage ||
+    // Only JSON bodies are edited: an upload or opaque body goes untouched.
+    if (!main_conf(r)->stream_usage || ctx->req.body_kind != byok::BodyKind::Json ||
         !byok::include_usage_applies(ctx->req.unified, ctx->req.rest))
         return NGX_OK;
     std::optional<byok::BodyInsert> edit;

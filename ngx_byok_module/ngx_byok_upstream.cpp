@@ -5,6 +5,7 @@
 // $byok_upstream* values. What to set comes from byok::plan_upstream.
 #include "ngx_byok_module/ngx_byok.h"
 
+#include "lib/multipart.h"
 #include "lib/util.h"
 
 namespace {
@@ -16,17 +17,11 @@ bool is_client_secret_header(const ngx_table_elt_t &h) {
            ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
 }
 
-// Writes spaces (JSON whitespace) over [from, to) of a temp file.
-bool blank_in_file(ngx_file_t *file, off_t from, off_t to) {
-    static u_char spaces[4096];
-    if (spaces[0] != ' ') ngx_memset(spaces, ' ', sizeof(spaces));
+// Writes `bytes` over a temp file from offset `at`.
+bool blank_in_file(ngx_file_t *file, off_t at, std::string_view bytes) {
     off_t keep = file->offset;  // the request-body code's own write position
-    bool ok = true;
-    while (from < to && ok) {
-        size_t n = (size_t)ngx_min((off_t)sizeof(spaces), to - from);
-        ok = ngx_write_file(file, spaces, n, from) == (ssize_t)n;
-        from += n;
-    }
+    bool ok =
+        ngx_write_file(file, (u_char *)bytes.data(), bytes.size(), at) == (ssize_t)bytes.size();
     file->offset = keep;
     return ok;
 }
@@ -34,8 +29,10 @@ bool blank_in_file(ngx_file_t *file, off_t from, off_t to) {
 // The body chain with the model value replaced by `token`, built from the
 // client's buffers without copying them: slices before the value, one small
 // buffer with the token, slices after. Bytes of the old value that sit in
-// memory are sliced out; bytes in the temp file are overwritten with spaces
-// in place, so the file pieces stay contiguous from offset 0 — nginx's
+// memory are sliced out; bytes in the temp file are overwritten in place
+// with the format's filler (JSON whitespace, a multipart padding header;
+// nginx keeps a spilled body whole in the file, so a span is never half in
+// memory), so the file pieces stay contiguous from offset 0 — nginx's
 // upstream retry (ngx_http_upstream_reinit) rewinds file pieces assuming
 // exactly that, and memory slices get start = pos for the same reason.
 ngx_int_t splice_model(ngx_http_request_t *r, ByokGatewayCtx *ctx, const std::string &token,
@@ -44,6 +41,7 @@ ngx_int_t splice_model(ngx_http_request_t *r, ByokGatewayCtx *ctx, const std::st
     ngx_chain_t *head = nullptr, **tail = &head;
     off_t total = 0;
     bool inserted = false;
+    const std::string filler = byok::span_filler(*ctx->model);
     auto emit = [&](ngx_buf_t *b) -> bool {
         ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
         if (cl == nullptr) return false;
@@ -95,7 +93,9 @@ ngx_int_t splice_model(ngx_http_request_t *r, ByokGatewayCtx *ctx, const std::st
             if (part == 2 && !inserted && !insert_token()) return NGX_ERROR;
             if (part == 1 && memory) continue;  // the old value, left out
             if (part == 1) {
-                if (!blank_in_file(src->file, src->file_pos + from, src->file_pos + to))
+                std::string_view fill(filler);
+                if (!blank_in_file(src->file, src->file_pos + from,
+                                   fill.substr((size_t)(at + from - s), (size_t)(to - from))))
                     return NGX_ERROR;
                 ctx->body_blanked = true;
             }
@@ -149,10 +149,17 @@ bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
 bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (r->request_body == nullptr || r->request_body->bufs == nullptr) return true;
     ctx->orig_bufs = r->request_body->bufs;
-    byok::ModelScanner scanner;
-    if (!ngx_byok_each_body_piece(r, ctx->orig_bufs,
-                                  [&](std::string_view piece) { scanner.feed(piece); }))
+    // The Content-Type picks the format (JSON, multipart upload, opaque).
+    byok::BodyScanner scanner(ctx->req.content_type);
+    if (!scanner.reads_bytes()) {
+        // An opaque body goes through untouched: counted, never read back
+        // from the temp file.
+        for (ngx_chain_t *cl = ctx->orig_bufs; cl; cl = cl->next)
+            scanner.skip((size_t)ngx_buf_size(cl->buf));
+    } else if (!ngx_byok_each_body_piece(r, ctx->orig_bufs,
+                                         [&](std::string_view piece) { scanner.feed(piece); })) {
         return false;
+    }
     ctx->body_len = scanner.offset();
     // An empty body is not validated (nothing to route on).
     if (ctx->body_len > 0) ctx->model = scanner.finish();

@@ -279,10 +279,12 @@ Test(gateway, i12_01_body_edit_only_when_the_model_changes) {
 }
 
 Test(gateway, i12_01_body_errors) {
-    cr_assert_eq(body_error(true, std::nullopt)->code, "invalid_json");
-    cr_assert_eq(body_error(false, ModelSpan{0, 0, "a\nb"})->code, "invalid_model");
-    cr_assert(!body_error(false, ModelSpan{0, 0, "gpt-4o"}));
-    cr_assert(!body_error(false, std::nullopt));
+    BodyError bad("invalid_json", "request body is not valid JSON");
+    cr_assert_eq(body_error(&bad, std::nullopt)->code, "invalid_json");
+    cr_assert_eq(body_error(&bad, std::nullopt)->message, "request body is not valid JSON");
+    cr_assert_eq(body_error(nullptr, ModelSpan{0, 0, "a\nb"})->code, "invalid_model");
+    cr_assert(!body_error(nullptr, ModelSpan{0, 0, "gpt-4o"}));
+    cr_assert(!body_error(nullptr, std::nullopt));
 }
 
 Test(gateway, i12_05_metrics_names_come_from_lib) {
