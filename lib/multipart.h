@@ -88,6 +88,8 @@ class BodyScanner {
     // An opaque body is only counted: skip(n) stands for feeding n bytes.
     bool reads_bytes() const { return kind_ != BodyKind::Opaque; }
     void skip(size_t n);
+    // JSON bodies: where `include_usage` may go (ModelScanner); none otherwise.
+    StreamFacts stream_facts() const { return json_ ? json_->stream_facts() : StreamFacts{}; }
 
   private:
     BodyKind kind_;

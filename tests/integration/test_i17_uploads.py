@@ -186,6 +186,7 @@ def test_i17_03_json_bodies_keep_their_rules(gw, fake_provider):
 def test_i17_07_repeated_idempotency_key_gets_no_fallback_retry(gw, fake_provider):
     p = gw.provision(keys={"openai": None})
     other = gw.provision(keys={"openai": None})
+    fresh = gw.provision(keys={"openai": None})
     fake_provider.fail("/openai", 503, "busy")
     key = "stainless-node-retry-" + secrets.token_hex(8)
 
@@ -201,13 +202,15 @@ def test_i17_07_repeated_idempotency_key_gets_no_fallback_retry(gw, fake_provide
         r = gw.chat(p, headers={"idempotency-key": key})
         assert r.status_code == 503, r.text
         assert calls() == (n, 1)
-    # A new key, or the same key from another project: a first attempt.
-    r = gw.chat(p, headers={"Idempotency-Key": key + "-2"})
+    # A new key, or the same key from another project: a first attempt. (p's
+    # key has failed 3 times in 10 s, so its breaker is open — issue 14 — and
+    # p's next requests skip it: the other projects show the first attempts.)
+    r = gw.chat(fresh, headers={"Idempotency-Key": key + "-2"})
     assert r.status_code == 200 and calls() == (4, 2), r.text
     r = gw.chat(other, headers={"Idempotency-Key": key})
     assert r.status_code == 200 and calls() == (5, 3), r.text
     # No key at all: every request is a first attempt.
-    r = gw.chat(p)
+    r = gw.chat(other)
     assert r.status_code == 200 and calls() == (6, 4), r.text
     gw.assert_no_leaks(r)
 
