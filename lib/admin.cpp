@@ -350,7 +350,7 @@ Step dispatch(const Pending &p) {
     bool project_route = !m.pid.empty();
     if (!who.admin) {
         // A gateway key sees its own project only; others do not exist for it.
-        if (project_route && m.pid != who.project) return fail(404, "not_found", "no such project");
+        if (project_route && m.pid != who.project) return project_not_found();
         if (method->who == Who::AdminOnly)
             return fail(403, "forbidden", "this route needs an admin token");
     }

@@ -15,7 +15,7 @@ constexpr int kCasAttempts = 3;
 bool tier_allows_byok(const Fields &project) {
     auto it = project.find("tier");
     auto t = parse_tier(it == project.end() ? std::string() : it->second);
-    return t && *t != Tier::Free;
+    return t && byok_allowed(*t);
 }
 
 // A hash of a script reply that may be absent (a reply of fewer items).
@@ -35,7 +35,7 @@ Step cas_write(const CtxPtr &c, std::shared_ptr<const CasWrite> w, int attempt) 
     const Layout &l = c->cfg->layout;
     auto read = eval(kScriptReadProject, {l.project(w->pid), l.keys(w->pid)}, {});
     return redis(std::move(read), [c, w, attempt](const Reply &r) -> Step {
-        if (script_code(r) == kNoProject) return project_missing();
+        if (script_code(r) == kNoProject) return project_not_found();
         if (w->require_tier && !tier_allows_byok(to_fields(script_item(r, 1))))
             return tier_refused();
         Fields keys = to_fields(script_item(r, 2));
@@ -58,7 +58,7 @@ Step cas_write(const CtxPtr &c, std::shared_ptr<const CasWrite> w, int attempt) 
                              std::move(args));
         return redis(std::move(argv), [c, w, attempt, out](const Reply &wr) -> Step {
             long long code = script_code(wr);
-            if (code == kNoProject) return project_missing();
+            if (code == kNoProject) return project_not_found();
             if (code == kTier) return tier_refused();
             if (code == kConflict) {
                 if (attempt + 1 >= kCasAttempts)
@@ -78,7 +78,7 @@ Step read_keys(const CtxPtr &c, const std::string &pid,
     return redis(eval(kScriptReadProject,
                       {l.project(pid), l.keys(pid), l.key_health(pid), l.last_used(pid)}, {}),
                  [c, next](const Reply &r) -> Step {
-                     if (script_code(r) == kNoProject) return project_missing();
+                     if (script_code(r) == kNoProject) return project_not_found();
                      KeyExtras x;
                      x.health = fields_at(r, 3);
                      x.last_used = fields_at(r, 4);

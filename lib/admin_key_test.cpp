@@ -6,6 +6,7 @@
 #include "lib/layout.h"
 #include "lib/project.h"
 #include "lib/redact.h"
+#include "lib/usage.h"
 
 namespace byok::admin::detail {
 
@@ -185,7 +186,7 @@ Step key_test(const CtxPtr &c, const std::string &pid, const Provider &p, json &
     const Provider *prov = &p;
     return redis(eval(kScriptReadProject, {l.project(pid), l.keys(pid)}, {}),
                  [c, pid, prov, key_id](const Reply &r) -> Step {
-                     if (script_code(r) == kNoProject) return project_missing();
+                     if (script_code(r) == kNoProject) return project_not_found();
                      Fields keys = to_fields(script_item(r, 2));
                      auto it = keys.find(prov->id);
                      if (it == keys.end()) return key_missing();
@@ -267,7 +268,7 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
     for (int d = 0; d < days; ++d) keys.push_back(l.usage(pid, yyyymmdd_utc(c->now - d * 86400LL)));
     for (auto &k : meter_keys(*c, pid, 30)) keys.push_back(std::move(k));
     return redis(eval(kScriptReadProject, std::move(keys), {}), [c, days](const Reply &r) {
-        if (script_code(r) == kNoProject) return project_missing();
+        if (script_code(r) == kNoProject) return project_not_found();
         Fields project = to_fields(script_item(r, 1));
         Fields records = to_fields(script_item(r, 2));
         size_t tested = 0, valid = 0;
@@ -289,10 +290,9 @@ Step project_stats(const CtxPtr &c, const std::string &pid) {
         json usage = json::object();
         for (int d = 0; d < days; ++d) {
             for (const auto &[field, value] : to_fields(script_item(r, 4 + d))) {
-                size_t colon = field.rfind(':');
-                if (colon == std::string::npos || colon == 0) continue;
-                std::string provider = field.substr(0, colon), route = field.substr(colon + 1);
-                if (route.empty()) continue;
+                auto parsed = parse_usage_field(field);
+                if (!parsed) continue;
+                const auto &[provider, route] = *parsed;
                 long long n = std::strtoll(value.c_str(), nullptr, 10);
                 json &u = usage[provider];
                 if (u.is_null()) u = json{{"byok", 0}, {"system", 0}, {"fallback", 0}};

@@ -13,7 +13,6 @@
 
 namespace byok::admin::detail {
 
-Step project_missing() { return fail(404, "project_not_found", "no such project"); }
 Step key_missing() { return fail(404, "key_not_found", "no key stored for this provider"); }
 Step key_id_missing() {
     return fail(404, "key_not_found", "no key with this id for this provider");

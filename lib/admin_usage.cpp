@@ -148,7 +148,7 @@ Step project_usage(const CtxPtr &c, const std::string &pid) {
     std::vector<std::string> keys{l.project(pid)};
     for (const auto &d : range.days) keys.push_back(l.meter(pid, d));
     return redis(eval(kScriptReadProject, std::move(keys), {}), [c, range, group](const Reply &r) {
-        if (script_code(r) == kNoProject) return fail(404, "project_not_found", "no such project");
+        if (script_code(r) == kNoProject) return project_not_found();
         std::map<std::string, UsageTotals> rows;
         UsageTotals totals;
         for (size_t i = 0; i < range.days.size(); i++) {

@@ -123,6 +123,40 @@ std::string decoded_lower_name(std::string_view name) {
 
 }  // namespace
 
+namespace {
+
+bool same_name(std::string_view a, std::string_view lowcase) {
+    if (a.size() != lowcase.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(a[i])) != lowcase[i]) return false;
+    return true;
+}
+
+struct CredentialHeader {
+    std::string_view name;  // lower case
+    std::string_view ClientCredentials::*slot;
+};
+constexpr CredentialHeader kCredentialHeaders[] = {
+    {"authorization", &ClientCredentials::authorization},
+    {"x-api-key", &ClientCredentials::x_api_key},
+    {"api-key", &ClientCredentials::api_key},
+    {"x-goog-api-key", &ClientCredentials::x_goog_api_key},
+};
+
+}  // namespace
+
+std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
+    for (const auto &h : kCredentialHeaders)
+        if (same_name(name, h.name)) return &(c.*h.slot);
+    return nullptr;
+}
+
+bool is_credential_header(std::string_view name) {
+    ClientCredentials none;
+    // A proxy's credentials are the client's too; the gateway reads none there.
+    return credential_slot(none, name) != nullptr || same_name(name, "proxy-authorization");
+}
+
 std::string strip_key_param(std::string_view args, std::string_view *key) {
     std::string out;
     size_t i = 0;

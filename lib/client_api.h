@@ -22,6 +22,13 @@ struct ClientCredentials {
     std::string_view query_key;       // `key=` query parameter (Google curl examples)
 };
 
+// The one list of request headers that carry client credentials (names in
+// any case). `credential_slot` is the field of `c` a header fills, nullptr
+// for any other header; `is_credential_header` is true for those and for
+// proxy-authorization: the headers never forwarded to a provider.
+std::string_view *credential_slot(ClientCredentials &c, std::string_view name);
+bool is_credential_header(std::string_view name);
+
 // The gateway key, or an error message for the 401. Sources in order, the
 // first one present wins: Authorization: Bearer, x-api-key, api-key, and on
 // the Google API only x-goog-api-key then `key=` (elsewhere those two are

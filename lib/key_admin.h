@@ -14,7 +14,6 @@
 
 namespace byok::admin::detail {
 
-Step project_missing();
 Step key_missing();     // the provider has no key
 Step key_id_missing();  // no key with this id
 

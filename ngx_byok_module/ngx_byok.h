@@ -235,6 +235,11 @@ inline ngx_int_t ngx_byok_send_json(ngx_http_request_t *r, ngx_uint_t status,
                                     const std::vector<byok::Header> *extra = nullptr) {
     return ngx_byok_send_body(r, status, "application/json", body, extra);
 }
+// The same without a copy, for bytes that outlive the request (embedded
+// console assets, configuration memory): the console's writer.
+ngx_int_t ngx_byok_send_static(ngx_http_request_t *r, ngx_uint_t status,
+                               std::string_view content_type, std::string_view body,
+                               const std::vector<byok::Header> *extra = nullptr);
 // A JSON error in the OpenAI shape (byok::json_error); never throws.
 ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
                               std::string_view message, std::string_view type);

@@ -136,14 +136,8 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
     in.uri = sv(r->unparsed_uri);
     ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
         std::string_view value = sv(h.value);
-        if (ngx_byok_header_is(h, "authorization")) {
-            in.creds.authorization = value;
-        } else if (ngx_byok_header_is(h, "x-api-key")) {
-            in.creds.x_api_key = value;
-        } else if (ngx_byok_header_is(h, "api-key")) {
-            in.creds.api_key = value;
-        } else if (ngx_byok_header_is(h, "x-goog-api-key")) {
-            in.creds.x_goog_api_key = value;
+        if (std::string_view *slot = byok::credential_slot(in.creds, sv(h.key))) {
+            *slot = value;
         } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
             in.retry_count = value;
         } else if (ngx_byok_header_is(h, "content-type")) {

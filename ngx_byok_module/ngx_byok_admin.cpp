@@ -114,7 +114,11 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
             size_t n = b->last - b->pos;
             size_t room = byok::admin::kHttpExcerpt - res.body.size();
             if (n > room) res.truncated = true;
-            res.body.append((const char *)b->pos, ngx_min(n, room));
+            try {  // an nginx filter: bad_alloc must not cross into C
+                res.body.append((const char *)b->pos, ngx_min(n, room));
+            } catch (const std::exception &) {
+                return NGX_ERROR;
+            }
             b->pos = b->last;
         }
         if (b->in_file) {  // not read: proxy_max_temp_file_size 0 avoids this
@@ -185,10 +189,14 @@ bool start_checked(AdminCtx *ctx, Call &call, const byok::Url &url,
                 started = false;
             }
             if (!started) {
-                auto next = std::move(pending->next);
-                resume(ctx, next,
-                       refused(ip.empty() ? "the target was refused: " + error
-                                          : std::string(cannot_start)));
+                try {  // the refusal text is built here: inside the guard too
+                    auto next = std::move(pending->next);
+                    resume(ctx, next,
+                           refused(ip.empty() ? "the target was refused: " + error
+                                              : std::string(cannot_start)));
+                } catch (const std::exception &e) {
+                    fail_internal(ctx->r, e.what());
+                }
             }
             ngx_http_run_posted_requests(c);
         });

@@ -13,10 +13,6 @@ namespace {
 
 constexpr std::string_view kDefaultApi = "/admin/v1/";
 
-ngx_str_t to_ngx(std::string_view s) {
-    return ngx_str_t{s.size(), reinterpret_cast<u_char *>(const_cast<char *>(s.data()))};
-}
-
 // The headers of every console response; built once per process (they are
 // static text) so each request only links them in.
 const std::vector<byok::Header> &security_headers() {
@@ -24,43 +20,21 @@ const std::vector<byok::Header> &security_headers() {
     return headers;
 }
 
-bool add_header(ngx_http_request_t *r, std::string_view name, std::string_view value) {
-    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) return false;
-    h->hash = 1;
-    h->key = to_ngx(name);
-    h->value = to_ngx(value);
-    return true;
-}
-
-// `body` must outlive the request (embedded data or configuration memory).
+// `body` must outlive the request (embedded data or configuration memory);
+// the shared writer links it in without a copy.
 ngx_int_t send(ngx_http_request_t *r, ngx_uint_t status, std::string_view content_type,
                std::string_view cache_control, std::string_view body) {
-    for (const auto &h : security_headers())
-        if (!add_header(r, h.name, h.value)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    if (!add_header(r, "Cache-Control", cache_control)) return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    r->headers_out.status = status;
-    r->headers_out.content_type = to_ngx(content_type);
-    r->headers_out.content_type_len = content_type.size();
-    r->headers_out.content_length_n = static_cast<off_t>(body.size());
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || body.empty()) return rc;
-    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
-    if (b == nullptr) return NGX_ERROR;
-    b->pos = reinterpret_cast<u_char *>(const_cast<char *>(body.data()));
-    b->last = b->pos + body.size();
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-    ngx_chain_t out = {b, nullptr};
-    return ngx_http_output_filter(r, &out);
+    if (ngx_byok_push_header(r->pool, &r->headers_out.headers, "Cache-Control", cache_control) ==
+        nullptr)
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    return ngx_byok_send_static(r, status, content_type, body, &security_headers());
 }
 
 ngx_int_t console_handler(ngx_http_request_t *r) {
     constexpr std::string_view kText = "text/plain; charset=utf-8";
-    if (ngx_http_discard_request_body(r) != NGX_OK) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
-        if (!add_header(r, "Allow", "GET, HEAD")) return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        if (ngx_byok_push_header(r->pool, &r->headers_out.headers, "Allow", "GET, HEAD") == nullptr)
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         return send(r, NGX_HTTP_NOT_ALLOWED, kText, "no-store", "method not allowed\n");
     }
     auto *lcf =

@@ -18,11 +18,24 @@ static char *ngx_byok_allow_endpoint_directive(ngx_conf_t *cf, ngx_command_t *cm
 static char *ngx_byok_gateway_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_byok_check_server_test_timeout(ngx_conf_t *cf, void *post, void *data);
 
+// nginx (C) calls the directive handlers: a handler that may throw (a
+// std::string, a vector, a lib parser) is registered through this guard, so
+// an exception ends as a configuration error naming the directive.
+template <char *(*Handler)(ngx_conf_t *, ngx_command_t *, void *)>
+static char *guarded(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
+    try {
+        return Handler(cf, cmd, conf);
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, BYOK_LOG "%V: %s", &cmd->name, e.what());
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+}
+
 static ngx_conf_post_t ngx_byok_server_test_timeout_bounds = {ngx_byok_check_server_test_timeout};
 
 ngx_command_t ngx_byok_commands[] = {
-    {ngx_string("byok_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, ngx_byok_redis_directive,
-     NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     guarded<ngx_byok_redis_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_master_keys"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_byok_master_keys_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_providers"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
@@ -30,13 +43,13 @@ ngx_command_t ngx_byok_commands[] = {
     {ngx_string("byok_cache"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, ngx_byok_cache_directive,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_system_key"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
-     ngx_byok_system_key_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
-    {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_byok_fallback_directive,
-     NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+     guarded<ngx_byok_system_key_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     guarded<ngx_byok_fallback_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin_token_file"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_byok_admin_tokens_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+     guarded<ngx_byok_admin_tokens_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_allow_endpoint"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
-     ngx_byok_allow_endpoint_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+     guarded<ngx_byok_allow_endpoint_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_server_test_timeout"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
      offsetof(ngx_byok_main_conf_t, server_test_timeout), &ngx_byok_server_test_timeout_bounds},

@@ -163,12 +163,16 @@ ngx_int_t health_handler(ngx_http_request_t *r) {
     bool keys = mcf != nullptr && mcf->m != nullptr && mcf->m->have_ring;
     bool zone = g_metrics != nullptr;
     bool redis = ngx_byok_redis_available();
-    std::string body = std::string("{\"status\":\"") + (keys && zone ? "ok" : "unavailable") +
-                       "\",\"master_keys\":" + (keys ? "true" : "false") +
-                       ",\"cache_zone\":" + (zone ? "true" : "false") + ",\"redis\":\"" +
-                       (redis ? "connected" : "disconnected") + "\"}";
-    return ngx_byok_send_body(r, keys && zone ? NGX_HTTP_OK : NGX_HTTP_SERVICE_UNAVAILABLE,
-                              "application/json", body);
+    try {  // std::string may throw bad_alloc; it must not cross into nginx
+        std::string body = std::string("{\"status\":\"") + (keys && zone ? "ok" : "unavailable") +
+                           "\",\"master_keys\":" + (keys ? "true" : "false") +
+                           ",\"cache_zone\":" + (zone ? "true" : "false") + ",\"redis\":\"" +
+                           (redis ? "connected" : "disconnected") + "\"}";
+        return ngx_byok_send_body(r, keys && zone ? NGX_HTTP_OK : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "application/json", body);
+    } catch (const std::exception &) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 }
 
 }  // namespace

@@ -219,6 +219,18 @@ std::string tls_name(RedisLink *link) {
     return host;
 }
 
+// tls_name for the event handlers, which must not throw into nginx: false
+// (and the link dropped, to reconnect) when the name cannot be built.
+bool tls_name_or_drop(RedisLink *link, std::string *name) {
+    try {
+        *name = tls_name(link);
+        return true;
+    } catch (const std::exception &) {
+        drop_link(link, "out of memory");
+        return false;
+    }
+}
+
 // As nginx's proxy module does for proxy_ssl_verify: the chain result, then
 // the name.
 void handshake_done(ngx_connection_t *c) {
@@ -237,7 +249,8 @@ void handshake_done(ngx_connection_t *c) {
         drop_link(link, "untrusted TLS certificate");
         return;
     }
-    std::string name = tls_name(link);
+    std::string name;
+    if (!tls_name_or_drop(link, &name)) return;
     ngx_str_t n = {name.size(), (u_char *)name.data()};
     bool match;
     if (is_ip_literal(name)) {
@@ -267,7 +280,8 @@ void connected(RedisLink *link) {
         drop_link(link, "TLS setup failed");
         return;
     }
-    std::string name = tls_name(link);
+    std::string name;
+    if (!tls_name_or_drop(link, &name)) return;
     if (!is_ip_literal(name)) SSL_set_tlsext_host_name(c->ssl->connection, name.c_str());
     ngx_int_t rc = ngx_ssl_handshake(c);
     if (rc == NGX_AGAIN) {

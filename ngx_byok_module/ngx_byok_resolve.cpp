@@ -37,13 +37,17 @@ void resolved(ngx_resolver_ctx_t *ctx) {
         ip = check_addresses(res->m, res->host, ctx);
     } catch (const std::exception &) {
     }
-    if (ip.empty()) {
-        res->error =
-            ctx->state == NGX_OK ? "the host has no address" : "the host could not be resolved";
-    } else if (ip[0] == '!') {
-        res->error = ip.substr(1);
-    } else {
-        res->ip = ip;
+    try {  // a resolver event: nothing may throw into nginx
+        if (ip.empty()) {
+            res->error =
+                ctx->state == NGX_OK ? "the host has no address" : "the host could not be resolved";
+        } else if (ip[0] == '!') {
+            res->error = ip.substr(1);
+        } else {
+            res->ip = ip;
+        }
+    } catch (const std::exception &) {
+        res->ip.clear();  // refused (out of memory), never let through unchecked
     }
     ngx_resolve_name_done(ctx);
     ngx_post_event(&res->ev, &ngx_posted_events);
@@ -54,7 +58,11 @@ void deliver(ngx_event_t *ev) {
     auto done = std::move(res->done);
     std::string ip = std::move(res->ip), error = std::move(res->error);
     delete res;
-    done(ip, error);
+    try {  // a posted event: the callback's exception must not cross into nginx
+        done(ip, error);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0, BYOK_LOG "resolve: %s", e.what());
+    }
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Responses the module sends itself: the one body writer shared by the
-// gateway, the admin API, /metrics, /healthz and the JSON error pages, the
+// gateway, the admin API, /metrics, /healthz, the console and the JSON error pages, the
 // one header-element builder, and `byok_error;`, the content handler
 // of the internal location that error_page sends nginx's own errors to.
 #include "ngx_byok_module/ngx_byok.h"
@@ -28,15 +28,20 @@ ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::s
     return h;
 }
 
-ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
-                             const std::string &body, const std::vector<byok::Header> *extra) {
+namespace {
+
+// The writer behind both entry points: a copy of `body` in the pool, or
+// (copy == false) a buffer pointing at `body` itself, which must then outlive
+// the request. `content_type` must outlive it too (a literal).
+ngx_int_t send_body(ngx_http_request_t *r, ngx_uint_t status, std::string_view content_type,
+                    std::string_view body, const std::vector<byok::Header> *extra, bool copy) {
     if (r->header_sent) return NGX_ERROR;
     // An unread body would be parsed as the next request on a keep-alive
     // connection.
     if (ngx_http_discard_request_body(r) != NGX_OK) r->keepalive = 0;
     r->headers_out.status = status;
-    r->headers_out.content_type.data = (u_char *)content_type;
-    r->headers_out.content_type.len = ngx_strlen(content_type);
+    r->headers_out.content_type.data = (u_char *)content_type.data();
+    r->headers_out.content_type.len = content_type.size();
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_length_n = body.size();
     if (extra) {
@@ -47,13 +52,35 @@ ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const cha
     }
     ngx_int_t rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || body.empty()) return rc;
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
-    if (b == nullptr) return NGX_ERROR;
-    b->last = ngx_cpymem(b->pos, body.data(), body.size());
+    ngx_buf_t *b;
+    if (copy) {
+        b = ngx_create_temp_buf(r->pool, body.size());
+        if (b == nullptr) return NGX_ERROR;
+        b->last = ngx_cpymem(b->pos, body.data(), body.size());
+    } else {
+        b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+        if (b == nullptr) return NGX_ERROR;
+        b->pos = (u_char *)body.data();
+        b->last = b->pos + body.size();
+        b->memory = 1;  // read-only: nginx must not write into it
+    }
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
     ngx_chain_t cl = {b, nullptr};
     return ngx_http_output_filter(r, &cl);
+}
+
+}  // namespace
+
+ngx_int_t ngx_byok_send_body(ngx_http_request_t *r, ngx_uint_t status, const char *content_type,
+                             const std::string &body, const std::vector<byok::Header> *extra) {
+    return send_body(r, status, content_type, body, extra, true);
+}
+
+ngx_int_t ngx_byok_send_static(ngx_http_request_t *r, ngx_uint_t status,
+                               std::string_view content_type, std::string_view body,
+                               const std::vector<byok::Header> *extra) {
+    return send_body(r, status, content_type, body, extra, false);
 }
 
 ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,

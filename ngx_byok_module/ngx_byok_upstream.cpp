@@ -12,9 +12,7 @@ namespace {
 
 // Headers that carry client credentials or gateway controls; never forwarded.
 bool is_client_secret_header(const ngx_table_elt_t &h) {
-    return ngx_byok_header_is(h, "authorization") || ngx_byok_header_is(h, "x-api-key") ||
-           ngx_byok_header_is(h, "api-key") || ngx_byok_header_is(h, "x-goog-api-key") ||
-           ngx_byok_header_is(h, "x-byok-provider") || ngx_byok_header_is(h, "proxy-authorization");
+    return byok::is_credential_header(sv(h.key)) || ngx_byok_header_is(h, "x-byok-provider");
 }
 
 // Writes `bytes` over a temp file from offset `at`.

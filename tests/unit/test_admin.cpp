@@ -972,3 +972,23 @@ Test(admin_keyring, i11_05_keyring_shows_kids_and_records_never_key_material) {
     Step g = feed(run(cfg, c), hash({{"project", "acme"}, {"id", "k1"}}));
     cr_assert_eq(response(g).status, 403);
 }
+
+// Issue 12: a route of another project has one answer, the same as for an
+// absent project — the path form and the ?project= form alike.
+Test(admin_auth, i12_another_project_is_project_not_found) {
+    Config cfg = config();
+    auto go = [&](std::string path, std::string query = "") {
+        Call c;
+        c.path = std::move(path);
+        c.query = std::move(query);
+        return as_project(cfg, "acme", c);
+    };
+    for (const char *path : {"/projects/other", "/projects/other/keys", "/projects/other/usage"}) {
+        Step s = go(path);
+        cr_assert_eq(response(s).status, 404, "%s", path);
+        cr_assert_eq(error_code(s), "project_not_found", "%s", path);
+    }
+    Step q = go("/providers", "project=other");
+    cr_assert_eq(response(q).status, 404);
+    cr_assert_eq(error_code(q), "project_not_found");
+}

@@ -149,3 +149,21 @@ Test(client_api, i12_05_one_bearer_parser_and_key_shape) {
     cr_assert(!looks_like_gateway_key("sk-abcdefgh"));
     cr_assert(!looks_like_gateway_key(std::string(257, 'a').replace(0, 5, "byok_")));
 }
+
+// Issue 12: one list of credential headers, read by the access phase and
+// stripped by the upstream set-up.
+Test(client_api, i12_credential_headers_are_one_list) {
+    byok::ClientCredentials c;
+    *byok::credential_slot(c, "Authorization") = "a";
+    *byok::credential_slot(c, "X-API-KEY") = "b";
+    *byok::credential_slot(c, "api-key") = "c";
+    *byok::credential_slot(c, "x-goog-api-key") = "d";
+    cr_assert(c.authorization == "a" && c.x_api_key == "b" && c.api_key == "c" &&
+              c.x_goog_api_key == "d");
+    for (const char *name :
+         {"authorization", "X-Api-Key", "API-KEY", "X-Goog-Api-Key", "Proxy-Authorization"})
+        cr_assert(byok::is_credential_header(name), "%s", name);
+    for (const char *name : {"content-type", "x-api-keys", "api", "", "x-byok-provider"})
+        cr_assert(!byok::is_credential_header(name), "%s", name);
+    cr_assert_null(byok::credential_slot(c, "proxy-authorization"));
+}
