@@ -202,4 +202,47 @@ std::vector<std::string> health_write_argv(const Layout &l, std::string_view pid
             h.state == HealthState::Invalid ? "1" : "0"};
 }
 
+namespace {
+
+// The leading decimal digits of `v` (1 to 9 of them), or -1; *rest is what
+// follows them.
+int64_t leading_number(std::string_view v, std::string_view *rest) {
+    size_t digits = 0;
+    while (digits < v.size() && v[digits] >= '0' && v[digits] <= '9') digits++;
+    *rest = v.substr(digits);
+    if (digits == 0 || digits > 9) return -1;
+    return std::stoll(std::string(v.substr(0, digits)));
+}
+
+}  // namespace
+
+HealthPolicy parse_health_policy(const std::vector<std::string_view> &args) {
+    HealthPolicy p;
+    for (std::string_view a : args) {
+        size_t eq = a.find('=');
+        std::string_view name = a.substr(0, eq), value = eq == a.npos ? "" : a.substr(eq + 1);
+        int64_t *time = name == "exhausted"      ? &p.exhausted_ms
+                        : name == "cooling"      ? &p.cooling_ms
+                        : name == "fail_timeout" ? &p.fail_window_ms
+                        : name == "breaker"      ? &p.breaker_ms
+                                                 : nullptr;
+        if (time != nullptr) {
+            // the same reader as the providers' reset headers ("30s", "5m", "1h")
+            int64_t ms = duration_ms(value).value_or(0);
+            if (ms <= 0) throw Error("invalid time in \"" + std::string(a) + "\"");
+            *time = ms;
+        } else if (name == "max_fails") {
+            std::string_view rest;
+            int64_t n = leading_number(value, &rest);
+            if (n < 1 || n > 1000 || !rest.empty())
+                throw Error("invalid number in \"" + std::string(a) + "\"");
+            p.max_fails = static_cast<uint32_t>(n);
+        } else {
+            throw Error("unknown parameter \"" + std::string(a) + "\"");
+        }
+    }
+    if (p.max_cooling_ms < p.cooling_ms) p.max_cooling_ms = p.cooling_ms;
+    return p;
+}
+
 }  // namespace byok

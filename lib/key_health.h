@@ -34,6 +34,12 @@ struct HealthPolicy {
     int64_t breaker_ms = 30 * 1000;  // ... this often within the window: open
 };
 
+// The arguments of `byok_key_health` (README, Selection and health):
+// exhausted=<time> cooling=<time> max_fails=<n> fail_timeout=<time>
+// breaker=<time>, times as nginx writes them (500ms, 30s, 5m, 1h). Unnamed
+// fields keep their defaults. Throws Error naming the bad argument.
+HealthPolicy parse_health_policy(const std::vector<std::string_view> &args);
+
 // What one upstream answer says about the key that was used.
 enum class Outcome { Success, Unauthorized, Exhausted, RateLimited, Failure, Neutral };
 

@@ -20,6 +20,7 @@ extern "C" {
 #include "lib/client_api.h"
 #include "lib/crypto.h"
 #include "lib/gateway.h"
+#include "lib/key_health.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/metering.h"
@@ -61,7 +62,8 @@ struct ByokMain {
     std::string redis_sentinel_user;             // sentinel_user=, sentinel_password_file=: the
     byok::SecretString redis_sentinel_password;  // sentinels' own AUTH ("" = none)
     int redis_db = 0;
-    std::string redis_tls_name;  // tls_server_name (default: the host)
+    std::string redis_tls_name;     // tls_server_name (default: the host)
+    byok::HealthPolicy key_health;  // byok_key_health (ngx_byok_health.cpp)
 
     const byok::SecretString *system_key(std::string_view provider) const;
 };
@@ -518,6 +520,7 @@ void ngx_byok_key_pool(byok::GatewayConfig *cfg);
 // Another usable key remains for the one retry on a sibling key.
 bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx);
 // Applies the attempt's answer (`status`, 0 = none) to its key's health.
+char *ngx_byok_key_health_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uint_t status);
 void ngx_byok_last_used_flush();        // with the usage counters
 std::string ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring

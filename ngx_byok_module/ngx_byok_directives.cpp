@@ -44,6 +44,8 @@ ngx_command_t ngx_byok_commands[] = {
      NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_system_key"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2,
      guarded<ngx_byok_system_key_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
+    {ngx_string("byok_key_health"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     guarded<ngx_byok_key_health_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_fallback"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      guarded<ngx_byok_fallback_directive>, NGX_HTTP_MAIN_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin_token_file"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,

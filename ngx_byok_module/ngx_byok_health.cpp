@@ -44,7 +44,6 @@ HealthSlot *g_health = nullptr;
 size_t g_slots = 0;
 ngx_shmtx_t *g_mutex = nullptr;
 byok::KeySelector g_selector;  // per worker, like nginx's round robin without a zone
-const byok::HealthPolicy g_policy;
 std::map<std::pair<std::string, std::string>, int64_t> g_last_used;  // (pid, field) -> s
 constexpr size_t kMaxLastUsed = 10000;
 
@@ -262,6 +261,7 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
     ctx->keys.observed = true;
     byok::Outcome o = byok::classify_upstream((int)status, false);
     if (o == byok::Outcome::Neutral) return;
+    const byok::HealthPolicy &g_policy = ngx_byok_main_conf()->m->key_health;
     int64_t now = now_ms();
     int64_t until = 0;
     if (o == byok::Outcome::RateLimited) {
@@ -337,4 +337,15 @@ std::string ngx_byok_health_metrics() {
         "byok_keys_expiring " +
         std::to_string(expiring) + "\n";
     return out;
+}
+
+// byok_key_health exhausted=1h cooling=30s max_fails=3 fail_timeout=10s breaker=30s;
+char *ngx_byok_key_health_directive(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(conf);
+    auto *args = static_cast<ngx_str_t *>(cf->args->elts);
+    std::vector<std::string_view> v;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++)
+        v.emplace_back(reinterpret_cast<const char *>(args[i].data), args[i].len);
+    mcf->m->key_health = byok::parse_health_policy(v);  // throws: guarded<> reports it
+    return NGX_CONF_OK;
 }

@@ -270,3 +270,30 @@ def test_i14_04_gateway_keys_get_expires_at_too(gw):
             "expires_at": "2020-01-01T00:00:00Z", "expired": True} in stats["expiring_keys"]
     assert_json_error(gw.admin("POST", f"/projects/{p.pid}/api-keys", {"expires_at": "soon"}), 422)
     gw.assert_no_leaks(json.dumps(stats))
+
+
+def test_i14_03_exhausted_cooldown_is_configurable(gateway, fake_provider):
+    """byok_key_health exhausted=…: a 402 key rests that long, then serves
+    again (default 1 h — with it this key would not come back)."""
+    gw = gateway(extra_http="byok_key_health exhausted=2s cooling=30s max_fails=3 "
+                            "fail_timeout=10s breaker=30s;")
+    p = gw.provision(keys={})
+    (spent, spent_id), (other, _) = two_keys(gw, p.pid)
+    fake_provider.key_rule(spent, 402, {"error": {"message": "insufficient quota"}}, times=1)
+    r = gw.chat(p)
+    assert r.status_code == 200 and r.headers["x-byok-route"] == "byok", r.text
+    assert fake_provider.used_keys("/openai") == [spent, other]
+    assert keys_of(gw, p.pid)[spent_id]["health"] == "exhausted"
+
+    def spent_used_again():
+        assert gw.chat(p).status_code == 200
+        return fake_provider.used_keys("/openai").count(spent) > 1
+    wait_until(spent_used_again, HANG_GUARD, interval=0.2, what="the exhausted key to serve again")
+    gw.assert_no_leaks(r)
+
+
+def test_i14_03_key_health_directive_refuses_bad_values(gateway):
+    cfg = gateway(start=False)
+    for bad in ("exhausted=soon", "max_fails=0", "breaker=-1s", "colling=30s"):
+        rc, out, _ = cfg.nginx_t(cfg.render(byok_key_health=f"byok_key_health {bad};"))
+        assert rc != 0 and "[emerg]" in out and "byok_key_health" in out and bad in out, out

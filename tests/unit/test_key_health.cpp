@@ -3,6 +3,7 @@
 
 #include "lib/key_health.h"
 #include "lib/layout.h"
+#include "lib/util.h"
 
 using namespace byok;
 
@@ -100,4 +101,21 @@ Test(key_health, i14_03_the_write_names_no_secret_and_audits_invalid_only) {
     argv = health_write_argv(l, "acme", "openai", "k_0123456789ab", h, "t");
     cr_assert_eq(argv[10], "");  // healthy: the field is removed
     cr_assert_eq(argv.back(), "0");
+}
+
+Test(key_health, i14_03_policy_from_the_directive) {
+    HealthPolicy d;
+    HealthPolicy p = parse_health_policy({"exhausted=2h", "cooling=45s", "max_fails=5",
+                                          "fail_timeout=1m", "breaker=500ms"});
+    cr_assert_eq(p.exhausted_ms, 2 * 3600 * 1000);
+    cr_assert_eq(p.cooling_ms, 45 * 1000);
+    cr_assert_eq(p.max_fails, 5u);
+    cr_assert_eq(p.fail_window_ms, 60 * 1000);
+    cr_assert_eq(p.breaker_ms, 500);
+    HealthPolicy q = parse_health_policy({"breaker=10s"});
+    cr_assert_eq(q.exhausted_ms, d.exhausted_ms);  // unnamed: the default
+    cr_assert_eq(q.breaker_ms, 10 * 1000);
+    for (const char *bad : {"exhausted=", "exhausted=soon", "max_fails=0", "max_fails=3x",
+                            "cooling=-1s", "colling=30s", "breaker"})
+        cr_assert_throw(parse_health_policy({bad}), byok::Error, "%s", bad);
 }
