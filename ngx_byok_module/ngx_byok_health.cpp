@@ -261,7 +261,7 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
     ctx->keys.observed = true;
     byok::Outcome o = byok::classify_upstream((int)status, false);
     if (o == byok::Outcome::Neutral) return;
-    const byok::HealthPolicy &g_policy = ngx_byok_main_conf()->m->key_health;
+    const byok::HealthPolicy &policy = ngx_byok_main_conf()->m->key_health;
     int64_t now = now_ms();
     int64_t until = 0;
     if (o == byok::Outcome::RateLimited) {
@@ -269,14 +269,14 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
         std::vector<std::string> resets;
         reset_headers(r, &retry_after, &resets);
         std::vector<std::string_view> views(resets.begin(), resets.end());
-        until = byok::cooling_until(now, retry_after, views, g_policy);
+        until = byok::cooling_until(now, retry_after, views, policy);
     }
     const std::string &pid = ctx->snap.project;
     const std::string &id = ctx->keys.current;
     ngx_shmtx_lock(g_mutex);
     HealthSlot *s = find_slot(slot_hash(pid, id), true);
     byok::KeyHealth h = to_health(*s);
-    bool changed = byok::apply_outcome(h, o, now, until, g_policy);
+    bool changed = byok::apply_outcome(h, o, now, until, policy);
     store(s, h, now);
     ngx_shmtx_unlock(g_mutex);
     if (!changed) return;
