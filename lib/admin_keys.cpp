@@ -254,54 +254,68 @@ Step keys_list(const CtxPtr &c, const std::string &pid) {
     });
 }
 
+// The body of PUT and POST …/keys/{provider}: the validated input, the
+// endpoint it resolves to, and the record a new key starts from.
+struct NewKey {
+    KeyInput in;
+    std::string endpoint;
+    KeyRecord record;
+};
+
+std::variant<NewKey, Step> read_new_key(const Ctx &c, const std::string &pid, const Provider &p,
+                                        json &body) {
+    auto read = read_input(c, p, body, true, true);
+    if (auto *e = std::get_if<Step>(&read)) return std::move(*e);
+    NewKey k{std::move(std::get<KeyInput>(read)), {}, {}};
+    k.endpoint = endpoint_for(p, k.in);
+    if (auto e = endpoint_required(p, k.endpoint)) return *e;
+    k.record = fresh_record(c, pid, p, k.in, k.endpoint);
+    return k;
+}
+
 // PUT …/keys/{provider}: replaces all the provider's keys with this one. A
 // replaced single key keeps created_at (and its label, is_active, weight and
 // expires_at when none is given: a deliberately disabled key is not silently
 // re-enabled); test results belong to the old key and are dropped.
 Step key_put(const CtxPtr &c, const std::string &pid, const Provider &p, json &body) {
-    auto read = read_input(*c, p, body, true, true);
+    auto read = read_new_key(*c, pid, p, body);
     if (auto *e = std::get_if<Step>(&read)) return std::move(*e);
-    KeyInput in = std::move(std::get<KeyInput>(read));
-    std::string endpoint = endpoint_for(p, in);
-    if (auto e = endpoint_required(p, endpoint)) return *e;
-    KeyRecord tmpl = fresh_record(*c, pid, p, in, endpoint);
+    auto &[in, endpoint, tmpl] = std::get<NewKey>(read);
     const Provider *prov = &p;
-    return maybe_test_first(c, p, in, endpoint, [c, pid, prov, tmpl, in](const TestResult *t) {
-        KeyRecord base = tmpl;
-        if (t) apply_test(base, *c, *t);
-        return write_key_set(
-            c, pid, *prov, true, "key.put", prov->id,
-            [base, in, prov](const std::string *old) -> std::variant<SetWrite, Step> {
-                KeyRecord rec = base;
-                SetWrite out;
-                auto prev = old ? read_set(*old) : std::nullopt;
-                if (prev && prev->size() == 1) {
-                    const KeyRecord &o = prev->front();
-                    rec.created_at = o.created_at;
-                    if (!in.label) rec.label = o.label;
-                    if (!in.active) rec.is_active = o.is_active;
-                    if (!in.weight) rec.weight = o.weight;
-                    if (!in.expires_at) rec.expires_at = o.expires_at;
-                }
-                if (prev) out.clear_health = ids_of(*prev);
-                out.keys = {rec};
-                out.status = old ? 200 : 201;
-                out.answer = key_view(prov->id, prov->name, rec, nullptr);
-                return out;
-            });
-    });
+    return maybe_test_first(
+        c, p, in, endpoint, [c, pid, prov, tmpl = tmpl, in = in](const TestResult *t) {
+            KeyRecord base = tmpl;
+            if (t) apply_test(base, *c, *t);
+            return write_key_set(
+                c, pid, *prov, true, "key.put", prov->id,
+                [base, in, prov](const std::string *old) -> std::variant<SetWrite, Step> {
+                    KeyRecord rec = base;
+                    SetWrite out;
+                    auto prev = old ? read_set(*old) : std::nullopt;
+                    if (prev && prev->size() == 1) {
+                        const KeyRecord &o = prev->front();
+                        rec.created_at = o.created_at;
+                        if (!in.label) rec.label = o.label;
+                        if (!in.active) rec.is_active = o.is_active;
+                        if (!in.weight) rec.weight = o.weight;
+                        if (!in.expires_at) rec.expires_at = o.expires_at;
+                    }
+                    if (prev) out.clear_health = ids_of(*prev);
+                    out.keys = {rec};
+                    out.status = old ? 200 : 201;
+                    out.answer = key_view(prov->id, prov->name, rec, nullptr);
+                    return out;
+                });
+        });
 }
 
 // POST …/keys/{provider}: adds one key to the set → 201 with key_id.
 Step key_add(const CtxPtr &c, const std::string &pid, const Provider &p, json &body) {
-    auto read = read_input(*c, p, body, true, true);
+    auto read = read_new_key(*c, pid, p, body);
     if (auto *e = std::get_if<Step>(&read)) return std::move(*e);
-    KeyInput in = std::move(std::get<KeyInput>(read));
-    std::string endpoint = endpoint_for(p, in);
-    if (auto e = endpoint_required(p, endpoint)) return *e;
-    KeyRecord tmpl = fresh_record(*c, pid, p, in, endpoint);
+    auto &[in, endpoint, tmpl] = std::get<NewKey>(read);
     const Provider *prov = &p;
-    return maybe_test_first(c, p, in, endpoint, [c, pid, prov, tmpl](const TestResult *t) {
+    return maybe_test_first(c, p, in, endpoint, [c, pid, prov, tmpl = tmpl](const TestResult *t) {
         KeyRecord rec = tmpl;
         if (t) apply_test(rec, *c, *t);
         return write_key_set(c, pid, *prov, true, "key.add", prov->id + "/" + rec.id,
