@@ -414,6 +414,9 @@ struct ByokGatewayCtx {
     uint64_t cache_generation = 0;  // when the lookup was sent
     std::string stale_blob;
     byok::GatewaySnapshot snap;
+    // issue 16, cluster mode: the lookup's first step while the second runs
+    byok::LookupOutcome lookup_first;
+    bool lookup_second = false;
 
     byok::GatewayRequest req;  // URI and headers, parsed
     bool body_read = false;

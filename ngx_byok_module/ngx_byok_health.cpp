@@ -130,8 +130,10 @@ void publish(const std::string &pid, const std::string &provider, const std::str
              const byok::KeyHealth &h) {
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     if (mcf == nullptr || !ngx_byok_redis_available()) return;
-    ngx_byok_redis_send_noreply(byok::health_write_argv(mcf->m->admin.layout, pid, provider, key_id,
-                                                        h, byok::iso8601_utc(ngx_time())));
+    // issue 16: in cluster mode a second command copies the audit entry
+    for (auto &argv : byok::health_write_commands(mcf->m->admin.layout, pid, provider, key_id, h,
+                                                  byok::iso8601_utc(ngx_time())))
+        ngx_byok_redis_send_noreply(std::move(argv));
 }
 
 // Retry-After and the rate-limit reset headers of the upstream answer.

@@ -93,12 +93,12 @@ Test(key_health, i14_03_the_write_names_no_secret_and_audits_invalid_only) {
     Layout l;
     KeyHealth h;
     h.state = HealthState::Invalid;
-    auto argv = health_write_argv(l, "acme", "openai", "k_0123456789ab", h, "t");
+    auto argv = health_write_commands(l, "acme", "openai", "k_0123456789ab", h, "t")[0];
     cr_assert_eq(argv[0], "EVAL");
     cr_assert_eq(argv[4], "byok:{acme}:key_health");
     cr_assert_eq(argv.back(), "1");
     h.state = HealthState::Healthy;
-    argv = health_write_argv(l, "acme", "openai", "k_0123456789ab", h, "t");
+    argv = health_write_commands(l, "acme", "openai", "k_0123456789ab", h, "t")[0];
     cr_assert_eq(argv[10], "");  // healthy: the field is removed
     cr_assert_eq(argv.back(), "0");
 }
