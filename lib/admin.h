@@ -150,11 +150,9 @@ std::string ring_gap(const KeyRing &ring, const KidCounts &counts);
 // body as the admin API's entries (both the global and the project's
 // stream), without an invalidation; in cluster mode the script writes the
 // project's stream and a second command the global one.
-std::vector<std::vector<std::string>> audit_entry_commands(const Layout &layout,
-                                                           std::string_view actor,
-                                                           std::string_view at, std::string_view pid,
-                                                           std::string_view action,
-                                                           std::string_view target);
+std::vector<std::vector<std::string>> audit_entry_commands(
+    const Layout &layout, std::string_view actor, std::string_view at, std::string_view pid,
+    std::string_view action, std::string_view target);
 
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().

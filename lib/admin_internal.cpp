@@ -73,15 +73,16 @@ std::vector<std::string> mutation_argv(const Layout &l, const std::string &body,
 std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
                                   std::vector<std::string> keys, std::vector<std::string> args) {
     const Layout &l = c.cfg->layout;
-    return mutation_argv(l, script, pid, c.who.actor, c.at, l.invalidate_channel(),
-                         std::move(keys), std::move(args));
+    return mutation_argv(l, script, pid, c.who.actor, c.at, l.invalidate_channel(), std::move(keys),
+                         std::move(args));
 }
 
 std::vector<std::string> audit_fields(std::string_view actor, std::string_view action,
                                       std::string_view pid, std::string_view target,
                                       std::string_view at) {
-    return {"actor",  std::string(actor),  "action", std::string(action), "project",
-            std::string(pid), "target", std::string(target), "at",     std::string(at)};
+    return {"actor",   std::string(actor), "action", std::string(action),
+            "project", std::string(pid),   "target", std::string(target),
+            "at",      std::string(at)};
 }
 
 std::vector<std::string> global_audit_copy(const Layout &l, std::vector<std::string> fields,

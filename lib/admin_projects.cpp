@@ -215,8 +215,7 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
 // with a skewed clock) and expiring after kUsageRetentionDays.
 std::vector<std::string> project_keys_to_delete(const Ctx &c, const std::string &pid) {
     const Layout &l = c.cfg->layout;
-    std::vector<std::string> keys{l.keys(pid), l.servers(pid), l.key_health(pid),
-                                  l.last_used(pid)};
+    std::vector<std::string> keys{l.keys(pid), l.servers(pid), l.key_health(pid), l.last_used(pid)};
     for (int d = -1; d <= kUsageRetentionDays + 1; ++d) {
         std::string day = yyyymmdd_utc(c.now - d * 86400LL);
         keys.push_back(l.usage(pid, day));
@@ -309,16 +308,16 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     std::vector<std::string> pointer_args{c->who.actor, c->at, "", pid};
     pointer_args.insert(pointer_args.end(), args.begin(), args.end());
     auto pointer = eval(kScriptPointerCreate, {l.apikey(sha)}, std::move(pointer_args));
-    return redis(std::move(pointer), [c, pid, sha, answer, argv = std::move(argv)](
-                                         const Reply &pr) -> Step {
-        if (script_code(pr) == kExists) return answer(kExists);
-        return mutate(*c, pid, argv, [c, pid, sha, answer](const Reply &r) {
-            long long code = script_code(r);
-            if (code == kCreated) return answer(code);
-            auto drop = eval(kScriptPointer, {c->cfg->layout.apikey(sha)}, {"drop", pid, ""});
-            return best_effort(std::move(drop), [answer, code] { return answer(code); });
+    return redis(
+        std::move(pointer), [c, pid, sha, answer, argv = std::move(argv)](const Reply &pr) -> Step {
+            if (script_code(pr) == kExists) return answer(kExists);
+            return mutate(*c, pid, argv, [c, pid, sha, answer](const Reply &r) {
+                long long code = script_code(r);
+                if (code == kCreated) return answer(code);
+                auto drop = eval(kScriptPointer, {c->cfg->layout.apikey(sha)}, {"drop", pid, ""});
+                return best_effort(std::move(drop), [answer, code] { return answer(code); });
+            });
         });
-    });
 }
 
 Step apikeys_list(const CtxPtr &c, const std::string &pid) {

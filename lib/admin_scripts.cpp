@@ -463,13 +463,12 @@ std::string mutation_script(const std::string &body, bool cluster) {
 
 namespace byok::admin {
 
-std::vector<std::vector<std::string>> audit_entry_commands(const Layout &layout,
-                                                           std::string_view actor,
-                                                           std::string_view at, std::string_view pid,
-                                                           std::string_view action,
-                                                           std::string_view target) {
-    std::vector<std::vector<std::string>> out{detail::mutation_argv(
-        layout, detail::kScriptAuditEntry, pid, actor, at, "", {}, {std::string(action), std::string(target)})};
+std::vector<std::vector<std::string>> audit_entry_commands(
+    const Layout &layout, std::string_view actor, std::string_view at, std::string_view pid,
+    std::string_view action, std::string_view target) {
+    std::vector<std::vector<std::string>> out{
+        detail::mutation_argv(layout, detail::kScriptAuditEntry, pid, actor, at, "", {},
+                              {std::string(action), std::string(target)})};
     if (layout.cluster())
         out.push_back(detail::global_audit_copy(
             layout, detail::audit_fields(actor, action, pid, target, at), ""));
@@ -492,13 +491,14 @@ const char *kLookupProjectPart =
 // Standalone, one round trip: the gateway-key hash, then the project part.
 // The key names are built from Layout templates split around the project id
 // (ARGV), so the layout stays defined in one place.
-const std::string kLookupScript = std::string(kLookupProjectPart) +
-                                  "local a = redis.call('HGETALL', KEYS[1])\n"
-                                  "local pid\n"
-                                  "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
-                                  "if not pid then return {a, {}, {}} end\n"
-                                  "local p, k = project_part(ARGV[1] .. pid .. ARGV[2], ARGV[3] .. pid .. ARGV[4])\n"
-                                  "return {a, p, k}";
+const std::string kLookupScript =
+    std::string(kLookupProjectPart) +
+    "local a = redis.call('HGETALL', KEYS[1])\n"
+    "local pid\n"
+    "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
+    "if not pid then return {a, {}, {}} end\n"
+    "local p, k = project_part(ARGV[1] .. pid .. ARGV[2], ARGV[3] .. pid .. ARGV[4])\n"
+    "return {a, p, k}";
 
 // Cluster mode, second step (the gateway-key hash was read first, in its own
 // slot): the project part and the key's metadata, all `{pid}` keys.
@@ -525,8 +525,8 @@ std::vector<std::string> gateway_lookup_command(const Layout &layout, const std:
 std::vector<std::string> gateway_lookup_project_command(const Layout &layout,
                                                         const std::string &pid,
                                                         const std::string &key_id) {
-    return {"EVAL",           kLookupClusterScript, "3", layout.project(pid), layout.keys(pid),
-            layout.apikeys(pid), key_id};
+    return {"EVAL",           kLookupClusterScript, "3",   layout.project(pid),
+            layout.keys(pid), layout.apikeys(pid),  key_id};
 }
 
 }  // namespace byok

@@ -115,8 +115,8 @@ void alert(const SyncItem &it, int pct) {
     if (mcf == nullptr) return;
     // issue 16: in cluster mode a second command copies the entry to the global stream
     for (auto &argv : byok::admin::audit_entry_commands(
-             mcf->m->admin.layout, "gateway", byok::iso8601_utc(ngx_time()), it.pid,
-             "limit.alert", std::string(name) + ":" + std::to_string(pct)))
+             mcf->m->admin.layout, "gateway", byok::iso8601_utc(ngx_time()), it.pid, "limit.alert",
+             std::string(name) + ":" + std::to_string(pct)))
         ngx_byok_redis_send_noreply(std::move(argv));
 }
 

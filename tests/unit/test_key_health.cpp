@@ -105,8 +105,8 @@ Test(key_health, i14_03_the_write_names_no_secret_and_audits_invalid_only) {
 
 Test(key_health, i14_03_policy_from_the_directive) {
     HealthPolicy d;
-    HealthPolicy p = parse_health_policy({"exhausted=2h", "cooling=45s", "max_fails=5",
-                                          "fail_timeout=1m", "breaker=500ms"});
+    HealthPolicy p = parse_health_policy(
+        {"exhausted=2h", "cooling=45s", "max_fails=5", "fail_timeout=1m", "breaker=500ms"});
     cr_assert_eq(p.exhausted_ms, 2 * 3600 * 1000);
     cr_assert_eq(p.cooling_ms, 45 * 1000);
     cr_assert_eq(p.max_fails, 5u);
