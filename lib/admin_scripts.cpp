@@ -482,30 +482,35 @@ namespace byok {
 namespace {
 
 // The project part of the gateway's lookup, one Lua body for both modes:
-// the project's settings and its encrypted key records, read atomically.
+// the project's settings, its encrypted key records and its keys' stored
+// health (so a node that starts after a verdict learns it), read atomically.
 const char *kLookupProjectPart =
-    "local function project_part(project, keys)\n"
-    "  return redis.call('HGETALL', project), redis.call('HGETALL', keys)\n"
+    "local function project_part(project, keys, health)\n"
+    "  return redis.call('HGETALL', project), redis.call('HGETALL', keys),\n"
+    "         redis.call('HGETALL', health)\n"
     "end\n";
 
 // Standalone, one round trip: the gateway-key hash, then the project part.
 // The key names are built from Layout templates split around the project id
 // (ARGV), so the layout stays defined in one place.
+// → {apikey hash, project hash, keys hash, key_health hash}.
 const std::string kLookupScript =
     std::string(kLookupProjectPart) +
     "local a = redis.call('HGETALL', KEYS[1])\n"
     "local pid\n"
     "for i = 1, #a, 2 do if a[i] == 'project' then pid = a[i + 1] end end\n"
-    "if not pid then return {a, {}, {}} end\n"
-    "local p, k = project_part(ARGV[1] .. pid .. ARGV[2], ARGV[3] .. pid .. ARGV[4])\n"
-    "return {a, p, k}";
+    "if not pid then return {a, {}, {}, {}} end\n"
+    "local p, k, h = project_part(ARGV[1] .. pid .. ARGV[2], ARGV[3] .. pid .. ARGV[4],\n"
+    "                             ARGV[5] .. pid .. ARGV[6])\n"
+    "return {a, p, k, h}";
 
 // Cluster mode, second step (the gateway-key hash was read first, in its own
 // slot): the project part and the key's metadata, all `{pid}` keys.
-// KEYS[1] project hash, [2] keys hash, [3] apikeys hash; ARGV[1] key id.
+// KEYS[1] project hash, [2] keys hash, [3] key_health hash, [4] apikeys
+// hash; ARGV[1] key id. → {project, keys, key_health, metadata or nil}.
 const std::string kLookupClusterScript = std::string(kLookupProjectPart) +
-                                         "local p, k = project_part(KEYS[1], KEYS[2])\n"
-                                         "return {p, k, redis.call('HGET', KEYS[3], ARGV[1])}";
+                                         "local p, k, h = project_part(KEYS[1], KEYS[2], KEYS[3])\n"
+                                         "return {p, k, h, redis.call('HGET', KEYS[4], ARGV[1])}";
 
 }  // namespace
 
@@ -518,15 +523,23 @@ std::vector<std::string> gateway_lookup_command(const Layout &layout, const std:
     };
     auto [project_head, project_tail] = split(layout.project(marker));
     auto [keys_head, keys_tail] = split(layout.keys(marker));
+    auto [health_head, health_tail] = split(layout.key_health(marker));
     return {"EVAL",       kLookupScript, "1",       layout.apikey(sha_hex),
-            project_head, project_tail,  keys_head, keys_tail};
+            project_head, project_tail,  keys_head, keys_tail,
+            health_head,  health_tail};
 }
 
 std::vector<std::string> gateway_lookup_project_command(const Layout &layout,
                                                         const std::string &pid,
                                                         const std::string &key_id) {
-    return {"EVAL",           kLookupClusterScript, "3",   layout.project(pid),
-            layout.keys(pid), layout.apikeys(pid),  key_id};
+    return {"EVAL",
+            kLookupClusterScript,
+            "4",
+            layout.project(pid),
+            layout.keys(pid),
+            layout.key_health(pid),
+            layout.apikeys(pid),
+            key_id};
 }
 
 }  // namespace byok

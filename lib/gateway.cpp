@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/record.h"
 #include "lib/util.h"
 
 namespace byok {
@@ -107,11 +108,13 @@ std::optional<std::string> project_of(const FieldMap &apikey) {
     return pid->second;
 }
 
-LookupOutcome found(FieldMap apikey, const Reply &project, const Reply &keys) {
+LookupOutcome found(FieldMap apikey, const Reply &project, const Reply &keys, const Reply &health) {
     LookupOutcome out;
     out.kind = LookupOutcome::Kind::Found;
     out.project = *project_of(apikey);
     out.snap = build_snapshot(apikey, to_fields(project), to_fields(keys));
+    for (const auto &[id, wire] : to_fields(health))
+        if (auto h = decode_health(wire); h && valid_key_id(id)) out.health.emplace_back(id, *h);
     return out;
 }
 
@@ -119,13 +122,13 @@ LookupOutcome found(FieldMap apikey, const Reply &project, const Reply &keys) {
 
 LookupOutcome read_lookup_reply(const Reply &reply) {
     LookupOutcome out;
-    if (!hashes_or_nil(reply, 3)) return out;
+    if (!hashes_or_nil(reply, 4)) return out;
     FieldMap apikey = to_fields(reply.elements[0]);
     if (!project_of(apikey)) {
         out.kind = LookupOutcome::Kind::Unknown;  // snap stays Unknown
         return out;
     }
-    return found(std::move(apikey), reply.elements[1], reply.elements[2]);
+    return found(std::move(apikey), reply.elements[1], reply.elements[2], reply.elements[3]);
 }
 
 KeyMetaVerdict gateway_key_meta(std::string_view meta_json, std::string_view sha_hex) {
@@ -158,13 +161,13 @@ LookupOutcome read_lookup_reply(const Layout &layout, const std::string &sha_hex
             layout, *pid, id == out.apikey.end() ? std::string() : id->second);
         return out;
     }
-    // {project, keys, metadata}: the metadata is a string or nil.
-    if (reply.type != Reply::Type::Array || reply.elements.size() != 3) return out;
-    const Reply &meta = reply.elements[2];
+    // {project, keys, key_health, metadata}: the metadata is a string or nil.
+    if (reply.type != Reply::Type::Array || reply.elements.size() != 4) return out;
+    const Reply &meta = reply.elements[3];
     if (meta.type != Reply::Type::String && meta.type != Reply::Type::Nil) return out;
     Reply hashes = reply;
     hashes.elements.pop_back();
-    if (!hashes_or_nil(hashes, 2)) return out;
+    if (!hashes_or_nil(hashes, 3)) return out;
     FieldMap apikey = first->apikey;
     switch (gateway_key_meta(meta.type == Reply::Type::String ? meta.str : "", sha_hex)) {
         case KeyMetaVerdict::Missing:
@@ -176,7 +179,7 @@ LookupOutcome read_lookup_reply(const Layout &layout, const std::string &sha_hex
         case KeyMetaVerdict::Ok:
             break;
     }
-    return found(std::move(apikey), reply.elements[0], reply.elements[1]);
+    return found(std::move(apikey), reply.elements[0], reply.elements[1], reply.elements[2]);
 }
 
 int64_t unknown_key_ttl(int64_t ttl) { return ttl < 10 ? ttl : 10; }

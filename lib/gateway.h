@@ -15,6 +15,7 @@
 #include "lib/body.h"
 #include "lib/catalog.h"
 #include "lib/client_api.h"
+#include "lib/key_health.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/multipart.h"
@@ -90,8 +91,8 @@ GatewayError too_many_unknown_keys(int64_t retry_after);
 // byok:apikey:<sha> is in its own slot, so this is its HGETALL and
 // read_lookup_reply asks for a second step in the project's `{pid}` slot.
 std::vector<std::string> gateway_lookup_command(const Layout &layout, const std::string &sha_hex);
-// Cluster mode, the second step: the project's settings, key records and
-// the gateway key's metadata (byok:{pid}:apikeys field `key_id`).
+// Cluster mode, the second step: the project's settings, key records, key
+// health and the gateway key's metadata (byok:{pid}:apikeys field `key_id`).
 std::vector<std::string> gateway_lookup_project_command(const Layout &layout,
                                                         const std::string &pid,
                                                         const std::string &key_id);
@@ -107,6 +108,10 @@ struct LookupOutcome {
     GatewaySnapshot snap;
     std::vector<std::string> next;  // Next: the second command
     FieldMap apikey;                // Next: the gateway key's hash, for the second step
+    // Found: the health verdicts stored for the project's keys (key id →
+    // health; unreadable entries are skipped), for a node that started after
+    // they were published.
+    std::vector<std::pair<std::string, KeyHealth>> health;
 };
 LookupOutcome read_lookup_reply(const Reply &reply);  // standalone, the one step
 LookupOutcome read_lookup_reply(const Layout &layout, const std::string &sha_hex,

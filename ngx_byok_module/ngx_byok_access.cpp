@@ -131,6 +131,9 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
             ngx_byok_cache_charge_unknown(r->connection);
             break;
         case byok::LookupOutcome::Kind::Found:
+            // issue 16: verdicts of other nodes stored before this one started
+            for (const auto &[key_id, health] : found.health)
+                ngx_byok_health_learn(found.project, key_id, health);
             break;
     }
     ctx->snap = std::move(found.snap);

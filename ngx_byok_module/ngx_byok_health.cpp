@@ -177,6 +177,18 @@ bool ngx_byok_health_message(std::string_view payload) {
     return true;
 }
 
+// issue 16: a verdict stored in Redis, read by a cold lookup, is learnt only
+// when this node holds nothing for the key — it started (or evicted the
+// slot) after the transition was published; what it saw itself is newer.
+void ngx_byok_health_learn(std::string_view pid, std::string_view key_id,
+                           const byok::KeyHealth &h) {
+    if (g_health == nullptr) return;
+    ngx_shmtx_lock(g_mutex);
+    uint64_t hash = slot_hash(pid, key_id);
+    if (find_slot(hash, false) == nullptr) store(find_slot(hash, true), h, now_ms());
+    ngx_shmtx_unlock(g_mutex);
+}
+
 namespace {
 
 // KeyPool::states: a provider is usable when one of its keys is; else all

@@ -387,3 +387,26 @@ def test_i16_cluster_stats_and_usage_after_traffic(cgw, redis_server):
     keys = cgw.admin("GET", f"/projects/{p.pid}/keys")
     assert keys.status_code == 200 and keys.json()[0]["provider"] == "openai", keys.text
     cgw.assert_no_leaks(stats, keys)
+
+
+def test_i16_opt_a_fresh_node_learns_stored_key_health(cgw, redis_server, fake_provider):
+    """A verdict recorded in byok:{<pid>}:key_health before this node saw it
+    (another node's, published while this one was not running) is learnt
+    by the cold lookup: the invalid key is never sent."""
+    rc = redis_server.client
+    p = cgw.provision(keys={})
+    ids = {}
+    for label in ("bad", "good"):
+        key = "sk-test-" + label + "-" + "x" * 24
+        r = cgw.admin("POST", f"/projects/{p.pid}/keys/openai", {"key": key, "label": label})
+        assert r.status_code == 201, r.text
+        ids[label] = (key, r.json()["key_id"])
+    rc.hset(f"byok:{{{p.pid}}}:key_health", ids["bad"][1], "invalid 0")
+    fake_provider.clear()
+    for _ in range(6):
+        r = cgw.chat(p)
+        assert r.status_code == 200, r.text
+    used = {rec.headers["authorization"] for rec in fake_provider.requests("/openai")}
+    assert used == {f"Bearer {ids['good'][0]}"}, used
+    keys = cgw.admin("GET", f"/projects/{p.pid}/keys/openai")
+    cgw.assert_no_leaks(keys)

@@ -351,18 +351,22 @@ Test(cluster_layout, i16_gateway_lookup_is_two_steps_checked_by_the_metadata) {
     assert_one_slot(step.next);
     cr_assert_eq(keys_of(step.next),
                  (std::vector<std::string>{"byok:project:{acme}", "byok:{acme}:keys",
-                                           "byok:{acme}:apikeys"}));
+                                           "byok:{acme}:key_health", "byok:{acme}:apikeys"}));
     cr_assert_eq(step.next.back(), "k1");
 
     auto second = [&](Reply meta) {
-        return read_lookup_reply(
-            l, sha, arr({hash({{"name", "Acme"}, {"tier", "starter"}}), hash({}), std::move(meta)}),
-            &step);
+        return read_lookup_reply(l, sha,
+                                 arr({hash({{"name", "Acme"}, {"tier", "starter"}}), hash({}),
+                                      hash({{"k_0123456789ab", "invalid 0"}}), std::move(meta)}),
+                                 &step);
     };
     LookupOutcome ok = second(str(R"({"hash":")" + sha + R"("})"));
     cr_assert(ok.kind == LookupOutcome::Kind::Found);
     cr_assert(ok.snap.status == GatewaySnapshot::Status::Ok);
     cr_assert_eq(ok.project, "acme");
+    cr_assert_eq(ok.health.size(), 1u);  // the stored verdict, for a node that starts fresh
+    cr_assert_eq(ok.health[0].first, "k_0123456789ab");
+    cr_assert(ok.health[0].second.state == HealthState::Invalid);
     LookupOutcome revoked = second(str(R"({"hash":")" + sha + R"(","revoked":true})"));
     cr_assert(revoked.snap.status == GatewaySnapshot::Status::Revoked);
     cr_assert(second(Reply{}).kind == LookupOutcome::Kind::Unknown);  // minting, or left over
@@ -371,6 +375,23 @@ Test(cluster_layout, i16_gateway_lookup_is_two_steps_checked_by_the_metadata) {
 
     Layout standalone;
     cr_assert_eq(gateway_lookup_command(standalone, sha)[0], "EVAL");
+}
+
+Test(cluster_layout, i16_opt_the_lookup_returns_the_stored_key_health) {
+    // Standalone too: {apikey, project, keys, key_health}; bad entries skipped.
+    Layout l;
+    auto argv = gateway_lookup_command(l, "ab");
+    cr_assert_eq(std::vector<std::string>(argv.end() - 2, argv.end()),
+                 (std::vector<std::string>{"byok:{", "}:key_health"}));
+    LookupOutcome got = read_lookup_reply(
+        arr({hash({{"project", "acme"}, {"id", "k1"}}), hash({{"tier", "pro"}}), hash({}),
+             hash({{"k_0123456789ab", "cooling 1795000000000"},
+                   {"k_bad id", "invalid 0"},
+                   {"k_aaaaaaaaaaaa", "nonsense"}})}));
+    cr_assert(got.kind == LookupOutcome::Kind::Found);
+    cr_assert_eq(got.health.size(), 1u);
+    cr_assert(got.health[0].second.state == HealthState::Cooling);
+    cr_assert_eq(got.health[0].second.until_ms, 1795000000000);
 }
 
 Test(cluster_layout, i16_gateway_writes_stay_in_the_project_slot) {
