@@ -213,7 +213,7 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
 // metadata: its other hashes, and the usage and meter keys of each day they
 // may still hold — written on day D (or a little earlier or later by a node
 // with a skewed clock) and expiring after kUsageRetentionDays.
-std::vector<std::string> project_keys_to_delete(const Ctx &c, const std::string &pid) {
+static std::vector<std::string> project_keys_to_delete(const Ctx &c, const std::string &pid) {
     const Layout &l = c.cfg->layout;
     std::vector<std::string> keys{l.keys(pid), l.servers(pid), l.key_health(pid), l.last_used(pid)};
     for (int d = -1; d <= kUsageRetentionDays + 1; ++d) {

@@ -91,8 +91,8 @@ local function pointer(op, prefix, hash, at)
 end
 )lua";
 
-// Standalone: the writes of a gateway key's own hash at creation (the
-// cluster pointer script and the standalone create script share it).
+// The write of a gateway key's own hash at creation, shared by the
+// standalone create script and the cluster-mode kScriptPointerCreate.
 // ARGV[4] project id, [5] id, [6] label, [2] at, [8] scopes, [9] parent,
 // [10] expires_at.
 const std::string kPointerCreate = R"lua(
