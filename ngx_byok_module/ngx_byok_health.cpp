@@ -249,9 +249,9 @@ bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx) {
     if (ctx->decision.route != byok::Route::Byok || ctx->keys.current.empty() || ctx->keys.retried)
         return false;
     int64_t now = now_ms();
-    for (const auto &k : ctx->snap.keys)
+    for (const auto &k : ctx->snap->keys)
         if (k.provider == ctx->keys.provider && !ctx->keys.tried_id(k.id) &&
-            usable_now(ctx->snap.project, k, now / 1000, now))
+            usable_now(ctx->snap->project, k, now / 1000, now))
             return true;
     return false;
 }
@@ -271,7 +271,7 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
         std::vector<std::string_view> views(resets.begin(), resets.end());
         until = byok::cooling_until(now, retry_after, views, policy);
     }
-    const std::string &pid = ctx->snap.project;
+    const std::string &pid = ctx->snap->project;
     const std::string &id = ctx->keys.current;
     ngx_shmtx_lock(g_mutex);
     HealthSlot *s = find_slot(slot_hash(pid, id), true);
