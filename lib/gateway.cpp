@@ -70,7 +70,7 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
         req.header_provider = std::string(p);
     }
     req.client_retrying = client_is_retrying(in.retry_count);
-    req.content_type = std::string(in.content_type);
+    req.content_type = in.content_type;
     req.body_kind = body_kind(in.content_type);
     GatewayKeyLookup found = find_gateway_key(creds, req.api);
     if (!found.error.empty()) {

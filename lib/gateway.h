@@ -70,7 +70,7 @@ struct GatewayRequest {
     std::string native_provider;          // "<id>" of /<id>/...
     std::string header_provider;          // x-byok-provider
     std::string rest;                     // path after /v1 or /<id>, query without key=
-    std::string content_type;             // of the body, for BodyScanner
+    std::string_view content_type;        // of the body, for BodyScanner (a view into `in`)
     BodyKind body_kind = BodyKind::Json;  // how a /v1 body is read (lib/multipart.h)
     // Set when a `key=` parameter was dropped: the URI without it. The glue
     // puts it into the request line first, before any error is logged.
