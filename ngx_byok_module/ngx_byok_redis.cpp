@@ -158,63 +158,11 @@ void flush_queue(bool send) {
     arm_queue_timeout();
 }
 
-// Issue 18 (cold path): the worker's own fire-and-forget commands (the
-// usage flush: thousands of HINCRBYs and event batches once a second, key
-// health, last-used times) go out at most kBackgroundInFlight unanswered at
-// a time. Redis answers a link in order, so a request's command (a
-// cache-miss lookup) sent after a whole flush used to wait until Redis had
-// run all of it (up to ~60 ms with many projects); now it waits behind at
-// most this window. The rest waits here, in order, bounded.
-constexpr size_t kBackgroundInFlight = 64;
-constexpr size_t kMaxBackgroundBytes = 64u << 20;
-struct Background {
-    std::string resp;  // whole commands
-    size_t commands;
-};
-std::deque<Background> g_background;
-size_t g_background_bytes = 0;
-size_t g_background_in_flight = 0;
-
-void pump_background();
-
-void background_reply(RedisLink *, redisReply *r, void *) {
-    if (r == nullptr || r->type == REDIS_REPLY_ERROR) ngx_byok_count(BYOK_REDIS_ERROR);
-    if (g_background_in_flight > 0) g_background_in_flight--;
-    pump_background();
-}
-
-void pump_background() {
-    while (g_cmd.ready && !g_exiting && !g_background.empty() &&
-           g_background_in_flight < kBackgroundInFlight) {
-        Background &b = g_background.front();
-        try {
-            send_raw(&g_cmd, b.resp, b.commands, background_reply, nullptr, g_mcf->redis_timeout);
-        } catch (const std::exception &) {
-            drop_link(&g_cmd, "out of memory");  // the buffer may hold a partial command
-            return;
-        }
-        g_background_in_flight += b.commands;
-        g_background_bytes -= b.resp.size();
-        g_background.pop_front();
-    }
-}
-
-void queue_background(std::string resp, size_t commands) {
-    if (g_background_bytes + resp.size() > kMaxBackgroundBytes) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-        return;
-    }
-    g_background_bytes += resp.size();
-    g_background.push_back({std::move(resp), commands});
-    pump_background();
-}
-
 }  // namespace
 
 void ngx_byok_redis::command_link_ready() {
     flush_queue(true);
-    g_background_in_flight = 0;  // the old link's were failed when it dropped
-    pump_background();
+    background_link_ready();  // issue 18: the worker's own commands, after the requests'
 }
 
 ngx_int_t ngx_byok_redis_init_process(ngx_cycle_t *cycle) {
@@ -241,7 +189,7 @@ void ngx_byok_redis_exit_process(ngx_cycle_t *cycle) {
     }
     flush_queue(false);
     if (g_queue_ev.timer_set) ngx_del_timer(&g_queue_ev);
-    g_background.clear();
+    background_exit();
 }
 
 bool ngx_byok_redis_available() { return g_cmd.ready; }
@@ -271,42 +219,6 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
         return nullptr;
     }
     return w;
-}
-
-void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
-    if (!g_cmd.ready) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-        return;
-    }
-    std::vector<const char *> ptr;
-    std::vector<size_t> len;
-    char *cmd = nullptr;
-    try {
-        ptr.reserve(argv.size());
-        len.reserve(argv.size());
-        for (const auto &a : argv) {
-            ptr.push_back(a.data());
-            len.push_back(a.size());
-        }
-        int n = redisFormatCommandArgv(&cmd, (int)argv.size(), ptr.data(), len.data());
-        if (n < 0) throw std::bad_alloc();
-        queue_background(std::string(cmd, (size_t)n), 1);
-    } catch (const std::exception &) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-    }
-    if (cmd != nullptr) redisFreeCommand(cmd);
-}
-
-void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands) {
-    if (!g_cmd.ready || commands == 0) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-        return;
-    }
-    try {
-        queue_background(std::string(resp), commands);
-    } catch (const std::exception &) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-    }
 }
 
 void ngx_byok_redis_cancel(ByokRedisWaiter *w) {
