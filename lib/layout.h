@@ -10,6 +10,11 @@ class Layout {
   public:
     explicit Layout(std::string prefix = "byok:") : p_(std::move(prefix)) {}
     const std::string &prefix() const { return p_; }
+    // The store is a Redis Cluster (byok_redis cluster=): no script may touch
+    // keys of two hash slots, so what a standalone script does with global
+    // keys next to a project's `{pid}` keys happens in per-slot steps.
+    bool cluster() const { return cluster_; }
+    void set_cluster(bool on) { cluster_ = on; }
 
     std::string project(std::string_view pid) const { return p_ + "project:{" + s(pid) + "}"; }
     std::string projects() const { return p_ + "projects"; }
@@ -47,6 +52,7 @@ class Layout {
         return p_ + "{" + s(pid) + "}:" + s(what);
     }
     std::string p_;
+    bool cluster_ = false;
 };
 
 // Project ids: [a-z0-9][a-z0-9_-]{0,63}. Server ids and gateway-key ids use

@@ -48,16 +48,17 @@ struct ByokMain {
     std::string fallback_where;
     byok::admin::Config admin;
 
-    // byok_redis: the server itself, or (with redis_master set) the
-    // sentinels that name the current primary.
+    // byok_redis: the server itself, (with redis_master set) the sentinels
+    // that name the current primary, or (redis_cluster) a cluster's seeds.
     struct RedisAddr {
         std::string name;  // as written, for logs
         ngx_sockaddr_t sa;
         socklen_t len;
     };
     std::vector<RedisAddr> redis_addrs;
-    std::string redis_master;  // sentinel mode: the monitored master's name
-    std::string redis_user;    // ACL user ("" = AUTH <password> alone)
+    std::string redis_master;    // sentinel mode: the monitored master's name
+    bool redis_cluster = false;  // cluster mode: redis_addrs are the seed nodes
+    std::string redis_user;      // ACL user ("" = AUTH <password> alone)
     byok::SecretString redis_password;
     std::string redis_sentinel_user;             // sentinel_user=, sentinel_password_file=: the
     byok::SecretString redis_sentinel_password;  // sentinels' own AUTH ("" = none)

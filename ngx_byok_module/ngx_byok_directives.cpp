@@ -197,7 +197,8 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     bool tls = false;
     std::string ca, cert, key;
-    std::string sentinels;
+    std::string sentinels;  // sentinel= or cluster=: a list of <ip>:<port>
+    bool cluster = false;
 
     for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         std::string arg(sv(value[i]));
@@ -215,8 +216,9 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
                                    &value[i]);
                 return static_cast<char *>(NGX_CONF_ERROR);
             }
-        } else if (i == 1 && name == "sentinel" && !val.empty()) {
+        } else if (i == 1 && (name == "sentinel" || name == "cluster") && !val.empty()) {
             sentinels = val;
+            cluster = name == "cluster";
         } else if (name == "master" && !val.empty()) {
             m->redis_master = val;
         } else if (name == "user" && !val.empty()) {
@@ -282,14 +284,27 @@ static char *ngx_byok_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *
             m->redis_addrs.back().sa.sockaddr.sa_family == AF_UNIX) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                BYOK_LOG
-                               "byok_redis: invalid sentinel address \"%s\" (expected "
+                               "byok_redis: invalid %s address \"%s\" (expected "
                                "<ip>:<port>,...)",
+                               cluster ? "cluster" : "sentinel",
                                m->redis_addrs.back().name.c_str());
             return static_cast<char *>(NGX_CONF_ERROR);
         }
         at = end + 1;
     }
-    if (sentinels.empty() != m->redis_master.empty()) {
+    if (cluster) {
+        // Redis Cluster: the addresses are seeds the slot map is read from;
+        // the key layout keeps every script inside one project's slot.
+        if (!m->redis_master.empty() || m->redis_db != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               BYOK_LOG
+                               "byok_redis: \"cluster=\" takes neither \"master=\" nor "
+                               "\"db=\" (a cluster has one database)");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        m->redis_cluster = true;
+        m->admin.layout.set_cluster(true);
+    } else if (sentinels.empty() != m->redis_master.empty()) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            BYOK_LOG "byok_redis: \"sentinel=\" and \"master=\" go together");
         return static_cast<char *>(NGX_CONF_ERROR);

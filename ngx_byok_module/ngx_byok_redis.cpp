@@ -249,7 +249,7 @@ ngx_int_t ngx_byok_check_ring_in_use(ngx_conf_t *cf, ByokMain *m, ngx_msec_t tim
     };
     // A blocking hiredis context speaks neither TLS nor Sentinel: those
     // deployments are not checked here (the warning says so).
-    if (tls || !m->redis_master.empty() || m->redis_addrs.size() != 1)
+    if (tls || !m->redis_master.empty() || m->redis_cluster || m->redis_addrs.size() != 1)
         return not_checked("only done for a single plain-TCP or unix-socket redis");
     const ngx_sockaddr_t &sa = m->redis_addrs.front().sa;
     if (sa.sockaddr.sa_family == AF_UNIX) {

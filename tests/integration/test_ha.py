@@ -512,6 +512,9 @@ def test_i16_05_write_not_confirmed_by_a_replica_is_503(gateway, tmp_path):
     ("127.0.0.1:6379 sentinel_user=s", "sentinel_* parameters need \"sentinel=\""),
     ("sentinel=127.0.0.1:26379 master=byok sentinel_user=s",
      "\"sentinel_user=\" needs \"sentinel_password_file=\""),
+    ("cluster=127.0.0.1:7000,unix:/tmp/s", "invalid cluster address"),
+    ("cluster=127.0.0.1:7000 db=2", "\"cluster=\" takes neither \"master=\" nor \"db=\""),
+    ("cluster=127.0.0.1:7000 master=byok", "\"cluster=\" takes neither"),
 ])
 def test_i16_06_byok_redis_production_options_are_checked(gateway, params, message):
     gw = gateway(start=False)
