@@ -6,6 +6,7 @@
 #include "lib/client_api.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
+#include "lib/text.h"
 
 namespace byok::admin {
 
@@ -94,15 +95,6 @@ std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
     return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
 }
 
 bool is_json_media_type(std::string_view ct) {

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <utility>
 
+#include "lib/text.h"
+
 namespace byok {
 
 namespace {
@@ -16,20 +18,10 @@ constexpr size_t kMaxModel = 1024;
 
 bool ows(char c) { return c == ' ' || c == '\t'; }
 
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
 std::string_view trim(std::string_view s) {
     while (!s.empty() && ows(s.front())) s.remove_prefix(1);
     while (!s.empty() && ows(s.back())) s.remove_suffix(1);
     return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); i++) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    }
-    return true;
 }
 
 // A header value "type; name=value; name="quoted\"value"": its parameters
