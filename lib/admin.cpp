@@ -91,14 +91,8 @@ std::vector<std::string> split_words(std::string_view s) {
     return out;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
 bool is_json_media_type(std::string_view ct) {
-    return iequals(trim(ct.substr(0, ct.find(';'))), "application/json");
+    return iequals(trim_ows(ct.substr(0, ct.find(';'))), "application/json");
 }
 
 // Nesting depth of a JSON text, ignoring strings (bounds the parser's work
@@ -311,7 +305,7 @@ std::optional<Step> read_body(const Pending &p, json &out) {
     if (p.body_too_large)
         return fail(413, "payload_too_large", "request body is larger than the limit");
     std::string_view body = p.body->view();
-    if (trim(body).empty()) {
+    if (trim_ows(body).empty()) {
         out = json::object();
         return std::nullopt;
     }
@@ -467,7 +461,7 @@ Step handle(const Config &cfg, const Request &req) {
             ctx->who.actor = "admin:" + sha256_hex(token).substr(0, 8);
             return dispatch(p);
         }
-        if (token.empty() && req.authorization.empty()) token = trim(req.api_key);
+        if (token.empty() && req.authorization.empty()) token = trim_ows(req.api_key);
         if (!looks_like_gateway_key(token)) return unauthorized("missing or invalid credentials");
 
         std::string sha = sha256_hex(token);

@@ -54,21 +54,11 @@ std::string_view google_status(int status) {
 
 }  // namespace
 
-namespace {
-
-std::string_view trim_blanks(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-}  // namespace
-
 std::string_view bearer_token(std::string_view authorization) {
-    std::string_view auth = trim_blanks(authorization);
-    if (auth.size() < 7 || (auth[6] != ' ' && auth[6] != '\t')) return {};
+    std::string_view auth = trim_ows(authorization);
+    if (auth.size() < 7 || !is_ows(auth[6])) return {};
     if (!iequals(auth.substr(0, 6), "bearer")) return {};
-    return trim_blanks(auth.substr(7));
+    return trim_ows(auth.substr(7));
 }
 
 bool looks_like_gateway_key(std::string_view key) {

@@ -38,6 +38,11 @@ constexpr char ascii_lower(char c) {
 }
 bool iequals(std::string_view a, std::string_view b);  // equal under ascii_lower
 
+// HTTP's optional whitespace (RFC 9110 OWS): space and tab. Other
+// whitespace (CR, LF) is never OWS.
+constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
+std::string_view trim_ows(std::string_view s);  // `s` without OWS at either end
+
 // Appends `s` as a quoted JSON string: quotes, backslashes and every
 // control character (DEL included: valid raw in JSON, but invisible in a
 // log line or terminal that shows the body, so \u007f is the safe choice)

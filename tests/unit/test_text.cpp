@@ -110,3 +110,14 @@ Test(text, left_04_iequals_folds_ascii_letters_only) {
     cr_assert_eq(ascii_lower('z'), 'z');
     cr_assert_eq(ascii_lower('\xc9'), '\xc9');
 }
+
+// The one OWS trim (admin's body and media type, the Bearer parser,
+// multipart's header parameters): spaces and tabs only.
+Test(text, left_04_trim_ows_strips_spaces_and_tabs_only) {
+    cr_assert_eq(trim_ows(" \tapplication/json\t "), "application/json");
+    cr_assert_eq(trim_ows("  "), "");
+    cr_assert_eq(trim_ows("a b"), "a b");
+    cr_assert_eq(trim_ows("\r\nx\n"), "\r\nx\n");  // CR and LF are not OWS
+    cr_assert(is_ows(' ') && is_ows('\t'));
+    cr_assert_not(is_ows('\n') || is_ows('\v') || is_ows('\xa0'));
+}
