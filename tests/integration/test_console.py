@@ -296,7 +296,7 @@ def test_i15_09_provider_keys_page_drives_the_real_multikey_api(gw, fake_provide
     # cools for the whole test) and the first one serves and gets a last use.
     fake_provider.key_rule(cooled, 429, {"error": {"message": "slow down"}},
                            headers={"Retry-After": "600"}, times=1)
-    for _ in range(8):
+    for _ in range(20):
         assert gw.chat(p).status_code == 200
         if cooled in fake_provider.used_keys("/openai"):
             break
