@@ -1010,15 +1010,24 @@ class RedisCluster:
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Every node says cluster_state:ok and knows every slot's owner."""
+        seen = []
+
         def ok():
+            seen.clear()
             for n in self.nodes:
                 info = n.client.execute_command("CLUSTER", "INFO")
                 if "cluster_state:ok" not in info:
+                    seen.append(f"{n.port}: {info[:40]}")
                     return False
-            maps = {str(sorted(map(str, n.client.execute_command("CLUSTER", "SLOTS"))))
+            maps = {str(sorted((s[0], s[1], s[2][1])
+                               for s in n.client.execute_command("CLUSTER", "SLOTS")))
                     for n in self.nodes}
+            seen.extend(maps)
             return len(maps) == 1
-        wait_until(ok, timeout, interval=0.1, what="cluster_state:ok on every node")
+        try:
+            wait_until(ok, timeout, interval=0.1, what="cluster_state:ok on every node")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {seen}") from None
 
     def stop(self) -> None:
         for n in self.nodes:
@@ -1080,9 +1089,10 @@ class RedisCluster:
 
     def errorstat(self, node: ClusterNode, kind: str) -> int:
         """How many `kind` errors (MOVED, ASK, TRYAGAIN) `node` answered."""
-        info = node.client.execute_command("INFO", "errorstats")
-        stat = info.get(f"errorstat_{kind}") if isinstance(info, dict) else None
-        return int(stat["count"]) if stat else 0
+        stat = node.client.info("errorstats").get(f"errorstat_{kind}")
+        if isinstance(stat, dict):
+            return int(stat["count"])
+        return int(str(stat).split("=")[1]) if stat else 0  # "count=N"
 
     def subscribers(self, channel: str = "byok:invalidate") -> int:
         return sum(n.client.pubsub_numsub(channel)[0][1] for n in self.nodes if n.running())

@@ -221,11 +221,26 @@ def test_i16_cluster_05_lost_subscriber_revalidates_the_cache(cluster, cgateway,
 
 def test_i16_cluster_06_a_primary_down_fails_only_its_slots(cluster, cgateway, fake_provider):
     gw = cgateway()
-    down_pid, up_pid = pids_on_every_node(cluster, "down")[:2]
+    # The node lost carries no worker's subscriber (3 nodes, 2 workers): a
+    # lost subscriber revalidates the whole cache (test 05), and an entry
+    # whose node is down then answers 503 until that node is back.
+    node = next(n for n in cluster.nodes if n.client.pubsub_numsub("byok:invalidate")[0][1] == 0)
+    pids = pids_on_every_node(cluster, "down")
+    down_pid = pids[cluster.nodes.index(node)]
+    up_pid = pids[cluster.nodes.index(other_node(cluster, node))]
     down, up = gw.provision(pid=down_pid), gw.provision(pid=up_pid)
+    # A key's first use publishes its health (an invalidation of the
+    # project): let it pass before the entry that must survive is cached.
+    watch = cluster.nodes[0].client.pubsub()
+    watch.subscribe("byok:invalidate")
+    assert gw.chat(down).status_code == 200
+    for _ in range(50):  # bounded; goes on when no such message comes
+        m = watch.get_message(timeout=0.1)
+        if m and m.get("data") == down_pid:
+            break
+    watch.close()
     for _ in range(4):
         assert gw.chat(down).status_code == 200  # cached by the workers
-    node = cluster.node_of(project_key(down_pid))
     # the survivors keep serving their slots while one is uncovered
     for n in cluster.nodes:
         n.client.config_set("cluster-require-full-coverage", "no")
@@ -238,13 +253,22 @@ def test_i16_cluster_06_a_primary_down_fails_only_its_slots(cluster, cgateway, f
         assert_json_error(gw.admin("PATCH", f"/projects/{down_pid}", {"name": "x"}), 503)
         # the other nodes' projects keep working, cached or not
         assert gw.admin("PATCH", f"/projects/{up_pid}", {"name": "y"}).status_code == 200
-        key, _ = gw.mint_key(up_pid)
-        assert gw.chat(key).status_code == 200
+        # a new gateway key's own hash lives in a random slot: a mint whose
+        # slot is on the lost node is refused (503), never half-made
+        for _ in range(30):  # bounded: two thirds of the slots are up
+            r = gw.admin("POST", f"/projects/{up_pid}/api-keys", {"label": "while down"})
+            if r.status_code == 201:
+                break
+            assert_json_error(r, 503)
+        assert r.status_code == 201, r.text
+        assert gw.chat(r.json()["key"]).status_code == 200
     finally:
         node.start()
         for n in cluster.nodes:
             n.client.config_set("cluster-require-full-coverage", "yes")
         cluster.wait_ok()
-    until(lambda: gw.admin("PATCH", f"/projects/{down_pid}", {"name": "back"}),
-          lambda r: r.status_code == 200, HANG_GUARD, what="the node to serve again")
+    # the node is back (empty: no persistence here) and its slots serve again
+    back = pids_on_every_node(cluster, "back")[cluster.nodes.index(node)]
+    until(lambda: gw.admin("POST", "/projects", {"id": back, "name": "back"}),
+          lambda r: r.status_code == 201, HANG_GUARD, what="the node to serve again")
     gw.assert_no_leaks()
