@@ -19,8 +19,9 @@
 //   kMaxRedirects of them per command; a command is never resent after its
 //   link dropped (it may have been applied).
 // - Invalidation: the subscriber (g_sub) SUBSCRIBEs on one node (a cluster
-//   delivers a PUBLISH to every node); when it drops it resubscribes on the
-//   next node and, like a standalone subscriber, revalidates the cache.
+//   delivers a PUBLISH to every node); when it cannot reach that node it
+//   subscribes on the next one and, like a standalone subscriber,
+//   revalidates the cache.
 #include <memory>
 
 #include "lib/cluster_route.h"
@@ -319,9 +320,13 @@ void node_ready(RedisLink *) {
 
 void node_dropped(RedisLink *) { request_refresh(0); }
 
-// The subscriber moves to the next node whenever it drops (subscriber_ready
-// then revalidates the cache, as for a standalone subscriber).
+// A subscriber that was set up and dropped tries its node again first (a
+// whole cluster going down must not find a node still up in between and
+// revalidate the cache); one that could not connect or subscribe moves to
+// the next node (subscriber_ready then revalidates the cache, as after any
+// lost subscription).
 void subscriber_dropped(RedisLink *link) {
+    if (link->ready) return;  // drop_link runs this before it clears `ready`
     g_sub_at++;
     link->target = &g_nodes[g_sub_at % g_nodes.size()]->addr;
 }

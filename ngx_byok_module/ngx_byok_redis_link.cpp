@@ -60,7 +60,7 @@ void drop_link(RedisLink *link, const char *why) {
     ngx_connection_t *c = link->c;
     link->c = nullptr;
     link->gen++;
-    if (link->on_drop) link->on_drop(link);
+    if (link->on_drop) link->on_drop(link);  // still sees `ready` of the lost connection
     link->ready = false;
     link->connecting = false;
     link->obuf.clear();

@@ -1030,6 +1030,12 @@ class RedisCluster:
             raise AssertionError(f"{e}: {seen}") from None
 
     def stop(self) -> None:
+        """Every node at once (SIGTERM to all, then the waits), as a
+        standalone server stops: no worker's subscriber finds a node still
+        up to move to in between."""
+        for n in self.nodes:
+            if n.running():
+                n.proc.terminate()
         for n in self.nodes:
             n.stop()
         self.reset_clients()
