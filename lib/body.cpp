@@ -1,6 +1,9 @@
 #include "lib/body.h"
 
 #include <algorithm>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "lib/util.h"
 
@@ -21,6 +24,32 @@ int hex_digit(char c) {
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
+}
+
+// The first quote, backslash or control byte (< 0x20) in p[i, n): where a
+// plain run inside a JSON string stops. Sixteen bytes at a time where SSE2
+// exists (every x86-64): the message texts are most of a body's bytes.
+size_t string_stop(const char *p, size_t i, size_t n) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  ctl = _mm_set1_epi8(0x1F);
+    while (n - i >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + i));
+        // max(v, 0x1F) == 0x1F exactly for the bytes <= 0x1F (unsigned).
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                         _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+        i += 16;
+    }
+#endif
+    while (i < n) {
+        unsigned char d = static_cast<unsigned char>(p[i]);
+        if (d == '"' || d == '\\' || d < 0x20) break;
+        i++;
+    }
+    return i;
 }
 
 void append_utf8(std::string &out, uint32_t cp) {
@@ -157,11 +186,7 @@ void ModelScanner::start_value(char c) {
 // index after what was consumed.
 size_t ModelScanner::string_run(const char *p, size_t i, size_t n) {
     size_t start = i;
-    while (i < n) {
-        unsigned char d = static_cast<unsigned char>(p[i]);
-        if (d == '"' || d == '\\' || d < 0x20) break;
-        i++;
-    }
+    i = string_stop(p, i, n);
     if (str_ == Str::Model) {
         model_->model.append(p + start, i - start);
     } else if (str_ == Str::TopKey && key_.size() < kKeyKeep) {

@@ -70,7 +70,7 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
         req.header_provider = std::string(p);
     }
     req.client_retrying = client_is_retrying(in.retry_count);
-    req.content_type = std::string(in.content_type);
+    req.content_type = in.content_type;
     req.body_kind = body_kind(in.content_type);
     GatewayKeyLookup found = find_gateway_key(creds, req.api);
     if (!found.error.empty()) {
@@ -164,7 +164,8 @@ const StoredKey *first_untried(const GatewaySnapshot &snap, const std::string &p
 // Opens the next key of `target` (issue 14: the pool's choice among the
 // usable keys); a key that does not decrypt is noted and the next one tried.
 bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
-                      const std::string &target, KeyAttempts *attempts, RoutePlan *plan) {
+                      const std::string &target, KeyAttempts *attempts, RoutePlan *plan,
+                      const KeyOpener &opener) {
     attempts->provider = target;
     for (;;) {
         const StoredKey *sk = cfg.keys.pick ? cfg.keys.pick(snap, target, attempts)
@@ -172,8 +173,8 @@ bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         if (sk == nullptr) return false;
         try {
             if (sk->malformed) throw Error("the stored record is malformed");
-            plan->key = cfg.open_key ? cfg.open_key(snap.project, *sk)
-                                     : open_stored_key(*cfg.ring, snap.project, *sk);
+            plan->key = opener.open ? opener.open(opener.arg, *cfg.ring, snap.project, *sk)
+                                    : open_stored_key(*cfg.ring, snap.project, *sk);
             plan->key_hint = sk->key_hint;
             attempts->current = sk->id;
             attempts->observed = false;
@@ -191,7 +192,8 @@ bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
 
 RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                      const GatewayRequest &req, std::string_view method, bool body_read,
-                     std::string_view model, RouteInput *in, KeyAttempts *attempts) {
+                     std::string_view model, RouteInput *in, KeyAttempts *attempts,
+                     const KeyOpener &opener) {
     in->catalog = cfg.catalog;
     in->tier = snap.tier;
     in->policy = snap.policy;
@@ -228,7 +230,7 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         plan.decision = decide_route(*in);
         if (plan.decision.route != Route::Byok) break;
         const std::string &target = plan.decision.target->id;
-        if (open_project_key(cfg, snap, target, attempts, &plan)) break;
+        if (open_project_key(cfg, snap, target, attempts, &plan, opener)) break;
         for (auto &pk : in->project_keys)
             if (pk.first == target) pk.second = KeyState::DecryptError;
     }
@@ -260,13 +262,15 @@ bool key_failure(int status) {
 }
 
 std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySnapshot &snap,
-                                      const RouteDecision &first, KeyAttempts *attempts) {
+                                      const RouteDecision &first, KeyAttempts *attempts,
+                                      const KeyOpener &opener) {
     if (first.route != Route::Byok || attempts->retried) return std::nullopt;
     attempts->retried = true;
     RoutePlan plan;
     plan.decided = true;
     plan.decision = first;
-    if (!open_project_key(cfg, snap, first.target->id, attempts, &plan)) return std::nullopt;
+    if (!open_project_key(cfg, snap, first.target->id, attempts, &plan, opener))
+        return std::nullopt;
     plan.action = RoutePlan::Action::Proxy;
     plan.resolve_endpoint = first.target->per_key_endpoint;
     return plan;

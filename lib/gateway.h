@@ -70,7 +70,7 @@ struct GatewayRequest {
     std::string native_provider;          // "<id>" of /<id>/...
     std::string header_provider;          // x-byok-provider
     std::string rest;                     // path after /v1 or /<id>, query without key=
-    std::string content_type;             // of the body, for BodyScanner
+    std::string_view content_type;        // of the body, for BodyScanner (a view into `in`)
     BodyKind body_kind = BodyKind::Json;  // how a /v1 body is read (lib/multipart.h)
     // Set when a `key=` parameter was dropped: the URI without it. The glue
     // puts it into the request line first, before any error is logged.
@@ -128,9 +128,16 @@ struct GatewayConfig {
                                         KeyAttempts *)>
             pick;
     } keys;
-    // Opens a stored key of the snapshot (the glue's key cache); unset:
-    // open_stored_key. Throws Error like it.
-    std::function<SecretString(std::string_view pid, const StoredKey &k)> open_key;
+};
+
+// Opens a stored key of the snapshot for one request: the glue's key cache,
+// which needs per-request state (`arg`); unset: open_stored_key. Throws
+// Error like it. Passed per call so the GatewayConfig is built once
+// (issue 18), not per request.
+struct KeyOpener {
+    SecretString (*open)(const void *arg, const KeyRing &ring, std::string_view pid,
+                         const StoredKey &k) = nullptr;
+    const void *arg = nullptr;
 };
 
 // The decision with the key to use, or the answer to send.
@@ -155,7 +162,8 @@ struct RoutePlan {
 // `attempts` (may be null) records which of the provider's keys was taken.
 RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                      const GatewayRequest &req, std::string_view method, bool body_read,
-                     std::string_view model, RouteInput *in, KeyAttempts *attempts = nullptr);
+                     std::string_view model, RouteInput *in, KeyAttempts *attempts = nullptr,
+                     const KeyOpener &opener = {});
 
 // Issue 14: an answer that may be the key's own fault (401, 402, 403, 429,
 // 5xx; 0 = no answer) — worth one retry on a sibling key.
@@ -163,7 +171,8 @@ bool key_failure(int status);
 // That retry: the same decision on the next key of the provider (the glue
 // checked that a usable one is left), or nullopt when none opens.
 std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySnapshot &snap,
-                                      const RouteDecision &first, KeyAttempts *attempts);
+                                      const RouteDecision &first, KeyAttempts *attempts,
+                                      const KeyOpener &opener = {});
 
 // After the first call failed before any byte: the next decision with the
 // operator's key, or the error to send. `status` and `got_bytes` describe

@@ -154,7 +154,8 @@ namespace {
 constexpr size_t kEventFields = 15;
 
 // Calls f(name, value) for each field of the usage event, in order: the one
-// place that defines the event. Numbers are formatted on the stack.
+// place that defines the event. Numbers are formatted on the stack. A new
+// string field also goes into append_usage_event_args's size bound.
 template <typename F>
 void each_event_field(const MeterRecord &rec, F &&f) {
     const TokenUsage &u = rec.usage;
@@ -190,10 +191,24 @@ void append_bulk(std::string &out, std::string_view s) {
     out.append("\r\n");
 }
 
+// The decimal digits of n, written at p; returns the end. Bulk lengths are
+// mostly one to three digits: those skip the general conversion.
+char *put_len(char *p, size_t n) {
+    if (n < 10) {
+        *p++ = static_cast<char>('0' + n);
+    } else if (n < 100) {
+        *p++ = static_cast<char>('0' + n / 10);
+        *p++ = static_cast<char>('0' + n % 10);
+    } else {
+        p = std::to_chars(p, p + 20, n).ptr;
+    }
+    return p;
+}
+
 // "$<len>\r\n<s>\r\n" written at p; returns the end.
 char *put_bulk(char *p, std::string_view s) {
     *p++ = '$';
-    p = std::to_chars(p, p + 20, s.size()).ptr;
+    p = put_len(p, s.size());
     *p++ = '\r';
     *p++ = '\n';
     std::memcpy(p, s.data(), s.size());
@@ -203,11 +218,8 @@ char *put_bulk(char *p, std::string_view s) {
     return p;
 }
 
-size_t bulk_size(std::string_view s) {
-    char digits[24];
-    return 5 + static_cast<size_t>(std::to_chars(digits, digits + 24, s.size()).ptr - digits) +
-           s.size();
-}
+// At least the bytes put_bulk(s) writes: "$", 20 digits, two CRLFs.
+constexpr size_t kBulkOverhead = 25;
 
 }  // namespace
 
@@ -221,19 +233,26 @@ std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
     return out;
 }
 
-// Two passes (size, then bytes) so the event costs one resize of `out`.
+// One pass (issue 18): `out` grows once by a bound on the event's size (its
+// strings plus a fixed overhead per bulk; numbers have at most 20 digits),
+// the bulks are written in place and the unused tail is cut off again.
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
-    size_t need = 0;
-    each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        need += bulk_size(name) + bulk_size(value);
-    });
+    size_t bound = 0;
+    for (const std::string *s : {&rec.request_id, &rec.project, &rec.provider, &rec.model,
+                                 &rec.route, &rec.key_id, &rec.fallback_reason})
+        bound += s->size();
+    // Every field: its name (under 20 bytes) and a value of at most 20 digits
+    // when it is not one of the strings counted above.
+    bound += kEventFields * (2 * kBulkOverhead + 20 + 20);
     size_t at = out.size();
-    out.resize(at + need);
-    char *p = &out[at];
+    out.resize(at + bound);
+    char *const start = &out[at];
+    char *p = start;
     each_event_field(rec, [&](std::string_view name, std::string_view value) {
         p = put_bulk(p, name);
         p = put_bulk(p, value);
     });
+    out.resize(at + static_cast<size_t>(p - start));
 }
 
 std::string usage_events_batch_head(std::string_view stream, size_t events) {

@@ -68,20 +68,20 @@ std::vector<std::pair<std::string, std::string>> header_params(std::string_view 
     return out;
 }
 
-std::string media_type(std::string_view content_type) {
-    std::string t(trim(content_type.substr(0, content_type.find(';'))));
-    for (char &c : t) c = ascii_lower(c);
-    return t;
+// The media type of a Content-Type, without its parameters (compared
+// case-insensitively, in place: issue 18, no copy per request).
+std::string_view media_type(std::string_view content_type) {
+    return trim(content_type.substr(0, content_type.find(';')));
 }
 
 }  // namespace
 
 BodyKind body_kind(std::string_view content_type) {
-    std::string t = media_type(content_type);
-    if (t == "multipart/form-data") return BodyKind::Multipart;
-    if (t.empty() || t == "application/json" || t == "text/plain" ||
-        t == "application/x-www-form-urlencoded" ||
-        (t.size() > 5 && t.compare(t.size() - 5, 5, "+json") == 0))
+    std::string_view t = media_type(content_type);
+    if (iequals(t, "multipart/form-data")) return BodyKind::Multipart;
+    if (t.empty() || iequals(t, "application/json") || iequals(t, "text/plain") ||
+        iequals(t, "application/x-www-form-urlencoded") ||
+        (t.size() > 5 && iequals(t.substr(t.size() - 5), "+json")))
         return BodyKind::Json;
     return BodyKind::Opaque;
 }

@@ -5,7 +5,11 @@
 namespace byok {
 
 std::string usage_key(const Layout &layout, std::string_view pid, int64_t now) {
-    return layout.usage(pid, yyyymmdd_utc(now));
+    return usage_key(layout, pid, yyyymmdd_utc(now));
+}
+
+std::string usage_key(const Layout &layout, std::string_view pid, std::string_view yyyymmdd) {
+    return layout.usage(pid, yyyymmdd);
 }
 
 std::string usage_field(std::string_view provider, Route route) {

@@ -15,6 +15,8 @@ namespace byok {
 
 // The hash of `pid`'s counters for the UTC day of `now` (seconds).
 std::string usage_key(const Layout &layout, std::string_view pid, int64_t now);
+// The same for the day `yyyymmdd` (the gateway formats it once a second).
+std::string usage_key(const Layout &layout, std::string_view pid, std::string_view yyyymmdd);
 // "<provider>:<route>".
 std::string usage_field(std::string_view provider, Route route);
 // The provider and route of a field, nullopt for anything else. Provider

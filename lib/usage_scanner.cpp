@@ -161,6 +161,15 @@ void UsageScanner::feed(std::string_view bytes) {
                 const char *q = escape_ ? p : string_special(p, end);
                 size_t n = static_cast<size_t>(q - p);
                 size_t limit = model_value_ ? kMaxModel : kMaxKey;
+                if (q != end && *q == '"' && !escape_ && key_.empty()) {
+                    // The string ends in this piece and nothing of it is
+                    // kept yet: read it in place (issue 18: no copy).
+                    if (n > limit) key_long_ = true;
+                    std::string_view k(p, std::min(n, limit));
+                    p = q + 1;
+                    end_of_string(k);
+                    break;
+                }
                 if (n > 0) {
                     size_t room = key_.size() < limit ? limit - key_.size() : 0;
                     key_.append(p, std::min(n, room));
@@ -175,7 +184,7 @@ void UsageScanner::feed(std::string_view bytes) {
                 } else if (c == '\\') {
                     escape_ = true;
                 } else if (c == '"') {
-                    end_of_string();
+                    end_of_string(key_);
                 } else {
                     state_ = State::Outside;  // a raw newline: not JSON (ends an SSE line)
                 }
@@ -210,38 +219,52 @@ void UsageScanner::feed(std::string_view bytes) {
                 break;
             }
             case State::Capture: {
-                char c = *p++;
-                capture_.push_back(c);
-                bool abandon = c == '\n' || capture_.size() > kMaxCapture;
-                if (cap_in_str_) {
-                    if (cap_escape_)
-                        cap_escape_ = false;
-                    else if (c == '\\')
-                        cap_escape_ = true;
-                    else if (c == '"')
-                        cap_in_str_ = false;
-                } else if (c == '"') {
-                    cap_in_str_ = true;
-                } else if (c == '{' || c == '[') {
-                    cap_depth_++;
-                } else if (c == '}' || c == ']') {
-                    if (--cap_depth_ == 0 && !abandon) {
-                        take(capture_);
-                        capture_.clear();
-                        state_ = State::Outside;
+                // The object's bytes in one run (issue 18: appended once,
+                // not byte by byte), up to the byte that closes it, a raw
+                // newline, or the one that takes it over kMaxCapture.
+                const char *start = p;
+                const char *stop =
+                    p + std::min(static_cast<size_t>(end - p), kMaxCapture + 1 - capture_.size());
+                bool closed = false, newline = false;
+                while (p < stop) {
+                    char c = *p++;
+                    if (c == '\n') {
+                        newline = true;
+                        break;
+                    }
+                    if (cap_in_str_) {
+                        if (cap_escape_)
+                            cap_escape_ = false;
+                        else if (c == '\\')
+                            cap_escape_ = true;
+                        else if (c == '"')
+                            cap_in_str_ = false;
+                    } else if (c == '"') {
+                        cap_in_str_ = true;
+                    } else if (c == '{' || c == '[') {
+                        cap_depth_++;
+                    } else if ((c == '}' || c == ']') && --cap_depth_ == 0) {
+                        closed = true;
                         break;
                     }
                 }
-                if (abandon) {
+                size_t n = static_cast<size_t>(p - start);
+                if (newline || capture_.size() + n > kMaxCapture) {
                     // Too big or broken: forget it, but stay in step with the
                     // string state so what follows is read correctly.
                     capture_.clear();
                     capture_.shrink_to_fit();
-                    bool in_str = cap_in_str_ && c != '\n';
-                    state_ = in_str ? State::InString : State::Outside;
+                    state_ = cap_in_str_ && !newline ? State::InString : State::Outside;
                     escape_ = cap_escape_;
                     key_.clear();
                     key_long_ = true;
+                    break;
+                }
+                capture_.append(start, n);
+                if (closed) {
+                    take(capture_);
+                    capture_.clear();
+                    state_ = State::Outside;
                 }
                 break;
             }
@@ -249,18 +272,17 @@ void UsageScanner::feed(std::string_view bytes) {
     }
 }
 
-void UsageScanner::end_of_string() {
+void UsageScanner::end_of_string(std::string_view k) {
     bool plain = !key_long_ && !key_escaped_;
     if (model_value_) {
         model_value_ = false;
-        if (plain && model_.empty()) model_ = key_;
+        if (plain && model_.empty()) model_.assign(k);
         state_ = State::Outside;
         return;
     }
     // Called for every string of the response: compare views (length
     // first), never C strings.
     using namespace std::string_view_literals;
-    std::string_view k(key_);
     after_ = KeyKind::None;
     if (plain && (k == "usage"sv || k == "usageMetadata"sv))
         after_ = KeyKind::Usage;

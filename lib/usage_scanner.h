@@ -54,7 +54,7 @@ class UsageScanner {
   private:
     enum class State : uint8_t { Outside, InString, AfterKey, AfterColon, Capture };
     enum class KeyKind : uint8_t { None, Usage, Model };
-    void end_of_string();
+    void end_of_string(std::string_view k);  // k: the string's kept bytes
     void take(std::string_view object);
 
     State state_ = State::Outside;

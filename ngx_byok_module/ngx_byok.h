@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +66,10 @@ struct ByokMain {
     int redis_db = 0;
     std::string redis_tls_name;     // tls_server_name (default: the host)
     byok::HealthPolicy key_health;  // byok_key_health (ngx_byok_health.cpp)
+    // issue 18: what the route decision needs from the configuration, built
+    // on the first gateway request (the directives are all read by then)
+    // instead of per request (ngx_byok_access.cpp).
+    std::optional<byok::GatewayConfig> gateway;
 
     const byok::SecretString *system_key(std::string_view provider) const;
 };
@@ -136,8 +141,7 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 
 // --- usage counters (ngx_byok_usage.cpp) ---------------------------------------
 
-void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
-                        byok::Route route);
+void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route);
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
 // Today's UTC date as yyyymmdd (counter keys), formatted once a second.
 const std::string &ngx_byok_today();
@@ -154,7 +158,10 @@ enum class ByokCacheResult { Miss, Fresh, Stale };
 // The entry of `key_sha` (32 raw bytes): Fresh fills `snap` (from the
 // worker's decoded copy of that exact blob when it has one); Stale copies
 // the blob into `stale_blob` (used only when Redis cannot answer).
-ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha, byok::GatewaySnapshot *snap,
+// issue 18: `snap` shares the worker's decoded copy (no copy per request);
+// the request's reference keeps it alive when the worker's cache drops it.
+ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
+                                            std::shared_ptr<const byok::GatewaySnapshot> *snap,
                                             std::string *stale_blob);
 // `generation`: ngx_byok_cache_generation() read before the Redis lookup
 // was sent, so a read that raced a resubscription is not trusted later.
@@ -179,10 +186,13 @@ size_t ngx_byok_cache_entries();
 void ngx_byok_keycache_init_process(ngx_cycle_t *cycle);
 void ngx_byok_keycache_exit_process();
 // The decoded snapshot of version `version` of the entry, or nullptr.
-const byok::GatewaySnapshot *ngx_byok_keycache_snapshot(const u_char *sha, uint64_t version);
-const byok::GatewaySnapshot &ngx_byok_keycache_store(const u_char *sha, uint64_t version,
-                                                     uint64_t generation, int64_t stale_until,
-                                                     byok::GatewaySnapshot snap);
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_snapshot(const u_char *sha,
+                                                                        uint64_t version);
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_char *sha,
+                                                                     uint64_t version,
+                                                                     uint64_t generation,
+                                                                     int64_t stale_until,
+                                                                     byok::GatewaySnapshot snap);
 // The plaintext of `k` (a record of the snapshot cached for `sha`): from
 // the arena, else decrypted (open_stored_key, which throws byok::Error).
 byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring,
@@ -400,6 +410,9 @@ struct ByokUpstream {
     ~ByokUpstream();
 };
 
+// The empty snapshot a gateway request starts with (shared, immutable).
+const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot();
+
 // A gateway request (byok_gateway locations), from the access phase to the
 // log phase.
 struct ByokGatewayCtx {
@@ -413,10 +426,12 @@ struct ByokGatewayCtx {
     byok::admin::Reply reply;
 
     u_char sha[32]{};
-    std::string sha_hex;
     uint64_t cache_generation = 0;  // when the lookup was sent
     std::string stale_blob;
-    byok::GatewaySnapshot snap;
+    // What the gateway key resolves to, never null (an empty Unknown
+    // snapshot until the lookup): on a hit the worker's decoded copy,
+    // shared rather than copied (issue 18).
+    std::shared_ptr<const byok::GatewaySnapshot> snap = ngx_byok_no_snapshot();
 
     byok::GatewayRequest req;  // URI and headers, parsed
     bool body_read = false;

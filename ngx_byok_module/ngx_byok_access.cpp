@@ -25,8 +25,11 @@ ByokMain *main_of(ngx_http_request_t *r) {
         ->m;
 }
 
-byok::GatewayConfig gateway_config(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
+// What the route decision needs from the configuration: built once per
+// configuration, on its first gateway request (issue 18: not per request).
+const byok::GatewayConfig &gateway_config(ngx_http_request_t *r) {
     ByokMain *m = main_of(r);
+    if (m->gateway) return *m->gateway;
     byok::GatewayConfig cfg;
     cfg.catalog = &m->catalog;
     cfg.ring = &m->ring;
@@ -34,11 +37,19 @@ byok::GatewayConfig gateway_config(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     cfg.system_key = [m](std::string_view p) { return m->system_key(p); };
     cfg.fallback_provider = m->fallback;
     ngx_byok_key_pool(&cfg);  // issue 14: several keys per provider, their health
-    // issue 18: the worker's locked key cache, else decrypt
-    cfg.open_key = [ctx, ring = cfg.ring](std::string_view pid, const byok::StoredKey &k) {
-        return ngx_byok_keycache_open(ctx->sha, *ring, pid, k);
+    return m->gateway.emplace(std::move(cfg));
+}
+
+// issue 18: the request's provider keys come from the worker's locked key
+// cache (found by the gateway key's hash), else they are decrypted.
+byok::KeyOpener key_opener(const ByokGatewayCtx *ctx) {
+    byok::KeyOpener o;
+    o.open = [](const void *sha, const byok::KeyRing &ring, std::string_view pid,
+                const byok::StoredKey &k) {
+        return ngx_byok_keycache_open(static_cast<const u_char *>(sha), ring, pid, k);
     };
-    return cfg;
+    o.arg = ctx->sha;
+    return o;
 }
 
 // Resumes the phase handlers after an asynchronous step finished.
@@ -105,7 +116,8 @@ ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view wher
 
 ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (!ctx->stale_blob.empty()) {
-        ctx->snap = byok::decode_snapshot(ctx->stale_blob);
+        ctx->snap =
+            std::make_shared<const byok::GatewaySnapshot>(byok::decode_snapshot(ctx->stale_blob));
         return after_snapshot(r, ctx);
     }
     return fail(r, ctx, byok::key_store_unavailable());
@@ -124,9 +136,9 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
         case byok::LookupOutcome::Kind::Found:
             break;
     }
-    ctx->snap = std::move(found.snap);
+    ctx->snap = std::make_shared<const byok::GatewaySnapshot>(std::move(found.snap));
     bool unknown = found.kind == byok::LookupOutcome::Kind::Unknown;
-    ngx_byok_cache_put(ctx->sha, found.project, byok::encode_snapshot(ctx->snap),
+    ngx_byok_cache_put(ctx->sha, found.project, byok::encode_snapshot(*ctx->snap),
                        unknown ? byok::unknown_key_ttl(mcf->ttl) : mcf->ttl, ctx->cache_generation);
     return after_snapshot(r, ctx);
 }
@@ -159,7 +171,6 @@ ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (ctx->req.error) return fail(r, ctx, *ctx->req.error);
 
     byok::sha256(ctx->req.key, ctx->sha);
-    ctx->sha_hex = byok::hex_encode(ctx->sha, sizeof(ctx->sha));
     ctx->cache_generation = ngx_byok_cache_generation();
     // issue 18: a fresh hit comes decoded from the worker's snapshot cache
     switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob)) {
@@ -177,7 +188,9 @@ ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ctx->stage = Stage::WaitKey;
     ctx->resumed = false;
     ctx->waiter = ngx_byok_redis_send(
-        byok::gateway_lookup_command(main_of(r)->admin.layout, ctx->sha_hex), waiter_done, ctx);
+        byok::gateway_lookup_command(main_of(r)->admin.layout,
+                                     byok::hex_encode(ctx->sha, sizeof(ctx->sha))),
+        waiter_done, ctx);
     if (ctx->waiter == nullptr) return use_stale_or_fail(r, ctx);
     return NGX_AGAIN;
 }
@@ -195,7 +208,7 @@ void body_ready(ngx_http_request_t *r) {
 }
 
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (auto e = byok::snapshot_error(ctx->snap, ngx_time())) return fail(r, ctx, *e);
+    if (auto e = byok::snapshot_error(*ctx->snap, ngx_time())) return fail(r, ctx, *e);
     bool has_body = r->headers_in.content_length_n > 0 || r->headers_in.chunked;
     if (ctx->req.unified && has_body && !ctx->body_read) {
         ctx->stage = Stage::WaitBody;
@@ -221,7 +234,7 @@ void note_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, const byok::RoutePlan
         ngx_byok_count_fallback(d.reason);
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       BYOK_LOG "fallback: project \"%s\" provider \"%s\" -> \"%s\" reason %s",
-                      ctx->snap.project.c_str(), d.provider->id.c_str(), d.target->id.c_str(),
+                      ctx->snap->project.c_str(), d.provider->id.c_str(), d.target->id.c_str(),
                       d.reason.c_str());
     }
 }
@@ -259,9 +272,9 @@ void resolved(ByokGatewayCtx *ctx, const std::string &ip, const std::string &err
 // A custom endpoint is chosen by the tenant: resolve it ourselves, refuse
 // private addresses (SPEC §10) and connect to the address that was checked.
 ngx_int_t resolve_endpoint(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (auto e = byok::endpoint_error(ctx->snap, ctx->decision, ctx->keys.current))
+    if (auto e = byok::endpoint_error(*ctx->snap, ctx->decision, ctx->keys.current))
         return fail(r, ctx, *e);
-    const byok::StoredKey *sk = byok::key_in_use(ctx->snap, ctx->decision, ctx->keys.current);
+    const byok::StoredKey *sk = byok::key_in_use(*ctx->snap, ctx->decision, ctx->keys.current);
     byok::Url url = byok::parse_url(sk->endpoint, "endpoint");
     ctx->stage = Stage::WaitResolve;
     ctx->resumed = false;
@@ -296,10 +309,10 @@ ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     // Issue 17 item 7: a repeated Idempotency-Key is the client's own retry.
     ctx->req.client_retrying = ngx_byok_idempotency_repeat(r, ctx->sha) || ctx->req.client_retrying;
     std::string_view model = ctx->model ? std::string_view(ctx->model->model) : "";
-    ngx_int_t rc =
-        take_plan(r, ctx,
-                  byok::plan_route(gateway_config(r, ctx), ctx->snap, ctx->req, sv(r->method_name),
-                                   ctx->body_read, model, &ctx->input, &ctx->keys));
+    ngx_int_t rc = take_plan(
+        r, ctx,
+        byok::plan_route(gateway_config(r), *ctx->snap, ctx->req, sv(r->method_name),
+                         ctx->body_read, model, &ctx->input, &ctx->keys, key_opener(ctx)));
     if (rc != NGX_OK) return rc;
     if (ctx->resolve_endpoint) return resolve_endpoint(r, ctx);
     return proxy(r, ctx);
@@ -309,7 +322,7 @@ ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (ctx->resolve_endpoint && ctx->pinned_ip.empty()) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       BYOK_LOG "custom endpoint of project \"%s\" refused: %s",
-                      ctx->snap.project.c_str(), ctx->resolve_error.c_str());
+                      ctx->snap->project.c_str(), ctx->resolve_error.c_str());
         return fail(r, ctx, byok::endpoint_refused(ctx->resolve_error));
     }
     ngx_int_t rc = ngx_byok_setup_upstream(r, ctx);
@@ -346,8 +359,8 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     int answered = got_bytes ? status : 0;
     ngx_byok_health_observe(r, ctx, answered);
     if (byok::key_failure(answered) && ngx_byok_sibling_possible(ctx)) {
-        if (auto sibling =
-                byok::plan_sibling(gateway_config(r, ctx), ctx->snap, ctx->decision, &ctx->keys)) {
+        if (auto sibling = byok::plan_sibling(gateway_config(r), *ctx->snap, ctx->decision,
+                                              &ctx->keys, key_opener(ctx))) {
             ngx_int_t rc = take_plan(r, ctx, std::move(*sibling));
             if (rc != NGX_OK) return rc;
             rc = ngx_byok_setup_upstream(r, ctx);
@@ -357,8 +370,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     }
     ctx->keys.current.clear();  // what follows does not use a project key
     ngx_int_t rc = take_plan(
-        r, ctx,
-        byok::plan_retry(gateway_config(r, ctx), ctx->input, ctx->decision, status, got_bytes));
+        r, ctx, byok::plan_retry(gateway_config(r), ctx->input, ctx->decision, status, got_bytes));
     if (rc != NGX_OK) return rc;
     ctx->stage = Stage::Fallback;
     rc = ngx_byok_setup_upstream(r, ctx);

@@ -303,14 +303,15 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
     return NGX_OK;
 }
 
-ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha, byok::GatewaySnapshot *snap,
+ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
+                                            std::shared_ptr<const byok::GatewaySnapshot> *snap,
                                             std::string *stale_blob) {
     if (g_cache == nullptr) return ByokCacheResult::Miss;
     int64_t now = now_ms();
     ByokCacheResult res = ByokCacheResult::Miss;
     uint64_t version = 0, generation = 0;
     int64_t stale_until = 0;
-    const byok::GatewaySnapshot *decoded = nullptr;
+    std::shared_ptr<const byok::GatewaySnapshot> decoded;
     std::string blob;
     ngx_shmtx_lock(&g_cache->shpool->mutex);
     CacheNode *cn = lookup(key_sha);
@@ -344,9 +345,9 @@ ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha, byok::Gateway
                                                    : BYOK_CACHE_MISS);
     if (res == ByokCacheResult::Fresh) {
         if (decoded == nullptr)
-            decoded = &ngx_byok_keycache_store(key_sha, version, generation, stale_until,
-                                               byok::decode_snapshot(blob));
-        *snap = *decoded;
+            decoded = ngx_byok_keycache_store(key_sha, version, generation, stale_until,
+                                              byok::decode_snapshot(blob));
+        *snap = std::move(decoded);
     } else if (res == ByokCacheResult::Stale) {
         *stale_blob = std::move(blob);
     }

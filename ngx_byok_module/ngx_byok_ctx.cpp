@@ -4,6 +4,11 @@
 
 #include "lib/util.h"
 
+const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot() {
+    static const auto none = std::make_shared<const byok::GatewaySnapshot>();
+    return none;
+}
+
 ByokUpstream::~ByokUpstream() {
     for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
 }

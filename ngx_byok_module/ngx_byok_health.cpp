@@ -44,7 +44,11 @@ HealthSlot *g_health = nullptr;
 size_t g_slots = 0;
 ngx_shmtx_t *g_mutex = nullptr;
 byok::KeySelector g_selector;  // per worker, like nginx's round robin without a zone
-std::map<std::pair<std::string, std::string>, int64_t> g_last_used;  // (pid, field) -> s
+// Last use per "<pid>\0<field>" (unix seconds). issue 18: a request finds
+// its rows through g_use_key, a reused buffer, so it allocates nothing once
+// they exist.
+std::map<std::string, int64_t, std::less<>> g_last_used;
+std::string g_use_key;
 constexpr size_t kMaxLastUsed = 10000;
 
 int64_t now_ms() {
@@ -115,9 +119,17 @@ void note_expiry(std::string_view pid, const byok::StoredKey &k, int64_t now_s) 
     ngx_shmtx_unlock(g_mutex);
 }
 
-void note_use(std::string_view pid, std::string field) {
-    if (g_last_used.size() >= kMaxLastUsed) return;
-    g_last_used[{std::string(pid), std::move(field)}] = ngx_time();
+// `field` is prefix + id ("gw:<key id>" for gateway keys, the key id for
+// provider keys).
+void note_use(std::string_view pid, std::string_view prefix, std::string_view id) {
+    g_use_key.assign(pid).push_back('\0');
+    g_use_key.append(prefix).append(id);
+    auto it = g_last_used.find(std::string_view(g_use_key));
+    if (it == g_last_used.end()) {
+        if (g_last_used.size() >= kMaxLastUsed) return;
+        it = g_last_used.emplace(g_use_key, 0).first;
+    }
+    it->second = ngx_time();
 }
 
 bool usable_now(std::string_view pid, const byok::StoredKey &k, int64_t now_s, int64_t now) {
@@ -182,39 +194,42 @@ namespace {
 void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
     const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
-    if (!snap.key_id.empty()) note_use(pid, "gw:" + snap.key_id);
+    if (!snap.key_id.empty()) note_use(pid, "gw:", snap.key_id);
     struct Agg {
+        const std::string *provider;
         bool usable = false, unhealthy = false, expired = false;
         int64_t soonest_ms = 0;  // of the unhealthy keys that come back on their own
     };
-    std::map<std::string, Agg> by_provider;
-    std::vector<std::string> order;
+    // Per provider, in the order of the snapshot; reused (issue 18).
+    static std::vector<Agg> by_provider;
+    by_provider.clear();
     for (const auto &k : snap.keys) {
-        if (by_provider.find(k.provider) == by_provider.end()) order.push_back(k.provider);
-        Agg &a = by_provider[k.provider];
+        Agg *a = nullptr;
+        for (auto &x : by_provider)
+            if (*x.provider == k.provider) a = &x;
+        if (a == nullptr) a = &by_provider.emplace_back(Agg{&k.provider});
         note_expiry(pid, k, now_s);
         if (usable_now(pid, k, now_s, now)) {
-            a.usable = true;
+            a->usable = true;
         } else if (k.is_active && byok::key_expired(k.expires_at, now_s)) {
-            a.expired = true;
+            a->expired = true;
         } else if (k.is_active) {
-            a.unhealthy = true;
+            a->unhealthy = true;
             byok::KeyHealth h = health_of(pid, k.id);
             if (h.state != byok::HealthState::Invalid &&
-                (a.soonest_ms == 0 || h.until_ms < a.soonest_ms))
-                a.soonest_ms = h.until_ms;
+                (a->soonest_ms == 0 || h.until_ms < a->soonest_ms))
+                a->soonest_ms = h.until_ms;
         }
     }
-    for (const auto &provider : order) {
-        const Agg &a = by_provider[provider];
+    for (const Agg &a : by_provider) {
         byok::KeyState st = a.usable      ? byok::KeyState::Usable
                             : a.unhealthy ? byok::KeyState::Unhealthy
                             : a.expired   ? byok::KeyState::Expired
                                           : byok::KeyState::Inactive;
-        in->project_keys.emplace_back(provider, st);
+        in->project_keys.emplace_back(*a.provider, st);
         if (st == byok::KeyState::Unhealthy)
             in->keys_retry_in_s.emplace_back(
-                provider, a.soonest_ms == 0 ? 0 : (a.soonest_ms - now + 999) / 1000);
+                *a.provider, a.soonest_ms == 0 ? 0 : (a.soonest_ms - now + 999) / 1000);
     }
 }
 
@@ -223,8 +238,10 @@ const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::st
                                 byok::KeyAttempts *attempts) {
     const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
-    std::vector<const byok::StoredKey *> keys;
-    std::vector<byok::KeyCandidate> cands;
+    static std::vector<const byok::StoredKey *> keys;  // reused (issue 18)
+    static std::vector<byok::KeyCandidate> cands;
+    keys.clear();
+    cands.clear();
     for (const auto &k : snap.keys) {
         if (k.provider != provider || attempts->tried_id(k.id) || !usable_now(pid, k, now_s, now))
             continue;
@@ -234,7 +251,7 @@ const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::st
     int i = g_selector.pick(pid, provider, cands);
     if (i < 0) return nullptr;
     attempts->tried.push_back(keys[i]->id);
-    if (!keys[i]->malformed) note_use(pid, keys[i]->id);
+    if (!keys[i]->malformed) note_use(pid, "", keys[i]->id);
     return keys[i];
 }
 
@@ -249,9 +266,9 @@ bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx) {
     if (ctx->decision.route != byok::Route::Byok || ctx->keys.current.empty() || ctx->keys.retried)
         return false;
     int64_t now = now_ms();
-    for (const auto &k : ctx->snap.keys)
+    for (const auto &k : ctx->snap->keys)
         if (k.provider == ctx->keys.provider && !ctx->keys.tried_id(k.id) &&
-            usable_now(ctx->snap.project, k, now / 1000, now))
+            usable_now(ctx->snap->project, k, now / 1000, now))
             return true;
     return false;
 }
@@ -271,7 +288,7 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
         std::vector<std::string_view> views(resets.begin(), resets.end());
         until = byok::cooling_until(now, retry_after, views, policy);
     }
-    const std::string &pid = ctx->snap.project;
+    const std::string &pid = ctx->snap->project;
     const std::string &id = ctx->keys.current;
     ngx_shmtx_lock(g_mutex);
     HealthSlot *s = find_slot(slot_hash(pid, id), true);
@@ -293,18 +310,20 @@ void ngx_byok_last_used_flush() {
     if (g_last_used.empty() || mcf == nullptr || !ngx_byok_redis_available()) return;
     const byok::Layout &l = mcf->m->admin.layout;
     std::vector<std::string> argv;
-    std::string pid;
+    std::string_view pid;
     auto send = [&] {
         if (argv.size() > 2) ngx_byok_redis_send_noreply(argv);
         argv.clear();
     };
     for (const auto &[k, at] : g_last_used) {
-        if (k.first != pid) {
+        size_t nul = k.find('\0');
+        std::string_view row_pid = std::string_view(k).substr(0, nul);
+        if (argv.empty() || row_pid != pid) {
             send();
-            pid = k.first;
+            pid = row_pid;
             argv = {"HSET", l.last_used(pid)};
         }
-        argv.push_back(k.second);
+        argv.push_back(k.substr(nul + 1));
         argv.push_back(std::to_string(at));
     }
     send();

@@ -48,7 +48,10 @@ struct Entry {
     uint64_t version = 0;
     uint64_t generation = 0;
     int64_t stale_until = 0;  // ms; past it the zone no longer serves the entry
-    byok::GatewaySnapshot snap;
+    // Shared with the requests that use it: one that is still running when
+    // the entry goes keeps its snapshot (never its plaintext keys: those
+    // live in the slots, wiped with the entry).
+    std::shared_ptr<const byok::GatewaySnapshot> snap;
     std::vector<int> slot;  // per snapshot key: its plaintext's slot, or -1
 };
 
@@ -175,7 +178,8 @@ void ngx_byok_keycache_exit_process() {
     }
 }
 
-const byok::GatewaySnapshot *ngx_byok_keycache_snapshot(const u_char *sha, uint64_t version) {
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_snapshot(const u_char *sha,
+                                                                        uint64_t version) {
     auto it = g_index.find(to_sha(sha));
     if (it == g_index.end()) return nullptr;
     if (it->second->version != version) {
@@ -183,12 +187,14 @@ const byok::GatewaySnapshot *ngx_byok_keycache_snapshot(const u_char *sha, uint6
         return nullptr;
     }
     g_lru.splice(g_lru.begin(), g_lru, it->second);
-    return &it->second->snap;
+    return it->second->snap;
 }
 
-const byok::GatewaySnapshot &ngx_byok_keycache_store(const u_char *sha, uint64_t version,
-                                                     uint64_t generation, int64_t stale_until,
-                                                     byok::GatewaySnapshot snap) {
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_char *sha,
+                                                                     uint64_t version,
+                                                                     uint64_t generation,
+                                                                     int64_t stale_until,
+                                                                     byok::GatewaySnapshot snap) {
     auto old = g_index.find(to_sha(sha));
     if (old != g_index.end()) drop_entry(old->second);
     if (g_lru.size() >= kMaxEntries) drop_entry(std::prev(g_lru.end()));
@@ -198,8 +204,8 @@ const byok::GatewaySnapshot &ngx_byok_keycache_store(const u_char *sha, uint64_t
     e.version = version;
     e.generation = generation;
     e.stale_until = stale_until;
-    e.snap = std::move(snap);
-    e.slot.assign(e.snap.keys.size(), -1);
+    e.snap = std::make_shared<const byok::GatewaySnapshot>(std::move(snap));
+    e.slot.assign(e.snap->keys.size(), -1);
     try {
         g_index.emplace(e.sha, g_lru.begin());
     } catch (...) {
@@ -214,8 +220,14 @@ byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing
     Entry *e = g_arena != nullptr ? find(sha) : nullptr;
     size_t idx = 0;
     if (e != nullptr) {
-        while (idx < e->snap.keys.size() && !same_record(e->snap.keys[idx], k)) idx++;
-        if (idx == e->snap.keys.size() || e->snap.project != pid) e = nullptr;
+        const std::vector<byok::StoredKey> &keys = e->snap->keys;
+        auto at = reinterpret_cast<uintptr_t>(&k), first = reinterpret_cast<uintptr_t>(keys.data());
+        if (at >= first && at < first + keys.size() * sizeof(byok::StoredKey)) {
+            idx = (at - first) / sizeof(byok::StoredKey);  // a record of this very snapshot
+        } else {
+            while (idx < keys.size() && !same_record(keys[idx], k)) idx++;
+        }
+        if (idx == keys.size() || e->snap->project != pid) e = nullptr;
     }
     int64_t now = now_ms();
     if (e != nullptr && e->slot[idx] >= 0) {
@@ -241,7 +253,7 @@ byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing
 void ngx_byok_keycache_invalidate(std::string_view pid) {
     for (auto it = g_lru.begin(); it != g_lru.end();) {
         auto next = std::next(it);
-        if (it->snap.project == pid) drop_entry(it);
+        if (it->snap->project == pid) drop_entry(it);
         it = next;
     }
 }

@@ -162,14 +162,14 @@ void ngx_byok_limits_attach(void *area, size_t zone_size, ngx_slab_pool_t *shpoo
 
 std::optional<byok::GatewayError> ngx_byok_limits_admit(ngx_http_request_t *r,
                                                         ByokGatewayCtx *ctx) {
-    const byok::ProjectLimits &l = ctx->snap.limits;
+    const byok::ProjectLimits &l = ctx->snap->limits;
     if (!l.any() || g_shm == nullptr) return std::nullopt;
     const byok::Route route = ctx->decision.route;
     const int64_t now = ngx_time();
     byok::LimitVerdict v;
     {
         ZoneLock lock;
-        LimitSlot *s = find_slot(ctx->snap.project, true, now_ms());
+        LimitSlot *s = find_slot(ctx->snap->project, true, now_ms());
         s->limits = l;
         s->last_used_ms = now_ms();
         int64_t spent[byok::kLimitKinds];
@@ -184,7 +184,7 @@ std::optional<byok::GatewayError> ngx_byok_limits_admit(ngx_http_request_t *r,
     ctx->limit.headers = std::move(v.headers);
     if (!v.refuse) return std::nullopt;
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  BYOK_LOG "project \"%s\" refused: %s limit reached", ctx->snap.project.c_str(),
+                  BYOK_LOG "project \"%s\" refused: %s limit reached", ctx->snap->project.c_str(),
                   v.exceeded.c_str());
     // Refused before any upstream call: route denied, like every other
     // refusal, so it is neither metered nor charged as a proxied request.
@@ -197,11 +197,11 @@ std::optional<byok::GatewayError> ngx_byok_limits_admit(ngx_http_request_t *r,
 
 void ngx_byok_limits_charge(const ByokGatewayCtx *ctx, const byok::TokenUsage &u,
                             int64_t cost_micro) {
-    const byok::ProjectLimits &l = ctx->snap.limits;
+    const byok::ProjectLimits &l = ctx->snap->limits;
     if (!l.any() || g_shm == nullptr || !u.known || !l.counts(ctx->decision.route)) return;
     const int64_t now = ngx_time();
     ZoneLock lock;
-    LimitSlot *s = find_slot(ctx->snap.project, true, now_ms());
+    LimitSlot *s = find_slot(ctx->snap->project, true, now_ms());
     s->limits = l;
     s->last_used_ms = now_ms();
     if (l.tokens_per_day > 0)

@@ -19,8 +19,9 @@ ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
         }
         ngx_byok_count_request(m->catalog, d.provider, d.route, r->headers_out.status, upstream_ms,
                                had_upstream);
-        if (d.route != byok::Route::Denied && d.provider != nullptr && !ctx->snap.project.empty()) {
-            ngx_byok_usage_add(m->admin.layout, ctx->snap.project, d.provider->id, d.route);
+        if (d.route != byok::Route::Denied && d.provider != nullptr &&
+            !ctx->snap->project.empty()) {
+            ngx_byok_usage_add(ctx->snap->project, d.provider->id, d.route);
         }
     } catch (const std::exception &) {
     }

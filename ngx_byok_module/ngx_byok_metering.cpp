@@ -28,7 +28,7 @@ ByokGatewayCtx *metered_ctx(ngx_http_request_t *r) {
     if (ctx == nullptr || !ctx->decided) return nullptr;
     const byok::RouteDecision &d = ctx->decision;
     if (d.route == byok::Route::Denied || d.provider == nullptr || d.target == nullptr ||
-        ctx->snap.project.empty())
+        ctx->snap->project.empty())
         return nullptr;
     return ctx;
 }
@@ -176,11 +176,11 @@ void mint_request_id(ngx_http_request_t *r, ngx_int_t index) {
     v->not_found = 0;
 }
 
-std::string request_id(ngx_http_request_t *r) {
+std::string_view request_id(ngx_http_request_t *r) {
     mint_request_id(r, main_conf(r)->request_id_index);
     ngx_http_variable_value_t *v = ngx_http_get_indexed_variable(r, main_conf(r)->request_id_index);
     if (v == nullptr || v->not_found) return "";
-    return std::string((const char *)v->data, v->len);
+    return {(const char *)v->data, v->len};
 }
 
 ngx_int_t log_handler(ngx_http_request_t *r) {
@@ -190,15 +190,20 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         ByokMain *main = main_conf(r)->m;
         const byok::RouteDecision &d = ctx->decision;
         const ByokMeter &m = finish(ctx);
-        byok::MeterRecord rec;
-        rec.request_id = request_id(r);
-        rec.project = ctx->snap.project;
-        rec.provider = d.provider->id;
-        rec.model = std::string(sent_model(ctx));
-        rec.route = std::string(byok::route_name(d.route));
-        rec.key_id = ctx->snap.key_id;
-        if (d.route == byok::Route::Fallback) rec.fallback_reason = d.reason;
-        rec.day = ngx_byok_today();
+        // issue 18: one record per worker, reused: its strings keep their
+        // capacity, so filling it allocates nothing after the first requests.
+        static byok::MeterRecord rec;
+        rec.request_id.assign(request_id(r));
+        rec.project.assign(ctx->snap->project);
+        rec.provider.assign(d.provider->id);
+        rec.model.assign(sent_model(ctx));
+        rec.route.assign(byok::route_name(d.route));
+        rec.key_id.assign(ctx->snap->key_id);
+        if (d.route == byok::Route::Fallback)
+            rec.fallback_reason.assign(d.reason);
+        else
+            rec.fallback_reason.clear();
+        rec.day.assign(ngx_byok_today());
         ngx_time_t *tp = ngx_timeofday();
         rec.at_ms = static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
         int64_t started = static_cast<int64_t>(r->start_sec) * 1000 + r->start_msec;

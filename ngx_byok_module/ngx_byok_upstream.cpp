@@ -166,7 +166,7 @@ bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
 }
 
 ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    byok::UpstreamPlan plan = byok::plan_upstream(ctx->req, ctx->snap, ctx->decision, ctx->key,
+    byok::UpstreamPlan plan = byok::plan_upstream(ctx->req, *ctx->snap, ctx->decision, ctx->key,
                                                   ctx->model, ctx->body_blanked, ctx->keys.current);
     std::string origin =
         plan.pin ? ngx_byok_pinned_origin(plan.base, ctx->pinned_ip) : plan.base.origin();

@@ -18,6 +18,11 @@ constexpr size_t kMaxPending = 100000;
 constexpr const char *kRetention = "7776000";  // 90 days
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
+// Request counts per (project, provider, route, day), keyed by those fields
+// joined with '\0' (issue 18: a request adds to its row without building
+// the counter's key and field; the rows become HINCRBYs at the flush).
+std::map<std::string, long long, std::less<>> g_usage;
+std::string g_usage_key;  // reused to build the lookup key
 constexpr size_t kMaxEvents = 10000;
 // Usage events in batches (lib/metering.h): (events, their RESP arguments).
 std::vector<std::pair<size_t, std::string>> g_batches;
@@ -65,10 +70,36 @@ void expand_meter() {
     g_meter.clear();
 }
 
+// The '\0'-separated parts of a row key.
+template <size_t N>
+void split_row(const std::string &key, std::string_view (&parts)[N]) {
+    size_t at = 0;
+    for (auto &p : parts) {
+        size_t end = std::min(key.find('\0', at), key.size());
+        p = std::string_view(key).substr(at, end - at);
+        at = end + 1;
+    }
+}
+
+void expand_usage() {
+    auto *mcf = ngx_byok_main_conf();
+    if (mcf == nullptr) return;
+    for (const auto &[key, n] : g_usage) {
+        std::string_view parts[4];  // project, provider, route, day
+        split_row(key, parts);
+        if (parts[2].size() != 1 || g_pending.size() >= kMaxPending) continue;
+        auto route = static_cast<byok::Route>(parts[2][0] - '0');
+        g_pending[{byok::usage_key(mcf->m->admin.layout, parts[0], parts[3]),
+                   byok::usage_field(parts[1], route)}] += n;
+    }
+    g_usage.clear();
+}
+
 void flush() {
     flush_events();
     ngx_byok_last_used_flush();  // issue 14
     if (!ngx_byok_redis_available()) return;
+    expand_usage();
     expand_meter();
     if (g_pending.empty()) return;
     std::string last_key;
@@ -104,10 +135,21 @@ const std::string &ngx_byok_today() {
     return day;
 }
 
-void ngx_byok_usage_add(const byok::Layout &layout, std::string_view pid, std::string_view provider,
-                        byok::Route route) {
-    if (g_pending.size() >= kMaxPending) return;
-    g_pending[{byok::usage_key(layout, pid, ngx_time()), byok::usage_field(provider, route)}]++;
+void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route) {
+    g_usage_key.clear();
+    for (std::string_view part : {pid, provider}) {
+        if (part.find('\0') != std::string_view::npos) return;  // never from a valid request
+        g_usage_key.append(part).push_back('\0');
+    }
+    g_usage_key.push_back(static_cast<char>('0' + static_cast<int>(route)));
+    g_usage_key.push_back('\0');
+    g_usage_key.append(ngx_byok_today());
+    auto it = g_usage.find(std::string_view(g_usage_key));
+    if (it == g_usage.end()) {
+        if (g_usage.size() >= kMaxPending) return;
+        it = g_usage.emplace(g_usage_key, 0).first;
+    }
+    it->second++;
 }
 
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {

@@ -25,7 +25,7 @@ std::optional<std::string_view> gateway_value(const ByokGatewayCtx &ctx, Var whi
     std::string_view val;
     switch (which) {
         case Var::Project:
-            return std::string_view(ctx.snap.project);
+            return std::string_view(ctx.snap->project);
         case Var::Provider:
             if (ctx.decided && d.provider) val = d.provider->id;
             return val;
@@ -41,7 +41,7 @@ std::optional<std::string_view> gateway_value(const ByokGatewayCtx &ctx, Var whi
             if (ctx.decided && d.route == byok::Route::Byok) val = ctx.key_hint;
             return val;
         case Var::ExecServer:
-            return std::string_view(ctx.snap.default_server);
+            return std::string_view(ctx.snap->default_server);
         default:
             return val;
     }

@@ -1,0 +1,84 @@
+"""Issue 18, the cache-hit path: what a hit request costs the worker, in a
+count that does not depend on how busy the machine is (heap allocations
+per request, counted by bench/malloc_count.c), and that the shared decoded
+snapshot, the once-built route configuration and the per-row metering
+change nothing a client, the counters or the usage events see."""
+import shutil
+import subprocess
+import time
+
+import pytest
+import harness
+from harness import REPO, wait_until
+
+# Allocations of one worker per cache-hit request (malloc, calloc, realloc,
+# the memalign family; nginx's own pool blocks included). Bare nginx
+# proxy_pass makes about 5 in bench/probe.sh; the gateway made 33 before
+# issue 18's hit-path work and about 16 after it (42 and 22 with this
+# harness's configuration: access log, more headers).
+MAX_ALLOCS_PER_HIT = 24
+
+
+def _worker_pids(gw):
+    out = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _calls(path):
+    return int.from_bytes(path.read_bytes()[:8], "little") if path.exists() else 0
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the malloc counter")
+@pytest.mark.skipif("LD_PRELOAD" in harness.NGINX_ENV, reason="sanitizer runtimes own malloc")
+def test_i18_04_a_cache_hit_allocates_a_bounded_number_of_times(gateway, tmp_path, monkeypatch):
+    so, counts = tmp_path / "malloc_count.so", tmp_path / "mc"
+    counts.mkdir()
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(so),
+                    str(REPO / "bench" / "malloc_count.c"), "-ldl", "-lpthread"], check=True)
+    monkeypatch.setitem(harness.NGINX_ENV, "LD_PRELOAD", str(so))
+    monkeypatch.setitem(harness.NGINX_ENV, "MALLOC_COUNT_DIR", str(counts))
+    gw = gateway(worker_processes=1)
+    p = gw.provision()
+    for _ in range(30):  # warm: the snapshot and the key are cached, buffers grown
+        r = gw.chat(p)
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+    (worker,) = _worker_pids(gw)
+    n = 200
+    before = _calls(counts / str(worker))
+    for _ in range(n):
+        r = gw.chat(p)
+        assert r.status_code == 200 and r.headers["x-byok-route"] == "byok"
+    per_request = (_calls(counts / str(worker)) - before) / n
+    print("allocations per hit request:", per_request)
+    assert 0 < per_request <= MAX_ALLOCS_PER_HIT, per_request
+    gw.assert_no_leaks()
+
+
+def test_i18_04_cached_hits_count_usage_and_meter_every_request(gw, fake_provider):
+    """The usage counters are summed per (project, provider, route, day) row
+    and the last use per key in reused buffers: what reaches Redis at the
+    flush is still one count per request."""
+    p = gw.provision()
+    n = 7
+    for _ in range(n):
+        r = gw.chat(p)
+        assert r.status_code == 200 and r.headers["x-byok-route"] == "byok"
+    rds = gw.redis.client
+    day = time.strftime("%Y%m%d", time.gmtime())
+
+    def counted():
+        for k in rds.scan_iter(f"*{p.pid}*usage:{day}"):
+            return rds.hget(k, "openai:byok") == str(n)
+        return False
+
+    wait_until(counted, timeout=10, what="the usage counter at n requests")
+
+    def last_used():
+        for k in rds.scan_iter(f"*{p.pid}*last_used"):
+            return rds.hgetall(k)
+        return {}
+
+    seen = wait_until(last_used, timeout=10, what="last_used written")
+    assert f"gw:{p.gateway_key_id}" in seen, seen
+    assert len(seen) == 2, seen  # the gateway key and the one provider key
+    gw.assert_no_leaks()
