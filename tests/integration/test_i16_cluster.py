@@ -127,6 +127,7 @@ def test_i16_cluster_03_ask_during_a_migrating_slot(cluster, cgateway, fake_prov
     src = cluster.node_of_slot(slot)
     dst = other_node(cluster, src)
     ask_before = cluster.errorstat(src, "ASK")
+    dst_moved_before = cluster.errorstat(dst, "MOVED")
     # keys moved, slot still MIGRATING on the source: the source answers ASK
     cluster.move_slot(slot, dst, finish=False)
     try:
@@ -139,6 +140,9 @@ def test_i16_cluster_03_ask_during_a_migrating_slot(cluster, cgateway, fake_prov
         # ASK does not change the map: the next command asks the source again
         assert gw.admin("GET", f"/projects/{p.pid}").status_code == 200
         assert cluster.errorstat(src, "ASK") > asks
+        # every command reached the importing node with ASKING first: had an
+        # ASK moved the slot in the map, the importing node would answer MOVED
+        assert cluster.errorstat(dst, "MOVED") == dst_moved_before
     finally:
         cluster.finish_slot(slot, dst)
     assert gw.chat(key).status_code == 200
