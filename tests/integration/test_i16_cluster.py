@@ -134,7 +134,10 @@ def test_i16_cluster_03_ask_during_a_migrating_slot(cluster, cgateway, fake_prov
         r = gw.admin("GET", f"/projects/{p.pid}")
         assert r.status_code == 200, r.text
         key, _ = gw.mint_key(p.pid)  # a write through ASK
-        assert gw.chat(key).status_code == 200
+        # (no uncached gateway request here: its lookup script also names the
+        # project's key_health hash, which does not exist yet, and Redis answers
+        # TRYAGAIN to a multi-key command with a missing key while its slot
+        # migrates: retried within timeout=, then 503; see README, Cluster)
         asks = cluster.errorstat(src, "ASK")
         assert asks > ask_before
         # ASK does not change the map: the next command asks the source again
