@@ -1,4 +1,4 @@
-# ngx_byok_module — entry points: build (default), run, stop, status, test, bench,
+# ngx_byok_module — entry points: build (default), run, stop, status, test, test-cluster, bench,
 # test-asan, valgrind, fuzz, fuzz-smoke, mutation, lint, docker. See README.md.
 SHELL      := /bin/bash
 ROOT       := $(abspath .)
@@ -18,7 +18,7 @@ UNIT_BIN   := $(BUILD_DIR)/unit-tests
 MODULE     := $(BUILD_DIR)/ngx_http_byok_module.so
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: FORCE build lib unit deps test test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
+.PHONY: FORCE build lib unit deps test test-cluster test-deps run stop status bench test-asan valgrind fuzz fuzz-build \
         fuzz-smoke mutation lint docker clean
 
 build: deps
@@ -58,6 +58,25 @@ test-deps:
 
 test: test-deps build unit
 	$(PYTEST) -q tests/integration
+	$(CLUSTER_RUN)
+
+# Issue 16: the gateway and admin suites once more against a 3-primary Redis
+# Cluster (tests/integration/conftest.py: BYOK_TEST_REDIS=cluster makes the
+# shared Redis a cluster and every gateway `byok_redis cluster=...`).
+# Left out there: the tests that stop or stall "the" Redis right after a
+# project was cached (a cluster delivers the provisioning's invalidations over
+# its bus, after the entry was cached, so the entry is gone when Redis stops;
+# test_i16_cluster.py's node-down test is their cluster form), and the audit
+# test's exact field set (cluster mode adds `project_entry` to global entries).
+CLUSTER_SUITES := tests/integration/test_gateway.py tests/integration/test_admin.py
+CLUSTER_SKIP   := test_redis_outage_and_recovery or test_stale_cache_served_while_redis_down \
+                  or test_expired_stale_cache_fails_closed \
+                  or test_redis_stall_does_not_block_cached_requests \
+                  or test_audit_trail_without_secrets
+CLUSTER_RUN    := BYOK_TEST_REDIS=cluster $(PYTEST) -q $(CLUSTER_SUITES) -k "not ($(CLUSTER_SKIP))"
+
+test-cluster: test-deps build
+	$(CLUSTER_RUN)
 
 run: deps build
 	@scripts/run.sh start

@@ -119,15 +119,18 @@ struct ByokRedisWaiter {
     void *data;
     bool cancelled = false;
     byok::admin::Reply reply;
+    int node = -1;  // Redis Cluster: the node that answered (for a WAIT after a write)
 };
 
 ngx_int_t ngx_byok_redis_init_process(ngx_cycle_t *cycle);
 void ngx_byok_redis_exit_process(ngx_cycle_t *cycle);
 bool ngx_byok_redis_available();
 // Sends one command. Returns a waiter (done() will be called exactly once,
-// unless cancelled) or nullptr when Redis is unavailable right now.
+// unless cancelled) or nullptr when Redis is unavailable right now. Redis
+// Cluster: a keyless command (ROLE, WAIT) goes to node `near` (a previous
+// waiter's `node`: the WAIT of a write goes where the write went).
 ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
-                                     void (*done)(ByokRedisWaiter *), void *data);
+                                     void (*done)(ByokRedisWaiter *), void *data, int near = -1);
 // Fire and forget (usage counters): no waiter, errors only counted.
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
 // Fire and forget of `commands` whole commands already in RESP (usage

@@ -28,6 +28,7 @@ struct AdminCtx {
     ngx_msec_t http_started = 0;
     bool http_done = false;
     bool replicated = false;  // the WAIT after a write was sent
+    int redis_node = -1;      // Redis Cluster: the node of the last command (issue 16)
     ~AdminCtx() {
         ngx_byok_redis_cancel(waiter);
         // The body may carry a provider key or a server secret.
@@ -64,6 +65,7 @@ void resume(AdminCtx *ctx, Next &next, const Result &result) {
 void redis_done(ByokRedisWaiter *w) {
     auto *ctx = static_cast<AdminCtx *>(w->data);
     ctx->waiter = nullptr;
+    ctx->redis_node = w->node;  // issue 16: a following ROLE / WAIT goes to the same node
     ngx_connection_t *c = ctx->r->connection;
     auto next = std::move(ctx->redis_next);
     resume(ctx, next, w->reply);
@@ -327,7 +329,7 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
             return;
         }
         if (auto *call = std::get_if<byok::admin::RedisCall>(&step.action)) {
-            ctx->waiter = ngx_byok_redis_send(call->argv, redis_done, ctx);
+            ctx->waiter = ngx_byok_redis_send(call->argv, redis_done, ctx, ctx->redis_node);
             if (ctx->waiter != nullptr) {
                 ctx->redis_next = std::move(call->next);
                 return;

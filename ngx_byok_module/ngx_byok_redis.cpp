@@ -7,9 +7,7 @@
 
 using namespace ngx_byok_redis;
 
-namespace {
-
-byok::admin::Reply convert(const redisReply *r) {
+byok::admin::Reply ngx_byok_redis::convert(const redisReply *r) {
     byok::admin::Reply out;
     if (r == nullptr) {
         out.type = byok::admin::Reply::Type::Unavailable;
@@ -43,6 +41,8 @@ byok::admin::Reply convert(const redisReply *r) {
     return out;
 }
 
+namespace {
+
 // Errors of a node that cannot take the command right now (a demoted
 // primary, a replica still loading, a primary without its replicas): the
 // command was not applied, so it is "unavailable", not a failure.
@@ -59,8 +59,9 @@ void waiter_event(ngx_event_t *ev) {
     delete w;
 }
 
-void command_reply(RedisLink *, redisReply *r, void *privdata) {
-    auto *w = static_cast<ByokRedisWaiter *>(privdata);
+}  // namespace
+
+void ngx_byok_redis::finish_waiter(ByokRedisWaiter *w, redisReply *r) {
     if (w == nullptr) {  // fire and forget
         if (r == nullptr || r->type == REDIS_REPLY_ERROR) ngx_byok_count(BYOK_REDIS_ERROR);
         return;
@@ -84,6 +85,12 @@ void command_reply(RedisLink *, redisReply *r, void *privdata) {
     if (w->reply.type == byok::admin::Reply::Type::Unavailable) ngx_byok_count(BYOK_REDIS_ERROR);
     // Resume the owner from the event loop, not from inside the read handler.
     ngx_post_event(&w->ev, &ngx_posted_events);
+}
+
+namespace {
+
+void command_reply(RedisLink *, redisReply *r, void *privdata) {
+    finish_waiter(static_cast<ByokRedisWaiter *>(privdata), r);
 }
 
 // Commands of requests while the command link is not ready: still
@@ -160,7 +167,7 @@ void flush_queue(bool send) {
 
 }  // namespace
 
-void ngx_byok_redis::command_link_ready() {
+void ngx_byok_redis::command_link_ready(RedisLink *) {
     flush_queue(true);
     background_link_ready();  // issue 18: the worker's own commands, after the requests'
 }
@@ -187,16 +194,18 @@ void ngx_byok_redis_exit_process(ngx_cycle_t *cycle) {
         drop_link(link, "exiting");
         if (link->timeout_ev.timer_set) ngx_del_timer(&link->timeout_ev);
     }
+    if (cluster_mode()) cluster_exit_process();
     flush_queue(false);
     if (g_queue_ev.timer_set) ngx_del_timer(&g_queue_ev);
     background_exit();
 }
 
-bool ngx_byok_redis_available() { return g_cmd.ready; }
+bool ngx_byok_redis_available() { return cluster_mode() ? cluster_available() : g_cmd.ready; }
 
 ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
-                                     void (*done)(ByokRedisWaiter *), void *data) {
-    if (g_exiting || (!g_cmd.ready && g_queue.size() >= kMaxQueued)) return nullptr;
+                                     void (*done)(ByokRedisWaiter *), void *data, int near) {
+    bool cluster = cluster_mode();
+    if (g_exiting || (!cluster && !g_cmd.ready && g_queue.size() >= kMaxQueued)) return nullptr;
     auto *w = new (std::nothrow) ByokRedisWaiter();
     if (w == nullptr) return nullptr;
     w->ev.handler = waiter_event;
@@ -204,6 +213,11 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
     w->ev.log = g_log;
     w->done = done;
     w->data = data;
+    if (cluster) {  // issue 16: routed by slot, ngx_byok_redis_cluster.cpp
+        if (cluster_send(argv, w, near)) return w;
+        delete w;
+        return nullptr;
+    }
     if (!g_cmd.ready) {
         try {
             g_queue.push_back({argv, w, ngx_current_msec + g_mcf->redis_timeout});

@@ -8,7 +8,9 @@
 // had run all of it — with a few thousand projects a second, tens of
 // milliseconds once a second. These commands therefore go out at most
 // kInFlight unanswered at a time, the rest waiting here in order (bounded):
-// a request's command waits behind at most that window.
+// a request's command waits behind at most that window. In cluster mode
+// they are routed by slot like every command (one link per node; the window
+// is not applied there yet).
 #include "ngx_byok_module/ngx_byok_redis_link.h"
 
 using namespace ngx_byok_redis;
@@ -74,6 +76,10 @@ void ngx_byok_redis::background_exit() {
 }
 
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
+    if (cluster_mode()) {  // issue 16: routed by slot (ngx_byok_redis_cluster.cpp)
+        if (!cluster_send(argv, nullptr, -1)) ngx_byok_count(BYOK_REDIS_ERROR);
+        return;
+    }
     if (!g_cmd.ready) {
         ngx_byok_count(BYOK_REDIS_ERROR);
         return;
@@ -98,6 +104,10 @@ void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
 }
 
 void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands) {
+    if (cluster_mode()) {  // issue 16: each command to its slot's node
+        cluster_send_raw(resp, commands);
+        return;
+    }
     if (!g_cmd.ready || commands == 0) {
         ngx_byok_count(BYOK_REDIS_ERROR);
         return;

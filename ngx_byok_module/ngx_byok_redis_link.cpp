@@ -44,7 +44,7 @@ void arm_timeout(RedisLink *link) {
 }
 
 void schedule_reconnect(RedisLink *link) {
-    if (g_exiting || link->reconnect_ev.timer_set) return;
+    if (g_exiting || link->retired || link->reconnect_ev.timer_set) return;
     link->backoff = link->backoff == 0 ? 100 : ngx_min(link->backoff * 2, 2000);
     ngx_msec_t delay = link->backoff / 2 + ngx_random() % (link->backoff / 2 + 1);
     ngx_add_timer(&link->reconnect_ev, delay);
@@ -60,7 +60,7 @@ void drop_link(RedisLink *link, const char *why) {
     ngx_connection_t *c = link->c;
     link->c = nullptr;
     link->gen++;
-    if (link == &g_sentinel) sentinel_link_dropped();
+    if (link->on_drop) link->on_drop(link);  // still sees `ready` of the lost connection
     link->ready = false;
     link->connecting = false;
     link->obuf.clear();
@@ -178,7 +178,7 @@ void setup_reply(RedisLink *link, redisReply *reply, void *data) {
     link->backoff = 0;
     ngx_log_error(NGX_LOG_NOTICE, g_log, 0, BYOK_LOG "redis %s link to %V ready", link->name,
                   &link->peer_name);
-    if (link == &g_cmd) command_link_ready();
+    if (link->on_ready) link->on_ready(link);
 }
 
 // --- connect -----------------------------------------------------------------------
@@ -325,7 +325,7 @@ void link_connect(RedisLink *link) {
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED || pc.connection == nullptr) {
         if (pc.connection) ngx_close_connection(pc.connection);
         ngx_byok_count(BYOK_REDIS_ERROR);
-        if (link == &g_sentinel) sentinel_link_dropped();
+        if (link->on_drop) link->on_drop(link);
         schedule_reconnect(link);
         return;
     }
@@ -385,8 +385,7 @@ void init_link(RedisLink *link, const char *name, ReplyFn on_push) {
 
 // --- commands ------------------------------------------------------------------
 
-void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn fn, void *data,
-                  ngx_msec_t timeout) {
+std::string format_command(const std::vector<std::string> &args) {
     std::vector<const char *> argv;
     std::vector<size_t> lens;
     argv.reserve(args.size());
@@ -398,8 +397,9 @@ void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn
     char *cmd = nullptr;
     int len = redisFormatCommandArgv(&cmd, (int)argv.size(), argv.data(), lens.data());
     if (len < 0) throw std::bad_alloc();
+    std::string out;
     try {
-        send_raw(link, std::string_view(cmd, (size_t)len), 1, fn, data, timeout);
+        out.assign(cmd, (size_t)len);
     } catch (...) {
         byok::wipe(cmd, (size_t)len);
         redisFreeCommand(cmd);
@@ -407,6 +407,19 @@ void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn
     }
     byok::wipe(cmd, (size_t)len);  // may hold AUTH's password
     redisFreeCommand(cmd);
+    return out;
+}
+
+void send_command(RedisLink *link, const std::vector<std::string> &args, ReplyFn fn, void *data,
+                  ngx_msec_t timeout) {
+    std::string cmd = format_command(args);
+    try {
+        send_raw(link, cmd, 1, fn, data, timeout);
+    } catch (...) {
+        byok::wipe(cmd.data(), cmd.size());
+        throw;
+    }
+    byok::wipe(cmd.data(), cmd.size());  // may hold AUTH's password
 }
 
 void send_raw(RedisLink *link, std::string_view resp, size_t commands, ReplyFn fn, void *data,

@@ -5,6 +5,8 @@
 //                             ROLE), pub/sub invalidation, Sentinel discovery
 //   ngx_byok_redis.cpp        the command API for requests, the queue that
 //                             holds commands while the command link is away
+//   ngx_byok_redis_cluster.cpp  Redis Cluster: slot map, one link per
+//                             primary, MOVED / ASK / TRYAGAIN, subscriber
 #pragma once
 
 #include "ngx_byok_module/ngx_byok.h"
@@ -42,6 +44,12 @@ struct RedisLink {
     ngx_event_t timeout_ev{};
     ngx_msec_t backoff = 0;
     ReplyFn on_push = nullptr;  // unsolicited replies (pub/sub messages)
+    // Where it connects when set (cluster nodes, the cluster subscriber);
+    // else link_target() decides (the server, Sentinel's primary).
+    const ByokMain::RedisAddr *target = nullptr;
+    void (*on_ready)(RedisLink *link) = nullptr;  // set up: may carry commands
+    void (*on_drop)(RedisLink *link) = nullptr;   // dropped or connect failed
+    bool retired = false;  // no reconnect after a drop (a node no longer used)
 };
 
 extern RedisLink g_cmd;       // commands of requests and of the worker
@@ -69,17 +77,37 @@ void send_raw(RedisLink *link, std::string_view resp, size_t commands, ReplyFn f
 // is ready after it.
 void setup_reply(RedisLink *link, redisReply *reply, void *data);
 bool is_str(const redisReply *r, std::string_view s);
+// The command in RESP (redisFormatCommandArgv); throws std::bad_alloc.
+std::string format_command(const std::vector<std::string> &args);
 
 // --- ngx_byok_redis_setup.cpp
 bool sentinel_mode();
+// An IP literal and a port as an address; false when they are not.
+bool make_addr(const std::string &ip, const std::string &port, ByokMain::RedisAddr *out);
 void send_setup(RedisLink *link);
 // Where the link connects to; nullptr: sentinel mode, primary not known yet.
 const ByokMain::RedisAddr *link_target(RedisLink *link);
-void sentinel_link_dropped();  // the next try asks another sentinel
-void links_init_process();     // init and connect every link of the worker
+void links_init_process();  // init and connect every link of the worker
 
 // --- ngx_byok_redis.cpp
-void command_link_ready();  // sends the commands queued while it was away
+void command_link_ready(RedisLink *);  // sends the commands queued while it was away
+byok::admin::Reply convert(const redisReply *r);
+// Hands a reply (nullptr: none came) to the waiter, or counts a failed fire
+// and forget (w == nullptr); the one place that decides what a reply means
+// to the caller.
+void finish_waiter(ByokRedisWaiter *w, redisReply *r);
+
+// --- ngx_byok_redis_cluster.cpp (byok_redis cluster=)
+bool cluster_mode();
+void cluster_init_process();  // the seeds, the subscriber's node, the first slot map
+void cluster_exit_process();
+bool cluster_available();  // a slot map and a ready node
+// Routes one command by its first key (lib/cluster_route.h); keyless
+// commands go to node `near` (the node of the write a WAIT follows) or any.
+// false: not accepted (too many waiting, out of memory).
+bool cluster_send(const std::vector<std::string> &argv, ByokRedisWaiter *w, int near);
+// Whole commands already in RESP, each routed on its own, fire and forget.
+void cluster_send_raw(std::string_view resp, size_t commands);
 
 // --- ngx_byok_redis_background.cpp (the worker's own fire-and-forget commands)
 void background_link_ready();  // the command link is (again) ready: send what waits

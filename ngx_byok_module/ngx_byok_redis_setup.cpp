@@ -61,6 +61,8 @@ void invalidation_message(RedisLink *link, redisReply *reply, void *) {
 
 // --- sentinel ------------------------------------------------------------------
 
+}  // namespace
+
 bool make_addr(const std::string &ip, const std::string &port, ByokMain::RedisAddr *out) {
     ngx_int_t p = ngx_atoi((u_char *)port.data(), port.size());
     if (p <= 0 || p > 65535) return false;
@@ -80,6 +82,8 @@ bool make_addr(const std::string &ip, const std::string &port, ByokMain::RedisAd
     out->name = (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + port;
     return true;
 }
+
+namespace {
 
 void set_primary(const ByokMain::RedisAddr &addr) {
     if (g_have_primary && addr.name == g_primary.name) return;
@@ -137,12 +141,17 @@ void sentinel_message(RedisLink *link, redisReply *reply, void *) {
 
 bool sentinel_mode() { return !g_mcf->m->redis_master.empty(); }
 
-void sentinel_link_dropped() { g_sentinel_at++; }
-
 void links_init_process() {
     init_link(&g_cmd, "command", nullptr);
+    g_cmd.on_ready = command_link_ready;
     init_link(&g_sub, "subscriber", invalidation_message);
     init_link(&g_sentinel, "sentinel", sentinel_message);
+    g_sentinel.on_drop = [](RedisLink *) { g_sentinel_at++; };  // the next try asks another
+    if (cluster_mode()) {  // issue 16: node links per primary, see ngx_byok_redis_cluster.cpp
+        cluster_init_process();
+        link_connect(&g_sub);
+        return;
+    }
     if (sentinel_mode()) {
         g_sentinel_at = (size_t)ngx_random();  // spread the workers over the sentinels
         link_connect(&g_sentinel);
@@ -185,6 +194,7 @@ void send_setup(RedisLink *link) {
 
 const ByokMain::RedisAddr *link_target(RedisLink *link) {
     ByokMain *m = g_mcf->m;
+    if (link->target) return link->target;
     if (!sentinel_mode()) return &m->redis_addrs[0];
     if (link == &g_sentinel) return &m->redis_addrs[g_sentinel_at % m->redis_addrs.size()];
     return g_have_primary ? &g_primary : nullptr;

@@ -87,3 +87,26 @@ def sshd(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+# BYOK_TEST_REDIS=cluster (make test-cluster): the shared Redis of every
+# suite is a 3-primary Redis Cluster and every gateway says
+# `byok_redis cluster=<the three nodes>` (issue 16).
+import os  # noqa: E402
+
+if os.environ.get("BYOK_TEST_REDIS") == "cluster":
+    from harness import RedisCluster  # noqa: E402
+
+    @pytest.fixture(scope="session")
+    def _redis_session(tmp_path_factory):  # noqa: F811 - replaces the standalone one
+        cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+        cluster.start()
+        yield cluster
+        cluster.stop()
+
+    @pytest.fixture
+    def redis_server(_redis_session):  # noqa: F811
+        _redis_session.start()
+        _redis_session.flushall()
+        yield _redis_session
+        _redis_session.start()

@@ -908,3 +908,197 @@ def _gateway_init_with_proxy_conf(self, *args, **kw):
 
 
 Gateway.__init__ = _gateway_init_with_proxy_conf
+
+
+# -- Redis Cluster (issue 16) --------------------------------------------------
+
+REDIS_CLI = os.environ.get("BYOK_REDIS_CLI", "redis-cli")
+
+
+class ClusterNode(RedisServer):
+    """One redis-server of a RedisCluster: cluster-enabled, its node table
+    (nodes.conf) in its own directory, so a restarted node rejoins with its
+    slots."""
+
+    node_timeout_ms = 2000
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        self.bus_port = free_port()
+
+    def start(self) -> None:
+        if self.running():
+            return
+        log = open(self.dir / "redis.stdout", "ab")
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+             "--daemonize", "no", "--protected-mode", "no",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(self.node_timeout_ms),
+             # the bus port defaults to port + 10000: out of range for high ports
+             "--cluster-port", str(self.bus_port),
+             "--enable-debug-command", "local",
+             "--logfile", str(self.dir / "redis.log")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise Abort((self.dir / "redis.log").read_text()[-2000:])
+            return redis.Redis(host=self.host, port=self.port, socket_timeout=0.5).ping()
+
+        wait_until(up, START_TIMEOUT, what="cluster node to answer PING")
+        self.client.connection_pool.disconnect()
+        self.raw.connection_pool.disconnect()
+
+    def node_id(self) -> str:
+        return self.client.execute_command("CLUSTER", "MYID")
+
+
+class RedisCluster:
+    """A local Redis Cluster of `primaries` primaries and no replicas
+    (`redis-cli --cluster create`), shaped like RedisServer for the tests:
+    .address is the `byok_redis cluster=...` argument, .client / .raw are
+    cluster clients (redis-py follows MOVED itself), .nodes the servers."""
+
+    def __init__(self, workdir: Path, primaries: int = 3):
+        self.dir = Path(workdir)
+        self.nodes = [ClusterNode(self.dir / f"node{i}") for i in range(primaries)]
+        self.host, self.port = self.nodes[0].host, self.nodes[0].port
+        self._client = self._raw = None
+        self.created = False
+
+    @property
+    def address(self) -> str:
+        return "cluster=" + ",".join(n.address for n in self.nodes)
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = redis.RedisCluster(host=self.host, port=self.port,
+                                              decode_responses=True, socket_timeout=5)
+        return self._client
+
+    @property
+    def raw(self):
+        if self._raw is None:
+            self._raw = redis.RedisCluster(host=self.host, port=self.port, socket_timeout=5)
+        return self._raw
+
+    def reset_clients(self) -> None:
+        for c in (self._client, self._raw):
+            if c is not None:
+                c.close()
+        self._client = self._raw = None
+
+    def running(self) -> bool:
+        return all(n.running() for n in self.nodes)
+
+    def start(self) -> None:
+        if self.created and self.running():
+            return
+        for n in self.nodes:
+            n.start()
+        if not self.created:
+            subprocess.run([REDIS_CLI, "--cluster", "create", *[n.address for n in self.nodes],
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            self.created = True
+        self.wait_ok()
+        self.reset_clients()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Every node says cluster_state:ok and knows every slot's owner."""
+        seen = []
+
+        def ok():
+            seen.clear()
+            for n in self.nodes:
+                info = n.client.execute_command("CLUSTER", "INFO")
+                if "cluster_state:ok" not in info:
+                    seen.append(f"{n.port}: {info[:40]}")
+                    return False
+            maps = {str(sorted((s[0], s[1], s[2][1])
+                               for s in n.client.execute_command("CLUSTER", "SLOTS")))
+                    for n in self.nodes}
+            seen.extend(maps)
+            return len(maps) == 1
+        try:
+            wait_until(ok, timeout, interval=0.1, what="cluster_state:ok on every node")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {seen}") from None
+
+    def stop(self) -> None:
+        """Every node at once (SIGTERM to all, then the waits), as a
+        standalone server stops: no worker's subscriber finds a node still
+        up to move to in between."""
+        for n in self.nodes:
+            if n.running():
+                n.proc.terminate()
+        for n in self.nodes:
+            n.stop()
+        self.reset_clients()
+
+    def flushall(self) -> None:
+        for n in self.nodes:
+            n.client.flushall()
+
+    def slot_of(self, key: str) -> int:
+        return int(self.nodes[0].client.execute_command("CLUSTER", "KEYSLOT", key))
+
+    def node_of_slot(self, slot: int) -> ClusterNode:
+        """The primary serving `slot` now (asked of every node in turn)."""
+        for asking in self.nodes:
+            if not asking.running():
+                continue
+            for first, last, primary, *_ in asking.client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def node_of(self, key: str) -> ClusterNode:
+        return self.node_of_slot(self.slot_of(key))
+
+    def move_slot(self, slot: int, to: ClusterNode, finish: bool = True) -> None:
+        """Moves `slot` with its keys to `to` the way `redis-cli --cluster
+        reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then (finish)
+        SETSLOT NODE on every node."""
+        src = self.node_of_slot(slot)
+        if src is to:
+            return
+        to.client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id())
+        src.client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to.node_id())
+        for _ in range(10000):  # bounded: a slot of a test holds few keys
+            keys = src.raw.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            src.raw.execute_command("MIGRATE", to.host, to.port, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            self.finish_slot(slot, to)
+
+    def finish_slot(self, slot: int, to: ClusterNode) -> None:
+        for n in [to] + [n for n in self.nodes if n is not to]:
+            n.client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to.node_id())
+        self.wait_ok()
+        self.reset_clients()
+
+    def all_values(self) -> Dict[bytes, List[bytes]]:
+        out: Dict[bytes, List[bytes]] = {}
+        for n in self.nodes:
+            out.update(n.all_values())
+        return out
+
+    def assert_absent(self, secrets_: Iterable[str]) -> None:
+        for n in self.nodes:
+            n.assert_absent(secrets_)
+
+    def errorstat(self, node: ClusterNode, kind: str) -> int:
+        """How many `kind` errors (MOVED, ASK, TRYAGAIN) `node` answered."""
+        stat = node.client.info("errorstats").get(f"errorstat_{kind}")
+        if isinstance(stat, dict):
+            return int(stat["count"])
+        return int(str(stat).split("=")[1]) if stat else 0  # "count=N"
+
+    def subscribers(self, channel: str = "byok:invalidate") -> int:
+        return sum(n.client.pubsub_numsub(channel)[0][1] for n in self.nodes if n.running())

@@ -13,7 +13,8 @@ access inside a script is not refused by one node (Redis allows it when the
 slots are local), so every test here also watches the node with MONITOR and
 checks that each command a script ran touched its EVAL's slot (and
 tests/unit/test_cluster_layout.cpp checks each command lib/ builds). The
-module's adapter talks to the first seed only, which serves every slot here.
+one node serves every slot here; routing over several nodes is
+test_i16_cluster.py.
 """
 import hashlib
 import json
