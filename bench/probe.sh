@@ -22,185 +22,43 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MODULE=${BYOK_MODULE:-$ROOT/build/ngx_http_byok_module.so}
-NGINX=${NGINX:-/usr/sbin/nginx}
-PY=/usr/bin/python3
+BL_NAME=probe
+BL_SYSTEM_KEY=0
+# shellcheck source=lib.sh
+. "$ROOT/bench/lib.sh"
 N=${BENCH_PROBE_N:-2000}
 CG=${BENCH_PROBE_CALLGRIND:-1}
 CG_N=${BENCH_PROBE_CALLGRIND_N:-300}
-UPSTREAM_KEY="sk-bench-0000000000000000000000000000000000000000"
 
-for tool in redis-server redis-cli curl cc "$NGINX" $PY; do
-    command -v "$tool" >/dev/null || { echo "probe: $tool not found" >&2; exit 1; }
-done
-[ -f "$MODULE" ] || { echo "probe: $MODULE missing; run make build" >&2; exit 1; }
-
-W=$(mktemp -d /tmp/byok-probe.XXXXXX)
-chmod 755 "$W"
-mkdir -p "$W/logs" "$W/secrets" "$W/mc" "$W/cg"
-chmod 700 "$W/secrets"
+bl_need redis-server redis-cli curl cc "$NGINX" $PY
+bl_init
+mkdir -p "$W/mc" "$W/cg"
 OUT=${BENCH_PROBE_OUT:-$W}
-PIDS=()
-cleanup() {
-    local rc=$?
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    wait 2>/dev/null
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
-        echo "probe: work directory kept: $W" >&2
-    else
-        rm -rf "$W"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[probe %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-start() {  # name cmd...
-    local name=$1
-    shift
-    "$@" >"$W/logs/$name.log" 2>&1 &
-    PIDS+=($!)
-    eval "PID_$name=$!"
-}
-wait_http() {
-    local deadline=$((SECONDS + $2))
-    while [ $SECONDS -lt $deadline ]; do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-cp "$ROOT/conf/byok_proxy.conf" "$W/byok_proxy.conf"  # byok_gateway.conf includes it next to the configuration
 cc -O2 -shared -fPIC -o "$W/malloc_count.so" "$ROOT/bench/malloc_count.c" -ldl -lpthread
 
-read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_CGBARE P_CGBYOK < <($PY - <<'EOF'
-import socket
-ss = [socket.socket() for _ in range(7)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))
-EOF
-)
-
-cat >"$W/upstream.conf" <<EOF
-worker_processes 1;
-error_log $W/logs/upstream.error.log warn;
-pid $W/upstream.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$P_UP;
-        location = /openai/chat/completions {
-            default_type application/json;
-            return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}';
-        }
-    }
-}
-EOF
-
-bare_conf() {  # name port master(on|off)
-    cat >"$W/$1.conf" <<EOF
-worker_processes 1;
-master_process $3;
-error_log $W/logs/$1.error.log warn;
-pid $W/$1.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$2;
-        client_max_body_size    16m;
-        client_body_buffer_size 1m;
-        proxy_http_version      1.1;
-        proxy_set_header        Connection "";
-        proxy_set_header        Authorization "Bearer $UPSTREAM_KEY";
-        proxy_buffering         off;
-        location = /v1/chat/completions { proxy_pass http://fakeup/openai/chat/completions; }
-        location /openai/ { proxy_pass http://127.0.0.1:$P_SSE/sse/; }
-    }
-}
-EOF
-}
-
-head -c 32 /dev/urandom | base64 | sed 's/^/k1 /' >"$W/secrets/master.keys"
-echo "adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$W/secrets/admin.tokens"
-chmod 600 "$W"/secrets/*
-cat >"$W/providers.yaml" <<EOF
-providers:
-  openai:
-    name: OpenAI
-    base_url: http://127.0.0.1:$P_SSE/sse
-    openai_base: http://fakeup/openai
-    auth: bearer
-    key_prefix: "sk-"
-    test: { method: GET, path: /models }
-    models: ["gpt-*"]
-EOF
-
-byok_conf() {  # name port master(on|off)
-    cat >"$W/$1.conf" <<EOF
-load_module $MODULE;
-worker_processes 1;
-master_process $3;
-error_log $W/logs/$1.error.log warn;
-pid $W/$1.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000; }
-    byok_redis 127.0.0.1:$P_REDIS;
-    byok_master_keys $W/secrets/master.keys;
-    byok_providers $W/providers.yaml;
-    byok_cache zone=byok:16m ttl=1h;
-    byok_admin_token_file $W/secrets/admin.tokens;
-    server {
-        listen 127.0.0.1:$2;
-        include $ROOT/conf/byok_gateway.conf;
-        include $ROOT/conf/byok_admin.conf;
-        location /admin/v1/ { byok_admin; }
-        location = /metrics { byok_metrics; }
-    }
-}
-EOF
-}
-bare_conf bare "$P_BARE" on
-byok_conf byok "$P_BYOK" on
-bare_conf cgbare "$P_CGBARE" off
-byok_conf cgbyok "$P_CGBYOK" off
+read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_CGBARE P_CGBYOK < <(bl_ports 7)
+bl_upstream_conf
+bl_providers
+bl_bare_conf bare "$P_BARE" on
+bl_byok_conf byok "$P_BYOK" "zone=byok:16m ttl=1h" on
+# callgrind instances: no master, valgrind runs the worker itself
+bl_bare_conf cgbare "$P_CGBARE" off
+bl_byok_conf cgbyok "$P_CGBYOK" "zone=byok:16m ttl=1h" off
 
 MC=(env LD_PRELOAD="$W/malloc_count.so" MALLOC_COUNT_DIR="$W/mc")
-start redis redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' --appendonly no --dir "$W" \
-    --logfile "$W/logs/redis.log"
+bl_start_redis
 start sse $PY "$ROOT/bench/fake_sse.py" "$P_SSE"
 start upstream "$NGINX" -p "$W" -c "$W/upstream.conf" -g 'daemon off;'
-for _ in $(seq 100); do redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
 start bare "${MC[@]}" "$NGINX" -p "$W" -c "$W/bare.conf" -g 'daemon off;'
 start byok "${MC[@]}" "$NGINX" -p "$W" -c "$W/byok.conf" -g 'daemon off;'
 wait_http "http://127.0.0.1:$P_BYOK/metrics" 15 || { echo "probe: byok did not come up" >&2; exit 1; }
 wait_http "http://127.0.0.1:$P_BARE/" 15 || { echo "probe: bare did not come up" >&2; exit 1; }
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$P_SSE/" && break; sleep 0.1; done
 
-$PY "$ROOT/bench/provision.py" --admin "http://127.0.0.1:$P_BYOK/admin/v1" \
-    --token-file "$W/secrets/admin.tokens" --redis-port "$P_REDIS" --projects 0 --keys 0 \
-    --out "$W" >/dev/null
+bl_provision "$P_BYOK" 0 0 >/dev/null
 HOT=$(cat "$W/hot.key")
 
 declare -A PORT=([bare]=$P_BARE [byok]=$P_BYOK [cgbare]=$P_CGBARE [cgbyok]=$P_CGBYOK)
-worker_of() { pgrep -P "$1" | head -1; }
 hits() {  # port n [stream]
     local path=/v1/chat/completions
     [ "${3:-}" = stream ] && path=/openai/chat/completions

@@ -234,6 +234,27 @@ def main():
         k.split(".", 1)[1]: {"accepts": int(v), "requests": (agg("warm", k.split(".", 1)[1], 32) or {}).get("rps")}
         for k, v in facts.items() if k.startswith("upstream_accepts.")}
 
+    # bench/probe.sh (per-request counts) and BENCH_PERF=1 (top symbols)
+    try:
+        probe = json.load(open(os.path.join(W, "probe.json")))
+    except (OSError, ValueError):
+        probe = None
+    if probe:
+        for t in probe.values():
+            if isinstance(t.get("top"), str):
+                try:
+                    t["top"] = json.loads(t["top"])
+                except ValueError:
+                    pass
+    res["probe_per_hit_request"] = probe
+    perf = {}
+    for t in ("bare", "byok"):
+        try:
+            perf[t] = [l.rstrip() for l in open(os.path.join(W, "perf.%s.top" % t)) if l.strip()]
+        except OSError:
+            pass
+    res["perf_top_symbols_c32"] = perf or None
+
     doc = {
         "schema": "byok-bench/1",
         "machine": machine(),
@@ -350,12 +371,54 @@ def print_table(doc):
     ka = res["upstream_connections_opened_in_warmup"]
     print("upstream connections opened during 2 s c32 warm-up: " +
           ", ".join("%s %d" % (k, v["accepts"]) for k, v in sorted(ka.items())))
+    print_probe(res.get("probe_per_hit_request"))
+    print_perf(res.get("perf_top_symbols_c32"))
     bad = [(r["phase"], r["target"], r["conc"], r["round"]) for r in doc["runs"]
            if not r.get("wrk") or r["wrk"]["err_status"] or r["wrk"]["err_timeout"] or r["wrk"]["err_connect"]]
     if bad:
         print("WARNING: runs with errors or non-2xx answers: %s" % bad)
     print("load average at start: %s, at end: %s (on %s CPUs; anything above ~2 means other jobs competed for the CPUs)"
           % (cfg.get("loadavg_at_start"), " ".join(doc["machine"]["loadavg_at_end"]), doc["machine"]["cpus"]))
+
+
+def side_by_side(title, left, right, width=60):
+    print(title)
+    print("  %-*s  %s" % (width, "bare", "byok"))
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ""
+        b = right[i] if i < len(right) else ""
+        print("  %-*s  %s" % (width, a[:width], b[:width]))
+
+
+def print_probe(p):
+    """The probe's load-independent counts per cache-hit request."""
+    if not p:
+        return
+    print()
+    g = lambda t, k: (p.get(t) or {}).get(k, "-")  # noqa: E731
+    print("per cache-hit request (bench/probe.sh; load-independent):  %12s %12s" % ("bare", "byok"))
+    for label, t, k in (("allocations (malloc calls)", "", "allocs_per_req"),
+                        ("syscalls", "", "syscalls_per_req"),
+                        ("instructions (callgrind)", "cg", "ir_per_req")):
+        print("  %-56s %12s %12s" % (label, g(t + "bare", k), g(t + "byok", k)))
+    if "cgbyok" in p:
+        print("  metering: %s instructions per hit request, %s per relayed SSE chunk (filters), %s per chunk in all"
+              % (g("cgbyok", "meter_ir_per_req"), g("cgbyok", "meter_ir_per_chunk"), g("cgbyok", "sse_ir_per_chunk")))
+    for t in ("bare", "byok"):
+        print("  syscalls %s: %s" % (t, g(t, "syscalls")))
+    tops = [["%8.0f  %s" % (v, k) for k, v in ((p.get("cg" + t) or {}).get("top") or [])[:15]]
+            for t in ("bare", "byok")]
+    if any(tops):
+        side_by_side("top symbols per hit request (callgrind, exclusive instructions):", tops[0], tops[1])
+
+
+def print_perf(perf):
+    if not perf:
+        return
+    print()
+    side_by_side("perf top symbols, c32 hot key (share of samples; BENCH_PERF=1):",
+                 [" ".join(l.split()) for l in perf.get("bare", [])],
+                 [" ".join(l.split()) for l in perf.get("byok", [])])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 #include "lib/admin_internal.h"
 #include "lib/client_api.h"
+#include "lib/gateway.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
 
@@ -479,7 +480,7 @@ Step handle(const Config &cfg, const Request &req) {
         if (!looks_like_gateway_key(token)) return unauthorized("missing or invalid credentials");
 
         std::string sha = sha256_hex(token);
-        return redis({"HGETALL", cfg.layout.apikey(sha)}, [p](const Reply &r) -> Step {
+        return redis({"HGETALL", cfg.layout.apikey(sha)}, [p, sha](const Reply &r) -> Step {
             Fields f = to_fields(r);
             auto scopes = f.find("scopes");
             if (scopes != f.end()) p.ctx->who.scopes = split_words(scopes->second);
@@ -497,7 +498,17 @@ Step handle(const Config &cfg, const Request &req) {
             auto id = f.find("id");
             if (id != f.end()) p.ctx->who.key_id = id->second;
             p.ctx->who.actor = "project:" + project->second;
-            return dispatch(p);
+            const Layout &l = p.ctx->cfg->layout;
+            if (!l.cluster()) return dispatch(p);
+            // Cluster mode: the key's metadata, in the project's slot, is the
+            // authority (lib/gateway.h gateway_key_meta).
+            std::vector<std::string> meta{"HGET", l.apikeys(project->second), p.ctx->who.key_id};
+            return redis(std::move(meta), [p, sha](const Reply &m) -> Step {
+                if (m.type != Reply::Type::String ||
+                    gateway_key_meta(m.str, sha) != KeyMetaVerdict::Ok)
+                    return unauthorized("missing or invalid credentials");
+                return dispatch(p);
+            });
         });
     });
 }

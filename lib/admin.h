@@ -145,12 +145,14 @@ Step count_records_by_kid(const Layout &layout, std::function<Step(const KidCoun
 // server secret): keep it in the ring until POST /rotate leaves it unused".
 std::string ring_gap(const KeyRing &ring, const KidCounts &counts);
 
-// EVAL argv of an audit entry the gateway writes on its own (limit alerts,
-// issue 13): the same script body as the admin API's entries (both the
-// global and the project's stream), without an invalidation.
-std::vector<std::string> audit_entry_command(const Layout &layout, std::string_view actor,
-                                             std::string_view at, std::string_view pid,
-                                             std::string_view action, std::string_view target);
+// The commands of an audit entry the gateway writes on its own (limit
+// alerts, issue 13), sent in order without reading replies: the same script
+// body as the admin API's entries (both the global and the project's
+// stream), without an invalidation; in cluster mode the script writes the
+// project's stream and a second command the global one.
+std::vector<std::vector<std::string>> audit_entry_commands(
+    const Layout &layout, std::string_view actor, std::string_view at, std::string_view pid,
+    std::string_view action, std::string_view target);
 
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().

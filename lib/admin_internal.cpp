@@ -1,5 +1,6 @@
 // The helpers shared by the admin handlers in admin_*.cpp (declared in
 // admin_internal.h): responses, Redis steps, script replies, strict input.
+#include <algorithm>
 #include <ctime>
 
 #include "lib/admin_internal.h"
@@ -57,13 +58,123 @@ std::vector<std::string> eval(const std::string &script, std::vector<std::string
     return argv;
 }
 
-std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
-                                  std::vector<std::string> keys, std::vector<std::string> args) {
-    keys.insert(keys.begin(), c.cfg->layout.audit());
-    std::vector<std::string> all{c.who.actor, c.at, c.cfg->layout.invalidate_channel(),
+std::vector<std::string> mutation_argv(const Layout &l, const std::string &body,
+                                       std::string_view pid, std::string_view actor,
+                                       std::string_view at, std::string_view channel,
+                                       std::vector<std::string> keys,
+                                       std::vector<std::string> args) {
+    keys.insert(keys.begin(), l.cluster() ? l.project_audit(pid) : l.audit());
+    std::vector<std::string> all{std::string(actor), std::string(at), std::string(channel),
                                  std::string(pid)};
     for (auto &a : args) all.push_back(std::move(a));
-    return eval(script, std::move(keys), std::move(all));
+    return eval(mutation_script(body, l.cluster()), std::move(keys), std::move(all));
+}
+
+std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
+                                  std::vector<std::string> keys, std::vector<std::string> args) {
+    const Layout &l = c.cfg->layout;
+    return mutation_argv(l, script, pid, c.who.actor, c.at, l.invalidate_channel(), std::move(keys),
+                         std::move(args));
+}
+
+std::vector<std::string> audit_fields(std::string_view actor, std::string_view action,
+                                      std::string_view pid, std::string_view target,
+                                      std::string_view at) {
+    return {"actor",   std::string(actor), "action", std::string(action),
+            "project", std::string(pid),   "target", std::string(target),
+            "at",      std::string(at)};
+}
+
+std::vector<std::string> global_audit_copy(const Layout &l, std::vector<std::string> fields,
+                                           std::string_view project_entry) {
+    std::vector<std::string> argv{"XADD", l.audit(), "MAXLEN", "~", "100000", "*"};
+    for (auto &f : fields) argv.push_back(std::move(f));
+    if (!project_entry.empty()) {
+        argv.push_back("project_entry");
+        argv.push_back(std::string(project_entry));
+    }
+    return argv;
+}
+
+namespace {
+
+using Commands = std::shared_ptr<std::vector<std::vector<std::string>>>;
+
+// Sends cmds[i..] one after the other whatever they answer, then `done`.
+Step best_effort(Commands cmds, size_t i, std::function<Step()> done) {
+    if (i >= cmds->size()) return guarded(done);
+    RedisCall call;
+    call.argv = (*cmds)[i];
+    call.next = [cmds, i, done](const Reply &) { return best_effort(cmds, i + 1, done); };
+    return Step{std::move(call)};
+}
+
+}  // namespace
+
+Step best_effort(std::vector<std::string> argv, std::function<Step()> done) {
+    auto cmds = std::make_shared<std::vector<std::vector<std::string>>>();
+    cmds->push_back(std::move(argv));
+    return best_effort(cmds, 0, std::move(done));
+}
+
+namespace {
+
+// The follow-ups of a cluster-mode script reply {reply, audited, pointers}.
+Commands follow_ups(const Layout &l, std::string_view pid, const Reply &audited,
+                    const Reply &pointers) {
+    auto cmds = std::make_shared<std::vector<std::vector<std::string>>>();
+    const auto &p = pointers.elements;
+    for (size_t i = 0; i + 2 < p.size(); i += 3) {
+        const std::string &hash = p[i + 1].str;
+        bool hex = !hash.empty() && std::all_of(hash.begin(), hash.end(), [](char ch) {
+            return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+        });
+        if (!hex) continue;
+        cmds->push_back(
+            eval(kScriptPointer, {l.apikey(hash)}, {p[i].str, std::string(pid), p[i + 2].str}));
+    }
+    for (const auto &e : audited.elements) {
+        if (e.elements.empty()) continue;
+        std::vector<std::string> fields;
+        for (size_t i = 1; i < e.elements.size(); ++i) fields.push_back(e.elements[i].str);
+        cmds->push_back(global_audit_copy(l, std::move(fields), e.elements[0].str));
+    }
+    return cmds;
+}
+
+}  // namespace
+
+Step mutate(const Ctx &c, std::string_view pid, std::vector<std::string> argv,
+            std::function<Step(const Reply &)> next) {
+    if (!c.cfg->layout.cluster()) return redis(std::move(argv), std::move(next));
+    return redis(std::move(argv), [l = c.cfg->layout, pid = std::string(pid),
+                                   next = std::move(next)](const Reply &r) {
+        auto own = std::make_shared<Reply>(script_item(r, 0));
+        Commands cmds = follow_ups(l, pid, script_item(r, 1), script_item(r, 2));
+        return best_effort(cmds, 0, [own, next] { return next(*own); });
+    });
+}
+
+namespace {
+
+Step hgetall_each(std::shared_ptr<std::vector<std::string>> keys, size_t i,
+                  std::shared_ptr<Reply> acc, std::function<Step(const Reply &)> next) {
+    if (i >= keys->size()) return next(*acc);
+    return redis({"HGETALL", (*keys)[i]}, [keys, i, acc, next](const Reply &r) {
+        acc->elements.push_back(r);
+        return hgetall_each(keys, i + 1, acc, next);
+    });
+}
+
+}  // namespace
+
+Step read_hashes(std::vector<std::string> keys, bool cluster,
+                 std::function<Step(const Reply &)> next) {
+    if (!cluster) return redis(eval(kScriptMultiHgetall, std::move(keys), {}), std::move(next));
+    auto acc = std::make_shared<Reply>();
+    acc->type = Reply::Type::Array;
+    return hgetall_each(std::make_shared<std::vector<std::string>>(std::move(keys)), 0, acc,
+                        std::move(next));
 }
 
 // ---- reply decoding -----------------------------------------------------

@@ -79,6 +79,10 @@ extern const std::string kScriptServerDelete;
 extern const std::string kScriptServerTestStore;
 extern const std::string kScriptReadProject;
 extern const std::string kScriptMultiHgetall;
+extern const std::string kScriptPointer;
+extern const std::string kScriptPointerCreate;
+// A script body above with its prelude (audit(), pointer()) for the mode.
+std::string mutation_script(const std::string &body, bool cluster);
 
 // ---- responses ----------------------------------------------------------
 Step respond(int status, const json &body);
@@ -92,9 +96,40 @@ Step project_not_found();  // 404 project_not_found: absent, or not the caller's
 // A RedisCall whose continuation answers 503 on Unavailable, 500 on a Redis
 // error and 500 when `next` throws.
 Step redis(std::vector<std::string> argv, std::function<Step(const Reply &)> next);
-// Argv for a mutation script: EVAL script N audit keys... actor at chan pid args...
+// Argv for a mutation script: EVAL script N audit keys... actor at chan pid
+// args... — the audit stream (KEYS[1]) is the global one, or in cluster mode
+// the project's own.
+std::vector<std::string> mutation_argv(const Layout &l, const std::string &body,
+                                       std::string_view pid, std::string_view actor,
+                                       std::string_view at, std::string_view channel,
+                                       std::vector<std::string> keys,
+                                       std::vector<std::string> args);
 std::vector<std::string> mutation(const Ctx &c, const std::string &script, std::string_view pid,
                                   std::vector<std::string> keys, std::vector<std::string> args);
+// Runs a mutation() argv, then in cluster mode its follow-ups — the
+// gateway-key hashes it changed (each only if it names the project), then
+// the copies of its audit entries to the global stream — and then `next`
+// with the script's own reply. The script's write is authoritative and
+// leaves the store fail-closed: a follow-up that fails does not change the
+// answer (retrying a revoke repeats them; the global audit copy is lost).
+Step mutate(const Ctx &c, std::string_view pid, std::vector<std::string> argv,
+            std::function<Step(const Reply &)> next);
+// One command whose answer does not matter (a follow-up), then `done`.
+Step best_effort(std::vector<std::string> argv, std::function<Step()> done);
+// The audit entry's fields, as the scripts' audit() writes them.
+std::vector<std::string> audit_fields(std::string_view actor, std::string_view action,
+                                      std::string_view pid, std::string_view target,
+                                      std::string_view at);
+// XADD of an entry to the global stream; `project_entry` (may be "") names
+// the id of the same entry in the project's stream.
+std::vector<std::string> global_audit_copy(const Layout &l, std::vector<std::string> fields,
+                                           std::string_view project_entry);
+// HGETALL of each key, answered as one array of their replies: one script
+// in standalone mode, one HGETALL after the other in cluster mode (the keys
+// are in different slots). `next` sees an empty array of hashes for keys
+// that are absent.
+Step read_hashes(std::vector<std::string> keys, bool cluster,
+                 std::function<Step(const Reply &)> next);
 std::vector<std::string> eval(const std::string &script, std::vector<std::string> keys,
                               std::vector<std::string> args);
 // Wraps a continuation so no exception escapes.

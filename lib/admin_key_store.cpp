@@ -56,7 +56,7 @@ Step cas_write(const CtxPtr &c, std::shared_ptr<const CasWrite> w, int attempt) 
         auto argv = mutation(*c, kScriptKeySet, w->pid,
                              {lay.project(w->pid), lay.keys(w->pid), lay.key_health(w->pid)},
                              std::move(args));
-        return redis(std::move(argv), [c, w, attempt, out](const Reply &wr) -> Step {
+        return mutate(*c, w->pid, std::move(argv), [c, w, attempt, out](const Reply &wr) -> Step {
             long long code = script_code(wr);
             if (code == kNoProject) return project_not_found();
             if (code == kTier) return tier_refused();

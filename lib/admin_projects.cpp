@@ -52,16 +52,6 @@ std::string str_or(const json &body, const char *name, const std::string &dflt) 
     return it == body.end() ? dflt : it->get<std::string>();
 }
 
-// Escapes Redis glob metacharacters so a key prefix matches literally.
-std::string glob_escape(std::string_view s) {
-    std::string out;
-    for (char ch : s) {
-        if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
-        out += ch;
-    }
-    return out;
-}
-
 }  // namespace
 
 Step providers_list(const CtxPtr &c) {
@@ -109,18 +99,25 @@ Step projects_create(const CtxPtr &c, json &body) {
     std::string tier = str_or(body, "tier", "free");
     std::string fallback = str_or(body, "fallback", "auto");
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(*c, kScriptProjectCreate, pid, {l.project(pid), l.projects()},
-                         {name, tier, fallback});
-    return redis(std::move(argv), [c, pid, name, tier, fallback](const Reply &r) {
-        if (script_code(r) == kExists)
-            return fail(409, "conflict", "a project with this id already exists");
-        Fields f{{"name", name},
-                 {"tier", tier},
-                 {"fallback", fallback},
-                 {"created_at", c->at},
-                 {"updated_at", c->at}};
-        return respond(201, project_json(pid, f));
-    });
+    std::vector<std::string> keys{l.project(pid)};
+    if (!l.cluster()) keys.push_back(l.projects());
+    auto argv = mutation(*c, kScriptProjectCreate, pid, std::move(keys), {name, tier, fallback});
+    auto create = [c, pid, name, tier, fallback, argv = std::move(argv)]() {
+        return mutate(*c, pid, argv, [c, pid, name, tier, fallback](const Reply &r) {
+            if (script_code(r) == kExists)
+                return fail(409, "conflict", "a project with this id already exists");
+            Fields f{{"name", name},
+                     {"tier", tier},
+                     {"fallback", fallback},
+                     {"created_at", c->at},
+                     {"updated_at", c->at}};
+            return respond(201, project_json(pid, f));
+        });
+    };
+    if (!l.cluster()) return create();
+    // Cluster mode: the projects set is in another slot. The id goes in
+    // first; an id whose project hash is missing is skipped by GET /projects.
+    return redis({"SADD", l.projects(), pid}, [create](const Reply &) { return create(); });
 }
 
 Step projects_list(const CtxPtr &c) {
@@ -133,7 +130,8 @@ Step projects_list(const CtxPtr &c) {
         if (pids.empty()) return respond(200, json::array());
         std::vector<std::string> keys;
         for (const auto &pid : pids) keys.push_back(c->cfg->layout.project(pid));
-        return redis(eval(kScriptMultiHgetall, std::move(keys), {}), [pids](const Reply &rr) {
+        // An id whose hash is gone (a create or delete cut short) is skipped.
+        return read_hashes(std::move(keys), c->cfg->layout.cluster(), [pids](const Reply &rr) {
             json out = json::array();
             for (size_t i = 0; i < pids.size() && i < rr.elements.size(); ++i) {
                 Fields f = to_fields(rr.elements[i]);
@@ -205,22 +203,42 @@ Step project_patch(const CtxPtr &c, const std::string &pid, json &body) {
     }
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptProjectUpdate, pid, {l.project(pid)}, std::move(pairs));
-    return redis(std::move(argv), [pid](const Reply &r) {
+    return mutate(*c, pid, std::move(argv), [pid](const Reply &r) {
         if (script_code(r) == kNoProject) return project_not_found();
         return respond(200, project_json(pid, to_fields(script_item(r, 1))));
     });
 }
 
+// The keys a project's deletion names besides its hash and its gateway-key
+// metadata: its other hashes, and the usage and meter keys of each day they
+// may still hold — written on day D (or a little earlier or later by a node
+// with a skewed clock) and expiring after kUsageRetentionDays.
+static std::vector<std::string> project_keys_to_delete(const Ctx &c, const std::string &pid) {
+    const Layout &l = c.cfg->layout;
+    std::vector<std::string> keys{l.keys(pid), l.servers(pid), l.key_health(pid), l.last_used(pid)};
+    for (int d = -1; d <= kUsageRetentionDays + 1; ++d) {
+        std::string day = yyyymmdd_utc(c.now - d * 86400LL);
+        keys.push_back(l.usage(pid, day));
+        keys.push_back(l.meter(pid, day));
+    }
+    return keys;
+}
+
 Step project_delete(const CtxPtr &c, const std::string &pid) {
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(
-        *c, kScriptProjectDelete, pid,
-        {l.project(pid), l.projects(), l.keys(pid), l.servers(pid), l.apikeys(pid)},
-        {l.apikey(""), glob_escape(l.usage(pid, "")) + "*", glob_escape(l.meter(pid, "")) + "*",
-         glob_escape(l.key_health(pid)), glob_escape(l.last_used(pid))});
-    return redis(std::move(argv), [pid](const Reply &r) {
+    std::vector<std::string> keys{l.project(pid), l.apikeys(pid)};
+    std::vector<std::string> more = project_keys_to_delete(*c, pid);
+    std::string n = std::to_string(more.size());
+    keys.insert(keys.end(), more.begin(), more.end());
+    if (!l.cluster()) keys.push_back(l.projects());
+    auto argv = mutation(*c, kScriptProjectDelete, pid, std::move(keys), {l.apikey(""), n});
+    return mutate(*c, pid, std::move(argv), [c, pid](const Reply &r) {
         if (script_code(r) == kNoProject) return project_not_found();
-        return respond(200, json{{"id", pid}, {"deleted", true}});
+        auto done = respond(200, json{{"id", pid}, {"deleted", true}});
+        if (!c->cfg->layout.cluster()) return done;
+        // Cluster mode: the projects set is in another slot; until this runs
+        // GET /projects skips the id (its hash is gone).
+        return best_effort({"SREM", c->cfg->layout.projects(), pid}, [done] { return done; });
     });
 }
 
@@ -264,22 +282,41 @@ Step apikeys_create(const CtxPtr &c, const std::string &pid, json &body) {
     if (!parent.empty()) meta["parent"] = parent;
     if (!expires_at.empty()) meta["expires_at"] = expires_at;
     const Layout &l = c->cfg->layout;
-    auto argv = mutation(
-        *c, kScriptApiKeyCreate, pid, {l.project(pid), l.apikeys(pid), l.apikey(sha)},
-        {id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent, expires_at});
+    std::vector<std::string> keys{l.project(pid), l.apikeys(pid)};
+    if (!l.cluster()) keys.push_back(l.apikey(sha));
+    std::vector<std::string> args{
+        id, label, dump(meta), scopes.empty() ? "" : kScopeManageKeys, parent, expires_at};
+    auto argv = mutation(*c, kScriptApiKeyCreate, pid, std::move(keys), args);
+    auto answer = [c, key, id, prefix, label, scopes, parent, expires_at](long long code) {
+        if (code == kNoProject) return project_not_found();
+        if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
+        if (code == kConflict)
+            return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
+        json out{{"id", id},         {"key", std::string(key->view())},
+                 {"prefix", prefix}, {"label", label},
+                 {"scopes", scopes}, {"created_at", c->at}};
+        if (!parent.empty()) out["parent"] = parent;
+        out["expires_at"] = expires_at.empty() ? json(nullptr) : json(expires_at);
+        return respond(201, out);
+    };
+    if (!l.cluster())
+        return mutate(*c, pid, std::move(argv),
+                      [answer](const Reply &r) { return answer(script_code(r)); });
+    // Cluster mode: the key's own hash is in another slot. It is written
+    // first and authenticates nothing until the project's script has written
+    // the metadata; a refused mint removes it again (else it stays inert).
+    std::vector<std::string> pointer_args{c->who.actor, c->at, "", pid};
+    pointer_args.insert(pointer_args.end(), args.begin(), args.end());
+    auto pointer = eval(kScriptPointerCreate, {l.apikey(sha)}, std::move(pointer_args));
     return redis(
-        std::move(argv), [c, key, id, prefix, label, scopes, parent, expires_at](const Reply &r) {
-            long long code = script_code(r);
-            if (code == kNoProject) return project_not_found();
-            if (code == kExists) return fail(409, "conflict", "id collision, retry the request");
-            if (code == kConflict)
-                return fail(409, "parent_revoked", "the gateway key used was revoked meanwhile");
-            json out{{"id", id},         {"key", std::string(key->view())},
-                     {"prefix", prefix}, {"label", label},
-                     {"scopes", scopes}, {"created_at", c->at}};
-            if (!parent.empty()) out["parent"] = parent;
-            out["expires_at"] = expires_at.empty() ? json(nullptr) : json(expires_at);
-            return respond(201, out);
+        std::move(pointer), [c, pid, sha, answer, argv = std::move(argv)](const Reply &pr) -> Step {
+            if (script_code(pr) == kExists) return answer(kExists);
+            return mutate(*c, pid, argv, [c, pid, sha, answer](const Reply &r) {
+                long long code = script_code(r);
+                if (code == kCreated) return answer(code);
+                auto drop = eval(kScriptPointer, {c->cfg->layout.apikey(sha)}, {"drop", pid, ""});
+                return best_effort(std::move(drop), [answer, code] { return answer(code); });
+            });
         });
 }
 
@@ -317,7 +354,7 @@ Step apikey_revoke(const CtxPtr &c, const std::string &pid, const std::string &i
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptApiKeyRevoke, pid, {l.project(pid), l.apikeys(pid)},
                          {id, l.apikey("")});
-    return redis(std::move(argv), [id](const Reply &r) {
+    return mutate(*c, pid, std::move(argv), [id](const Reply &r) {
         long long code = script_code(r);
         if (code == kNoProject) return project_not_found();
         if (code == kNotFound) return fail(404, "not_found", "no such gateway key");

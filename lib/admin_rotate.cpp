@@ -160,7 +160,7 @@ Step next_project(const CtxPtr &c, std::shared_ptr<Rotation> st) {
         const Layout &lay = c->cfg->layout;
         auto argv =
             mutation(*c, kScriptRotate, pid, {lay.keys(pid), lay.servers(pid)}, std::move(args));
-        return redis(std::move(argv), [c, st](const Reply &wr) {
+        return mutate(*c, pid, std::move(argv), [c, st](const Reply &wr) {
             st->rotated += script_item(wr, 1).integer;
             st->skipped += script_item(wr, 2).integer;
             return next_project(c, st);

@@ -59,12 +59,12 @@ Step update(const CtxPtr &c, std::shared_ptr<const ServerWrite> w, int attempt) 
         auto built = w->build(old);
         if (auto *s = std::get_if<Step>(&built)) return std::move(*s);
         auto rec = std::make_shared<ServerRecord>(std::move(std::get<ServerRecord>(built)));
-        return redis(set_argv(*c, w->pid, *rec, old, w->action, w->require_tier),
-                     [c, w, attempt, rec](const Reply &wr) -> Step {
-                         return script_outcome(
-                             script_code(wr), *rec, [&] { return update(c, w, attempt + 1); },
-                             attempt);
-                     });
+        return mutate(*c, w->pid, set_argv(*c, w->pid, *rec, old, w->action, w->require_tier),
+                      [c, w, attempt, rec](const Reply &wr) -> Step {
+                          return script_outcome(
+                              script_code(wr), *rec, [&] { return update(c, w, attempt + 1); },
+                              attempt);
+                      });
     });
 }
 
@@ -150,10 +150,11 @@ Step server_create(const CtxPtr &c, const std::string &pid, json &body) {
     rec->created_at = rec->updated_at = c->at;
     rec->config_rev = new_rev();
     // The script refuses an existing id, so no read is needed first.
-    return redis(set_argv(*c, pid, *rec, "", "server.create", true), [rec](const Reply &r) {
-        return script_outcome(
-            script_code(r), *rec, [] { return server_missing(); }, kCasAttempts);
-    });
+    return mutate(*c, pid, set_argv(*c, pid, *rec, "", "server.create", true),
+                  [rec](const Reply &r) {
+                      return script_outcome(
+                          script_code(r), *rec, [] { return server_missing(); }, kCasAttempts);
+                  });
 }
 
 Step server_put(const CtxPtr &c, const std::string &pid, const std::string &sid, json &body) {
@@ -233,7 +234,7 @@ Step server_patch(const CtxPtr &c, const std::string &pid, const std::string &si
 Step server_delete(const CtxPtr &c, const std::string &pid, const std::string &sid) {
     const Layout &l = c->cfg->layout;
     auto argv = mutation(*c, kScriptServerDelete, pid, {l.project(pid), l.servers(pid)}, {sid});
-    return redis(std::move(argv), [sid](const Reply &r) {
+    return mutate(*c, pid, std::move(argv), [sid](const Reply &r) {
         long long code = script_code(r);
         if (code == kNoProject) return project_not_found();
         if (code == kNotFound) return server_missing();

@@ -197,7 +197,8 @@ Step usage_all(const CtxPtr &c) {
     }
     std::vector<std::string> keys;
     for (const auto &d : range.days) keys.push_back(c->cfg->layout.meter_all(d));
-    return redis(eval(kScriptMultiHgetall, std::move(keys), {}), [range, top](const Reply &r) {
+    bool cluster = c->cfg->layout.cluster();  // the day keys are in different slots
+    return read_hashes(std::move(keys), cluster, [range, top](const Reply &r) {
         std::map<std::string, UsageTotals> projects;
         UsageTotals totals;
         for (size_t i = 0; i < range.days.size(); i++) {

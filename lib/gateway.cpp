@@ -1,5 +1,8 @@
 #include "lib/gateway.h"
 
+#include <nlohmann/json.hpp>
+
+#include "lib/record.h"
 #include "lib/util.h"
 
 namespace byok {
@@ -89,21 +92,94 @@ GatewayError too_many_unknown_keys(int64_t retry_after) {
     return e;
 }
 
+namespace {
+
+bool hashes_or_nil(const Reply &reply, size_t n) {
+    if (reply.type != Reply::Type::Array || reply.elements.size() != n) return false;
+    for (const Reply &e : reply.elements)
+        if (e.type != Reply::Type::Array && e.type != Reply::Type::Nil) return false;
+    return true;
+}
+
+// The key's project, or nullopt when the hash names none (an unknown key).
+std::optional<std::string> project_of(const FieldMap &apikey) {
+    auto pid = apikey.find("project");
+    if (pid == apikey.end() || !valid_id(pid->second)) return std::nullopt;
+    return pid->second;
+}
+
+LookupOutcome found(FieldMap apikey, const Reply &project, const Reply &keys, const Reply &health) {
+    LookupOutcome out;
+    out.kind = LookupOutcome::Kind::Found;
+    out.project = *project_of(apikey);
+    out.snap = build_snapshot(apikey, to_fields(project), to_fields(keys));
+    for (const auto &[id, wire] : to_fields(health))
+        if (auto h = decode_health(wire); h && valid_key_id(id)) out.health.emplace_back(id, *h);
+    return out;
+}
+
+}  // namespace
+
 LookupOutcome read_lookup_reply(const Reply &reply) {
     LookupOutcome out;
-    if (reply.type != Reply::Type::Array || reply.elements.size() != 3) return out;
-    for (const Reply &e : reply.elements)
-        if (e.type != Reply::Type::Array && e.type != Reply::Type::Nil) return out;
+    if (!hashes_or_nil(reply, 4)) return out;
     FieldMap apikey = to_fields(reply.elements[0]);
-    auto pid = apikey.find("project");
-    if (pid == apikey.end() || !valid_id(pid->second)) {
+    if (!project_of(apikey)) {
         out.kind = LookupOutcome::Kind::Unknown;  // snap stays Unknown
         return out;
     }
-    out.kind = LookupOutcome::Kind::Found;
-    out.project = pid->second;
-    out.snap = build_snapshot(apikey, to_fields(reply.elements[1]), to_fields(reply.elements[2]));
-    return out;
+    return found(std::move(apikey), reply.elements[1], reply.elements[2], reply.elements[3]);
+}
+
+KeyMetaVerdict gateway_key_meta(std::string_view meta_json, std::string_view sha_hex) {
+    auto m = nlohmann::json::parse(meta_json, nullptr, false);
+    if (!m.is_object()) return KeyMetaVerdict::Missing;
+    auto hash = m.find("hash");
+    if (hash == m.end() || !hash->is_string() || hash->get_ref<const std::string &>() != sha_hex)
+        return KeyMetaVerdict::Missing;
+    auto revoked = m.find("revoked");
+    if (revoked != m.end() && !(revoked->is_boolean() && !revoked->get<bool>()))
+        return KeyMetaVerdict::Revoked;
+    return KeyMetaVerdict::Ok;
+}
+
+LookupOutcome read_lookup_reply(const Layout &layout, const std::string &sha_hex,
+                                const Reply &reply, const LookupOutcome *first) {
+    if (!layout.cluster()) return read_lookup_reply(reply);
+    LookupOutcome out;
+    if (first == nullptr) {  // the gateway key's hash
+        if (reply.type != Reply::Type::Array && reply.type != Reply::Type::Nil) return out;
+        out.apikey = to_fields(reply);
+        auto pid = project_of(out.apikey);
+        if (!pid) {
+            out.kind = LookupOutcome::Kind::Unknown;
+            return out;
+        }
+        auto id = out.apikey.find("id");
+        out.kind = LookupOutcome::Kind::Next;
+        out.next = gateway_lookup_project_command(
+            layout, *pid, id == out.apikey.end() ? std::string() : id->second);
+        return out;
+    }
+    // {project, keys, key_health, metadata}: the metadata is a string or nil.
+    if (reply.type != Reply::Type::Array || reply.elements.size() != 4) return out;
+    const Reply &meta = reply.elements[3];
+    if (meta.type != Reply::Type::String && meta.type != Reply::Type::Nil) return out;
+    Reply hashes = reply;
+    hashes.elements.pop_back();
+    if (!hashes_or_nil(hashes, 3)) return out;
+    FieldMap apikey = first->apikey;
+    switch (gateway_key_meta(meta.type == Reply::Type::String ? meta.str : "", sha_hex)) {
+        case KeyMetaVerdict::Missing:
+            out.kind = LookupOutcome::Kind::Unknown;  // being minted, or left over
+            return out;
+        case KeyMetaVerdict::Revoked:
+            apikey["revoked"] = "1";  // the metadata is the authority
+            break;
+        case KeyMetaVerdict::Ok:
+            break;
+    }
+    return found(std::move(apikey), reply.elements[0], reply.elements[1], reply.elements[2]);
 }
 
 int64_t unknown_key_ttl(int64_t ttl) { return ttl < 10 ? ttl : 10; }

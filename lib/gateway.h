@@ -15,6 +15,7 @@
 #include "lib/body.h"
 #include "lib/catalog.h"
 #include "lib/client_api.h"
+#include "lib/key_health.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
 #include "lib/multipart.h"
@@ -84,19 +85,44 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in);
 // client sends too many unknown keys (byok_cache unknown_key_rate).
 GatewayError too_many_unknown_keys(int64_t retry_after);
 
-// The one Redis round trip of a cache miss (script in admin_scripts.cpp):
-// the gateway key's hash, then the project's settings and key records.
+// The Redis lookup of a cache miss (scripts in admin_scripts.cpp).
+// Standalone: one round trip, the gateway key's hash then the project's
+// settings and key records. Cluster mode (Layout::cluster()): the key's hash
+// byok:apikey:<sha> is in its own slot, so this is its HGETALL and
+// read_lookup_reply asks for a second step in the project's `{pid}` slot.
 std::vector<std::string> gateway_lookup_command(const Layout &layout, const std::string &sha_hex);
+// Cluster mode, the second step: the project's settings, key records, key
+// health and the gateway key's metadata (byok:{pid}:apikeys field `key_id`).
+std::vector<std::string> gateway_lookup_project_command(const Layout &layout,
+                                                        const std::string &pid,
+                                                        const std::string &key_id);
 
 // The lookup's reply read: Failed (Redis unavailable or a malformed reply:
-// serve a stale entry or 503), Unknown (no such key: cache briefly), Found.
+// serve a stale entry or 503), Unknown (no such key: cache briefly), Found,
+// or Next (cluster mode, after the first step: send `next`, then read its
+// reply with this outcome as `first`).
 struct LookupOutcome {
-    enum class Kind { Failed, Unknown, Found };
+    enum class Kind { Failed, Unknown, Found, Next };
     Kind kind = Kind::Failed;
     std::string project;  // the key's project id (Found), for the cache's invalidation
     GatewaySnapshot snap;
+    std::vector<std::string> next;  // Next: the second command
+    FieldMap apikey;                // Next: the gateway key's hash, for the second step
+    // Found: the health verdicts stored for the project's keys (key id →
+    // health; unreadable entries are skipped), for a node that started after
+    // they were published.
+    std::vector<std::pair<std::string, KeyHealth>> health;
 };
-LookupOutcome read_lookup_reply(const Reply &reply);
+LookupOutcome read_lookup_reply(const Reply &reply);  // standalone, the one step
+LookupOutcome read_lookup_reply(const Layout &layout, const std::string &sha_hex,
+                                const Reply &reply, const LookupOutcome *first = nullptr);
+
+// Cluster mode: a gateway key's metadata in byok:{pid}:apikeys is the
+// authority — its own hash is written before it at creation and revoked
+// after it, in another slot. The key is usable only when the metadata
+// exists, names this key's hash and is not revoked.
+enum class KeyMetaVerdict { Ok, Missing, Revoked };
+KeyMetaVerdict gateway_key_meta(std::string_view meta_json, std::string_view sha_hex);
 // How long an Unknown answer is cached: a guessed key is refused quickly
 // again, while a key minted a moment later works within seconds.
 int64_t unknown_key_ttl(int64_t ttl);

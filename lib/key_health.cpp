@@ -182,24 +182,22 @@ std::optional<HealthMessage> parse_health_message(std::string_view s) {
     return m;
 }
 
-std::vector<std::string> health_write_argv(const Layout &l, std::string_view pid,
-                                           std::string_view provider, std::string_view key_id,
-                                           const KeyHealth &h, std::string_view at) {
-    std::string spid(pid);
-    return {"EVAL",
-            admin::detail::kScriptKeyHealth,
-            "2",
-            l.audit(),
-            l.key_health(spid),
-            "gateway",
-            std::string(at),
-            l.invalidate_channel(),
-            spid,
-            std::string(key_id),
-            h.state == HealthState::Healthy ? "" : encode_health(h),
-            health_message(pid, key_id, h),
-            std::string(provider) + "/" + std::string(key_id),
-            h.state == HealthState::Invalid ? "1" : "0"};
+std::vector<std::vector<std::string>> health_write_commands(const Layout &l, std::string_view pid,
+                                                            std::string_view provider,
+                                                            std::string_view key_id,
+                                                            const KeyHealth &h,
+                                                            std::string_view at) {
+    bool audited = h.state == HealthState::Invalid;
+    std::string target = std::string(provider) + "/" + std::string(key_id);
+    std::vector<std::vector<std::string>> out{admin::detail::mutation_argv(
+        l, admin::detail::kScriptKeyHealth, pid, "gateway", at, l.invalidate_channel(),
+        {l.key_health(pid)},
+        {std::string(key_id), h.state == HealthState::Healthy ? "" : encode_health(h),
+         health_message(pid, key_id, h), target, audited ? "1" : "0"})};
+    if (audited && l.cluster())
+        out.push_back(admin::detail::global_audit_copy(
+            l, admin::detail::audit_fields("gateway", "key.invalid", pid, target, at), ""));
+    return out;
 }
 
 namespace {

@@ -82,12 +82,16 @@ struct HealthMessage {
 std::string health_message(std::string_view pid, std::string_view key_id, const KeyHealth &h);
 std::optional<HealthMessage> parse_health_message(std::string_view s);
 
-// The Redis command that records a transition: the key's field in
-// byok:{<pid>}:key_health (removed when healthy), the message above on the
-// invalidation channel, and for `invalid` one audit entry (no secret).
+// The Redis commands that record a transition, sent in order without
+// reading replies: the key's field in byok:{<pid>}:key_health (removed when
+// healthy), the message above on the invalidation channel, and for `invalid`
+// one audit entry (no secret) — in cluster mode copied to the global stream
+// by a second command.
 class Layout;
-std::vector<std::string> health_write_argv(const Layout &l, std::string_view pid,
-                                           std::string_view provider, std::string_view key_id,
-                                           const KeyHealth &h, std::string_view at);
+std::vector<std::vector<std::string>> health_write_commands(const Layout &l, std::string_view pid,
+                                                            std::string_view provider,
+                                                            std::string_view key_id,
+                                                            const KeyHealth &h,
+                                                            std::string_view at);
 
 }  // namespace byok

@@ -6,6 +6,11 @@
 
 namespace byok {
 
+// Usage and meter day keys expire this many days after their last write
+// (the glue's EXPIRE, ngx_byok_usage.cpp kRetention); a project's deletion
+// names the keys of that window instead of scanning the keyspace.
+constexpr int kUsageRetentionDays = 90;
+
 class Layout {
   public:
     explicit Layout(std::string prefix = "byok:") : p_(std::move(prefix)) {}

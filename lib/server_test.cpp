@@ -165,7 +165,7 @@ Step store_outcome(const CtxPtr &c, const std::string &pid, const ServerRecord &
     auto argv = mutation(*c, kScriptServerTestStore, pid, {l.servers(pid)},
                          {rec.id, rec.config_rev, c->at, o.ok ? "ok" : "failed", o.message, pin,
                           o.excerpt, std::to_string(o.http_status), resealed});
-    return redis(std::move(argv), [out](const Reply &r) mutable {
+    return mutate(*c, pid, std::move(argv), [out](const Reply &r) mutable {
         if (out.contains("trusted_on_first_use"))
             out["host_key_recorded"] = script_code(r) == kOk && script_item(r, 1).integer == 1;
         return respond(200, out);

@@ -441,6 +441,9 @@ struct ByokGatewayCtx {
     // snapshot until the lookup): on a hit the worker's decoded copy,
     // shared rather than copied (issue 18).
     std::shared_ptr<const byok::GatewaySnapshot> snap = ngx_byok_no_snapshot();
+    // issue 16, cluster mode: the lookup's first step while the second runs
+    byok::LookupOutcome lookup_first;
+    bool lookup_second = false;
 
     byok::GatewayRequest req;  // URI and headers, parsed
     bool body_read = false;
@@ -543,6 +546,8 @@ size_t ngx_byok_health_size(size_t zone_size);
 void ngx_byok_health_attach(u_char *area, size_t zone_size, ngx_shmtx_t *mutex);
 // A "~health ..." message of the invalidation channel; false for others.
 bool ngx_byok_health_message(std::string_view payload);
+// issue 16: a verdict the cold lookup read from byok:{<pid>}:key_health.
+void ngx_byok_health_learn(std::string_view pid, std::string_view key_id, const byok::KeyHealth &h);
 // The gateway's key pool (byok::GatewayConfig::keys): states from the
 // health table and expiry, smooth weighted round robin for the pick; notes
 // the use of provider keys and gateway keys.

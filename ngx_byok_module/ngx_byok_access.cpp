@@ -126,14 +126,27 @@ ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
 ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     auto *mcf =
         static_cast<ngx_byok_main_conf_t *>(ngx_http_get_module_main_conf(r, ngx_http_byok_module));
-    byok::LookupOutcome found = byok::read_lookup_reply(ctx->reply);
+    // issue 16: in cluster mode lib asks for a second step (Next) in the project's slot
+    const byok::Layout &layout = main_of(r)->admin.layout;
+    byok::LookupOutcome found =
+        byok::read_lookup_reply(layout, byok::hex_encode(ctx->sha, sizeof(ctx->sha)), ctx->reply,
+                                ctx->lookup_second ? &ctx->lookup_first : nullptr);
     switch (found.kind) {
+        case byok::LookupOutcome::Kind::Next:
+            ctx->lookup_second = true;
+            ctx->lookup_first = std::move(found);
+            ctx->waiter = ngx_byok_redis_send(ctx->lookup_first.next, waiter_done, ctx);
+            if (ctx->waiter == nullptr) return use_stale_or_fail(r, ctx);
+            return NGX_AGAIN;  // WaitKey again
         case byok::LookupOutcome::Kind::Failed:
             return use_stale_or_fail(r, ctx);
         case byok::LookupOutcome::Kind::Unknown:
             ngx_byok_cache_charge_unknown(r->connection);
             break;
         case byok::LookupOutcome::Kind::Found:
+            // issue 16: verdicts of other nodes stored before this one started
+            for (const auto &[key_id, health] : found.health)
+                ngx_byok_health_learn(found.project, key_id, health);
             break;
     }
     ctx->snap = std::make_shared<const byok::GatewaySnapshot>(std::move(found.snap));

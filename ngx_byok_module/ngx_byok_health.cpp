@@ -142,8 +142,10 @@ void publish(const std::string &pid, const std::string &provider, const std::str
              const byok::KeyHealth &h) {
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     if (mcf == nullptr || !ngx_byok_redis_available()) return;
-    ngx_byok_redis_send_noreply(byok::health_write_argv(mcf->m->admin.layout, pid, provider, key_id,
-                                                        h, byok::iso8601_utc(ngx_time())));
+    // issue 16: in cluster mode a second command copies the audit entry
+    for (auto &argv : byok::health_write_commands(mcf->m->admin.layout, pid, provider, key_id, h,
+                                                  byok::iso8601_utc(ngx_time())))
+        ngx_byok_redis_send_noreply(std::move(argv));
 }
 
 // Retry-After and the rate-limit reset headers of the upstream answer.
@@ -185,6 +187,18 @@ bool ngx_byok_health_message(std::string_view payload) {
         ngx_shmtx_unlock(g_mutex);
     }
     return true;
+}
+
+// issue 16: a verdict stored in Redis, read by a cold lookup, is learnt only
+// when this node holds nothing for the key — it started (or evicted the
+// slot) after the transition was published; what it saw itself is newer.
+void ngx_byok_health_learn(std::string_view pid, std::string_view key_id,
+                           const byok::KeyHealth &h) {
+    if (g_health == nullptr) return;
+    ngx_shmtx_lock(g_mutex);
+    uint64_t hash = slot_hash(pid, key_id);
+    if (find_slot(hash, false) == nullptr) store(find_slot(hash, true), h, now_ms());
+    ngx_shmtx_unlock(g_mutex);
 }
 
 namespace {

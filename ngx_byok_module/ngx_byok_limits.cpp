@@ -113,9 +113,11 @@ void alert(const SyncItem &it, int pct) {
                   (int)name.size(), name.data());
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     if (mcf == nullptr) return;
-    ngx_byok_redis_send_noreply(byok::admin::audit_entry_command(
-        mcf->m->admin.layout, "gateway", byok::iso8601_utc(ngx_time()), it.pid, "limit.alert",
-        std::string(name) + ":" + std::to_string(pct)));
+    // issue 16: in cluster mode a second command copies the entry to the global stream
+    for (auto &argv : byok::admin::audit_entry_commands(
+             mcf->m->admin.layout, "gateway", byok::iso8601_utc(ngx_time()), it.pid, "limit.alert",
+             std::string(name) + ":" + std::to_string(pct)))
+        ngx_byok_redis_send_noreply(std::move(argv));
 }
 
 // INCRBY answers an integer, GET a string or nil (no traffic yet).

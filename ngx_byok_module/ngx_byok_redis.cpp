@@ -160,7 +160,10 @@ void flush_queue(bool send) {
 
 }  // namespace
 
-void ngx_byok_redis::command_link_ready() { flush_queue(true); }
+void ngx_byok_redis::command_link_ready() {
+    flush_queue(true);
+    background_link_ready();  // issue 18: the worker's own commands, after the requests'
+}
 
 ngx_int_t ngx_byok_redis_init_process(ngx_cycle_t *cycle) {
     g_mcf = static_cast<ngx_byok_main_conf_t *>(
@@ -186,6 +189,7 @@ void ngx_byok_redis_exit_process(ngx_cycle_t *cycle) {
     }
     flush_queue(false);
     if (g_queue_ev.timer_set) ngx_del_timer(&g_queue_ev);
+    background_exit();
 }
 
 bool ngx_byok_redis_available() { return g_cmd.ready; }
@@ -215,23 +219,6 @@ ByokRedisWaiter *ngx_byok_redis_send(const std::vector<std::string> &argv,
         return nullptr;
     }
     return w;
-}
-
-void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
-    if (g_cmd.ready && send_argv(argv, nullptr, g_mcf->redis_timeout)) return;
-    ngx_byok_count(BYOK_REDIS_ERROR);
-}
-
-void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands) {
-    if (!g_cmd.ready || commands == 0) {
-        ngx_byok_count(BYOK_REDIS_ERROR);
-        return;
-    }
-    try {
-        send_raw(&g_cmd, resp, commands, command_reply, nullptr, g_mcf->redis_timeout);
-    } catch (const std::exception &) {
-        drop_link(&g_cmd, "out of memory");  // the buffer may hold a partial command
-    }
 }
 
 void ngx_byok_redis_cancel(ByokRedisWaiter *w) {

@@ -81,4 +81,8 @@ void links_init_process();     // init and connect every link of the worker
 // --- ngx_byok_redis.cpp
 void command_link_ready();  // sends the commands queued while it was away
 
+// --- ngx_byok_redis_background.cpp (the worker's own fire-and-forget commands)
+void background_link_ready();  // the command link is (again) ready: send what waits
+void background_exit();        // the worker exits: drop what waits
+
 }  // namespace ngx_byok_redis

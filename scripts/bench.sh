@@ -31,13 +31,15 @@
 #   BENCH_PROBE (1)      bench/probe.sh: allocations, syscalls and instructions
 #                        (callgrind) per cache-hit request, top symbols and
 #                        the metering overhead, byok beside bare
+#   BENCH_PHASES         the phases to run, of "tput lat cold stall sse paced
+#                        shm" (default: all); e.g. BENCH_PHASES=cold
 #   BENCH_KEEP (0)       keep the temporary directory
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MODULE=${BYOK_MODULE:-$ROOT/build/ngx_http_byok_module.so}
-NGINX=${NGINX:-/usr/sbin/nginx}
-PY=/usr/bin/python3
+BL_NAME=bench
+# shellcheck source=../bench/lib.sh
+. "$ROOT/bench/lib.sh"
 DUR=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 PROJECTS=${BENCH_PROJECTS:-2000}
@@ -50,57 +52,30 @@ PIN=${BENCH_PIN:-1}
 PEER=${BENCH_PEER:-1}
 PERF=${BENCH_PERF:-0}
 PROBE=${BENCH_PROBE:-1}
+PHASES=" ${BENCH_PHASES:-tput lat cold stall sse paced shm} "
 RETRY_NOISY=${BENCH_RETRY_NOISY:-2}
 CLK_TCK=$(getconf CLK_TCK)
 PORTKEY_VERSION=1.15.2
-UPSTREAM_KEY="sk-bench-0000000000000000000000000000000000000000"
+want() { [[ "$PHASES" == *" $1 "* ]]; }
 
 # scripts/deps.sh bench installs wrk and redis-server; python3 and curl are
 # on any usual Debian install, but not in every minimal image.
 if { [ ! -x $PY ] || ! command -v curl >/dev/null; } && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 curl >/dev/null || true
 fi
-for tool in wrk redis-server redis-cli curl "$NGINX" $PY; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool not found (make bench installs it)" >&2; exit 1; }
-done
-[ -f "$MODULE" ] || { echo "bench: $MODULE missing; run make build" >&2; exit 1; }
+bl_need wrk redis-server redis-cli curl "$NGINX" $PY
 
-W=$(mktemp -d /tmp/byok-bench.XXXXXX)
-chmod 755 "$W"
-mkdir -p "$W/logs" "$W/metrics" "$W/secrets" "$ROOT/bench/results"
-chmod 700 "$W/secrets"
+bl_init
+mkdir -p "$W/metrics" "$ROOT/bench/results"
 RAW=$W/raw.jsonl
 FACTS=$W/facts.tsv
 : >"$RAW"
 : >"$FACTS"
-PIDS=()
 
-cleanup() {
-    local rc=$?
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    wait 2>/dev/null
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
-        echo "bench: work directory kept: $W" >&2
-    else
-        rm -rf "$W"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
 fact loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 fact module "$MODULE"
+fact phases "$(echo $PHASES)"
 
 # CPU placement: the proxy being measured gets CPU 1 to itself; the load
 # generator, the fake upstreams and Redis share CPU 0.
@@ -114,39 +89,12 @@ else
     fact pinning "none"
 fi
 
-# Free loopback ports, all held at once so they are distinct.
-read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_COLD P_SHM P_PK < <($PY - <<'EOF'
-import socket
-ss = [socket.socket() for _ in range(8)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))
-EOF
-)
-
-start() {  # name cmd... — background, logged, remembered for cleanup
-    local name=$1
-    shift
-    "$@" >"$W/logs/$name.log" 2>&1 &
-    PIDS+=($!)
-    eval "PID_$name=$!"
-}
-
-wait_http() {  # url seconds
-    local deadline=$((SECONDS + $2))
-    while [ $SECONDS -lt $deadline ]; do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
+read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_COLD P_SHM P_PK < <(bl_ports 8)
 
 cpu_ticks() {  # pid -> utime+stime of the process (all threads), clock ticks
     [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
-
-worker_of() { pgrep -P "$1" | head -1; }
 
 # Busy clock ticks of the CPU the proxies run on (user+nice+system+irq+softirq
 # +steal), to tell how much of it other processes took during a run.
@@ -154,138 +102,24 @@ SUT_CPU=1
 sut_cpu_busy() { awk -v c="cpu$SUT_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
 # ------------------------------------------------------------------ configs
-cat >"$W/upstream.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 16384;
-error_log $W/logs/upstream.error.log warn;
-pid $W/upstream.pid;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$P_UP backlog=4096;
-        location = /openai/chat/completions {
-            default_type application/json;
-            return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}';
-        }
-        location = /stub { stub_status; }
-    }
-}
-EOF
-
-# Bare nginx: the gateway's proxy settings (byok_gateway.conf) with a fixed
-# Authorization header instead of auth + Redis + decrypt. Both proxies keep up
-# to 512 idle upstream connections (more than the highest concurrency), so
-# the c=256 runs measure proxying, not upstream connection churn.
-cat >"$W/bare.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 16384;
-error_log $W/logs/bare.error.log warn;
-pid $W/bare.pid;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$P_BARE backlog=4096;
-        client_max_body_size    16m;
-        client_body_buffer_size 1m;
-        proxy_http_version      1.1;
-        proxy_set_header        Connection "";
-        proxy_set_header        Authorization "Bearer $UPSTREAM_KEY";
-        proxy_buffering         off;
-        proxy_connect_timeout   10s;
-        proxy_read_timeout      300s;
-        location = /v1/chat/completions {
-            proxy_pass http://fakeup/openai/chat/completions;
-        }
-        location /openai/ {
-            proxy_pass http://127.0.0.1:$P_SSE/sse/;
-        }
-    }
-}
-EOF
-
-# byok_gateway.conf includes byok_proxy.conf next to the main config.
-cp "$ROOT/conf/byok_proxy.conf" "$W/"
-head -c 32 /dev/urandom | base64 | sed 's/^/k1 /' >"$W/secrets/master.keys"
-echo "adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$W/secrets/admin.tokens"
-echo "sk-or-bench-system-key" >"$W/secrets/openrouter.key"
-chmod 600 "$W"/secrets/*
-
-# openai: unified /v1 -> the fast fake upstream through the keepalive upstream
-# block "fakeup" (nginx matches the variable proxy_pass host against upstream
-# names); native /openai/... -> the SSE fake.
-cat >"$W/providers.yaml" <<EOF
-providers:
-  openai:
-    name: OpenAI
-    base_url: http://127.0.0.1:$P_SSE/sse
-    openai_base: http://fakeup/openai
-    auth: bearer
-    key_prefix: "sk-"
-    test: { method: GET, path: /models }
-    models: ["gpt-*"]
-  openrouter:
-    name: OpenRouter
-    base_url: http://127.0.0.1:$P_UP/openrouter
-    openai_base: http://127.0.0.1:$P_UP/openrouter
-    auth: bearer
-    key_prefix: "sk-or-"
-    test: { method: GET, path: /key }
-EOF
-
-byok_conf() {  # name port cache-directive-args
-    cat >"$W/$1.conf" <<EOF
-load_module $MODULE;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-error_log $W/logs/$1.error.log warn;
-pid $W/$1.pid;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
-    byok_redis 127.0.0.1:$P_REDIS;
-    byok_master_keys $W/secrets/master.keys;
-    byok_providers $W/providers.yaml;
-    byok_cache $3;
-    byok_system_key openrouter $W/secrets/openrouter.key;
-    byok_admin_token_file $W/secrets/admin.tokens;
-    server {
-        listen 127.0.0.1:$2 backlog=4096;
-        include $ROOT/conf/byok_gateway.conf;
-        include $ROOT/conf/byok_admin.conf;
-        location /admin/v1/ { byok_admin; }
-        location = /metrics { byok_metrics; }
-    }
-}
-EOF
-}
+bl_upstream_conf
+bl_bare_conf bare "$P_BARE"
+bl_providers
 # hot: ttl long enough that the bench key stays fresh for the whole run.
-byok_conf byok "$P_BYOK" "zone=byok:16m ttl=1h"
+bl_byok_conf byok "$P_BYOK" "zone=byok:16m ttl=1h"
 # cold: entries expire after 1 s and are never served stale, and wrk rotates
 # through BENCH_KEYS distinct gateway keys, so (nearly) every request misses.
-byok_conf cold "$P_COLD" "zone=byok:64m ttl=1s stale=0s"
+bl_byok_conf cold "$P_COLD" "zone=byok:64m ttl=1s stale=0s"
 # capacity: a deliberately small zone, filled until it evicts.
-byok_conf shm "$P_SHM" "zone=byok:${SHM_ZONE_MB}m ttl=1h"
-
-for c in upstream bare byok cold shm; do
-    "$NGINX" -t -q -p "$W" -c "$W/$c.conf" -g 'daemon off; master_process on;' \
-        || { echo "bench: nginx -t failed for $c" >&2; exit 1; }
-done
+bl_byok_conf shm "$P_SHM" "zone=byok:${SHM_ZONE_MB}m ttl=1h"
+bl_check_confs upstream bare byok cold shm
 
 # ------------------------------------------------------------------ start
 log "work dir $W; ports up=$P_UP sse=$P_SSE redis=$P_REDIS bare=$P_BARE byok=$P_BYOK cold=$P_COLD shm=$P_SHM portkey=$P_PK"
-start redis "${AUX[@]}" redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' --appendonly no \
-    --enable-debug-command local --dir "$W" --logfile "$W/logs/redis.server.log"
+bl_start_redis "${AUX[@]}"
 start sse "${AUX[@]}" $PY "$ROOT/bench/fake_sse.py" "$P_SSE"
 start upstream "${AUX[@]}" "$NGINX" -p "$W" -c "$W/upstream.conf" -g 'daemon off;'
 start bare "${SUT[@]}" "$NGINX" -p "$W" -c "$W/bare.conf" -g 'daemon off;'
-for _ in $(seq 100); do redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
 start byok "${SUT[@]}" "$NGINX" -p "$W" -c "$W/byok.conf" -g 'daemon off;'
 start cold "${SUT[@]}" "$NGINX" -p "$W" -c "$W/cold.conf" -g 'daemon off;'
 start shm "${SUT[@]}" "$NGINX" -p "$W" -c "$W/shm.conf" -g 'daemon off;'
@@ -319,9 +153,7 @@ fi
 
 # ------------------------------------------------------------------ provision
 log "provisioning: 1 hot project + $PROJECTS projects (admin API), $NKEYS gateway keys (Redis)"
-$PY "$ROOT/bench/provision.py" --admin "http://127.0.0.1:$P_BYOK/admin/v1" \
-    --token-file "$W/secrets/admin.tokens" --redis-port "$P_REDIS" \
-    --projects "$PROJECTS" --keys "$NKEYS" --out "$W" >"$W/provision.json"
+bl_provision "$P_BYOK" "$PROJECTS" "$NKEYS" >"$W/provision.json"
 fact provision "$(cat "$W/provision.json")"
 HOT=$(cat "$W/hot.key")
 
@@ -431,6 +263,7 @@ done
 for conc in 32 256 1; do
     phase="tput"
     [ "$conc" = 1 ] && phase="lat"
+    want $phase || continue
     log "phase $phase c=$conc: $ROUNDS rounds x ${DUR}s, interleaved ${TARGETS[*]}"
     for r in $(seq "$ROUNDS"); do
         for t in "${TARGETS[@]}"; do run_wrk "$phase" "$t" "$conc" "$r" "$DUR"; done
@@ -438,6 +271,7 @@ for conc in 32 256 1; do
 done
 
 # ------------------------------------------------------------------ cold path
+if want cold; then
 log "phase cold c=1: wrk rotates through $NKEYS gateway keys; bare runs the same script"
 curl -s "http://127.0.0.1:$P_COLD/metrics" >"$W/metrics/cold.before"
 for r in $(seq "$ROUNDS"); do
@@ -447,8 +281,10 @@ for r in $(seq "$ROUNDS"); do
     run_wrk cold cold 1 "$r" "$DUR" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=$off
     curl -s "http://127.0.0.1:$P_COLD/metrics" >"$W/metrics/cold.r$r.after"
 done
+fi
 
 # ------------------------------------------------------------------ Redis stall
+if want stall; then
 log "phase stall c=32: hot key, with and without DEBUG SLEEP 0.5 in a loop; bare as control"
 curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.before"
 stalls=0
@@ -474,8 +310,10 @@ for r in $(seq "$ROUNDS"); do
 done
 fact stall_commands "$stalls"
 curl -s "http://127.0.0.1:$P_BYOK/metrics" >"$W/metrics/stall.after"
+fi
 
 # ------------------------------------------------------------------ SSE
+if want sse; then
 log "phase sse: time to first chunk, $SSE_SAMPLES samples per target, interleaved"
 sse_targets="[{\"name\":\"bare\",\"port\":$P_BARE,\"path\":\"/openai/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}},"
 sse_targets+="{\"name\":\"byok\",\"port\":$P_BYOK,\"path\":\"/openai/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}}"
@@ -485,8 +323,10 @@ fi
 sse_targets+="]"
 "${AUX[@]}" timeout 300 $PY "$ROOT/bench/sse_ttfb.py" "$SSE_SAMPLES" "$sse_targets" >"$W/sse.json" \
     || echo '{}' >"$W/sse.json"
+fi
 
 # ------------------------------------------------------------------ sparse traffic
+if want paced; then
 log "phase paced: $PACED_SAMPLES requests per target, one at a time, 10 ms apart, keep-alive"
 paced_targets="[{\"name\":\"bare\",\"port\":$P_BARE,\"path\":\"/v1/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}},"
 paced_targets+="{\"name\":\"byok\",\"port\":$P_BYOK,\"path\":\"/v1/chat/completions\",\"headers\":{\"Authorization\":\"Bearer $HOT\"}}"
@@ -496,12 +336,15 @@ fi
 paced_targets+="]"
 "${AUX[@]}" timeout 300 $PY "$ROOT/bench/paced_latency.py" "$PACED_SAMPLES" 0.01 "$paced_targets" >"$W/paced.json" \
     || echo '{}' >"$W/paced.json"
+fi
 
 # ------------------------------------------------------------------ shm capacity
+if want shm; then
 log "phase shm: fill a ${SHM_ZONE_MB} MiB zone with up to $NKEYS distinct gateway keys (${SHM_SECONDS}s, c=32)"
 run_wrk shmfill shm 32 1 "$SHM_SECONDS" BENCH_KEYS_FILE="$W/cold.keys" BENCH_KEYS_OFFSET=0
 curl -s "http://127.0.0.1:$P_SHM/metrics" >"$W/metrics/shm.after"
 fact shm_zone_mb "$SHM_ZONE_MB"
+fi
 
 # ------------------------------------------------------------------ optional profile
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
@@ -520,10 +363,10 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
             echo
         } >>"$W/perf.txt" || true
     done
+    # top symbols of each worker, for the report (printed side by side at the end)
     for t in bare byok; do
-        echo "[bench] perf top symbols, $t worker (c=32, share of samples):" >&2
         perf report -i "$W/perf.$t.data" --sort sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' \
-            | head -12 | sed 's/^/[bench]   /' >&2 || true
+            | head -15 >"$W/perf.$t.top" || true
     done
 fi
 
@@ -533,12 +376,6 @@ for t in bare byok cold shm portkey; do
     [ -n "$pid" ] && [ -r "/proc/$pid/status" ] && fact "rss_kb.$t" "$(ps -o rss= -p "$pid" | tr -d ' ')"
 done
 
-# ------------------------------------------------------------------ report
-TS=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$ROOT/bench/results/$TS.json
-$PY "$ROOT/bench/report.py" --work "$W" --out "$OUT" --duration "$DUR" --rounds "$ROUNDS" \
-    --projects "$PROJECTS" --keys "$NKEYS"
-[ -f "$W/perf.txt" ] && cp "$W/perf.txt" "${OUT%.json}.perf.txt"
 
 # ------------------------------------------------------------------ per-request counts
 # Load-independent (issue 18): allocations, syscalls and instructions per
@@ -547,6 +384,15 @@ $PY "$ROOT/bench/report.py" --work "$W" --out "$OUT" --duration "$DUR" --rounds 
 if [ "$PROBE" = 1 ]; then
     log "probe: allocations, syscalls and instructions per cache-hit request (bench/probe.sh)"
     BENCH_PROBE_OUT="$W" "$ROOT/bench/probe.sh" || log "probe failed (see above)"
-    [ -f "$W/probe.json" ] && cp "$W/probe.json" "${OUT%.json}.probe.json"
 fi
+
+# ------------------------------------------------------------------ report
+# The table, then the probe's per-request counts and the perf top symbols
+# (BENCH_PERF=1), byok beside bare; all of it also in the results JSON.
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench/results/$TS.json
+$PY "$ROOT/bench/report.py" --work "$W" --out "$OUT" --duration "$DUR" --rounds "$ROUNDS" \
+    --projects "$PROJECTS" --keys "$NKEYS"
+[ -f "$W/perf.txt" ] && cp "$W/perf.txt" "${OUT%.json}.perf.txt"
+[ -f "$W/probe.json" ] && cp "$W/probe.json" "${OUT%.json}.probe.json"
 log "results: $OUT"

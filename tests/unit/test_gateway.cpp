@@ -161,7 +161,7 @@ Test(gateway, i12_01_lookup_reply_is_read_once) {
     Reply r;
     cr_assert(read_lookup_reply(r).kind == LookupOutcome::Kind::Failed);
     r.type = Reply::Type::Array;
-    r.elements.resize(3);
+    r.elements.resize(4);
     cr_assert(read_lookup_reply(r).kind == LookupOutcome::Kind::Unknown);
     auto str = [](const char *s) {
         Reply e;

@@ -93,20 +93,20 @@ Test(key_health, i14_03_the_write_names_no_secret_and_audits_invalid_only) {
     Layout l;
     KeyHealth h;
     h.state = HealthState::Invalid;
-    auto argv = health_write_argv(l, "acme", "openai", "k_0123456789ab", h, "t");
+    auto argv = health_write_commands(l, "acme", "openai", "k_0123456789ab", h, "t")[0];
     cr_assert_eq(argv[0], "EVAL");
     cr_assert_eq(argv[4], "byok:{acme}:key_health");
     cr_assert_eq(argv.back(), "1");
     h.state = HealthState::Healthy;
-    argv = health_write_argv(l, "acme", "openai", "k_0123456789ab", h, "t");
+    argv = health_write_commands(l, "acme", "openai", "k_0123456789ab", h, "t")[0];
     cr_assert_eq(argv[10], "");  // healthy: the field is removed
     cr_assert_eq(argv.back(), "0");
 }
 
 Test(key_health, i14_03_policy_from_the_directive) {
     HealthPolicy d;
-    HealthPolicy p = parse_health_policy({"exhausted=2h", "cooling=45s", "max_fails=5",
-                                          "fail_timeout=1m", "breaker=500ms"});
+    HealthPolicy p = parse_health_policy(
+        {"exhausted=2h", "cooling=45s", "max_fails=5", "fail_timeout=1m", "breaker=500ms"});
     cr_assert_eq(p.exhausted_ms, 2 * 3600 * 1000);
     cr_assert_eq(p.cooling_ms, 45 * 1000);
     cr_assert_eq(p.max_fails, 5u);

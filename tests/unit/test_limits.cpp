@@ -176,8 +176,8 @@ Test(limits, i13_02_counter_sync_arithmetic) {
 
 Test(limits, i13_03_alert_entry_command) {
     Layout layout;
-    auto argv = admin::audit_entry_command(layout, "gateway", "2026-11-18T08:26:40Z", "p1",
-                                           "limit.alert", "tokens_per_day:80");
+    auto argv = admin::audit_entry_commands(layout, "gateway", "2026-11-18T08:26:40Z", "p1",
+                                            "limit.alert", "tokens_per_day:80")[0];
     cr_assert_eq(argv.size(), 10u);
     cr_assert_eq(argv[0], "EVAL");
     cr_assert_eq(argv[2], "1");
