@@ -120,7 +120,7 @@ $(FUZZ_DIR)/gen/builtin_catalog.o: $(FUZZ_DIR)/gen/builtin_catalog.cpp
 	$(FUZZ_CXX) -std=c++17 -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
 	    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$(ROOT) -c $< -o $@
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.cpp $(FUZZ_LIB_OBJS)
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.cpp $(wildcard fuzz/*.h) $(FUZZ_LIB_OBJS)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $< $(FUZZ_LIB_OBJS) $(LIB_LIBS) -o $@
 
 # Keep the instrumented lib objects between runs (make would otherwise

@@ -50,8 +50,11 @@ export async function api(method, path, body) {
   }
   if (!res.ok) {
     const e = data && data.error ? data.error : {};
+    // A refused key test also says what the provider answered (http_status).
+    const detail = [e.code || res.status, Number(e.http_status) > 0 ? `provider answered HTTP ${e.http_status}` : '']
+      .filter(Boolean).join(', ');
     throw new ApiError(res.status, e.code || `http_${res.status}`,
-      e.message ? `${e.message} (${e.code || res.status})` : `HTTP ${res.status}`);
+      e.message ? `${e.message} (${detail})` : `HTTP ${res.status}`);
   }
   return data;
 }

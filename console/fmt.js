@@ -14,6 +14,12 @@ export function expiry(iso) {
   const rel = t <= Date.now() ? 'expired' : days < 1 ? 'within a day' : `in ${days} day${days > 1 ? 's' : ''}`;
   return `${when(iso)} (${rel})`;
 }
+// "2026-12-01T10:00" from <input type=datetime-local> (the user's local
+// time) → RFC 3339 UTC, the form the API takes for expires_at.
+export function rfc3339(local) {
+  const t = Date.parse(local);
+  return Number.isNaN(t) ? local : new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
 export function has(o, k) { return o && o[k] !== undefined && o[k] !== null && o[k] !== ''; }
 
 // Dollars as the API counts them (micro-dollar precision), without float noise.

@@ -5,7 +5,7 @@
 // single-key routes otherwise. Fields the API does not return are left out.
 import { api, enc } from './api.js';
 import { announce, append, confirmButton, errorSlot, field, h } from './dom.js';
-import { P, expiry, has, optionalFacts, usd, when } from './fmt.js';
+import { P, expiry, has, optionalFacts, rfc3339, usd, when } from './fmt.js';
 
 const ADD_ROUTE = /^\/projects\/\{[^}]+\}\/keys\/\{[^}]+\}$/;
 
@@ -67,12 +67,6 @@ function expiringNote(stats) {
   return h('div', { class: 'banner warn', id: 'expiring' }, h('p', {}, 'Expiring within 7 days:'),
     h('ul', {}, list.map((x) => h('li', {},
       `${x.provider || x.kind || 'key'} ${x.label || x.id || x.key_id || ''} — ${when(x.expires_at)}`))));
-}
-
-// "2026-12-01T10:00" from <input type=datetime-local> → RFC 3339 UTC.
-function rfc3339(local) {
-  const t = Date.parse(local);
-  return Number.isNaN(t) ? local : new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 function keyForm(ctx, provider, multi, existing, onDone) {
@@ -170,12 +164,15 @@ function keyItem(ctx, provider, multi, rec, reload) {
     append(item, [h('p', {}, rec.error), err]);
     return item;
   }
+  // The API gives the health as a state and, while it holds, health_until.
+  const health = typeof rec.health === 'string' && has(rec, 'health_until')
+    ? { state: rec.health, until: rec.health_until } : rec.health;
   // Per-key routes when the API has several keys per provider.
   const path = `${P(ctx)}/keys/${enc(provider.id)}${multi && id ? `/${enc(id)}` : ''}`;
   append(item, h('dl', { class: 'facts' },
     h('div', { class: 'fact' }, h('dt', {}, 'Key'), h('dd', { class: 'mono key-hint' }, rec.key_hint)),
     h('div', { class: 'fact' }, h('dt', {}, 'Label'), h('dd', { class: 'label' }, rec.label || '—')),
-    optionalFacts(rec, [['endpoint', 'Endpoint'], ['weight', 'Weight'], ['health', 'Health', healthText],
+    optionalFacts({ ...rec, health }, [['endpoint', 'Endpoint'], ['weight', 'Weight'], ['health', 'Health', healthText],
       ['expires_at', 'Expires', expiry], ['last_used_at', 'Last used', when], ['last_used', 'Last used', when]]),
     h('div', { class: 'fact' }, h('dt', {}, 'Last test'),
       h('dd', { class: 'test-status' }, rec.last_tested ? `${rec.test_status} at ${when(rec.last_tested)}`

@@ -6,7 +6,7 @@ import { api, enc } from './api.js';
 import {
   announce, append, clear, confirmButton, errorSlot, field, h, select, table,
 } from './dom.js';
-import { P, expiry, has, when } from './fmt.js';
+import { P, expiry, has, rfc3339, when } from './fmt.js';
 import { keysPage } from './keys.js';
 import { usagePage } from './usage.js';
 
@@ -155,16 +155,19 @@ async function gatewayPage(body, ctx) {
   }
 
   const label = field('Label', h('input', { name: 'label', maxlength: '200' }));
+  const expires = field('Expires', h('input', { name: 'expires_at', type: 'datetime-local', id: 'mint-expires' }),
+    'optional; the key is refused after this time (your local time); empty = never');
   const scope = h('input', { type: 'checkbox', name: 'manage_keys', id: 'mint-manage' });
   const scopeRow = h('div', { class: 'field inline' }, scope,
     h('label', { for: scope.id }, 'May mint and revoke gateway keys (manage_keys scope)'));
   const err = errorSlot();
-  const form = h('form', { class: 'card', id: 'mint' }, h('h3', {}, 'Mint a gateway key'), label.row, scopeRow,
-    err, h('button', { type: 'submit' }, 'Mint'));
+  const form = h('form', { class: 'card', id: 'mint' }, h('h3', {}, 'Mint a gateway key'), label.row,
+    expires.row, scopeRow, err, h('button', { type: 'submit' }, 'Mint'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.show('');
     const req = { label: label.input.value };
+    if (expires.input.value) req.expires_at = rfc3339(expires.input.value);
     if (scope.checked) req.scopes = ['manage_keys'];
     try {
       const k = await api('POST', `${P(ctx)}/api-keys`, req);

@@ -8,46 +8,16 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
-#include <utility>
 
+#include "fuzz/scanner_harness.h"
 #include "lib/body.h"
 #include "lib/util.h"
-
-namespace {
-
-// "none", "error: <message>" or "<model>|<begin>|<end>".
-std::string outcome(std::string_view in, const size_t *cuts, size_t ncuts) {
-    try {
-        byok::ModelScanner s;
-        size_t at = 0;
-        for (size_t i = 0; i < ncuts; i++) {
-            size_t cut = cuts[i] < at ? at : cuts[i] > in.size() ? in.size() : cuts[i];
-            s.feed(in.substr(at, cut - at));
-            at = cut;
-        }
-        s.feed(in.substr(at));
-        auto m = s.finish();
-        if (!m) return "none";
-        return m->model + "|" + std::to_string(m->begin) + "|" + std::to_string(m->end);
-    } catch (const byok::Error &e) {
-        return std::string("error: ") + e.what();
-    }
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::string_view in(reinterpret_cast<const char *>(data), size);
     // Split points for the piecewise scans come from the input itself.
-    size_t cuts[3] = {size > 0 ? data[0] % (size + 1) : 0, size > 1 ? data[1] % (size + 1) : 0,
-                      size / 2};
-    if (cuts[1] < cuts[0]) std::swap(cuts[0], cuts[1]);
-    std::string whole = outcome(in, nullptr, 0);
-    if (outcome(in, cuts, 2) != whole || outcome(in, cuts + 2, 1) != whole) abort();
-    size_t every[64];
-    size_t n = size < 64 ? size : 64;
-    for (size_t i = 0; i < n; i++) every[i] = i + 1;  // byte by byte at the start
-    if (outcome(in, every, n) != whole) abort();
+    fuzz::check_piecewise([] { return byok::ModelScanner(); }, in, size > 0 ? data[0] : 0,
+                          size > 1 ? data[1] : 0);
 
     std::optional<byok::ModelSpan> span;
     try {
@@ -71,10 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     };
     for (const std::string &m : candidates) {
         std::string out = byok::replace_model(in, *span, m);
-        if (out.compare(0, span->begin, in.substr(0, span->begin)) != 0) abort();
-        if (std::string_view(out).substr(out.size() - (in.size() - span->end)) !=
-            in.substr(span->end))
-            abort();
+        fuzz::check_spliced(in, span->begin, span->end, out);
         std::optional<byok::ModelSpan> again;
         try {
             again = byok::find_model(out);

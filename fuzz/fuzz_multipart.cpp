@@ -10,32 +10,13 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
-#include <utility>
 
+#include "fuzz/scanner_harness.h"
 #include "lib/multipart.h"
+#include "lib/text.h"
 #include "lib/util.h"
 
 namespace {
-
-// "none", "error: <message>" or "<model>|<begin>|<end>".
-std::string outcome(std::string_view boundary, std::string_view in, const size_t *cuts,
-                    size_t ncuts) {
-    try {
-        byok::MultipartScanner s(boundary);
-        size_t at = 0;
-        for (size_t i = 0; i < ncuts; i++) {
-            size_t cut = cuts[i] < at ? at : cuts[i] > in.size() ? in.size() : cuts[i];
-            s.feed(in.substr(at, cut - at));
-            at = cut;
-        }
-        s.feed(in.substr(at));
-        auto m = s.finish();
-        if (!m) return "none";
-        return m->model + "|" + std::to_string(m->begin) + "|" + std::to_string(m->end);
-    } catch (const byok::Error &e) {
-        return std::string("error: ") + e.what();
-    }
-}
 
 std::optional<byok::ModelSpan> scan(std::string_view boundary, std::string_view in) {
     byok::MultipartScanner s(boundary);
@@ -51,15 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const std::string boundary = (data[0] & 1) ? "aXa" : "----formdata-undici-0123";
     std::string_view in(reinterpret_cast<const char *>(data) + 1, size - 1);
     size_t n = in.size();
-    size_t cuts[3] = {size > 1 ? data[1] % (n + 1) : 0, size > 2 ? data[2] % (n + 1) : 0, n / 2};
-    if (cuts[1] < cuts[0]) std::swap(cuts[0], cuts[1]);
-    std::string whole = outcome(boundary, in, nullptr, 0);
-    if (outcome(boundary, in, cuts, 2) != whole || outcome(boundary, in, cuts + 2, 1) != whole)
-        abort();
-    size_t every[64];
-    size_t k = n < 64 ? n : 64;
-    for (size_t i = 0; i < k; i++) every[i] = i + 1;
-    if (outcome(boundary, in, every, k) != whole) abort();
+    fuzz::check_piecewise([&boundary] { return byok::MultipartScanner(boundary); }, in,
+                          size > 1 ? data[1] : 0, size > 2 ? data[2] : 0);
 
     std::optional<byok::ModelSpan> span;
     try {
@@ -77,13 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // The gateway admits only models without control bytes.
     const std::string candidates[] = {"openai/gpt-4o-transcribe", "", "\xc3\xa9 x", span->model};
     for (const std::string &m : candidates) {
-        bool control = false;
-        for (unsigned char c : m) control = control || c < 0x20 || c == 0x7f;
-        if (control) continue;
+        if (byok::contains_control(m)) continue;
         std::string out = byok::replace_model(in, *span, m);
-        if (out.compare(0, span->begin, in.substr(0, span->begin)) != 0 ||
-            std::string_view(out).substr(out.size() - (n - span->end)) != in.substr(span->end))
-            abort();
+        fuzz::check_spliced(in, span->begin, span->end, out);
         std::string filler = byok::span_filler(*span);
         if (filler.size() != span->end - span->begin) abort();
         std::string file(in);

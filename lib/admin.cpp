@@ -7,6 +7,7 @@
 #include "lib/gateway.h"
 #include "lib/key_select.h"
 #include "lib/layout.h"
+#include "lib/text.h"
 
 namespace byok::admin {
 
@@ -91,23 +92,8 @@ std::vector<std::string> split_words(std::string_view s) {
     return out;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) !=
-            std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
 bool is_json_media_type(std::string_view ct) {
-    return iequals(trim(ct.substr(0, ct.find(';'))), "application/json");
+    return iequals(trim_ows(ct.substr(0, ct.find(';'))), "application/json");
 }
 
 // Nesting depth of a JSON text, ignoring strings (bounds the parser's work
@@ -320,7 +306,7 @@ std::optional<Step> read_body(const Pending &p, json &out) {
     if (p.body_too_large)
         return fail(413, "payload_too_large", "request body is larger than the limit");
     std::string_view body = p.body->view();
-    if (trim(body).empty()) {
+    if (trim_ows(body).empty()) {
         out = json::object();
         return std::nullopt;
     }
@@ -476,7 +462,7 @@ Step handle(const Config &cfg, const Request &req) {
             ctx->who.actor = "admin:" + sha256_hex(token).substr(0, 8);
             return dispatch(p);
         }
-        if (token.empty() && req.authorization.empty()) token = trim(req.api_key);
+        if (token.empty() && req.authorization.empty()) token = trim_ows(req.api_key);
         if (!looks_like_gateway_key(token)) return unauthorized("missing or invalid credentials");
 
         std::string sha = sha256_hex(token);

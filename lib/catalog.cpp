@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "lib/layout.h"
+#include "lib/text.h"
 
 namespace byok {
 
@@ -35,8 +36,6 @@ std::optional<AuthStyle> parse_auth_style(std::string_view s) {
     return std::nullopt;
 }
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
 bool has_control(std::string_view s) {
     for (unsigned char c : s) {
         if (c <= 0x20 || c == 0x7f) return true;
@@ -63,7 +62,7 @@ Url parse_url(std::string_view s, std::string_view what) {
     Url u;
     size_t sep = s.find("://");
     if (sep == std::string_view::npos) throw fail("expected an absolute http(s) URL");
-    for (char c : s.substr(0, sep)) u.scheme.push_back(lower(c));
+    for (char c : s.substr(0, sep)) u.scheme.push_back(ascii_lower(c));
     if (u.scheme != "http" && u.scheme != "https") {
         throw fail("expected an absolute http(s) URL");
     }
@@ -106,7 +105,7 @@ Url parse_url(std::string_view s, std::string_view what) {
         }
     }
     if (host.empty()) throw fail("URL has no host");
-    for (char c : host) u.host.push_back(lower(c));
+    for (char c : host) u.host.push_back(ascii_lower(c));
     if (!u.host_is_ip) {
         in_addr a4{};
         u.host_is_ip = inet_pton(AF_INET, u.host.c_str(), &a4) == 1;

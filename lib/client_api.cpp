@@ -1,7 +1,6 @@
 #include "lib/client_api.h"
 
-#include <cctype>
-
+#include "lib/text.h"
 #include "lib/util.h"
 
 namespace byok {
@@ -55,23 +54,11 @@ std::string_view google_status(int status) {
 
 }  // namespace
 
-namespace {
-
-std::string_view trim_blanks(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-}  // namespace
-
 std::string_view bearer_token(std::string_view authorization) {
-    std::string_view auth = trim_blanks(authorization);
-    if (auth.size() < 7 || (auth[6] != ' ' && auth[6] != '\t')) return {};
-    for (size_t i = 0; i < 6; i++) {
-        if (std::tolower(static_cast<unsigned char>(auth[i])) != "bearer"[i]) return {};
-    }
-    return trim_blanks(auth.substr(7));
+    std::string_view auth = trim_ows(authorization);
+    if (auth.size() < 7 || !is_ows(auth[6])) return {};
+    if (!iequals(auth.substr(0, 6), "bearer")) return {};
+    return trim_ows(auth.substr(7));
 }
 
 bool looks_like_gateway_key(std::string_view key) {
@@ -116,7 +103,7 @@ std::string decoded_lower_name(std::string_view name) {
             c = static_cast<char>(hex(name[i + 1]) * 16 + hex(name[i + 2]));
             i += 2;
         }
-        out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c);
+        out.push_back(ascii_lower(c));
     }
     return out;
 }
@@ -124,15 +111,6 @@ std::string decoded_lower_name(std::string_view name) {
 }  // namespace
 
 namespace {
-
-constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
-
-bool same_name(std::string_view a, std::string_view lowcase) {
-    if (a.size() != lowcase.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (ascii_lower(a[i]) != lowcase[i]) return false;
-    return true;
-}
 
 struct CredentialHeader {
     std::string_view name;  // lower case
@@ -161,14 +139,14 @@ std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
     // Every client header passes here (issue 18): the length picks the one
     // candidate (the names' lengths differ), so most headers cost one switch.
     for (const auto &h : kCredentialHeaders)
-        if (name.size() == h.name.size()) return same_name(name, h.name) ? &(c.*h.slot) : nullptr;
+        if (name.size() == h.name.size()) return iequals(name, h.name) ? &(c.*h.slot) : nullptr;
     return nullptr;
 }
 
 bool is_credential_header(std::string_view name) {
     ClientCredentials none;
     // A proxy's credentials are the client's too; the gateway reads none there.
-    return credential_slot(none, name) != nullptr || same_name(name, "proxy-authorization");
+    return credential_slot(none, name) != nullptr || iequals(name, "proxy-authorization");
 }
 
 std::string strip_key_param(std::string_view args, std::string_view *key) {

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <utility>
 
+#include "lib/text.h"
+
 namespace byok {
 
 namespace {
@@ -14,42 +16,24 @@ constexpr size_t kMaxModel = 1024;
     throw Error(std::string("multipart body is malformed: ") + why);
 }
 
-bool ows(char c) { return c == ' ' || c == '\t'; }
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && ows(s.back())) s.remove_suffix(1);
-    return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); i++) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    }
-    return true;
-}
-
 // A header value "type; name=value; name="quoted\"value"": its parameters
 // in order, names lower-cased, quoted values unescaped. The type comes first
 // (with an empty name).
 std::vector<std::pair<std::string, std::string>> header_params(std::string_view v) {
     std::vector<std::pair<std::string, std::string>> out;
     size_t i = v.find(';');
-    out.emplace_back("", std::string(trim(v.substr(0, i))));
+    out.emplace_back("", std::string(trim_ows(v.substr(0, i))));
     while (i < v.size()) {
         i++;  // past ';'
         size_t eq = i;
         while (eq < v.size() && v[eq] != '=' && v[eq] != ';') eq++;
-        std::string name(trim(v.substr(i, eq - i)));
+        std::string name(trim_ows(v.substr(i, eq - i)));
         for (char &c : name) c = ascii_lower(c);
         std::string value;
         i = eq;
         if (i < v.size() && v[i] == '=') {
             i++;
-            while (i < v.size() && ows(v[i])) i++;
+            while (i < v.size() && is_ows(v[i])) i++;
             if (i < v.size() && v[i] == '"') {
                 for (i++; i < v.size() && v[i] != '"'; i++) {
                     if (v[i] == '\\' && i + 1 < v.size()) i++;
@@ -59,7 +43,7 @@ std::vector<std::pair<std::string, std::string>> header_params(std::string_view 
             } else {
                 size_t end = v.find(';', i);
                 if (end == std::string_view::npos) end = v.size();
-                value = std::string(trim(v.substr(i, end - i)));
+                value = std::string(trim_ows(v.substr(i, end - i)));
                 i = end;
             }
         }
@@ -71,7 +55,7 @@ std::vector<std::pair<std::string, std::string>> header_params(std::string_view 
 // The media type of a Content-Type, without its parameters (compared
 // case-insensitively, in place: issue 18, no copy per request).
 std::string_view media_type(std::string_view content_type) {
-    return trim(content_type.substr(0, content_type.find(';')));
+    return trim_ows(content_type.substr(0, content_type.find(';')));
 }
 
 }  // namespace
@@ -166,8 +150,8 @@ void MultipartScanner::headers_done() {
         std::string_view line(headers_.data() + at, eol - at);
         at = eol + 2;
         if (line.empty()) break;
-        if (ows(line.front()) && !lines.empty()) {
-            lines.back().append(" ").append(trim(line));
+        if (is_ows(line.front()) && !lines.empty()) {
+            lines.back().append(" ").append(trim_ows(line));
         } else {
             lines.emplace_back(line);
         }
@@ -176,7 +160,7 @@ void MultipartScanner::headers_done() {
     for (const std::string &line : lines) {
         size_t colon = line.find(':');
         if (colon == std::string::npos) malformed("a part header without ':'");
-        if (!iequals(trim(std::string_view(line).substr(0, colon)), "content-disposition"))
+        if (!iequals(trim_ows(std::string_view(line).substr(0, colon)), "content-disposition"))
             continue;
         auto params = header_params(std::string_view(line).substr(colon + 1));
         if (!iequals(params[0].second, "form-data")) continue;
@@ -206,7 +190,7 @@ void MultipartScanner::feed(std::string_view piece) {
             case St::AfterDelim:
                 if (p[i] == '-') {
                     st_ = St::CloseDash;
-                } else if (ows(p[i])) {
+                } else if (is_ows(p[i])) {
                     st_ = St::Padding;
                 } else if (p[i] == '\r') {
                     st_ = St::ExpectLf;
@@ -222,7 +206,7 @@ void MultipartScanner::feed(std::string_view piece) {
             case St::Padding:
                 if (p[i] == '\r') {
                     st_ = St::ExpectLf;
-                } else if (!ows(p[i])) {
+                } else if (!is_ows(p[i])) {
                     malformed("the boundary appears inside a part");
                 }
                 i++;

@@ -30,6 +30,19 @@ bool safe_header_value(std::string_view v);
 constexpr bool is_token_char(unsigned char c) { return c > 0x20 && c < 0x7f; }
 bool is_token(std::string_view s);  // non-empty and every byte is_token_char
 
+// The case rule for protocol words (header names, media types, auth schemes,
+// multipart parameters): ASCII letters fold, every other byte compares as
+// is. Not std::tolower, whose answer depends on the process locale.
+constexpr char ascii_lower(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+bool iequals(std::string_view a, std::string_view b);  // equal under ascii_lower
+
+// HTTP's optional whitespace (RFC 9110 OWS): space and tab. Other
+// whitespace (CR, LF) is never OWS.
+constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
+std::string_view trim_ows(std::string_view s);  // `s` without OWS at either end
+
 // Appends `s` as a quoted JSON string: quotes, backslashes and every
 // control character (DEL included: valid raw in JSON, but invisible in a
 // log line or terminal that shows the body, so \u007f is the safe choice)

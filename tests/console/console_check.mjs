@@ -127,7 +127,9 @@ async function shot(name) {
   await assertLabelled(name);
   await assertContrast(name);
   const path = join(cfg.screenshots, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
+  // A freshly minted gateway key is a live credential: painted over, so
+  // screenshots kept for notes hold no secret.
+  await page.screenshot({ path, fullPage: true, mask: [page.locator('#minted-key')] });
   out.screenshots[name] = path;
 }
 
@@ -490,43 +492,30 @@ async function limitsScenario() {
   step('limits');
 }
 
-// The keys page against an API with several keys per provider (issue 14),
-// played by intercepting its answers: what the page shows and which routes
-// it calls.
+// The keys page against the real API with several keys per provider (issue
+// 14): the test stored two keys and sent traffic (one key cools); here the
+// page shows them, tests, disables and deletes through the per-key routes,
+// and adds a key (refused once by the provider, then accepted). The calls
+// the page makes are only watched, never answered here.
+const keyFields = (card) => page.$$eval(`${card} article.key`, (items) => items.map((it) => ({
+  id: it.dataset.keyId,
+  state: it.querySelector('.badge').textContent,
+  label: it.querySelector('.label').textContent,
+  ...Object.fromEntries([...it.querySelectorAll('[data-field]')].map((d) => [d.dataset.field, d.textContent])),
+})));
+
 async function multikeyScenario() {
-  allowedStatus = '4';
-  const api = `${cfg.origin}/admin/v1/`;
+  allowedStatus = 422; // the refused add
   const sent = [];
-  await page.route(api, async (route) => {
-    const res = await route.fetch();
-    const routes = await res.json();
-    for (const [method, path] of [['POST', '/projects/{pid}/keys/{provider}'],
-      ['PATCH', '/projects/{pid}/keys/{provider}/{key_id}'], ['DELETE', '/projects/{pid}/keys/{provider}/{key_id}'],
-      ['POST', '/projects/{pid}/keys/{provider}/{key_id}/test']]) routes.push({ method, path, who: 'admin, project key' });
-    await route.fulfill({ response: res, json: routes });
-  });
-  const soon = new Date(Date.now() + 3 * 86400000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  const keys = [
-    { provider: 'openai', id: 'k_0123456789ab', key_hint: 'sk-...aaaa', label: 'primary', endpoint: '', is_active: true,
-      weight: 3, health: 'healthy', expires_at: soon, last_used_at: '2026-11-30T10:00:00Z',
-      last_tested: '2026-11-30T09:00:00Z', test_status: 'valid', created_at: '2026-11-01T00:00:00Z' },
-    { provider: 'openai', id: 'k_ba9876543210', key_hint: 'sk-...bbbb', label: cfg.xssLabel, endpoint: '', is_active: true,
-      weight: 1, health: { state: 'cooling', until: '2026-11-30T10:05:00Z' }, expires_at: '',
-      last_used_at: '2026-11-30T10:01:00Z', last_tested: null, test_status: 'untested', created_at: '2026-11-02T00:00:00Z' },
-  ];
-  await page.route(`${api}projects/${cfg.project}/keys`, (route) => route.fulfill({ json: keys }));
-  await page.route(new RegExp(`/admin/v1/projects/${cfg.project}/keys/openai(/.*)?$`), async (route) => {
-    const r = route.request();
+  page.on('request', (r) => {
     const path = new URL(r.url()).pathname;
+    if (!/\/keys\/openai(\/|$)/.test(path)) return;
     const body = r.postData() ? JSON.parse(r.postData()) : null;
-    // The typed key is never reported, only that it was sent.
-    if (body && 'key' in body) body.key = body.key === cfg.providerKey ? '<the typed key>' : '<another value>';
+    // The typed keys are never reported, only which one was sent.
+    if (body && 'key' in body) {
+      body.key = { [cfg.refusedKey]: '<refused key>', [cfg.providerKey]: '<added key>' }[body.key] || '<another value>';
+    }
     sent.push({ method: r.method(), path, body });
-    if (r.method() === 'POST' && path.endsWith('/keys/openai'))
-      return route.fulfill({ status: 422, json: { error: { code: 'key_invalid', message: 'the provider refused the key (HTTP 401)' } } });
-    if (path.endsWith('/test'))
-      return route.fulfill({ json: { status: 'valid', message: 'the provider accepted the key', http_status: 200, latency_ms: 7 } });
-    return route.fulfill({ json: { id: path.split('/').pop(), deleted: r.method() === 'DELETE' } });
   });
   await openConsole();
   await signIn(cfg.adminToken);
@@ -534,41 +523,85 @@ async function multikeyScenario() {
   const card = '#provider-openai';
   out.keyCount = (await page.$$(`${card} article.key`)).length;
   out.cardBadge = await page.textContent(`${card} header .badge`);
-  out.fields = await page.$$eval(`${card} article.key`, (items) => items.map((it) => ({
-    id: it.dataset.keyId,
-    state: it.querySelector('.badge').textContent,
-    label: it.querySelector('.label').textContent,
-    ...Object.fromEntries([...it.querySelectorAll('[data-field]')].map((d) => [d.dataset.field, d.textContent])),
-  })));
-  const first = `${card} article.key[data-key-id="k_0123456789ab"]`;
-  const second = `${card} article.key[data-key-id="k_ba9876543210"]`;
+  out.fields = await keyFields(card);
+  const first = `${card} article.key[data-key-id="${cfg.firstId}"]`;
+  const second = `${card} article.key[data-key-id="${cfg.secondId}"]`;
   await page.click(`${second} button.test`);
   await page.waitForSelector(`${second} .result[data-status]`);
   out.testResult = await page.textContent(`${second} .result`);
   await shot('keys-multikey');
   await page.click(`${first} button.toggle`);
-  await page.waitForFunction((n) => document.querySelectorAll('#provider-openai article.key').length === n
-    && document.querySelector('#page-keys').dataset.ready === '1', out.keyCount);
+  await page.waitForFunction((sel) => document.querySelector(sel)?.querySelector('.badge.disabled')
+    && document.querySelector('#page-keys').dataset.ready === '1', first);
   await page.click(`${second} button.danger`);
   await page.click(`${second} button.danger`);
+  await page.waitForFunction((sel) => !document.querySelector(sel), second);
   await page.click(`${card} summary`);
   out.summary = await page.textContent(`${card} summary`);
+  // Refused: the provider answers 401 to this key and the API says so.
   await page.focus(`${card} input[name="key"]`);
-  await page.keyboard.insertText(cfg.providerKey);
+  await page.keyboard.insertText(cfg.refusedKey);
   await page.fill(`${card} input[name="weight"]`, '5');
   await page.fill(`${card} input[name="expires_at"]`, '2027-01-02T03:04');
   await page.check(`${card} input[name="test_first"]`);
   await page.click(`${card} .keyform button[type="submit"]`);
   await page.waitForSelector(`${card} .keyform .error:not([hidden])`);
   out.addError = await page.textContent(`${card} .keyform .error`);
-  await assertAbsent(cfg.providerKey, 'typed key after the refused add');
+  await assertAbsent(cfg.refusedKey, 'typed key after the refused add');
+  // Accepted: the same form, another key.
+  await page.focus(`${card} input[name="key"]`);
+  await page.keyboard.insertText(cfg.providerKey);
+  await page.fill(`${card} input[name="label"]`, 'added in the console');
+  await page.click(`${card} .keyform button[type="submit"]`);
+  await page.waitForFunction((c) => document.querySelectorAll(`${c} article.key`).length === 2
+    && document.querySelector('#page-keys').dataset.ready === '1', card);
+  await assertAbsent(cfg.providerKey, 'added key');
+  out.after = await keyFields(card);
+  // What the page sent for the expiry: the typed local time in UTC.
+  out.expectedExpiry = await page.evaluate(() => new Date('2027-01-02T03:04').toISOString().replace(/\.\d{3}Z$/, 'Z'));
+  await shot('keys-multikey-after');
   out.sent = sent;
   step('multi-key page');
 }
 
+// Minting a gateway key with an expiry (issue 14's expires_at): the field
+// is reached and filled with the keyboard; the list shows the expiry.
+async function expiryScenario() {
+  await openConsole();
+  await signIn(cfg.adminToken);
+  await go('gateway');
+  await tabTo('#mint input[name="label"]');
+  await page.keyboard.insertText('expiring');
+  await tabTo('#mint-expires');
+  out.expiresLabel = await page.evaluate(() => document.activeElement.labels[0].textContent);
+  // Chromium's datetime-local takes digits segment by segment (en-US order:
+  // month, day, year, hours, minutes, AM/PM); Tab leaves the control.
+  await page.keyboard.type('03042027');
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.type('0506');
+  await page.keyboard.type('P');
+  out.expiresValue = await page.inputValue('#mint-expires');
+  await tabTo('#mint button[type="submit"]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#minted-key');
+  out.minted = await page.textContent('#minted-key');
+  out.expectedExpiry = await page.evaluate((v) => new Date(v).toISOString().replace(/\.\d{3}Z$/, 'Z'), out.expiresValue);
+  await page.click('#minted-done');
+  await page.waitForFunction(() => !document.getElementById('minted-key'));
+  await page.waitForSelector('#page-gateway[data-ready="1"]');
+  const row = page.locator('#page-gateway tbody tr', { hasText: 'expiring' });
+  out.listedExpiry = await row.locator('.expires').textContent();
+  await shot('gateway-expiry');
+  await page.setViewportSize({ width: 360, height: 800 });
+  out.narrowOverflow = await overflow();
+  out.narrowFormOverflow = await page.$eval('#mint', (f) => f.scrollWidth - f.clientWidth);
+  await shot('gateway-expiry-360');
+  step('gateway key minted with an expiry');
+}
+
 try {
   await ({ main: mainScenario, usage: usageScenario, scopes: scopesScenario, limits: limitsScenario,
-    multikey: multikeyScenario })[cfg.scenario || 'main']();
+    multikey: multikeyScenario, expiry: expiryScenario })[cfg.scenario || 'main']();
 } catch (e) {
   out.failure = String(e && e.stack || e);
   try {

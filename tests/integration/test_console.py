@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -265,32 +266,127 @@ def test_i15_08_project_limits_are_edited_and_refusals_said_in_words(gw, driver,
         assert str(out["savedStatus"]) == str(ref.status_code) and err["code"] in out["savedText"]
 
 
-def test_i15_09_provider_keys_page_shows_several_keys_per_provider(gw, driver, tmp_path):
+def console_when(iso: str) -> str:
+    """A time as console/fmt.js `when` shows it."""
+    return iso.replace("T", " ").replace("Z", " UTC")
+
+
+def stored_key_set(redis_server, pid):
+    """The project's openai key set as Redis holds it (one record, or
+    {"keys": [...]} for several)."""
+    raw = redis_server.client.hget(f"byok:{{{pid}}}:keys", "openai")
+    rec = json.loads(raw)
+    return {r["id"]: r for r in rec.get("keys", [rec])}
+
+
+def test_i15_09_provider_keys_page_drives_the_real_multikey_api(gw, fake_provider, redis_server,
+                                                                 driver, tmp_path):
     p = gw.provision(keys={})
-    provider_key = canary("sk-test-multi-")
-    out = run_console(driver, tmp_path, gw, p, scenario="multikey", providerKey=provider_key)
+    primary, cooled, refused, added = (canary("sk-test-multi-") for _ in range(4))
+    gw.track(primary, cooled, refused, added)
+    soon = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ids = []
+    for body in ({"key": primary, "label": "primary", "weight": 3, "expires_at": soon},
+                 {"key": cooled, "label": XSS_LABEL, "weight": 1}):
+        r = gw.admin("POST", f"/projects/{p.pid}/keys/openai", body)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["key_id"])
+    first_id, second_id = ids
+    # Real traffic: the second key answers 429 once (Retry-After 600 s, so it
+    # cools for the whole test) and the first one serves and gets a last use.
+    fake_provider.key_rule(cooled, 429, {"error": {"message": "slow down"}},
+                           headers={"Retry-After": "600"}, times=1)
+    for _ in range(20):
+        assert gw.chat(p).status_code == 200
+        if cooled in fake_provider.used_keys("/openai"):
+            break
+    assert cooled in fake_provider.used_keys("/openai")
+
+    def listed():
+        return {k["key_id"]: k for k in gw.admin("GET", f"/projects/{p.pid}/keys").json()}
+    until(listed, lambda k: k[first_id]["last_used_at"] and k[second_id]["health"] == "cooling",
+          timeout=15, what="last use written and the 429 key cooling")
+    before = listed()
+    fake_provider.key_rule(refused, 401, {"error": {"message": "invalid key"}})
+
+    out = run_console(driver, tmp_path, gw, p, scenario="multikey", providerKey=added,
+                      refusedKey=refused, firstId=first_id, secondId=second_id)
+
+    # What the page showed is what the API said.
     assert out["keyCount"] == 2 and out["cardBadge"] == "2 keys"
-    first, second = out["fields"]
-    assert (first["id"], first["state"], first["weight"], first["health"]) == \
-        ("k_0123456789ab", "active", "3", "healthy")
-    assert re.fullmatch(r"2\S+ \S+ UTC \(in [23] days\)", first["expires_at"])
-    assert first["last_used_at"] == "2026-11-30 10:00:00 UTC"
-    assert (second["state"], second["label"], second["health"]) == \
-        ("cooling", XSS_LABEL, "cooling until 2026-11-30 10:05:00 UTC")
-    assert "expires_at" not in second  # empty: left out
-    assert out["testResult"] == "valid: the provider accepted the key (HTTP 200, 7 ms)"
+    shown = {f["id"]: f for f in out["fields"]}
+    first, second = shown[first_id], shown[second_id]
+    assert (first["state"], first["label"], first["weight"], first["health"]) == \
+        ("active", "primary", "3", "healthy")
+    assert first["expires_at"] == console_when(soon) + " (in 2 days)", first
+    assert first["last_used_at"] == console_when(before[first_id]["last_used_at"])
+    assert (second["state"], second["label"], second["weight"]) == ("cooling", XSS_LABEL, "1")
+    assert second["health"] == f"cooling until {console_when(before[second_id]['health_until'])}"
+    assert second["last_used_at"] == console_when(before[second_id]["last_used_at"])
+    assert "expires_at" not in second  # null: left out
+    # The test reached the provider with the second key and said so.
+    assert out["testResult"].startswith("valid: ") and "HTTP 200" in out["testResult"], out["testResult"]
+    assert fake_provider.used_keys("/openai").count(cooled) == 2
     assert out["summary"] == "Add another key"
+    assert "key_invalid" in out["addError"] and "HTTP 401" in out["addError"], out["addError"]
+
+    # The calls the page made, on the per-key routes.
     base = f"/admin/v1/projects/{p.pid}/keys/openai"
     calls = [(c["method"], c["path"], c["body"]) for c in out["sent"]]
+    form = {"weight": 5, "expires_at": out["expectedExpiry"], "test": True}
     assert calls == [
-        ("POST", f"{base}/k_ba9876543210/test", None),
-        ("PATCH", f"{base}/k_0123456789ab", {"is_active": False}),
-        ("DELETE", f"{base}/k_ba9876543210", None),
-        ("POST", base, {"key": "<the typed key>", "label": "", "weight": 5,
-                        "expires_at": calls[-1][2]["expires_at"], "test": True}),
-    ]
-    assert re.fullmatch(r"2027-01-0[12]T\d\d:04:00Z", calls[-1][2]["expires_at"])
-    assert "key_invalid" in out["addError"] and "HTTP 401" in out["addError"]
+        ("POST", f"{base}/{second_id}/test", None),
+        ("PATCH", f"{base}/{first_id}", {"is_active": False}),
+        ("DELETE", f"{base}/{second_id}", None),
+        ("POST", base, {"key": "<refused key>", "label": "", **form}),
+        ("POST", base, {"key": "<added key>", "label": "added in the console", **form}),
+    ], calls
+
+    # What is stored now: the first key disabled, the second gone, the
+    # refused key never stored, the added one with the form's fields.
+    after = listed()
+    assert set(after) - {first_id} and second_id not in after and len(after) == 2, after
+    (new_id,) = set(after) - {first_id}
+    assert after[first_id]["is_active"] is False
+    new = after[new_id]
+    assert (new["label"], new["weight"], new["expires_at"], new["test_status"], new["is_active"]) == \
+        ("added in the console", 5, out["expectedExpiry"], "valid", True)
+    stored = stored_key_set(redis_server, p.pid)
+    assert set(stored) == {first_id, new_id}
+    assert stored[first_id]["is_active"] is False
+    assert (stored[new_id]["weight"], stored[new_id]["expires_at"]) == (5, out["expectedExpiry"])
+    assert fake_provider.used_keys("/openai").count(refused) == 1  # tested, refused, not stored
+    shown_after = {f["id"]: f for f in out["after"]}
+    assert shown_after[first_id]["state"] == "disabled" and shown_after[new_id]["state"] == "active"
+    assert shown_after[new_id]["expires_at"].startswith(console_when(out["expectedExpiry"]))
+    audit = gw.admin("GET", f"/audit?project={p.pid}&limit=50").text
+    assert "key.add" in audit and "key.delete" in audit
+    redis_server.assert_absent([primary, cooled, refused, added])
+    gw.assert_no_leaks(audit)
+
+
+def test_i15_left_02_gateway_key_minted_with_an_expiry(gw, redis_server, driver, tmp_path):
+    p = gw.provision(keys={})
+    out = run_console(driver, tmp_path, gw, p, scenario="expiry")
+    gw.track(out["minted"])
+    assert out["expiresLabel"] == "Expires"
+    # Typed with the keyboard, segment by segment: 03/04/2027 05:06 PM.
+    assert out["expiresValue"] == "2027-03-04T17:06", out["expiresValue"]
+    listed = {k["label"]: k for k in gw.admin("GET", f"/projects/{p.pid}/api-keys").json()}
+    key = listed["expiring"]
+    assert key["expires_at"] == out["expectedExpiry"]
+    assert out["minted"].startswith(key["prefix"])
+    assert out["listedExpiry"].startswith(console_when(out["expectedExpiry"]) + " (in ")
+    # Redis holds it on the key's metadata.
+    meta = json.loads(redis_server.client.hget(f"byok:{{{p.pid}}}:apikeys", key["id"]))
+    assert meta["expires_at"] == out["expectedExpiry"], meta
+    # The key works until then (and a key minted without expiry has none).
+    assert gw.chat(out["minted"], model="gpt-4o-mini").status_code == 200
+    assert listed["test"]["expires_at"] is None
+    assert out["narrowOverflow"] <= 0 and out["narrowFormOverflow"] <= 0
+    assert {"gateway-expiry", "gateway-expiry-360"} <= set(out["screenshots"])
+    redis_server.assert_absent([out["minted"]])
+    gw.assert_no_leaks()
 
 
 def test_i15_10_assets_fit_the_300kb_budget(gw):

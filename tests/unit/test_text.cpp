@@ -107,3 +107,34 @@ Test(text, i18_header_value_rule_same_at_every_position) {
     cr_assert(safe_header_value(""));
     cr_assert(safe_header_value(std::string(40, '\xff')));
 }
+
+// The one case-insensitive compare (issue 15 leftovers item 4): client_api's
+// header names and bearer scheme, admin's media type and multipart's
+// parameters all use it.
+Test(text, left_04_iequals_folds_ascii_letters_only) {
+    cr_assert(iequals("Content-Type", "content-type"));
+    cr_assert(iequals("BEARER", "bearer"));
+    cr_assert(iequals("", ""));
+    cr_assert_not(iequals("bearer", "bearer "));
+    cr_assert_not(iequals("x-api-key", "x_api_key"));
+    // Only A-Z fold: '@' (0x40) and '`' (0x60), '[' and '{' differ by 0x20 too.
+    cr_assert_not(iequals("@", "`"));
+    cr_assert_not(iequals("[", "{"));
+    // Non-ASCII bytes compare as they are (no locale folding of Latin-1 É/é).
+    cr_assert_not(iequals("\xc9", "\xe9"));
+    cr_assert(iequals("caf\xc3\xa9", "CAF\xc3\xa9"));
+    cr_assert_eq(ascii_lower('Z'), 'z');
+    cr_assert_eq(ascii_lower('z'), 'z');
+    cr_assert_eq(ascii_lower('\xc9'), '\xc9');
+}
+
+// The one OWS trim (admin's body and media type, the Bearer parser,
+// multipart's header parameters): spaces and tabs only.
+Test(text, left_04_trim_ows_strips_spaces_and_tabs_only) {
+    cr_assert_eq(trim_ows(" \tapplication/json\t "), "application/json");
+    cr_assert_eq(trim_ows("  "), "");
+    cr_assert_eq(trim_ows("a b"), "a b");
+    cr_assert_eq(trim_ows("\r\nx\n"), "\r\nx\n");  // CR and LF are not OWS
+    cr_assert(is_ows(' ') && is_ows('\t'));
+    cr_assert_not(is_ows('\n') || is_ows('\v') || is_ows('\xa0'));
+}
