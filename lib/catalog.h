@@ -152,4 +152,24 @@ struct Header {
 };
 std::vector<Header> upstream_headers(const Provider &p, std::string_view key);
 
+// The same headers as views into `p` and `key` (issue 18: the hit path copies
+// them once, into the request's pool, and builds no strings). A value is
+// `prefix` followed by `value`; the auth header (the one not default_only)
+// holds the key.
+struct HeaderRef {
+    std::string_view name, prefix, value;
+    bool default_only = false;
+};
+struct UpstreamHeaders {
+    HeaderRef auth;
+    const std::vector<std::pair<std::string, std::string>> *fixed = nullptr;
+    template <class F>
+    void each(F f) const {
+        f(auth);
+        if (fixed != nullptr)
+            for (const auto &h : *fixed) f(HeaderRef{h.first, {}, h.second, true});
+    }
+};
+UpstreamHeaders upstream_header_refs(const Provider &p, std::string_view key);
+
 }  // namespace byok

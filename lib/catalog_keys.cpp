@@ -76,28 +76,35 @@ std::string ascii_key_hint(std::string hint) {
     return hint;
 }
 
+UpstreamHeaders upstream_header_refs(const Provider &p, std::string_view key) {
+    UpstreamHeaders out;
+    out.fixed = &p.headers;
+    switch (p.auth) {
+        case AuthStyle::Bearer:
+            out.auth = {"Authorization", "Bearer ", key};
+            break;
+        case AuthStyle::XApiKey:
+            out.auth = {"x-api-key", {}, key};
+            break;
+        case AuthStyle::XGoogApiKey:
+            out.auth = {"x-goog-api-key", {}, key};
+            break;
+        case AuthStyle::ApiKey:
+            out.auth = {"api-key", {}, key};
+            break;
+    }
+    return out;
+}
+
 std::vector<Header> upstream_headers(const Provider &p, std::string_view key) {
     std::vector<Header> out;
     out.reserve(1 + p.headers.size());
-    switch (p.auth) {
-        case AuthStyle::Bearer: {
-            Header h{"Authorization", std::string()};
-            h.value.reserve(7 + key.size());
-            h.value.append("Bearer ").append(key);
-            out.push_back(std::move(h));
-            break;
-        }
-        case AuthStyle::XApiKey:
-            out.push_back({"x-api-key", std::string(key)});
-            break;
-        case AuthStyle::XGoogApiKey:
-            out.push_back({"x-goog-api-key", std::string(key)});
-            break;
-        case AuthStyle::ApiKey:
-            out.push_back({"api-key", std::string(key)});
-            break;
-    }
-    for (const auto &h : p.headers) out.push_back({h.first, h.second, true});
+    upstream_header_refs(p, key).each([&](const HeaderRef &h) {
+        Header copy{std::string(h.name), std::string(), h.default_only};
+        copy.value.reserve(h.prefix.size() + h.value.size());
+        copy.value.append(h.prefix).append(h.value);
+        out.push_back(std::move(copy));
+    });
     return out;
 }
 

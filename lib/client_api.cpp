@@ -123,11 +123,23 @@ constexpr CredentialHeader kCredentialHeaders[] = {
     {"x-goog-api-key", &ClientCredentials::x_goog_api_key},
 };
 
+// credential_slot compares a name with the one entry of its length only.
+constexpr bool lengths_differ() {
+    for (size_t i = 0; i < std::size(kCredentialHeaders); ++i)
+        for (size_t j = i + 1; j < std::size(kCredentialHeaders); ++j)
+            if (kCredentialHeaders[i].name.size() == kCredentialHeaders[j].name.size())
+                return false;
+    return true;
+}
+static_assert(lengths_differ(), "credential header names must differ in length");
+
 }  // namespace
 
 std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
+    // Every client header passes here (issue 18): the length picks the one
+    // candidate (the names' lengths differ), so most headers cost one switch.
     for (const auto &h : kCredentialHeaders)
-        if (iequals(name, h.name)) return &(c.*h.slot);
+        if (name.size() == h.name.size()) return iequals(name, h.name) ? &(c.*h.slot) : nullptr;
     return nullptr;
 }
 

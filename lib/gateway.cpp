@@ -392,7 +392,7 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
     }
     up.path = up.base.path + req.rest;
     up.host = up.base.authority();
-    up.headers = upstream_headers(target, key.view());
+    up.headers = upstream_header_refs(target, key.view());
     // Only a changed model costs anything; a body an earlier attempt
     // rewrote gets the client's model back.
     if (model && (d.model_changed || body_rewritten))

@@ -210,11 +210,11 @@ std::string upstream_failure_reason(int status, bool got_bytes);
 
 // Where and how the proxy module calls the target.
 struct UpstreamPlan {
-    Url base;                     // the provider's (or tenant's) base URL
-    std::string path;             // base.path + rest: appended to the origin
-    std::string host;             // $byok_upstream_host (Host, SNI)
-    bool pin = false;             // connect to the checked address of `base`
-    std::vector<Header> headers;  // auth and fixed headers (holds the key)
+    Url base;                 // the provider's (or tenant's) base URL
+    std::string path;         // base.path + rest: appended to the origin
+    std::string host;         // $byok_upstream_host (Host, SNI)
+    bool pin = false;         // connect to the checked address of `base`
+    UpstreamHeaders headers;  // auth and fixed headers: views of the key and snapshot
     // Set when the body's "model" value must be replaced by this token.
     std::optional<std::string> model_token;
 };

@@ -1,5 +1,9 @@
 #include "lib/text.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace byok {
 
 bool contains_control(std::string_view s) {
@@ -8,9 +12,26 @@ bool contains_control(std::string_view s) {
     return false;
 }
 
+// Every header value of a request passes here (issue 18: the byte loop was
+// ~25 instructions a byte); SSE2 (every x86-64) checks 16 bytes at a time.
 bool safe_header_value(std::string_view v) {
-    for (unsigned char c : v)
-        if (is_control(c) && c != '\t') return false;
+    const auto *p = reinterpret_cast<const unsigned char *>(v.data());
+    const unsigned char *end = p + v.size();
+#if defined(__SSE2__)
+    const __m128i max_ctl = _mm_set1_epi8(0x1f), tab = _mm_set1_epi8('\t'),
+                  del = _mm_set1_epi8(0x7f);
+    while (end - p >= 16) {
+        __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        // b <= 0x1f unsigned: min(b, 0x1f) == b.
+        __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(b, max_ctl), b);
+        __m128i bad =
+            _mm_or_si128(_mm_andnot_si128(_mm_cmpeq_epi8(b, tab), ctl), _mm_cmpeq_epi8(b, del));
+        if (_mm_movemask_epi8(bad) != 0) return false;
+        p += 16;
+    }
+#endif
+    for (; p < end; ++p)
+        if (is_control(*p) && *p != '\t') return false;
     return true;
 }
 

@@ -9,6 +9,7 @@ extern "C" {
 #include <ngx_http.h>
 }
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -406,7 +407,18 @@ struct ByokUpstream {
     std::string url, host, method = "GET";
     ngx_list_t client_headers{};  // the client's header list, before rewriting
     bool have_client_headers = false;
-    std::vector<std::pair<u_char *, size_t>> wipe_on_exit;  // header values with the key
+    // Header values that hold a secret, wiped when the request ends. A fixed
+    // array (issue 18: no allocation per request): the gateway installs one
+    // auth header, a server test two; more fails closed (NGX_ERROR). Each
+    // attempt's install wipes the previous attempt's values first.
+    std::array<ngx_str_t, 4> secrets{};
+    size_t n_secrets = 0;
+    bool wipe_on_exit(u_char *p, size_t len) {
+        if (n_secrets == secrets.size()) return false;
+        secrets[n_secrets++] = {len, p};
+        return true;
+    }
+    void wipe_secrets();
     ~ByokUpstream();
 };
 
@@ -481,6 +493,8 @@ const ByokUpstream *ngx_byok_upstream_of(ngx_http_request_t *r);
 // request ends.
 ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
                                    const std::vector<byok::Header> &add, bool keep_client);
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
+                                   const byok::UpstreamHeaders &add, bool keep_client);
 // The one body gatherer: calls f(piece) for the whole body in order —
 // memory buffers in place, file buffers in bounded pieces through one
 // reused buffer, so a body nginx spilled to its temp file never comes back

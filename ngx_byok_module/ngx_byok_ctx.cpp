@@ -9,9 +9,12 @@ const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot() {
     return none;
 }
 
-ByokUpstream::~ByokUpstream() {
-    for (auto &w : wipe_on_exit) byok::wipe(w.first, w.second);
+void ByokUpstream::wipe_secrets() {
+    for (size_t i = 0; i < n_secrets; ++i) byok::wipe(secrets[i].data, secrets[i].len);
+    n_secrets = 0;
 }
+
+ByokUpstream::~ByokUpstream() { wipe_secrets(); }
 
 ByokGatewayCtx::~ByokGatewayCtx() {
     ngx_byok_redis_cancel(waiter);

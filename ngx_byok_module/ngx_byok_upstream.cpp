@@ -172,9 +172,9 @@ ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
         plan.pin ? ngx_byok_pinned_origin(plan.base, ctx->pinned_ip) : plan.base.origin();
     ctx->up.url = origin + plan.path;
     ctx->up.host = std::move(plan.host);
+    // plan.headers are views of ctx->key (wiped with the ctx) and the snapshot.
     if (ngx_byok_install_headers(r, &ctx->up, plan.headers, true) != NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    for (auto &h : plan.headers) byok::wipe(h.value.data(), h.value.size());
 
     if (ctx->body_read && r->request_body != nullptr && ctx->orig_bufs != nullptr) {
         // The client's buffers go upstream as they are unless the model
@@ -192,12 +192,29 @@ ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     return NGX_OK;
 }
 
-ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
-                                   const std::vector<byok::Header> &add, bool keep_client) {
+namespace {
+
+// A key test's header list in the shape install_headers reads.
+struct HeaderList {
+    const std::vector<byok::Header> &v;
+    template <class F>
+    void each(F f) const {
+        for (const auto &h : v) f(byok::HeaderRef{h.name, {}, h.value, h.default_only});
+    }
+};
+
+// The one installer behind both entry points: `add.each(f)` calls
+// f(HeaderRef) for every header to add.
+template <class Headers>
+ngx_int_t install_headers(ngx_http_request_t *r, ByokUpstream *up, const Headers &add,
+                          bool keep_client) {
     if (!up->have_client_headers) {
         up->client_headers = r->headers_in.headers;
         up->have_client_headers = true;
     }
+    // A later attempt replaces the whole list, built again from the client's
+    // headers: the earlier attempt's auth value is referenced by nothing now.
+    up->wipe_secrets();
     ngx_list_t list;
     if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) return NGX_ERROR;
 
@@ -208,7 +225,7 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
         return true;
     };
     // A default header the client sent itself is kept as the client's.
-    auto client_has = [&](const std::string &name) {
+    auto client_has = [&](std::string_view name) {
         bool seen = false;
         ngx_byok_each_header(up->client_headers, [&](const ngx_table_elt_t &h) {
             seen = seen || ngx_byok_header_is(h, name);
@@ -219,20 +236,47 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
     if (keep_client) {
         bool ok = ngx_byok_each_header(up->client_headers, [&](const ngx_table_elt_t &h) {
             if (is_client_secret_header(h)) return true;
-            for (const auto &a : add) {
-                if (!a.default_only && ngx_byok_header_is(h, a.name)) return true;  // ours wins
-            }
-            return push(h);
+            bool ours = false;
+            add.each([&](const byok::HeaderRef &a) {
+                ours = ours || (!a.default_only && ngx_byok_header_is(h, a.name));  // ours wins
+            });
+            return ours || push(h);
         });
         if (!ok) return NGX_ERROR;
     }
-    for (const auto &a : add) {
-        if (keep_client && a.default_only && client_has(a.name)) continue;
-        ngx_table_elt_t *h = ngx_byok_push_header(r->pool, &list, a.name, a.value);
-        if (h == nullptr) return NGX_ERROR;
-        up->wipe_on_exit.emplace_back(h->value.data, h->value.len);
-    }
+    bool ok = true;
+    add.each([&](const byok::HeaderRef &a) {
+        if (!ok || (keep_client && a.default_only && client_has(a.name))) return;
+        // The value is prefix + value, written once into the pool (issue 18).
+        size_t len = a.prefix.size() + a.value.size();
+        auto *v = static_cast<u_char *>(ngx_pnalloc(r->pool, len + 1));
+        ngx_table_elt_t *h =
+            v == nullptr ? nullptr : ngx_byok_push_header(r->pool, &list, a.name, {});
+        if (h == nullptr) {
+            ok = false;
+            return;
+        }
+        *ngx_cpymem(ngx_cpymem(v, a.prefix.data(), a.prefix.size()), a.value.data(),
+                    a.value.size()) = '\0';
+        h->value = {len, v};
+        // Only the auth header holds the key; the fixed defaults are catalog
+        // text (a key test's own headers are never default_only: all wiped).
+        if (!a.default_only) ok = up->wipe_on_exit(v, len);
+    });
+    if (!ok) return NGX_ERROR;
     r->headers_in.headers = list;
     r->headers_in.authorization = nullptr;
     return NGX_OK;
+}
+
+}  // namespace
+
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
+                                   const byok::UpstreamHeaders &add, bool keep_client) {
+    return install_headers(r, up, add, keep_client);
+}
+
+ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
+                                   const std::vector<byok::Header> &add, bool keep_client) {
+    return install_headers(r, up, HeaderList{add}, keep_client);
 }

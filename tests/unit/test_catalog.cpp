@@ -442,3 +442,27 @@ Test(catalog, i17_06_fixed_headers_are_defaults_auth_is_not) {
     cr_assert_eq(a[1].name, "anthropic-version");
     cr_assert(a[1].default_only);
 }
+
+// Issue 18: the hit path's header views point into the provider and the key
+// (no copies) and spell the same headers as upstream_headers.
+Test(catalog, i18_upstream_header_refs_are_views_of_the_same_headers) {
+    Catalog c = Catalog::builtin();
+    std::string key = "sk-ant-key-0001";
+    for (const char *id : {"openai", "anthropic", "google"}) {
+        const Provider &p = *c.find(id);
+        UpstreamHeaders refs = upstream_header_refs(p, key);
+        cr_assert_eq(refs.auth.value.data(), key.data(), "%s: the key is not copied", id);
+        cr_assert_not(refs.auth.default_only);
+        std::vector<Header> copies = upstream_headers(p, key);
+        size_t i = 0;
+        refs.each([&](const HeaderRef &h) {
+            cr_assert_lt(i, copies.size());
+            cr_assert_eq(std::string(h.name), copies[i].name);
+            cr_assert_eq(std::string(h.prefix) + std::string(h.value), copies[i].value);
+            cr_assert_eq(h.default_only, copies[i].default_only);
+            if (i > 0) cr_assert_eq(h.value.data(), p.headers[i - 1].second.data());
+            ++i;
+        });
+        cr_assert_eq(i, copies.size(), "%s", id);
+    }
+}

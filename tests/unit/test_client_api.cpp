@@ -167,3 +167,16 @@ Test(client_api, i12_credential_headers_are_one_list) {
         cr_assert(!byok::is_credential_header(name), "%s", name);
     cr_assert_null(byok::credential_slot(c, "proxy-authorization"));
 }
+
+// Issue 18: credential_slot compares a name only with the entry of its
+// length; names of the same length that differ, in any case, are no slot.
+Test(client_api, i18_credential_slot_by_length_then_name) {
+    byok::ClientCredentials c;
+    cr_assert_eq(byok::credential_slot(c, "AUTHORIZATION"), &c.authorization);
+    cr_assert_eq(byok::credential_slot(c, "x-API-key"), &c.x_api_key);
+    cr_assert_eq(byok::credential_slot(c, "Api-Key"), &c.api_key);
+    cr_assert_eq(byok::credential_slot(c, "X-GOOG-API-KEY"), &c.x_goog_api_key);
+    for (const char *name : {"authorizatioN ", "authorizatiox", "x-api-kez", "api_key", "apikey",
+                             "x-goog-api-kex", "content-length", "host", "x"})
+        cr_assert_null(byok::credential_slot(c, name), "%s", name);
+}

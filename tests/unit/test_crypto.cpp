@@ -2,7 +2,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <string>
@@ -313,4 +316,26 @@ Test(crypto, sha256_matches_known_digest) {
     byok::sha256("abc", md);
     cr_assert_eq(hex32(md),
                  std::string("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+}
+
+// Issue 18: the low-level hash (no EVP context per call) over the padding
+// boundaries: empty, one block with and without room for the length, two
+// blocks, and a gateway-key-sized input against the EVP digest.
+Test(crypto, i18_sha256_low_level_matches_known_digests) {
+    uint8_t md[32];
+    byok::sha256("", md);
+    cr_assert_eq(hex32(md),
+                 std::string("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    byok::sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", md);
+    cr_assert_eq(hex32(md),
+                 std::string("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+    for (size_t len : {55u, 56u, 63u, 64u, 65u, 119u, 120u, 200u}) {
+        std::string in(len, 'k');
+        for (size_t i = 0; i < len; ++i) in[i] = static_cast<char>('a' + i % 26);
+        uint8_t want[32];
+        unsigned int n = 0;
+        cr_assert_eq(EVP_Digest(in.data(), in.size(), want, &n, EVP_sha256(), nullptr), 1);
+        byok::sha256(in, md);
+        cr_assert_eq(std::memcmp(md, want, 32), 0, "len %zu", len);
+    }
 }

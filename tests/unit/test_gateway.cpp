@@ -199,10 +199,8 @@ Test(gateway, i12_01_plan_route_byok_opens_the_key) {
     cr_assert_eq(up.path, "/v1/chat/completions");
     cr_assert(!up.pin);
     cr_assert(!up.model_token);
-    bool auth = false;
-    for (const auto &h : up.headers)
-        auth = auth || (h.name == "Authorization" && h.value == "Bearer sk-proj-secret-1234");
-    cr_assert(auth);
+    cr_assert(up.headers.auth.name == "Authorization" && up.headers.auth.prefix == "Bearer " &&
+              up.headers.auth.value == "sk-proj-secret-1234" && !up.headers.auth.default_only);
 }
 
 Test(gateway, i12_01_plan_route_undecryptable_key_falls_back) {

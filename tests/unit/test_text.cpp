@@ -91,6 +91,23 @@ Test(text, i12_02_to_fields_is_the_one_reply_to_map) {
     cr_assert_not(arr.failed());
 }
 
+// Issue 18: the header value rule runs 16 bytes at a time; every byte value
+// at every position of the vector part and of the tail gives the byte rule.
+Test(text, i18_header_value_rule_same_at_every_position) {
+    for (size_t len : {1u, 15u, 16u, 17u, 31u, 32u, 33u, 47u}) {
+        for (size_t pos = 0; pos < len; ++pos) {
+            for (int c = 0; c < 256; ++c) {
+                std::string v(len, 'x');
+                v[pos] = static_cast<char>(c);
+                bool want = !(is_control(static_cast<unsigned char>(c)) && c != '\t');
+                cr_assert_eq(safe_header_value(v), want, "len %zu pos %zu byte %d", len, pos, c);
+            }
+        }
+    }
+    cr_assert(safe_header_value(""));
+    cr_assert(safe_header_value(std::string(40, '\xff')));
+}
+
 // The one case-insensitive compare (issue 15 leftovers item 4): client_api's
 // header names and bearer scheme, admin's media type and multipart's
 // parameters all use it.
