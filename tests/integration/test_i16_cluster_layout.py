@@ -19,43 +19,27 @@ test_i16_cluster.py.
 import hashlib
 import json
 import socket
-import subprocess
 import threading
 import pytest
 import redis
 
-from harness import (REDIS_SERVER, START_TIMEOUT, RedisServer, assert_json_error, free_port,
-                     until, wait_until)
+from harness import (START_TIMEOUT, ClusterNode, assert_json_error, until, wait_until)
 
 HANG_GUARD = 10  # seconds; only guards against hangs
 
 
-class ClusterRedis(RedisServer):
+class ClusterRedis(ClusterNode):
     """A private one-node Redis Cluster owning every slot."""
 
     def start(self) -> None:
         if self.running():
             return
-        log = open(self.dir / "redis.stdout", "ab")
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--daemonize", "no", "--protected-mode", "no",
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-             # the bus port defaults to port + 10000, out of range for high ports
-             "--cluster-port", str(free_port()),
-             "--logfile", str(self.dir / "redis.log")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        probe = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5,
-                            decode_responses=True)
-        wait_until(lambda: probe.ping(), START_TIMEOUT, what="cluster node to answer PING")
+        super().start()
+        probe = self.client
         if "cluster_state:ok" not in probe.execute_command("CLUSTER", "INFO"):
             probe.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_until(lambda: "cluster_state:ok" in probe.execute_command("CLUSTER", "INFO"),
                    START_TIMEOUT, what="cluster_state:ok")
-        self.client.connection_pool.disconnect()
-        self.raw.connection_pool.disconnect()
 
 
 def crc16(data: bytes) -> int:
