@@ -7,7 +7,7 @@
 namespace byok {
 
 // Usage and meter day keys expire this many days after their last write
-// (the glue's EXPIRE, ngx_byok_usage.cpp kRetention); a project's deletion
+// (the glue's EXPIRE in ngx_byok_usage.cpp is derived from it); a project's deletion
 // names the keys of that window instead of scanning the keyspace.
 constexpr int kUsageRetentionDays = 90;
 

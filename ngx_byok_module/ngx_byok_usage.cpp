@@ -15,7 +15,8 @@ namespace {
 
 constexpr ngx_msec_t kFlushEvery = 1000;
 constexpr size_t kMaxPending = 100000;
-constexpr const char *kRetention = "7776000";  // 90 days
+// The day keys' lifetime: the window a project's deletion names (lib/layout.h).
+const std::string kRetention = std::to_string(byok::kUsageRetentionDays * 86400);
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
 // Request counts per (project, provider, route, day), keyed by those fields
