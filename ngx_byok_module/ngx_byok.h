@@ -31,6 +31,11 @@ extern "C" {
 
 extern "C" ngx_module_t ngx_http_byok_module;
 
+// The per-request state types: ngx_byok_ctx.h.
+struct ByokGatewayCtx;
+struct ByokKeyTestCtx;
+struct ByokUpstream;
+
 #define BYOK_LOG "byok: "
 
 // Everything C++ that the http{} configuration owns. Allocated with new and
@@ -325,29 +330,9 @@ inline std::string_view sv(const ngx_str_t &s) {
 
 // --- metering (ngx_byok_metering.cpp) ------------------------------------------
 
-// Per-request metering state, part of ByokGatewayCtx.
-struct ByokMeter {
-    bool inject = false;       // include_usage was added to the upstream body
-    bool active = false;       // the response body is being scanned
-    bool finished = false;     // usage and cost below are final
-    byok::StreamFacts stream;  // from the body scan: where include_usage would go
-    byok::UsageScanner scanner;
-    std::optional<byok::SseUsageDropper> dropper;  // inject + an SSE answer
-    ngx_chain_t *free = nullptr, *busy = nullptr;  // dropper output buffers
-    byok::TokenUsage usage;
-    int64_t cost_micro = 0;
-};
-
 ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf);  // filters, log handler, variables
 
 // --- project limits (ngx_byok_limits.cpp) --------------------------------------
-
-// Per-request limit state, part of ByokGatewayCtx.
-struct ByokLimitState {
-    bool charged = false;  // this request counts in requests_per_minute already
-    std::vector<std::pair<std::string, std::string>> headers;  // x-byok-limit-*
-};
-struct ByokGatewayCtx;
 
 // The counter table lives in the cache zone, after the metrics.
 size_t ngx_byok_limits_size(size_t zone_size);
@@ -365,125 +350,6 @@ void ngx_byok_limits_sync();
 void ngx_byok_limits_init_process();
 // byok_limit_alerts_total for /metrics.
 std::string ngx_byok_limits_metrics();
-
-// --- per-request state (ngx_byok_ctx.cpp) ---------------------------------------
-//
-// C++ state of a request lives in request-pool cleanup memory, so nginx runs
-// its destructor (which wipes every buffer that carried a secret). Each type
-// is found again by its own cleanup handler — type-safe, and it survives the
-// named-location jumps that clear r->ctx. The module's ctx slot caches the
-// gateway ctx only; admin and key-test state never share it.
-
-template <class T>
-void ngx_byok_ctx_cleanup(void *data) {
-    static_cast<T *>(data)->~T();
-}
-
-// The T of request `r` (not of its parent or subrequests), or nullptr.
-template <class T>
-T *ngx_byok_find_ctx(ngx_http_request_t *r) {
-    for (ngx_pool_cleanup_t *cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_byok_ctx_cleanup<T> && static_cast<T *>(cln->data)->r == r)
-            return static_cast<T *>(cln->data);
-    }
-    return nullptr;
-}
-
-// A new T for `r` in cleanup memory, or nullptr when out of memory.
-template <class T>
-T *ngx_byok_new_ctx(ngx_http_request_t *r) {
-    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(T));
-    if (cln == nullptr) return nullptr;
-    T *ctx = new (cln->data) T();
-    ctx->r = r;
-    cln->handler = ngx_byok_ctx_cleanup<T>;
-    return ctx;
-}
-
-// What a proxy location reads through $byok_upstream, $byok_upstream_host
-// and $byok_upstream_method, and the header list it sends: set by gateway
-// requests and by the admin's key-test subrequests alike.
-struct ByokUpstream {
-    std::string url, host, method = "GET";
-    ngx_list_t client_headers{};  // the client's header list, before rewriting
-    bool have_client_headers = false;
-    // Header values that hold a secret, wiped when the request ends. A fixed
-    // array (issue 18: no allocation per request): the gateway installs one
-    // auth header, a server test two; more fails closed (NGX_ERROR). Each
-    // attempt's install wipes the previous attempt's values first.
-    std::array<ngx_str_t, 4> secrets{};
-    size_t n_secrets = 0;
-    bool wipe_on_exit(u_char *p, size_t len) {
-        if (n_secrets == secrets.size()) return false;
-        secrets[n_secrets++] = {len, p};
-        return true;
-    }
-    void wipe_secrets();
-    ~ByokUpstream();
-};
-
-// The empty snapshot a gateway request starts with (shared, immutable).
-const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot();
-
-// A gateway request (byok_gateway locations), from the access phase to the
-// log phase.
-struct ByokGatewayCtx {
-    enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, Done };
-    ngx_http_request_t *r = nullptr;
-    Stage stage = Stage::Start;
-    bool resumed = false;       // a Redis reply or the body arrived
-    bool waiting_body = false;  // body read went async
-    bool jumped = false;        // moved to @byok_direct or @byok_fallback_5xx
-    ByokRedisWaiter *waiter = nullptr;
-    byok::admin::Reply reply;
-
-    u_char sha[32]{};
-    uint64_t cache_generation = 0;  // when the lookup was sent
-    std::string stale_blob;
-    // What the gateway key resolves to, never null (an empty Unknown
-    // snapshot until the lookup): on a hit the worker's decoded copy,
-    // shared rather than copied (issue 18).
-    std::shared_ptr<const byok::GatewaySnapshot> snap = ngx_byok_no_snapshot();
-    // issue 16, cluster mode: the lookup's first step while the second runs
-    byok::LookupOutcome lookup_first;
-    bool lookup_second = false;
-
-    byok::GatewayRequest req;  // URI and headers, parsed
-    bool body_read = false;
-    size_t body_len = 0;               // bytes of the client's body
-    ngx_chain_t *orig_bufs = nullptr;  // nginx's buffers of it (never copied)
-    bool body_blanked = false;         // the old model value was blanked in the temp file
-    std::optional<byok::ModelSpan> model;
-    byok::RouteInput input;
-    byok::RouteDecision decision;
-    bool decided = false;
-    byok::SecretString key;
-    std::string key_hint;
-    byok::KeyAttempts keys;  // which of the provider's keys (issue 14)
-
-    bool resolve_endpoint = false;  // the plan's tenant endpoint: resolve and check it first
-    std::string pinned_ip;          // checked address of a custom endpoint
-    std::string resolve_error;
-    bool waiting_resolve = false;
-    ByokUpstream up;
-    ByokMeter meter;
-    ByokLimitState limit;
-
-    ~ByokGatewayCtx();
-};
-
-// The admin API's live key test: the /_byok/key-test subrequest.
-struct ByokKeyTestCtx {
-    ngx_http_request_t *r = nullptr;
-    ByokUpstream up;
-
-    ~ByokKeyTestCtx();
-};
-
-ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create);
-ByokKeyTestCtx *ngx_byok_key_test_ctx(ngx_http_request_t *r);
-// The upstream state of `r`, gateway request or key test, or nullptr.
-const ByokUpstream *ngx_byok_upstream_of(ngx_http_request_t *r);
 
 // --- upstream set-up (ngx_byok_upstream.cpp) --------------------------------------
 

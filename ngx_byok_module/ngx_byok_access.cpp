@@ -11,7 +11,7 @@
 //               (unified + body) WaitBody ──> plan ──> WaitResolve ──> Proxying
 //                                                 └──────────────────────┘   │
 //                                   error_page (429/5xx before any byte) ─> Fallback
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include "lib/util.h"
 

@@ -5,7 +5,7 @@
 // connection tests on the thread pool. Every resumption of the step chain
 // (Redis reply, subrequest end, resolver, thread-pool result) goes through
 // resume(), which catches what run() throws.
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include <functional>
 

@@ -1,6 +1,6 @@
 // Per-request state of the gateway and of the admin's key tests (types and
 // lookup in ngx_byok.h).
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include "lib/util.h"
 

@@ -2,7 +2,7 @@
 // x-byok-fallback-reason tell the client how its request was served;
 // x-byok-limit-* what remains of the project's limits (issue 13, set at
 // admission by ngx_byok_limits.cpp).
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 namespace {
 

@@ -15,7 +15,7 @@
 
 #include "lib/key_health.h"
 #include "lib/key_select.h"
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 namespace {
 

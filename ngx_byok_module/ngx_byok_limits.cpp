@@ -20,7 +20,7 @@
 // carries a budget over 80 % or 100 % is exactly one among all nodes (Redis
 // applies them one at a time), so its node alone writes the audit entry and
 // counts the metric: once per window, not per request.
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include <memory>
 

@@ -1,6 +1,6 @@
 // Log phase of gateway requests: the request counters of /metrics and the
 // per-project usage counters (token and cost metering: ngx_byok_metering.cpp).
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
     ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false);

@@ -5,7 +5,7 @@
 // metrics), $byok_input_tokens / $byok_output_tokens / $byok_cost_usd, and
 // the include_usage hook of the request body. lib/metering.h decides; this
 // file only carries it out.
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include "lib/util.h"
 

@@ -3,7 +3,7 @@
 // client's buffers), the header list the proxy module sends (the one place
 // that strips client credentials and adds the provider's), and the
 // $byok_upstream* values. What to set comes from byok::plan_upstream.
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 #include "lib/multipart.h"
 #include "lib/util.h"

@@ -1,7 +1,7 @@
 // The gateway's nginx variables ($byok_project, $byok_route, ...,
 // $byok_upstream*): values read from the request's ctx, copied into the
 // request pool. README.md lists which are safe to log.
-#include "ngx_byok_module/ngx_byok.h"
+#include "ngx_byok_module/ngx_byok_ctx.h"
 
 namespace {
 
