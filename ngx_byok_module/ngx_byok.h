@@ -269,6 +269,11 @@ ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::str
 // NUL-terminated, with its lower-case key) to `list`; nullptr when out of memory.
 ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::string_view name,
                                       std::string_view value);
+// The same without copies (issue 18: the x-byok-* response headers): the
+// element points at `lowcase_name` and `value`, which must outlive the
+// request's logging (literals, the configuration, the request's ctx).
+ngx_table_elt_t *ngx_byok_push_header_ref(ngx_list_t *list, std::string_view lowcase_name,
+                                          std::string_view value);
 // byok_error; — content handler of the internal location error_page points at.
 char *ngx_byok_error_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
@@ -374,6 +379,12 @@ bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 // Points the proxy at ctx->decision's target with ctx->key: upstream URL,
 // headers, body (model rewrite, include_usage). NGX_OK or an HTTP status.
 ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx);
+// From the access phase: the request goes on in the named location `name`
+// (its error_page lines, its proxy settings) without a second pass through
+// the rewrite, preaccess and access phases — it passed them in the gateway
+// location — and with r->ctx kept (issue 18). Returns NGX_DECLINED for the
+// phase engine to continue, or an HTTP status.
+ngx_int_t ngx_byok_enter_location(ngx_http_request_t *r, std::string_view name);
 // The include_usage hook of the body preparation: when the request is an
 // OpenAI-style stream without usage, `*bufs`/`*len` become the body plus
 // the inserted stream_options (ctx->meter.stream says where), of any size,

@@ -112,7 +112,7 @@ void waiter_done(ByokRedisWaiter *w) {
 ngx_int_t after_snapshot(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 ngx_int_t plan(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx);
-ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view where);
+ngx_int_t jump(ngx_http_request_t *r, std::string_view where);
 
 ngx_int_t use_stale_or_fail(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (!ctx->stale_blob.empty()) {
@@ -343,17 +343,13 @@ ngx_int_t proxy(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     ctx->stage = Stage::Proxying;
     std::string_view where =
         byok::proxy_location(ctx->input, ctx->decision, ngx_byok_sibling_possible(ctx));
-    return jump(r, ctx, where);
+    return jump(r, where);
 }
 
 // Continues in the named location `where` ("" = stay in this one).
-ngx_int_t jump(ngx_http_request_t *r, ByokGatewayCtx *ctx, std::string_view where) {
-    if (where.empty()) return NGX_DECLINED;
-    ngx_str_t name = {where.size(), (u_char *)where.data()};
-    ctx->jumped = true;
-    (void)ngx_http_named_location(r, &name);
-    ngx_http_finalize_request(r, NGX_DONE);
-    return NGX_DONE;
+// issue 18 (s4-nginx): switched in place, see ngx_byok_enter_location.
+ngx_int_t jump(ngx_http_request_t *r, std::string_view where) {
+    return where.empty() ? NGX_DECLINED : ngx_byok_enter_location(r, where);
 }
 
 // Re-entry through error_page after the direct call failed before any byte.
@@ -378,7 +374,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
             if (rc != NGX_OK) return rc;
             rc = ngx_byok_setup_upstream(r, ctx);
             if (rc != NGX_OK) return rc;
-            return jump(r, ctx, byok::sibling_location(ctx->input, ctx->decision));
+            return jump(r, byok::sibling_location(ctx->input, ctx->decision));
         }
     }
     ctx->keys.current.clear();  // what follows does not use a project key
@@ -406,11 +402,7 @@ ngx_int_t dispatch(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
             if (!ctx->resumed) return NGX_AGAIN;
             ctx->resumed = false;
             return proxy(r, ctx);
-        case Stage::Proxying:
-            if (ctx->jumped) {
-                ctx->jumped = false;  // now in @byok_direct or @byok_fallback_5xx
-                return NGX_DECLINED;
-            }
+        case Stage::Proxying:  // back through error_page (jump() does not re-enter)
             return retry(r, ctx);
         case Stage::Fallback:
             return NGX_DECLINED;

@@ -155,9 +155,8 @@ bool launch_subrequest(AdminCtx *ctx, byok::admin::HttpCall &call, const std::st
     ByokKeyTestCtx *sctx = ngx_byok_new_ctx<ByokKeyTestCtx>(sr);
     if (sctx == nullptr) return false;
     byok::Url url = byok::parse_url(call.url, "test URL");
-    sctx->up.url = url_text;
-    sctx->up.host = url.authority();
-    sctx->up.method = call.method;
+    // issue 18 (s4-nginx): url, host and method in the subrequest's pool
+    if (!sctx->up.set_target(sr->pool, url_text, "", url.authority(), call.method)) return false;
     if (ngx_byok_install_headers(sr, &sctx->up, call.headers, false) != NGX_OK) return false;
     for (auto &h : call.headers) byok::wipe(h.value.data(), h.value.size());
     ctx->http_started = ngx_current_msec;

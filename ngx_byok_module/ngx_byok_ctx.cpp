@@ -14,6 +14,20 @@ void ByokUpstream::wipe_secrets() {
     n_secrets = 0;
 }
 
+bool ByokUpstream::set_target(ngx_pool_t *pool, std::string_view origin, std::string_view path,
+                              std::string_view host_, std::string_view method_) {
+    size_t n = origin.size() + path.size() + host_.size() + method_.size();
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, n));
+    if (p == nullptr) return false;
+    url = {origin.size() + path.size(), p};
+    p = ngx_cpymem(ngx_cpymem(p, origin.data(), origin.size()), path.data(), path.size());
+    host = {host_.size(), p};
+    p = ngx_cpymem(p, host_.data(), host_.size());
+    method = {method_.size(), p};
+    ngx_memcpy(p, method_.data(), method_.size());
+    return true;
+}
+
 ByokUpstream::~ByokUpstream() { wipe_secrets(); }
 
 ByokGatewayCtx::~ByokGatewayCtx() {

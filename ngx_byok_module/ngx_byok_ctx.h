@@ -4,6 +4,8 @@
 // are in ngx_byok.h.
 #pragma once
 
+#include <new>
+
 #include "ngx_byok_module/ngx_byok.h"
 
 // --- metering state (ngx_byok_metering.cpp) -----------------------------------
@@ -31,15 +33,40 @@ struct ByokLimitState {
 
 // --- per-request state (ngx_byok_ctx.cpp) ---------------------------------------
 //
-// C++ state of a request lives in request-pool cleanup memory, so nginx runs
+// C++ state of a request is owned by a request-pool cleanup, so nginx runs
 // its destructor (which wipes every buffer that carried a secret). Each type
 // is found again by its own cleanup handler — type-safe, and it survives the
 // named-location jumps that clear r->ctx. The module's ctx slot caches the
 // gateway ctx only; admin and key-test state never share it.
 
+// Storage of T objects, reused by the worker's later requests (issue 18: a
+// gateway ctx is 2 KB — from the request pool it cost a pool block, i.e. a
+// malloc, on every request). Up to kKeep free blocks are kept; the
+// destructor has wiped every secret before a block is kept.
+template <class T>
+struct ByokCtxStorage {
+    static constexpr size_t kKeep = 256;
+    static inline void *free_list = nullptr;
+    static inline size_t n_free = 0;
+    static void *take() {
+        if (free_list == nullptr) return ::operator new(sizeof(T), std::nothrow);
+        void *p = free_list;
+        free_list = *static_cast<void **>(p);
+        n_free--;
+        return p;
+    }
+    static void give(void *p) {
+        if (n_free == kKeep) return ::operator delete(p);
+        *static_cast<void **>(p) = free_list;
+        free_list = p;
+        n_free++;
+    }
+};
+
 template <class T>
 void ngx_byok_ctx_cleanup(void *data) {
     static_cast<T *>(data)->~T();
+    ByokCtxStorage<T>::give(data);
 }
 
 // The T of request `r` (not of its parent or subrequests), or nullptr.
@@ -52,13 +79,17 @@ T *ngx_byok_find_ctx(ngx_http_request_t *r) {
     return nullptr;
 }
 
-// A new T for `r` in cleanup memory, or nullptr when out of memory.
+// A new T for `r`, destroyed by a request-pool cleanup, or nullptr when out
+// of memory.
 template <class T>
 T *ngx_byok_new_ctx(ngx_http_request_t *r) {
-    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(T));
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == nullptr) return nullptr;
-    T *ctx = new (cln->data) T();
+    void *mem = ByokCtxStorage<T>::take();
+    if (mem == nullptr) return nullptr;  // the cleanup without a handler does nothing
+    T *ctx = new (mem) T();
     ctx->r = r;
+    cln->data = ctx;
     cln->handler = ngx_byok_ctx_cleanup<T>;
     return ctx;
 }
@@ -67,7 +98,10 @@ T *ngx_byok_new_ctx(ngx_http_request_t *r) {
 // and $byok_upstream_method, and the header list it sends: set by gateway
 // requests and by the admin's key-test subrequests alike.
 struct ByokUpstream {
-    std::string url, host, method = "GET";
+    // In request-pool memory (set_target), never freed before the request
+    // ends: the variables hand these bytes to nginx without a copy, and a
+    // value nginx cached stays valid after a later attempt's set_target.
+    ngx_str_t url{}, host{}, method = ngx_string("GET");
     ngx_list_t client_headers{};  // the client's header list, before rewriting
     bool have_client_headers = false;
     // Header values that hold a secret, wiped when the request ends. A fixed
@@ -82,6 +116,10 @@ struct ByokUpstream {
         return true;
     }
     void wipe_secrets();
+    // url = origin + path, with `host` and `method`: one pool copy of all
+    // three. false when out of memory.
+    bool set_target(ngx_pool_t *pool, std::string_view origin, std::string_view path,
+                    std::string_view host_, std::string_view method_ = "GET");
     ~ByokUpstream();
 };
 
@@ -96,7 +134,6 @@ struct ByokGatewayCtx {
     Stage stage = Stage::Start;
     bool resumed = false;       // a Redis reply or the body arrived
     bool waiting_body = false;  // body read went async
-    bool jumped = false;        // moved to @byok_direct or @byok_fallback_5xx
     ByokRedisWaiter *waiter = nullptr;
     byok::admin::Reply reply;
 

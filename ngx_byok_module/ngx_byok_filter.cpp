@@ -14,15 +14,16 @@ ngx_int_t ngx_byok_header_filter(ngx_http_request_t *r) {
     if (ctx != nullptr && ctx->decided) {
         if (r->upstream != nullptr && r->upstream->headers_in.status_n)  // issue 14: key health
             ngx_byok_health_observe(r, ctx, r->upstream->headers_in.status_n);
+        // Names are literals, values the catalog's or the ctx's (the
+        // decision is final once a response goes out): no copies.
         const byok::RouteDecision &d = ctx->decision;
         ngx_list_t *out = &r->headers_out.headers;
-        bool ok = ngx_byok_push_header(r->pool, out, "x-byok-route", byok::route_name(d.route));
-        if (ok && d.provider)
-            ok = ngx_byok_push_header(r->pool, out, "x-byok-provider", d.provider->id);
+        bool ok = ngx_byok_push_header_ref(out, "x-byok-route", byok::route_name(d.route));
+        if (ok && d.provider) ok = ngx_byok_push_header_ref(out, "x-byok-provider", d.provider->id);
         if (ok && d.route == byok::Route::Fallback)
-            ok = ngx_byok_push_header(r->pool, out, "x-byok-fallback-reason", d.reason);
+            ok = ngx_byok_push_header_ref(out, "x-byok-fallback-reason", d.reason);
         for (const auto &[name, value] : ctx->limit.headers)
-            ok = ok && ngx_byok_push_header(r->pool, out, name, value) != nullptr;
+            ok = ok && ngx_byok_push_header_ref(out, name, value) != nullptr;
         if (!ok) return NGX_ERROR;
     }
     return g_next_header_filter(r);

@@ -28,6 +28,18 @@ ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::s
     return h;
 }
 
+ngx_table_elt_t *ngx_byok_push_header_ref(ngx_list_t *list, std::string_view lowcase_name,
+                                          std::string_view value) {
+    auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(list));
+    if (h == nullptr) return nullptr;
+    ngx_memzero(h, sizeof(*h));
+    h->hash = 1;
+    h->key = {lowcase_name.size(), (u_char *)lowcase_name.data()};
+    h->lowcase_key = h->key.data;
+    h->value = {value.size(), (u_char *)value.data()};
+    return h;
+}
+
 namespace {
 
 // The writer behind both entry points: a copy of `body` in the pool, or

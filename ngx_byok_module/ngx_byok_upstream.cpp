@@ -170,8 +170,8 @@ ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
                                                   ctx->model, ctx->body_blanked, ctx->keys.current);
     std::string origin =
         plan.pin ? ngx_byok_pinned_origin(plan.base, ctx->pinned_ip) : plan.base.origin();
-    ctx->up.url = origin + plan.path;
-    ctx->up.host = std::move(plan.host);
+    if (!ctx->up.set_target(r->pool, origin, plan.path, plan.host))
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     // plan.headers are views of ctx->key (wiped with the ctx) and the snapshot.
     if (ngx_byok_install_headers(r, &ctx->up, plan.headers, true) != NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -190,6 +190,26 @@ ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
         r->headers_in.chunked = 0;
     }
     return NGX_OK;
+}
+
+ngx_int_t ngx_byok_enter_location(ngx_http_request_t *r, std::string_view name) {
+    auto *cscf = static_cast<ngx_http_core_srv_conf_t *>(
+        ngx_http_get_module_srv_conf(r, ngx_http_core_module));
+    for (ngx_http_core_loc_conf_t **clcf = cscf->named_locations; clcf && *clcf; clcf++) {
+        if (sv((*clcf)->name) != name) continue;
+        // What ngx_http_named_location sets, minus clearing r->ctx and
+        // restarting at the rewrite phase.
+        r->internal = 1;
+        r->content_handler = nullptr;
+        r->uri_changed = 0;
+        r->loc_conf = (*clcf)->loc_conf;
+        ngx_http_update_location_config(r);
+        return NGX_DECLINED;
+    }
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  BYOK_LOG "no location \"%*s\" in this server: include byok_gateway.conf",
+                  name.size(), name.data());
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 namespace {
@@ -215,8 +235,16 @@ ngx_int_t install_headers(ngx_http_request_t *r, ByokUpstream *up, const Headers
     // A later attempt replaces the whole list, built again from the client's
     // headers: the earlier attempt's auth value is referenced by nothing now.
     up->wipe_secrets();
+    // One list part of the size needed (issue 18: the request pool is tight).
+    ngx_uint_t n = 0;
+    if (keep_client) {
+        for (const ngx_list_part_t *part = &up->client_headers.part; part; part = part->next)
+            n += part->nelts;
+    }
+    add.each([&](const byok::HeaderRef &) { n++; });
     ngx_list_t list;
-    if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) return NGX_ERROR;
+    if (ngx_list_init(&list, r->pool, ngx_max(n, 1), sizeof(ngx_table_elt_t)) != NGX_OK)
+        return NGX_ERROR;
 
     auto push = [&](const ngx_table_elt_t &src) -> bool {
         auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&list));

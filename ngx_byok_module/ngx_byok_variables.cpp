@@ -61,24 +61,37 @@ ngx_int_t ngx_byok_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     // others to a gateway request only (empty in a key test).
     const ByokUpstream *up = ngx_byok_upstream_of(r);
     if (up == nullptr) return NGX_OK;
-    std::optional<std::string_view> val;
+    // The upstream values are request-pool bytes already (ByokUpstream::
+    // set_target): handed over as they are (issue 18: proxy_pass reads
+    // $byok_upstream on every request).
+    const ngx_str_t *pooled = nullptr;
     switch (which) {
         case Var::Upstream:
-            if (up->url.empty()) return NGX_OK;
-            val = up->url;
+            if (up->url.len == 0) return NGX_OK;
+            pooled = &up->url;
             break;
         case Var::UpstreamHost:
-            val = up->host;
+            pooled = &up->host;
             break;
         case Var::UpstreamMethod:
-            val = up->method;
+            pooled = &up->method;
             break;
         default:
-            if (ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false)) {
-                val = gateway_value(*ctx, which);
-            } else {
-                val = std::string_view();
-            }
+            break;
+    }
+    if (pooled != nullptr) {
+        v->data = pooled->data;
+        v->len = pooled->len;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+    std::optional<std::string_view> val;
+    if (ByokGatewayCtx *ctx = ngx_byok_gateway_ctx(r, false)) {
+        val = gateway_value(*ctx, which);
+    } else {
+        val = std::string_view();
     }
     if (!val) return NGX_OK;
     return ngx_byok_variable_value(r, v, *val);
