@@ -265,10 +265,11 @@ ngx_int_t ngx_byok_send_static(ngx_http_request_t *r, ngx_uint_t status,
 // A JSON error in the OpenAI shape (byok::json_error); never throws.
 ngx_int_t ngx_byok_send_error(ngx_http_request_t *r, ngx_uint_t status, std::string_view code,
                               std::string_view message, std::string_view type);
-// The one header-element builder: appends name: value (copied into the pool,
-// NUL-terminated, with its lower-case key) to `list`; nullptr when out of memory.
+// The one header-element builder: appends name: value_prefix + value
+// (copied into the pool, NUL-terminated, with its lower-case key) to `list`;
+// nullptr when out of memory.
 ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::string_view name,
-                                      std::string_view value);
+                                      std::string_view value, std::string_view value_prefix = {});
 // The same without copies (issue 18: the x-byok-* response headers): the
 // element points at `lowcase_name` and `value`, which must outlive the
 // request's logging (literals, the configuration, the request's ctx).

@@ -7,11 +7,12 @@
 #include "lib/util.h"
 
 ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::string_view name,
-                                      std::string_view value) {
+                                      std::string_view value, std::string_view value_prefix) {
     auto *h = static_cast<ngx_table_elt_t *>(ngx_list_push(list));
     if (h == nullptr) return nullptr;
     ngx_memzero(h, sizeof(*h));
-    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, 2 * name.size() + value.size() + 2));
+    size_t value_len = value_prefix.size() + value.size();
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, 2 * name.size() + value_len + 2));
     if (p == nullptr) {
         h->hash = 0;  // an element nobody reads
         return nullptr;
@@ -20,7 +21,8 @@ ngx_table_elt_t *ngx_byok_push_header(ngx_pool_t *pool, ngx_list_t *list, std::s
     h->key = {name.size(), p};
     p = ngx_cpymem(p, name.data(), name.size());
     *p++ = '\0';
-    h->value = {value.size(), p};
+    h->value = {value_len, p};
+    p = ngx_cpymem(p, value_prefix.data(), value_prefix.size());
     p = ngx_cpymem(p, value.data(), value.size());
     *p++ = '\0';
     h->lowcase_key = p;

@@ -276,20 +276,14 @@ ngx_int_t install_headers(ngx_http_request_t *r, ByokUpstream *up, const Headers
     add.each([&](const byok::HeaderRef &a) {
         if (!ok || (keep_client && a.default_only && client_has(a.name))) return;
         // The value is prefix + value, written once into the pool (issue 18).
-        size_t len = a.prefix.size() + a.value.size();
-        auto *v = static_cast<u_char *>(ngx_pnalloc(r->pool, len + 1));
-        ngx_table_elt_t *h =
-            v == nullptr ? nullptr : ngx_byok_push_header(r->pool, &list, a.name, {});
+        ngx_table_elt_t *h = ngx_byok_push_header(r->pool, &list, a.name, a.value, a.prefix);
         if (h == nullptr) {
             ok = false;
             return;
         }
-        *ngx_cpymem(ngx_cpymem(v, a.prefix.data(), a.prefix.size()), a.value.data(),
-                    a.value.size()) = '\0';
-        h->value = {len, v};
         // Only the auth header holds the key; the fixed defaults are catalog
         // text (a key test's own headers are never default_only: all wiped).
-        if (!a.default_only) ok = up->wipe_on_exit(v, len);
+        if (!a.default_only) ok = up->wipe_on_exit(h->value.data, h->value.len);
     });
     if (!ok) return NGX_ERROR;
     r->headers_in.headers = list;
