@@ -365,8 +365,16 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
 // memory buffers in place, file buffers in bounded pieces through one
 // reused buffer, so a body nginx spilled to its temp file never comes back
 // into worker memory whole. false when the temp file is unreadable.
+// f(arg, piece) for each piece; the template below takes any callable
+// (issue 18: no std::function on the hot path).
 bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
-                              const std::function<void(std::string_view)> &f);
+                              void (*f)(const void *arg, std::string_view piece), const void *arg);
+template <class F>
+bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs, const F &f) {
+    return ngx_byok_each_body_piece(
+        r, bufs,
+        [](const void *arg, std::string_view piece) { (*static_cast<const F *>(arg))(piece); }, &f);
+}
 // Feeds the request body to the scanner its Content-Type picks (JSON,
 // multipart upload; an opaque body is only counted). Throws byok::BodyError
 // for a bad body; false when the temp file is unreadable.
