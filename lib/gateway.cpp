@@ -257,8 +257,11 @@ bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         if (sk == nullptr) return false;
         try {
             if (sk->malformed) throw Error("the stored record is malformed");
-            plan->key = opener.open ? opener.open(opener.arg, *cfg.ring, snap.project, *sk)
-                                    : open_stored_key(*cfg.ring, snap.project, *sk);
+            if (!plan->key.empty()) plan->key.clear();  // wiped, never overwritten in place
+            if (opener.open)
+                opener.open(opener.arg, *cfg.ring, snap.project, *sk, &plan->key);
+            else
+                plan->key = open_stored_key(*cfg.ring, snap.project, *sk);
             plan->key_hint = sk->key_hint;
             attempts->current = sk->id;
             attempts->observed = false;

@@ -161,13 +161,15 @@ struct GatewayConfig {
     } keys;
 };
 
-// Opens a stored key of the snapshot for one request: the glue's key cache,
-// which needs per-request state (`arg`); unset: open_stored_key. Throws
-// Error like it. Passed per call so the GatewayConfig is built once
-// (issue 18), not per request.
+// Opens a stored key of the snapshot for one request into `*out` (empty
+// before the call; issue 18: written in place, not moved through a
+// temporary): the glue's key cache, which needs per-request state (`arg`);
+// unset: open_stored_key. Throws Error like it, leaving `*out` empty.
+// Passed per call so the GatewayConfig is built once (issue 18), not per
+// request.
 struct KeyOpener {
-    SecretString (*open)(const void *arg, const KeyRing &ring, std::string_view pid,
-                         const StoredKey &k) = nullptr;
+    void (*open)(const void *arg, const KeyRing &ring, std::string_view pid, const StoredKey &k,
+                 SecretString *out) = nullptr;
     const void *arg = nullptr;
 };
 

@@ -199,10 +199,11 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_cha
                                                                      uint64_t generation,
                                                                      int64_t stale_until,
                                                                      byok::GatewaySnapshot snap);
-// The plaintext of `k` (a record of the snapshot cached for `sha`): from
-// the arena, else decrypted (open_stored_key, which throws byok::Error).
-byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring,
-                                          std::string_view pid, const byok::StoredKey &k);
+// The plaintext of `k` (a record of the snapshot cached for `sha`) into the
+// empty `*out`: from the arena, else decrypted (open_stored_key, which
+// throws byok::Error and leaves `*out` empty).
+void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
+                            const byok::StoredKey &k, byok::SecretString *out);
 void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
 void ngx_byok_keycache_clear();                           // wipes everything
 size_t ngx_byok_keycache_keys();                          // plaintext keys held
