@@ -1,7 +1,6 @@
 #include "lib/metering.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 
 namespace byok {
@@ -103,14 +102,16 @@ std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord 
     };
     std::string key = layout.meter(rec.project, rec.day);
     std::string all = layout.meter_all(rec.day);
-    std::string model = rec.model.substr(0, kMaxModel);
-    std::string detail = "|" + rec.provider + "|" + rec.route + "|" + model;
+    std::string detail = "|";
+    detail.append(rec.provider).append("|").append(rec.route).append("|");
+    detail.append(rec.model.substr(0, kMaxModel));
     for (const auto &[m, n] : values) {
         if (n == 0) continue;
         std::string name(metric_name(m));
         out.push_back({key, "m|" + name + detail, n});
-        if (!rec.key_id.empty()) out.push_back({key, "k|" + name + "|" + rec.key_id, n});
-        out.push_back({all, rec.project + "|" + name, n});
+        if (!rec.key_id.empty())
+            out.push_back({key, "k|" + name + "|" + std::string(rec.key_id), n});
+        out.push_back({all, std::string(rec.project) + "|" + name, n});
     }
     return out;
 }
@@ -153,106 +154,133 @@ namespace {
 
 constexpr size_t kEventFields = 15;
 
-// Calls f(name, value) for each field of the usage event, in order: the one
-// place that defines the event. Numbers are formatted on the stack. A new
-// string field also goes into append_usage_event_args's size bound.
-template <typename F>
-void each_event_field(const MeterRecord &rec, F &&f) {
+// The usage event: its field names in order, the one place that defines it
+// (README "Usage metering" documents them).
+constexpr std::string_view kEventNames[kEventFields] = {
+    "request_id",   "ts_ms",         "project",       "provider",       "model",
+    "route",        "key_id",        "status",        "latency_ms",     "tokens_known",
+    "input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "fallback_reason"};
+
+// One value of the event: a string, or a number formatted in place.
+struct EventValue {
+    std::string_view str;
+    uint64_t num = 0;
+    bool negative = false;
+    bool is_num = false;
+};
+EventValue str_value(std::string_view s) { return {s, 0, false, false}; }
+EventValue num_value(uint64_t v) { return {{}, v, false, true}; }
+EventValue num_value(int64_t v) {
+    return {{}, v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v), v < 0, true};
+}
+
+// The values of rec's event, in kEventNames' order.
+void event_values(const MeterRecord &rec, EventValue (&v)[kEventFields]) {
     const TokenUsage &u = rec.usage;
-    auto num = [&](std::string_view name, auto v) {
-        char buf[24];
-        auto res = std::to_chars(buf, buf + sizeof buf, v);
-        f(name, std::string_view(buf, static_cast<size_t>(res.ptr - buf)));
-    };
-    f("request_id", rec.request_id);
-    num("ts_ms", rec.at_ms);
-    f("project", rec.project);
-    f("provider", rec.provider);
-    f("model", std::string_view(rec.model).substr(0, kMaxModel));
-    f("route", rec.route);
-    f("key_id", rec.key_id);
-    num("status", rec.status);
-    num("latency_ms", rec.latency_ms);
-    f("tokens_known", u.known ? "1" : "0");
-    num("input_tokens", u.input);
-    num("output_tokens", u.output);
-    num("cached_tokens", u.cached);
-    num("cost_micro_usd", rec.cost_micro);
-    f("fallback_reason", rec.fallback_reason);
+    v[0] = str_value(rec.request_id);
+    v[1] = num_value(rec.at_ms);
+    v[2] = str_value(rec.project);
+    v[3] = str_value(rec.provider);
+    v[4] = str_value(rec.model.substr(0, kMaxModel));
+    v[5] = str_value(rec.route);
+    v[6] = str_value(rec.key_id);
+    v[7] = num_value(uint64_t{rec.status});
+    v[8] = num_value(rec.latency_ms);
+    v[9] = str_value(u.known ? "1" : "0");
+    v[10] = num_value(u.input);
+    v[11] = num_value(u.output);
+    v[12] = num_value(u.cached);
+    v[13] = num_value(rec.cost_micro);
+    v[14] = str_value(rec.fallback_reason);
+}
+
+size_t decimal_digits(uint64_t v) {
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+// The `len` decimal digits of v, written at p (len = decimal_digits(v)).
+char *put_decimal(char *p, uint64_t v, size_t len) {
+    for (char *q = p + len; q != p; v /= 10) *--q = static_cast<char>('0' + v % 10);
+    return p + len;
+}
+
+size_t value_size(const EventValue &v) {
+    return v.is_num ? decimal_digits(v.num) + (v.negative ? 1 : 0) : v.str.size();
+}
+
+// Each field's constant RESP bytes, made once: the CRLF that ends the
+// previous value, the name's bulk, and the '$' that opens the value's bulk.
+struct EventPieces {
+    std::string piece[kEventFields];
+    EventPieces() {
+        for (size_t i = 0; i < kEventFields; i++) {
+            std::string_view n = kEventNames[i];
+            piece[i] = (i == 0 ? "" : "\r\n") + std::string("$") + std::to_string(n.size()) +
+                       "\r\n" + std::string(n) + "\r\n$";
+        }
+    }
+};
+const EventPieces &event_pieces() {
+    static const EventPieces p;
+    return p;
 }
 
 void append_bulk(std::string &out, std::string_view s) {
-    char buf[24];
-    auto res = std::to_chars(buf, buf + sizeof buf, s.size());
-    out.push_back('$');
-    out.append(buf, static_cast<size_t>(res.ptr - buf));
-    out.append("\r\n");
-    out.append(s);
-    out.append("\r\n");
+    out.append("$").append(std::to_string(s.size())).append("\r\n").append(s).append("\r\n");
 }
-
-// The decimal digits of n, written at p; returns the end. Bulk lengths are
-// mostly one to three digits: those skip the general conversion.
-char *put_len(char *p, size_t n) {
-    if (n < 10) {
-        *p++ = static_cast<char>('0' + n);
-    } else if (n < 100) {
-        *p++ = static_cast<char>('0' + n / 10);
-        *p++ = static_cast<char>('0' + n % 10);
-    } else {
-        p = std::to_chars(p, p + 20, n).ptr;
-    }
-    return p;
-}
-
-// "$<len>\r\n<s>\r\n" written at p; returns the end.
-char *put_bulk(char *p, std::string_view s) {
-    *p++ = '$';
-    p = put_len(p, s.size());
-    *p++ = '\r';
-    *p++ = '\n';
-    std::memcpy(p, s.data(), s.size());
-    p += s.size();
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-// At least the bytes put_bulk(s) writes: "$", 20 digits, two CRLFs.
-constexpr size_t kBulkOverhead = 25;
 
 }  // namespace
 
 std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
+    EventValue v[kEventFields];
+    event_values(rec, v);
     std::vector<std::string> out;
     out.reserve(2 * kEventFields);
-    each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        out.emplace_back(name);
-        out.emplace_back(value);
-    });
+    for (size_t i = 0; i < kEventFields; i++) {
+        out.emplace_back(kEventNames[i]);
+        out.push_back(v[i].is_num ? (v[i].negative ? "-" : "") + std::to_string(v[i].num)
+                                  : std::string(v[i].str));
+    }
     return out;
 }
 
-// One pass (issue 18): `out` grows once by a bound on the event's size (its
-// strings plus a fixed overhead per bulk; numbers have at most 20 digits),
-// the bulks are written in place and the unused tail is cut off again.
+// One pass over the values for the exact size, one resize of `out`, then
+// each field is its constant piece, the value's length and the value
+// (issue 18: no bound to zero-fill and cut back, no snprintf).
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
-    size_t bound = 0;
-    for (const std::string *s : {&rec.request_id, &rec.project, &rec.provider, &rec.model,
-                                 &rec.route, &rec.key_id, &rec.fallback_reason})
-        bound += s->size();
-    // Every field: its name (under 20 bytes) and a value of at most 20 digits
-    // when it is not one of the strings counted above.
-    bound += kEventFields * (2 * kBulkOverhead + 20 + 20);
+    const EventPieces &pieces = event_pieces();
+    EventValue v[kEventFields];
+    event_values(rec, v);
+    size_t len[kEventFields];
+    size_t size = 2;  // the last value's CRLF
+    for (size_t i = 0; i < kEventFields; i++) {
+        len[i] = value_size(v[i]);
+        size += pieces.piece[i].size() + decimal_digits(len[i]) + 2 + len[i];
+    }
     size_t at = out.size();
-    out.resize(at + bound);
-    char *const start = &out[at];
-    char *p = start;
-    each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        p = put_bulk(p, name);
-        p = put_bulk(p, value);
-    });
-    out.resize(at + static_cast<size_t>(p - start));
+    out.resize(at + size);
+    char *p = &out[at];
+    for (size_t i = 0; i < kEventFields; i++) {
+        const std::string &piece = pieces.piece[i];
+        p = static_cast<char *>(std::memcpy(p, piece.data(), piece.size())) + piece.size();
+        p = put_decimal(p, len[i], decimal_digits(len[i]));
+        *p++ = '\r';
+        *p++ = '\n';
+        if (!v[i].is_num) {
+            if (len[i] != 0) std::memcpy(p, v[i].str.data(), len[i]);
+            p += len[i];
+        } else {
+            if (v[i].negative) *p++ = '-';
+            p = put_decimal(p, v[i].num, len[i] - (v[i].negative ? 1 : 0));
+        }
+    }
+    *p++ = '\r';
+    *p++ = '\n';
 }
 
 std::string usage_events_batch_head(std::string_view stream, size_t events) {

@@ -234,13 +234,15 @@ Test(usage_scanner, i18_01_every_split_of_a_real_response_gives_the_same_usage) 
     check_all_splits(json, U(9, 2), true);
     std::string sse;
     for (int i = 0; i < 5; i++)
-        sse += "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":"
-               "1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{"
-               "\"content\":\"tok" +
-               std::to_string(i) + " \"},\"finish_reason\":null}]}\n\n";
-    sse += "data: {\"id\":\"chatcmpl-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":21,"
-           "\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n"
-           "data: [DONE]\n\n";
+        sse +=
+            "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":"
+            "1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{"
+            "\"content\":\"tok" +
+            std::to_string(i) + " \"},\"finish_reason\":null}]}\n\n";
+    sse +=
+        "data: {\"id\":\"chatcmpl-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":21,"
+        "\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n"
+        "data: [DONE]\n\n";
     check_all_splits(sse, U(21, 5, 8), false);
     UsageScanner m;
     m.feed(json);
