@@ -161,74 +161,68 @@ constexpr std::string_view kEventNames[kEventFields] = {
     "route",        "key_id",        "status",        "latency_ms",     "tokens_known",
     "input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "fallback_reason"};
 
-// One value of the event: a string, or a number formatted in place.
-struct EventValue {
-    std::string_view str;
-    uint64_t num = 0;
-    bool negative = false;
-    bool is_num = false;
-};
-EventValue str_value(std::string_view s) { return {s, 0, false, false}; }
-EventValue num_value(uint64_t v) { return {{}, v, false, true}; }
-EventValue num_value(int64_t v) {
-    return {{}, v < 0 ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v), v < 0, true};
-}
-
-// The values of rec's event, in kEventNames' order.
-void event_values(const MeterRecord &rec, EventValue (&v)[kEventFields]) {
-    const TokenUsage &u = rec.usage;
-    v[0] = str_value(rec.request_id);
-    v[1] = num_value(rec.at_ms);
-    v[2] = str_value(rec.project);
-    v[3] = str_value(rec.provider);
-    v[4] = str_value(rec.model.substr(0, kMaxModel));
-    v[5] = str_value(rec.route);
-    v[6] = str_value(rec.key_id);
-    v[7] = num_value(uint64_t{rec.status});
-    v[8] = num_value(rec.latency_ms);
-    v[9] = str_value(u.known ? "1" : "0");
-    v[10] = num_value(u.input);
-    v[11] = num_value(u.output);
-    v[12] = num_value(u.cached);
-    v[13] = num_value(rec.cost_micro);
-    v[14] = str_value(rec.fallback_reason);
-}
-
-size_t decimal_digits(uint64_t v) {
-    size_t n = 1;
-    while (v >= 10) {
+// The decimal digits of v, written backwards ending at `end`; returns
+// where they begin.
+char *decimal_backwards(char *end, uint64_t v) {
+    do {
+        *--end = static_cast<char>('0' + v % 10);
         v /= 10;
-        n++;
-    }
-    return n;
+    } while (v != 0);
+    return end;
 }
 
-// The `len` decimal digits of v, written at p (len = decimal_digits(v)).
-char *put_decimal(char *p, uint64_t v, size_t len) {
-    for (char *q = p + len; q != p; v /= 10) *--q = static_cast<char>('0' + v % 10);
-    return p + len;
+// rec's event values in kEventNames' order; numbers are formatted into
+// `digits` (one 24-byte slot each), strings are views of rec.
+void event_values(const MeterRecord &rec, std::string_view (&v)[kEventFields],
+                  char (&digits)[kEventFields][24]) {
+    const TokenUsage &u = rec.usage;
+    auto num = [&](size_t i, uint64_t n, bool negative) {
+        char *end = digits[i] + sizeof digits[i];
+        char *p = decimal_backwards(end, n);
+        if (negative) *--p = '-';
+        v[i] = std::string_view(p, static_cast<size_t>(end - p));
+    };
+    auto snum = [&](size_t i, int64_t n) {
+        num(i, n < 0 ? 0 - static_cast<uint64_t>(n) : static_cast<uint64_t>(n), n < 0);
+    };
+    v[0] = rec.request_id;
+    snum(1, rec.at_ms);
+    v[2] = rec.project;
+    v[3] = rec.provider;
+    v[4] = rec.model.substr(0, kMaxModel);
+    v[5] = rec.route;
+    v[6] = rec.key_id;
+    num(7, rec.status, false);
+    num(8, rec.latency_ms, false);
+    v[9] = u.known ? "1" : "0";
+    num(10, u.input, false);
+    num(11, u.output, false);
+    num(12, u.cached, false);
+    snum(13, rec.cost_micro);
+    v[14] = rec.fallback_reason;
 }
 
-size_t value_size(const EventValue &v) {
-    return v.is_num ? decimal_digits(v.num) + (v.negative ? 1 : 0) : v.str.size();
-}
-
-// Each field's constant RESP bytes, made once: the CRLF that ends the
-// previous value, the name's bulk, and the '$' that opens the value's bulk.
+// Each field's constant RESP bytes, made once at load: the CRLF that ends
+// the previous value, the name's bulk, and the '$' that opens the value's
+// bulk — in a fixed 32-byte slot, so it is copied with one fixed-size copy.
+struct EventPiece {
+    char bytes[32];
+    size_t size;
+};
 struct EventPieces {
-    std::string piece[kEventFields];
+    EventPiece piece[kEventFields];
     EventPieces() {
         for (size_t i = 0; i < kEventFields; i++) {
             std::string_view n = kEventNames[i];
-            piece[i] = (i == 0 ? "" : "\r\n") + std::string("$") + std::to_string(n.size()) +
-                       "\r\n" + std::string(n) + "\r\n$";
+            std::string p = (i == 0 ? "" : "\r\n") + std::string("$") + std::to_string(n.size()) +
+                            "\r\n" + std::string(n) + "\r\n$";
+            std::memset(piece[i].bytes, 0, sizeof piece[i].bytes);
+            std::memcpy(piece[i].bytes, p.data(), p.size());  // at most 2+3+2+19+2+1 bytes
+            piece[i].size = p.size();
         }
     }
 };
-const EventPieces &event_pieces() {
-    static const EventPieces p;
-    return p;
-}
+const EventPieces kPieces;
 
 void append_bulk(std::string &out, std::string_view s) {
     out.append("$").append(std::to_string(s.size())).append("\r\n").append(s).append("\r\n");
@@ -237,50 +231,51 @@ void append_bulk(std::string &out, std::string_view s) {
 }  // namespace
 
 std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
-    EventValue v[kEventFields];
-    event_values(rec, v);
+    std::string_view v[kEventFields];
+    char digits[kEventFields][24];
+    event_values(rec, v, digits);
     std::vector<std::string> out;
     out.reserve(2 * kEventFields);
     for (size_t i = 0; i < kEventFields; i++) {
         out.emplace_back(kEventNames[i]);
-        out.push_back(v[i].is_num ? (v[i].negative ? "-" : "") + std::to_string(v[i].num)
-                                  : std::string(v[i].str));
+        out.emplace_back(v[i]);
     }
     return out;
 }
 
-// One pass over the values for the exact size, one resize of `out`, then
-// each field is its constant piece, the value's length and the value
-// (issue 18: no bound to zero-fill and cut back, no snprintf).
+// One resize of `out` by a bound (values, pieces, 20 digits per length, and
+// slack for the fixed-size copies), cut back at the end; each field is its
+// constant piece, the value's length and the value (issue 18: fixed-size
+// copies of the constant bytes, integers formatted in place, no snprintf).
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
-    const EventPieces &pieces = event_pieces();
-    EventValue v[kEventFields];
-    event_values(rec, v);
-    size_t len[kEventFields];
+    std::string_view v[kEventFields];
+    char digits[kEventFields][24];
+    event_values(rec, v, digits);
     size_t size = 2;  // the last value's CRLF
-    for (size_t i = 0; i < kEventFields; i++) {
-        len[i] = value_size(v[i]);
-        size += pieces.piece[i].size() + decimal_digits(len[i]) + 2 + len[i];
-    }
+    for (size_t i = 0; i < kEventFields; i++)
+        size += kPieces.piece[i].size + 20 + 2 + v[i].size();  // 20: the length's digits at most
     size_t at = out.size();
-    out.resize(at + size);
-    char *p = &out[at];
+    out.resize(at + size + 32);
+    char *const start = &out[at];
+    char *p = start;
     for (size_t i = 0; i < kEventFields; i++) {
-        const std::string &piece = pieces.piece[i];
-        p = static_cast<char *>(std::memcpy(p, piece.data(), piece.size())) + piece.size();
-        p = put_decimal(p, len[i], decimal_digits(len[i]));
+        const EventPiece &piece = kPieces.piece[i];
+        std::memcpy(p, piece.bytes, sizeof piece.bytes);
+        p += piece.size;
+        // The length's digits end at len + 24; a fixed 24-byte copy from
+        // their first stays inside len and inside out's slack.
+        char len[48];
+        char *l = decimal_backwards(len + 24, v[i].size());
+        std::memcpy(p, l, 24);
+        p += len + 24 - l;
         *p++ = '\r';
         *p++ = '\n';
-        if (!v[i].is_num) {
-            if (len[i] != 0) std::memcpy(p, v[i].str.data(), len[i]);
-            p += len[i];
-        } else {
-            if (v[i].negative) *p++ = '-';
-            p = put_decimal(p, v[i].num, len[i] - (v[i].negative ? 1 : 0));
-        }
+        if (!v[i].empty()) std::memcpy(p, v[i].data(), v[i].size());
+        p += v[i].size();
     }
     *p++ = '\r';
     *p++ = '\n';
+    out.resize(at + static_cast<size_t>(p - start));
 }
 
 std::string usage_events_batch_head(std::string_view stream, size_t events) {

@@ -31,15 +31,21 @@ inline unsigned match16(const char *p) {
 #endif
 
 // The first byte of [p, end) that is one of Cs, or end: sixteen bytes at a
-// time where SSE2 exists (every x86-64). The scanner spends its time here:
-// everything between such bytes is skipped unread.
+// time where SSE2 exists (every x86-64); the last few bytes too, by
+// reading the 16 that end at `end` when the piece that starts at `begin`
+// has that many. The scanner spends its time here: everything between such
+// bytes is skipped unread.
 template <char... Cs>
-inline const char *find_any(const char *p, const char *end) {
+inline const char *find_any(const char *p, const char *end, const char *begin) {
 #if defined(__SSE2__)
     while (end - p >= 16) {
         unsigned mask = match16<Cs...>(p);
         if (mask != 0) return p + __builtin_ctz(mask);
         p += 16;
+    }
+    if (p < end && end - begin >= 16) {
+        unsigned mask = match16<Cs...>(end - 16) >> (16 - (end - p));
+        return mask != 0 ? p + __builtin_ctz(mask) : end;
     }
 #endif
     while (p < end && ((*p != Cs) && ...)) p++;
@@ -48,13 +54,15 @@ inline const char *find_any(const char *p, const char *end) {
 
 // Outside strings only a quote matters; inside one, the quote that ends
 // it, a backslash (escape) or a raw newline (not JSON: ends an SSE line).
-inline const char *find_quote(const char *p, const char *end) { return find_any<'"'>(p, end); }
-inline const char *string_special(const char *p, const char *end) {
-    return find_any<'"', '\\', '\n'>(p, end);
+inline const char *find_quote(const char *p, const char *end, const char *begin) {
+    return find_any<'"'>(p, end, begin);
+}
+inline const char *string_special(const char *p, const char *end, const char *begin) {
+    return find_any<'"', '\\', '\n'>(p, end, begin);
 }
 // Inside a usage object: also the brackets that nest it.
-inline const char *capture_special(const char *p, const char *end) {
-    return find_any<'"', '\\', '\n', '{', '}', '[', ']'>(p, end);
+inline const char *capture_special(const char *p, const char *end, const char *begin) {
+    return find_any<'"', '\\', '\n', '{', '}', '[', ']'>(p, end, begin);
 }
 
 // A minimal reader for one captured usage object: only what the fields
@@ -84,7 +92,12 @@ struct ObjectReader {
             return {};
         }
         size_t start = ++i;
-        while (i < s.size() && s[i] != '"') i += s[i] == '\\' ? 2 : 1;
+        while (i < s.size()) {
+            i = static_cast<size_t>(string_special(s.data() + i, s.data() + s.size(), s.data()) -
+                                    s.data());
+            if (i >= s.size() || s[i] == '"') break;
+            i += s[i] == '\\' ? 2 : 1;  // an escape, or a newline: part of the string here
+        }
         if (i >= s.size()) {
             ok = false;
             return {};
@@ -161,6 +174,7 @@ struct ObjectReader {
 void UsageScanner::feed(std::string_view bytes) {
     const char *p = bytes.data();
     const char *end = p + bytes.size();
+    begin_ = p;
     while (p < end) {
         switch (state_) {
             case State::Outside:
@@ -204,10 +218,10 @@ void UsageScanner::feed(std::string_view bytes) {
 // place, and only one of a usage or model key's length is compared.
 const char *UsageScanner::outside(const char *p, const char *end) {
     for (;;) {
-        const char *open = find_quote(p, end);
+        const char *open = find_quote(p, end, begin_);
         if (open == end) return end;
         const char *s = open + 1;
-        const char *q = string_special(s, end);
+        const char *q = string_special(s, end, begin_);
         if (q == end || *q != '"') {  // goes on in the next piece, or an escape / newline
             begin_string(false);
             return s;
@@ -238,7 +252,7 @@ const char *UsageScanner::in_string(const char *p, const char *end) {
             p++;
             continue;
         }
-        const char *q = string_special(p, end);
+        const char *q = string_special(p, end, begin_);
         size_t n = static_cast<size_t>(q - p);
         size_t room = limit - key_len_;
         if (n > room) key_long_ = true;
@@ -253,7 +267,11 @@ const char *UsageScanner::in_string(const char *p, const char *end) {
             end_of_string();
             break;
         } else {
-            state_ = State::Outside;  // a raw newline: not JSON (ends an SSE line)
+            // A raw newline: not JSON (ends an SSE line). The string is
+            // dropped, a model value too (the old code kept the flag and
+            // took the next string as the model).
+            state_ = State::Outside;
+            model_value_ = false;
             break;
         }
     }
@@ -269,7 +287,7 @@ const char *UsageScanner::capture(const char *p, const char *end) {
         p + std::min(static_cast<size_t>(end - p), kMaxCapture + 1 - capture_.size());
     bool closed = false, newline = false;
     while (p < stop) {
-        if (!cap_escape_) p = capture_special(p, stop);  // the bytes between cannot matter
+        if (!cap_escape_) p = capture_special(p, stop, begin_);  // the bytes between cannot matter
         if (p == stop) break;
         char c = *p++;
         if (c == '\n') {
@@ -349,20 +367,43 @@ void UsageScanner::take(std::string_view object) {
              thoughts = 0;
     ObjectReader rd{object};
     rd.members([&](std::string_view key) {
+        // By length first (issue 18): most keys are compared with one name
+        // or none.
         uint64_t *slot = nullptr;
-        if (key == "prompt_tokens" || key == "input_tokens" || key == "promptTokenCount")
-            slot = &prompt;
-        else if (key == "completion_tokens" || key == "output_tokens" ||
-                 key == "candidatesTokenCount")
-            slot = &completion;
-        else if (key == "cache_read_input_tokens")
-            slot = &cache_read;
-        else if (key == "cache_creation_input_tokens")
-            slot = &cache_creation;
-        else if (key == "cachedContentTokenCount")
-            slot = &cached;
-        else if (key == "thoughtsTokenCount")
-            slot = &thoughts;
+        switch (key.size()) {
+            case 12:
+                if (key == "input_tokens") slot = &prompt;
+                break;
+            case 13:
+                if (key == "prompt_tokens")
+                    slot = &prompt;
+                else if (key == "output_tokens")
+                    slot = &completion;
+                break;
+            case 16:
+                if (key == "promptTokenCount") slot = &prompt;
+                break;
+            case 17:
+                if (key == "completion_tokens") slot = &completion;
+                break;
+            case 18:
+                if (key == "thoughtsTokenCount") slot = &thoughts;
+                break;
+            case 20:
+                if (key == "candidatesTokenCount") slot = &completion;
+                break;
+            case 23:
+                if (key == "cache_read_input_tokens")
+                    slot = &cache_read;
+                else if (key == "cachedContentTokenCount")
+                    slot = &cached;
+                break;
+            case 27:
+                if (key == "cache_creation_input_tokens") slot = &cache_creation;
+                break;
+            default:
+                break;
+        }
         if (slot != nullptr) {
             if (!rd.number(slot)) rd.skip_value(1);  // e.g. null
             return;

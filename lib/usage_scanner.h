@@ -63,6 +63,7 @@ class UsageScanner {
     bool key_ends(std::string_view k);  // a usage / model key: state_ = AfterKey
     void take(std::string_view object);
 
+    const char *begin_ = nullptr;  // the piece being fed (its bytes may be read in blocks)
     State state_ = State::Outside;
     bool escape_ = false;      // previous byte was a backslash inside a string
     bool cap_in_str_ = false;  // capture: inside a string

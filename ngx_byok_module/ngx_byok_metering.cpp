@@ -190,6 +190,40 @@ std::string_view request_id(ngx_http_request_t *r, ngx_int_t index) {
     return {(const char *)v->data, v->len};
 }
 
+// The log phase of a metered request (called by ngx_byok_log_handler, which
+// has the ctx in hand: one lookup for the phase): counters, the usage event,
+// metrics and project limits. The record is views of what the request and
+// the catalog hold (issue 18: nothing copied per request). Named
+// log_handler: bench/probe_cg.py counts the metering glue by its entry points.
+void log_handler(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
+    if (!metered(r, ctx)) return;
+    try {
+        ngx_byok_main_conf_t *mcf = main_conf(r);
+        const byok::RouteDecision &d = ctx->decision;
+        const ByokMeter &m = finish(ctx);
+        byok::MeterRecord rec;
+        rec.request_id = request_id(r, mcf->request_id_index);
+        rec.project = ctx->snap->project;
+        rec.provider = d.provider->id;
+        rec.model = sent_model(ctx);
+        rec.route = byok::route_name(d.route);
+        rec.key_id = ctx->snap->key_id;
+        if (d.route == byok::Route::Fallback) rec.fallback_reason = d.reason;
+        rec.day = ngx_byok_today();
+        ngx_time_t *tp = ngx_timeofday();
+        rec.at_ms = static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
+        int64_t started = static_cast<int64_t>(r->start_sec) * 1000 + r->start_msec;
+        rec.latency_ms = rec.at_ms > started ? static_cast<uint64_t>(rec.at_ms - started) : 0;
+        rec.status = static_cast<unsigned>(r->headers_out.status);
+        rec.usage = m.usage;
+        rec.cost_micro = m.cost_micro;
+        ngx_byok_meter_record(mcf->m->admin.layout, rec);
+        ngx_byok_count_usage(mcf->m->catalog, d.provider, d.route, m.usage, m.cost_micro);
+        ngx_byok_limits_charge(ctx, m.usage, m.cost_micro);  // issue 13: project limits
+    } catch (const std::exception &) {
+    }
+}
+
 enum class Var { InputTokens, OutputTokens, CostUsd };
 
 ngx_int_t variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
@@ -324,35 +358,4 @@ ngx_int_t ngx_byok_metering_init(ngx_conf_t *cf) {
     return NGX_OK;
 }
 
-// The log phase of a metered request (called by ngx_byok_log_handler, which
-// has the ctx in hand: one lookup for the phase): counters, the usage event,
-// metrics and project limits. The record is views of what the request and
-// the catalog hold (issue 18: nothing copied per request).
-void ngx_byok_meter_log(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    if (!metered(r, ctx)) return;
-    try {
-        ngx_byok_main_conf_t *mcf = main_conf(r);
-        const byok::RouteDecision &d = ctx->decision;
-        const ByokMeter &m = finish(ctx);
-        byok::MeterRecord rec;
-        rec.request_id = request_id(r, mcf->request_id_index);
-        rec.project = ctx->snap->project;
-        rec.provider = d.provider->id;
-        rec.model = sent_model(ctx);
-        rec.route = byok::route_name(d.route);
-        rec.key_id = ctx->snap->key_id;
-        if (d.route == byok::Route::Fallback) rec.fallback_reason = d.reason;
-        rec.day = ngx_byok_today();
-        ngx_time_t *tp = ngx_timeofday();
-        rec.at_ms = static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
-        int64_t started = static_cast<int64_t>(r->start_sec) * 1000 + r->start_msec;
-        rec.latency_ms = rec.at_ms > started ? static_cast<uint64_t>(rec.at_ms - started) : 0;
-        rec.status = static_cast<unsigned>(r->headers_out.status);
-        rec.usage = m.usage;
-        rec.cost_micro = m.cost_micro;
-        ngx_byok_meter_record(mcf->m->admin.layout, rec);
-        ngx_byok_count_usage(mcf->m->catalog, d.provider, d.route, m.usage, m.cost_micro);
-        ngx_byok_limits_charge(ctx, m.usage, m.cost_micro);  // issue 13: project limits
-    } catch (const std::exception &) {
-    }
-}
+void ngx_byok_meter_log(ngx_http_request_t *r, ByokGatewayCtx *ctx) { log_handler(r, ctx); }

@@ -285,3 +285,15 @@ Test(usage_scanner, i18_01_quotes_in_every_lane_of_a_block) {
         cr_assert_eq(sc.model(), "m" + std::to_string(n), "n=%zu", n);
     }
 }
+
+// The old scanner kept "this string is the model" after a raw newline broke
+// the model's string, and took the next string of the stream as the model.
+Test(usage_scanner, i18_01_a_model_value_broken_by_a_newline_is_not_the_next_string) {
+    std::string body = "data: {\"model\":\"gpt-4o\n\"choices\":[]}\n\ndata: {\"model\":\"m2\"}\n\n";
+    for (size_t cut = 0; cut <= body.size(); cut++) {
+        UsageScanner sc;
+        sc.feed(std::string_view(body).substr(0, cut));
+        sc.feed(std::string_view(body).substr(cut));
+        cr_assert_eq(sc.model(), "m2", "split at %zu", cut);
+    }
+}
