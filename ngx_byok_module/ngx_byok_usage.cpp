@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 
 #include "lib/usage.h"
@@ -57,6 +58,25 @@ ngx_event_t g_slice_ev;     // the round's next slice, posted to the next turn
 // and the turns the rounds took.
 size_t g_rows_max_per_turn = 0;
 uint64_t g_slices = 0;
+
+// A row's key: its parts joined with '\0', built in `key` (reused: no
+// allocation once grown) with one resize. false for a part that holds a
+// '\0' (never from a valid request: it would split wrongly).
+bool row_key(std::string &key, std::initializer_list<std::string_view> parts) {
+    size_t size = parts.size() - 1;
+    for (std::string_view p : parts) {
+        if (!p.empty() && std::memchr(p.data(), 0, p.size()) != nullptr) return false;
+        size += p.size();
+    }
+    key.resize(size);
+    char *w = &key[0];
+    for (std::string_view p : parts) {
+        if (!p.empty()) std::memcpy(w, p.data(), p.size());
+        w += p.size();
+        if (w != key.data() + size) *w++ = '\0';
+    }
+    return true;
+}
 
 // The '\0'-separated parts of a row key.
 template <size_t N>
@@ -213,14 +233,8 @@ const std::string &ngx_byok_today() {
 }
 
 void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route) {
-    g_usage_key.clear();
-    for (std::string_view part : {pid, provider}) {
-        if (part.find('\0') != std::string_view::npos) return;  // never from a valid request
-        g_usage_key.append(part).push_back('\0');
-    }
-    g_usage_key.push_back(static_cast<char>('0' + static_cast<int>(route)));
-    g_usage_key.push_back('\0');
-    g_usage_key.append(ngx_byok_today());
+    const char r = static_cast<char>('0' + static_cast<int>(route));
+    if (!row_key(g_usage_key, {pid, provider, std::string_view(&r, 1), ngx_byok_today()})) return;
     auto it = g_usage.find(std::string_view(g_usage_key));
     if (it == g_usage.end()) {
         if (g_usage.size() >= kMaxPending) return;
@@ -230,14 +244,9 @@ void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::R
 }
 
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {
-    g_meter_key.clear();
-    for (std::string_view part : {rec.project, rec.provider, rec.route,
-                                  rec.model.substr(0, byok::kMaxModel), rec.key_id, rec.day}) {
-        if (std::memchr(part.data(), '\0', part.size()) != nullptr)
-            return;  // never from a valid request
-        g_meter_key.append(part).push_back('\0');
-    }
-    g_meter_key.pop_back();
+    if (!row_key(g_meter_key, {rec.project, rec.provider, rec.route,
+                               rec.model.substr(0, byok::kMaxModel), rec.key_id, rec.day}))
+        return;
     auto it = g_meter.find(std::string_view(g_meter_key));
     if (it == g_meter.end()) {
         if (g_meter.size() >= kMaxPending) return;
