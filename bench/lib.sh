@@ -113,14 +113,12 @@ http {
 EOF
 }
 
-# Bare nginx: the gateway's proxy settings (byok_gateway.conf) with a fixed
-# Authorization header instead of auth + Redis + decrypt. Both proxies keep up
-# to 512 idle upstream connections (more than the highest concurrency), so
-# the c=256 runs measure proxying, not upstream connection churn.
-bl_bare_conf() {  # name port [master_process on|off]
-    cat >"$W/$1.conf" <<EOF
+# The start both proxies share (one worker, logs, pid, the keepalive upstream
+# block "fakeup"), up to the open http block.
+bl_proxy_head() {  # name master_process(on|off)
+    cat <<EOF
 worker_processes 1;
-master_process ${3:-on};
+master_process $2;
 worker_rlimit_nofile 16384;
 error_log $W/logs/$1.error.log warn;
 pid $W/$1.pid;
@@ -129,6 +127,17 @@ http {
     access_log off;
     keepalive_requests 1000000;
     upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
+EOF
+}
+
+# Bare nginx: the gateway's proxy settings (byok_gateway.conf) with a fixed
+# Authorization header instead of auth + Redis + decrypt. Both proxies keep up
+# to 512 idle upstream connections (more than the highest concurrency), so
+# the c=256 runs measure proxying, not upstream connection churn.
+bl_bare_conf() {  # name port [master_process on|off]
+    {
+        bl_proxy_head "$1" "${3:-on}"
+        cat <<EOF
     server {
         listen 127.0.0.1:$2 backlog=4096;
         client_max_body_size    16m;
@@ -148,6 +157,7 @@ http {
     }
 }
 EOF
+    } >"$W/$1.conf"
 }
 
 # openai: unified /v1 -> the fast fake upstream through the keepalive upstream
@@ -177,18 +187,10 @@ EOF
 # BL_SYSTEM_KEY=0 leaves out the OpenRouter system key (bench/probe.sh: its
 # counts stay comparable with runs before this file existed).
 bl_byok_conf() {  # name port cache-directive-args [master_process on|off]
-    cat >"$W/$1.conf" <<EOF
-load_module $MODULE;
-worker_processes 1;
-master_process ${4:-on};
-worker_rlimit_nofile 16384;
-error_log $W/logs/$1.error.log warn;
-pid $W/$1.pid;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream fakeup { server 127.0.0.1:$P_UP; keepalive 512; keepalive_requests 1000000; }
+    {
+        echo "load_module $MODULE;"
+        bl_proxy_head "$1" "${4:-on}"
+        cat <<EOF
     byok_redis 127.0.0.1:$P_REDIS;
     byok_master_keys $W/secrets/master.keys;
     byok_providers $W/providers.yaml;
@@ -204,6 +206,7 @@ $( [ "${BL_SYSTEM_KEY:-1}" = 1 ] && echo "    byok_system_key openrouter $W/secr
     }
 }
 EOF
+    } >"$W/$1.conf"
 }
 
 bl_check_confs() {  # name... — nginx -t each

@@ -438,6 +438,13 @@ bool is_admin_token(const Config &cfg, std::string_view t) {
 
 }  // namespace
 
+std::string changed_project(std::string_view method, std::string_view path) {
+    if (method == "GET" || method == "HEAD") return "";
+    std::vector<std::string> seg = split_path(path);
+    if (seg.size() < 2 || seg[0] != "projects" || !valid_id(seg[1])) return "";
+    return seg[1];
+}
+
 Step handle(const Config &cfg, const Request &req) {
     return guarded([&]() -> Step {
         if (!cfg.catalog || !cfg.ring)

@@ -154,6 +154,14 @@ std::vector<std::vector<std::string>> audit_entry_commands(
     const Layout &layout, std::string_view actor, std::string_view at, std::string_view pid,
     std::string_view action, std::string_view target);
 
+// The project a write (any method but GET/HEAD) to …/projects/{pid}[/…]
+// changes, or "" (also for an invalid id). Once such a write succeeded, the
+// node that answers drops the project's cached entries itself, before the
+// answer leaves: the change is in force there for the very next request,
+// whether or not its own invalidation message has arrived (every other node
+// still learns it from that message).
+std::string changed_project(std::string_view method, std::string_view path);
+
 // Entry point: one call per admin HTTP request. Never throws; every failure
 // becomes a Response with the JSON error shape of json_error().
 Step handle(const Config &cfg, const Request &req);

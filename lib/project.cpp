@@ -151,8 +151,9 @@ SecretString open_stored_key(const KeyRing &ring, std::string_view pid, const St
 // | str nonce | str ct | str endpoint | str key_hint | str key_id
 // (key_id last and optional, so blobs cached before it still decode)
 // | u64 gateway-key expires_at | per key: str id | u32 weight | u64
-// expires_at (issue 14; optional too; u64 = two u32, low first)
-// where str = u32 little-endian length + bytes.
+// expires_at (issue 14; optional too) | i64 requests_per_minute, tokens_per_day,
+// cost_per_month_micro, u8 scope (issue 13; only for a limited project)
+// where integers are little-endian and str = u32 length + bytes.
 
 namespace {
 
@@ -162,6 +163,12 @@ void put_u32(std::string &out, uint32_t v) {
     char b[4] = {char(v & 0xff), char((v >> 8) & 0xff), char((v >> 16) & 0xff),
                  char((v >> 24) & 0xff)};
     out.append(b, 4);
+}
+
+void put_i64(std::string &out, int64_t v) {
+    auto u = static_cast<uint64_t>(v);
+    put_u32(out, static_cast<uint32_t>(u & 0xffffffffu));
+    put_u32(out, static_cast<uint32_t>(u >> 32));
 }
 
 void put_str(std::string &out, std::string_view s) {
@@ -188,6 +195,10 @@ struct Reader {
         for (int i = 3; i >= 0; i--) v = (v << 8) | static_cast<uint8_t>(in[pos + i]);
         pos += 4;
         return v;
+    }
+    int64_t i64() {
+        uint64_t lo = u32(), hi = u32();
+        return static_cast<int64_t>(lo | (hi << 32));
     }
     std::string_view view() {
         uint32_t n = u32();
@@ -234,20 +245,16 @@ std::string encode_snapshot(const GatewaySnapshot &s) {
         put_str(out, k.key_hint);
     }
     put_str(out, s.key_id);
-    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) & 0xffffffffu));
-    put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(s.key_expires_at) >> 32));
+    put_i64(out, s.key_expires_at);
     for (const auto &k : s.keys) {
         put_str(out, k.id);
         put_u32(out, static_cast<uint32_t>(k.weight));
-        put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(k.expires_at) & 0xffffffffu));
-        put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(k.expires_at) >> 32));
+        put_i64(out, k.expires_at);
     }
     if (s.limits.any()) {
-        for (int64_t v : {s.limits.requests_per_minute, s.limits.tokens_per_day,
-                          s.limits.cost_per_month_micro}) {
-            put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(v) & 0xffffffffu));
-            put_u32(out, static_cast<uint32_t>(static_cast<uint64_t>(v) >> 32));
-        }
+        for (int64_t v :
+             {s.limits.requests_per_minute, s.limits.tokens_per_day, s.limits.cost_per_month_micro})
+            put_i64(out, v);
         out.push_back(static_cast<char>(s.limits.scope));
     }
     return out;
@@ -289,21 +296,18 @@ GatewaySnapshot decode_snapshot(std::string_view blob) {
     }
     if (r.pos != blob.size()) s.key_id = r.str();
     if (r.pos != blob.size()) {
-        uint64_t key_lo = r.u32(), key_hi = r.u32();
-        s.key_expires_at = static_cast<int64_t>(key_lo | (key_hi << 32));
+        s.key_expires_at = r.i64();
         for (auto &k : s.keys) {
             k.id = r.str();
             k.weight = static_cast<int>(r.u32());
-            uint64_t lo = r.u32(), hi = r.u32();
-            k.expires_at = static_cast<int64_t>(lo | (hi << 32));
+            k.expires_at = r.i64();
             if (k.weight < 1 || k.weight > 100) Reader::corrupt();
         }
     }
     if (r.pos != blob.size()) {  // limits: only a limited project has them
         for (int64_t *v : {&s.limits.requests_per_minute, &s.limits.tokens_per_day,
                            &s.limits.cost_per_month_micro}) {
-            uint64_t lo = r.u32(), hi = r.u32();
-            *v = static_cast<int64_t>(lo | (hi << 32));
+            *v = r.i64();
             if (*v < 0) Reader::corrupt();
         }
         uint8_t scope = r.u8();

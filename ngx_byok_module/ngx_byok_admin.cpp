@@ -29,6 +29,7 @@ struct AdminCtx {
     bool http_done = false;
     bool replicated = false;  // the WAIT after a write was sent
     int redis_node = -1;      // Redis Cluster: the node of the last command (issue 16)
+    std::string changed;      // the project a write changes (byok::admin::changed_project)
     ~AdminCtx() {
         ngx_byok_redis_cancel(waiter);
         // The body may carry a provider key or a server secret.
@@ -323,7 +324,10 @@ void run(AdminCtx *ctx, byok::admin::Step step) {
                 step = replicated(std::move(*resp));
                 continue;
             }
-            if (mutation) ngx_byok_count(BYOK_ADMIN_MUTATION);
+            if (mutation) {
+                ngx_byok_count(BYOK_ADMIN_MUTATION);
+                if (!ctx->changed.empty()) ngx_byok_cache_invalidate(ctx->changed);
+            }
             ngx_http_finalize_request(
                 r, ngx_byok_send_json(r, resp->status, resp->body, &resp->headers));
             return;
@@ -401,6 +405,7 @@ void body_ready(ngx_http_request_t *r) {
         req.authorization = auth;
         req.api_key = api_key;
         req.body = ctx->body;
+        ctx->changed = byok::admin::changed_project(req.method, req.path);
         run(ctx, byok::admin::handle(m->admin, req));
     } catch (const std::exception &e) {
         fail_internal(r, e.what());

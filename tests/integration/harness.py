@@ -166,6 +166,10 @@ class RedisServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def extra_args(self) -> List[str]:
+        """Arguments a kind of server adds to the common command line."""
+        return []
+
     def start(self) -> None:
         if self.running():
             return
@@ -175,13 +179,13 @@ class RedisServer:
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
              "--daemonize", "no", "--protected-mode", "no",
              "--enable-debug-command", "local",  # DEBUG SLEEP for stall tests
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log")] + self.extra_args(),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
         def up():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+                raise Abort(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
             return redis.Redis(host=self.host, port=self.port, socket_timeout=0.5).ping()
 
         wait_until(up, START_TIMEOUT, what="redis-server to answer PING")
@@ -926,31 +930,11 @@ class ClusterNode(RedisServer):
         super().__init__(workdir)
         self.bus_port = free_port()
 
-    def start(self) -> None:
-        if self.running():
-            return
-        log = open(self.dir / "redis.stdout", "ab")
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--daemonize", "no", "--protected-mode", "no",
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", str(self.node_timeout_ms),
-             # the bus port defaults to port + 10000: out of range for high ports
-             "--cluster-port", str(self.bus_port),
-             "--enable-debug-command", "local",
-             "--logfile", str(self.dir / "redis.log")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-
-        def up():
-            if self.proc.poll() is not None:
-                raise Abort((self.dir / "redis.log").read_text()[-2000:])
-            return redis.Redis(host=self.host, port=self.port, socket_timeout=0.5).ping()
-
-        wait_until(up, START_TIMEOUT, what="cluster node to answer PING")
-        self.client.connection_pool.disconnect()
-        self.raw.connection_pool.disconnect()
+    def extra_args(self) -> List[str]:
+        return ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                # the bus port defaults to port + 10000: out of range for high ports
+                "--cluster-port", str(self.bus_port)]
 
     def node_id(self) -> str:
         return self.client.execute_command("CLUSTER", "MYID")

@@ -993,3 +993,18 @@ Test(admin_auth, i12_another_project_is_project_not_found) {
     cr_assert_eq(response(q).status, 404);
     cr_assert_eq(error_code(q), "project_not_found");
 }
+
+// The project whose cached entries the answering node drops after a write
+// (byok::admin::changed_project): writes under /projects/{pid} only.
+Test(admin_cache, changed_project_names_the_project_a_write_changes) {
+    using byok::admin::changed_project;
+    cr_assert_eq(changed_project("DELETE", "/projects/acme/api-keys/k1"), "acme");
+    cr_assert_eq(changed_project("PUT", "/projects/acme/keys/openai"), "acme");
+    cr_assert_eq(changed_project("PATCH", "/projects/acme/"), "acme");
+    cr_assert_eq(changed_project("POST", "/projects/acme/keys/openai/test"), "acme");
+    cr_assert_eq(changed_project("GET", "/projects/acme/keys/openai"), "");
+    cr_assert_eq(changed_project("HEAD", "/projects/acme"), "");
+    cr_assert_eq(changed_project("POST", "/projects"), "");
+    cr_assert_eq(changed_project("POST", "/servers/s1"), "");
+    cr_assert_eq(changed_project("DELETE", "/projects/bad id!"), "");
+}
