@@ -164,10 +164,22 @@ constexpr std::string_view kEventNames[kEventFields] = {
 // The decimal digits of v, written backwards ending at `end`; returns
 // where they begin.
 char *decimal_backwards(char *end, uint64_t v) {
-    do {
-        *--end = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
+    static const char kPairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    while (v >= 100) {  // two digits per division
+        const char *d = kPairs + 2 * (v % 100);
+        v /= 100;
+        *--end = d[1];
+        *--end = d[0];
+    }
+    if (v >= 10) {
+        *--end = kPairs[2 * v + 1];
+        *--end = kPairs[2 * v];
+    } else {
+        *--end = static_cast<char>('0' + v);
+    }
     return end;
 }
 
