@@ -215,43 +215,11 @@ void UsageScanner::feed(std::string_view bytes) {
 
 // From string to string while each one begins and ends in this piece
 // without an escape (issue 18: almost every string of a response): read in
-// place, and only one of a usage or model key's length is compared. With
-// SSE2 a 16-byte block is read once: its quotes pair up into the strings
-// that open and close inside it, and only a string that goes on past the
-// block, or holds a backslash or newline, is looked at further.
+// place, and only one of a usage or model key's length is compared.
 const char *UsageScanner::outside(const char *p, const char *end) {
     for (;;) {
-        const char *open = nullptr;
-#if defined(__SSE2__)
-        if (end - p >= 16) {
-            unsigned quotes = match16<'"'>(p), special = match16<'\\', '\n'>(p);
-            while (quotes != 0) {
-                unsigned o = static_cast<unsigned>(__builtin_ctz(quotes));
-                quotes &= quotes - 1;
-                if (quotes == 0) {
-                    open = p + o;  // closes in a later block
-                    break;
-                }
-                unsigned c = static_cast<unsigned>(__builtin_ctz(quotes));
-                quotes &= quotes - 1;
-                size_t n = c - o - 1;
-                if (((special >> (o + 1)) & ((1u << n) - 1)) != 0) {
-                    open = p + o;  // an escape or newline inside
-                    break;
-                }
-                if ((n == 5 || n == 12 || n == 13) && key_ends(std::string_view(p + o + 1, n)))
-                    return p + c + 1;
-            }
-            if (open == nullptr) {
-                p += 16;
-                continue;
-            }
-        }
-#endif
-        if (open == nullptr) {
-            open = find_quote(p, end, begin_);
-            if (open == end) return end;
-        }
+        const char *open = find_quote(p, end, begin_);
+        if (open == end) return end;
         const char *s = open + 1;
         const char *q = string_special(s, end, begin_);
         if (q == end || *q != '"') {  // goes on in the next piece, or an escape / newline
