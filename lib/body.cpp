@@ -12,8 +12,6 @@ namespace byok {
 namespace {
 
 constexpr int kMaxDepth = 64;
-// "stream_options" plus one byte tells longer keys apart.
-constexpr size_t kKeyKeep = 15;
 
 [[noreturn]] void invalid() { throw Error("request body is not valid JSON"); }
 
@@ -97,14 +95,22 @@ void ModelScanner::push(bool object) {
     st_ = object ? St::FirstMember : St::FirstElement;
 }
 
+void ModelScanner::key_append(const char *p, size_t n) {
+    n = std::min(n, kKeyKeep - key_len_);
+    std::copy(p, p + n, key_ + key_len_);
+    key_len_ += n;
+}
+
 void ModelScanner::end_string() {
     switch (str_) {
-        case Str::TopKey:
-            key_is_model_ = key_ == "model";
-            key_is_stream_ = key_ == "stream";
-            if (key_ == "stream_options") stream_.stream_options = true;
+        case Str::TopKey: {
+            std::string_view key(key_, key_len_);
+            key_is_model_ = key == "model";
+            key_is_stream_ = key == "stream";
+            if (key == "stream_options") stream_.stream_options = true;
             st_ = St::AfterKey;
             break;
+        }
         case Str::Key:
             st_ = St::AfterKey;
             break;
@@ -137,8 +143,8 @@ void ModelScanner::end_escape(uint32_t cp) {
     append_utf8(utf8, cp);
     if (str_ == Str::Model) {
         model_->model += utf8;
-    } else if (key_.size() < kKeyKeep) {
-        key_ += utf8.substr(0, kKeyKeep - key_.size());
+    } else {
+        key_append(utf8.data(), utf8.size());
     }
 }
 
@@ -189,8 +195,8 @@ size_t ModelScanner::string_run(const char *p, size_t i, size_t n) {
     i = string_stop(p, i, n);
     if (str_ == Str::Model) {
         model_->model.append(p + start, i - start);
-    } else if (str_ == Str::TopKey && key_.size() < kKeyKeep) {
-        key_.append(p + start, std::min(i - start, kKeyKeep - key_.size()));
+    } else if (str_ == Str::TopKey) {
+        key_append(p + start, i - start);
     }
     if (i == n) return i;
     unsigned char c = static_cast<unsigned char>(p[i]);
@@ -230,7 +236,7 @@ void ModelScanner::step(const char *p, size_t n) {
                     if (c != '"') invalid();
                     st_ = St::Str;
                     str_ = depth_ == 1 ? Str::TopKey : Str::Key;
-                    key_.clear();
+                    key_len_ = 0;
                     i = string_run(p, i + 1, n);
                     break;
                 }
@@ -331,8 +337,8 @@ void ModelScanner::step(const char *p, size_t n) {
                 st_ = St::Str;
                 if (str_ == Str::Model) {
                     model_->model.push_back(lit);
-                } else if (str_ == Str::TopKey && key_.size() < kKeyKeep) {
-                    key_.push_back(lit);
+                } else if (str_ == Str::TopKey) {
+                    key_append(&lit, 1);
                 }
                 break;
             }

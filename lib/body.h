@@ -95,8 +95,12 @@ class ModelScanner {
     const char *lit_ = nullptr;
     int lit_at_ = 0;
     // top-level key being decoded (only "model", "stream" and "stream_options"
-    // matter: at most 15 bytes kept)
-    std::string key_;
+    // matter: "stream_options" plus one byte tells longer keys apart), kept
+    // inline so a key costs no string operations (issue 18)
+    static constexpr size_t kKeyKeep = 15;
+    char key_[kKeyKeep] = {};
+    size_t key_len_ = 0;
+    void key_append(const char *p, size_t n);
     bool key_is_model_ = false;
     bool key_is_stream_ = false;
     StreamFacts stream_;

@@ -59,8 +59,16 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
             return req;
         }
     }
-    req.rest = std::string(rest.empty() ? "/" : rest);
-    if (!args.empty()) req.rest += "?" + args;
+    if (args.empty()) {
+        req.rest = rest.empty() ? std::string_view("/") : rest;
+    } else if (!req.clean_uri && !rest.empty()) {
+        // Nothing was dropped: the rest and the whole query follow in `in`.
+        req.rest = std::string_view(rest.data(), in.uri.data() + in.uri.size() - rest.data());
+    } else {
+        req.rest_built = std::make_shared<const std::string>(
+            std::string(rest.empty() ? "/" : rest) + "?" + args);
+        req.rest = *req.rest_built;
+    }
     if (!safe_header_value(req.rest) || req.rest.find(' ') != std::string::npos) {
         req.error = gateway_error(400, "invalid_request", "invalid characters in the request URI");
         return req;
@@ -249,8 +257,11 @@ bool open_project_key(const GatewayConfig &cfg, const GatewaySnapshot &snap,
         if (sk == nullptr) return false;
         try {
             if (sk->malformed) throw Error("the stored record is malformed");
-            plan->key = opener.open ? opener.open(opener.arg, *cfg.ring, snap.project, *sk)
-                                    : open_stored_key(*cfg.ring, snap.project, *sk);
+            if (!plan->key.empty()) plan->key.clear();  // wiped, never overwritten in place
+            if (opener.open)
+                opener.open(opener.arg, *cfg.ring, snap.project, *sk, &plan->key);
+            else
+                plan->key = open_stored_key(*cfg.ring, snap.project, *sk);
             plan->key_hint = sk->key_hint;
             attempts->current = sk->id;
             attempts->observed = false;
@@ -290,7 +301,8 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     }
     KeyAttempts local;
     if (attempts == nullptr) attempts = &local;
-    in->system_keys = cfg.system_key_providers;
+    in->system_keys.clear();
+    for (const std::string &id : cfg.system_key_providers) in->system_keys.push_back(id);
     in->fallback_provider = cfg.fallback_provider;
     in->fallback_on_rate_limit = snap.fallback_on_rate_limit;
     in->client_retrying = req.client_retrying;
@@ -390,7 +402,8 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
         up.base = parse_url(key_in_use(snap, d, key_id)->endpoint, "endpoint");
         up.pin = true;
     }
-    up.path = up.base.path + req.rest;
+    up.path = up.base.path;
+    up.path.append(req.rest);
     up.host = up.base.authority();
     up.headers = upstream_header_refs(target, key.view());
     // Only a changed model costs anything; a body an earlier attempt

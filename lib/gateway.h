@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -68,9 +69,12 @@ struct GatewayRequest {
     bool unified = false;  // /v1/...
     ApiFamily api = ApiFamily::OpenAI;
     bool client_retrying = false;
-    std::string native_provider;          // "<id>" of /<id>/...
-    std::string header_provider;          // x-byok-provider
-    std::string rest;                     // path after /v1 or /<id>, query without key=
+    std::string native_provider;  // "<id>" of /<id>/...
+    std::string header_provider;  // x-byok-provider
+    // Path after /v1 or /<id>, query without key=: a view into `in` (issue
+    // 18: no copy), or into rest_built when dropping `key=` changed it.
+    std::string_view rest;
+    std::shared_ptr<const std::string> rest_built;  // stable when the request moves
     std::string_view content_type;        // of the body, for BodyScanner (a view into `in`)
     BodyKind body_kind = BodyKind::Json;  // how a /v1 body is read (lib/multipart.h)
     // Set when a `key=` parameter was dropped: the URI without it. The glue
@@ -145,24 +149,27 @@ struct GatewayConfig {
     // Several keys per provider (issue 14). Set by the glue, since key health
     // lives in shared memory; unset, every active key counts and the first
     // one not tried serves.
+    // Plain function pointers (issue 18): called on every request, and the
+    // glue's pool keeps its state in the worker, not in a closure.
     struct KeyPool {
         // input->project_keys (and keys_retry_in_s) for the route decision.
-        std::function<void(const GatewaySnapshot &, RouteInput *)> states;
+        void (*states)(const GatewaySnapshot &, RouteInput *) = nullptr;
         // The next key of `provider` to try (added to attempts->tried), or
         // nullptr when none is left.
-        std::function<const StoredKey *(const GatewaySnapshot &, const std::string &provider,
-                                        KeyAttempts *)>
-            pick;
+        const StoredKey *(*pick)(const GatewaySnapshot &, const std::string &provider,
+                                 KeyAttempts *) = nullptr;
     } keys;
 };
 
-// Opens a stored key of the snapshot for one request: the glue's key cache,
-// which needs per-request state (`arg`); unset: open_stored_key. Throws
-// Error like it. Passed per call so the GatewayConfig is built once
-// (issue 18), not per request.
+// Opens a stored key of the snapshot for one request into `*out` (empty
+// before the call; issue 18: written in place, not moved through a
+// temporary): the glue's key cache, which needs per-request state (`arg`);
+// unset: open_stored_key. Throws Error like it, leaving `*out` empty.
+// Passed per call so the GatewayConfig is built once (issue 18), not per
+// request.
 struct KeyOpener {
-    SecretString (*open)(const void *arg, const KeyRing &ring, std::string_view pid,
-                         const StoredKey &k) = nullptr;
+    void (*open)(const void *arg, const KeyRing &ring, std::string_view pid, const StoredKey &k,
+                 SecretString *out) = nullptr;
     const void *arg = nullptr;
 };
 

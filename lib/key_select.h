@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/small_vec.h"
+
 namespace byok {
 
 struct KeyCandidate {
@@ -49,7 +51,8 @@ class KeySelector {
 struct KeyAttempts {
     std::string provider;
     std::string current;  // key id; "" = the attempt does not use a project key
-    std::vector<std::string> tried;
+    // Views of the ids in the request's snapshot, which outlives the attempts.
+    SmallVec<std::string_view, 4> tried;
     bool observed = true;  // the current attempt's answer went into its health
     bool retried = false;  // the one retry on a sibling key has been made
     bool tried_id(std::string_view id) const {

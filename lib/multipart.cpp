@@ -247,7 +247,10 @@ std::optional<ModelSpan> MultipartScanner::finish() {
     return model_;
 }
 
-BodyScanner::BodyScanner(std::string_view content_type) : kind_(body_kind(content_type)) {
+BodyScanner::BodyScanner(std::string_view content_type)
+    : BodyScanner(body_kind(content_type), content_type) {}
+
+BodyScanner::BodyScanner(BodyKind kind, std::string_view content_type) : kind_(kind) {
     try {
         if (kind_ == BodyKind::Json) json_.emplace();
         if (kind_ == BodyKind::Multipart) multipart_.emplace(multipart_boundary(content_type));

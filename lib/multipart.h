@@ -81,6 +81,8 @@ class MultipartScanner {
 class BodyScanner {
   public:
     explicit BodyScanner(std::string_view content_type);
+    // `kind` is body_kind(content_type), already known (GatewayRequest).
+    BodyScanner(BodyKind kind, std::string_view content_type);
     void feed(std::string_view piece);
     std::optional<ModelSpan> finish();
     size_t offset() const;

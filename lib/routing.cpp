@@ -24,7 +24,7 @@ namespace {
 // How the requested provider was found; decides how the model is rewritten.
 struct Resolution {
     const Provider *provider = nullptr;
-    std::string direct_model;  // model when calling `provider` itself
+    std::string_view direct_model;  // model when calling `provider` itself (a view of in.model)
 };
 
 RouteDecision denied(int status, std::string code, std::string message) {
@@ -68,9 +68,9 @@ const Provider *usable_fallback(const RouteInput &in, std::string_view p_id) {
     return f != nullptr && f->enabled ? f : nullptr;
 }
 
-void set_model(RouteDecision &d, const RouteInput &in, std::string model) {
+void set_model(RouteDecision &d, const RouteInput &in, std::string_view model) {
     d.model_changed = model != in.model;
-    d.model = std::move(model);
+    d.model = model;
 }
 
 // The provider of a bodiless /v1 request, or null for the usual rules.
@@ -90,7 +90,7 @@ const Provider *default_provider(const RouteInput &in) {
 bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out) {
     const Catalog &cat = *in.catalog;
     std::string_view model = in.model;
-    res.direct_model = std::string(model);
+    res.direct_model = model;
 
     // Native passthrough: the path names the provider and the API shape;
     // nothing in the request can redirect it elsewhere.
@@ -116,7 +116,7 @@ bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out)
         }
         // A redundant "<same id>/" prefix is stripped as in rule 2.
         if (slash != std::string_view::npos && model.substr(0, slash) == res.provider->id) {
-            res.direct_model = std::string(model.substr(slash + 1));
+            res.direct_model = model.substr(slash + 1);
         }
         return true;
     }
@@ -124,7 +124,7 @@ bool resolve_provider(const RouteInput &in, Resolution &res, RouteDecision &out)
         const Provider *p = cat.find(model.substr(0, slash));
         if (p != nullptr) {
             res.provider = p;
-            res.direct_model = std::string(model.substr(slash + 1));
+            res.direct_model = model.substr(slash + 1);
             return true;
         }
     }

@@ -9,6 +9,7 @@
 
 #include "lib/catalog.h"
 #include "lib/project.h"
+#include "lib/small_vec.h"
 
 namespace byok {
 
@@ -20,18 +21,25 @@ std::string_view route_name(Route r);  // "byok" | "system" | "fallback" | "deni
 // exhausted, cooling, breaker), or none decrypts.
 enum class KeyState { Usable, Inactive, DecryptError, Expired, Unhealthy };
 
+// The per-provider rows of a RouteInput. Their ids are views of the
+// snapshot and the configuration, which outlive the request's input; issue
+// 18: filled per request without allocating.
+using KeyStateRows = SmallVec<std::pair<std::string_view, KeyState>, 8>;
+using RetryRows = SmallVec<std::pair<std::string_view, int64_t>, 4>;
+using ProviderIds = SmallVec<std::string_view, 8>;
+
 struct RouteInput {
     const Catalog *catalog = nullptr;
     Tier tier = Tier::Free;
     Policy policy = Policy::Auto;
     // State of each provider key the project stores (absent = no key).
-    std::vector<std::pair<std::string, KeyState>> project_keys;
+    KeyStateRows project_keys;
     // Unhealthy providers: seconds until the soonest of their keys may serve
     // again (0 = none will on its own: all invalid).
-    std::vector<std::pair<std::string, int64_t>> keys_retry_in_s;
-    std::vector<std::string> system_keys;  // provider ids with an operator key
-    std::string fallback_provider;         // "" = fallback off
-    bool fallback_on_rate_limit = true;    // project setting; false: a 429 reaches the client
+    RetryRows keys_retry_in_s;
+    ProviderIds system_keys;             // provider ids with an operator key
+    std::string fallback_provider;       // "" = fallback off
+    bool fallback_on_rate_limit = true;  // project setting; false: a 429 reaches the client
     // The request.
     std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...
     std::string_view header_provider;  // x-byok-provider, empty when absent

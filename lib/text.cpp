@@ -50,8 +50,12 @@ std::string_view trim_ows(std::string_view s) {
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
+    // Equal bytes need no folding (issue 18: every header name passes here);
+    // else only a letter against its other case may still match.
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (a[i] == b[i]) continue;
         if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    }
     return true;
 }
 

@@ -201,10 +201,11 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_cha
                                                                      uint64_t generation,
                                                                      int64_t stale_until,
                                                                      byok::GatewaySnapshot snap);
-// The plaintext of `k` (a record of the snapshot cached for `sha`): from
-// the arena, else decrypted (open_stored_key, which throws byok::Error).
-byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring,
-                                          std::string_view pid, const byok::StoredKey &k);
+// The plaintext of `k` (a record of the snapshot cached for `sha`) into the
+// empty `*out`: from the arena, else decrypted (open_stored_key, which
+// throws byok::Error and leaves `*out` empty).
+void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
+                            const byok::StoredKey &k, byok::SecretString *out);
 void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
 void ngx_byok_keycache_clear();                           // wipes everything
 size_t ngx_byok_keycache_keys();                          // plaintext keys held
@@ -367,8 +368,16 @@ ngx_int_t ngx_byok_install_headers(ngx_http_request_t *r, ByokUpstream *up,
 // memory buffers in place, file buffers in bounded pieces through one
 // reused buffer, so a body nginx spilled to its temp file never comes back
 // into worker memory whole. false when the temp file is unreadable.
+// f(arg, piece) for each piece; the template below takes any callable
+// (issue 18: no std::function on the hot path).
 bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
-                              const std::function<void(std::string_view)> &f);
+                              void (*f)(const void *arg, std::string_view piece), const void *arg);
+template <class F>
+bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs, const F &f) {
+    return ngx_byok_each_body_piece(
+        r, bufs,
+        [](const void *arg, std::string_view piece) { (*static_cast<const F *>(arg))(piece); }, &f);
+}
 // Feeds the request body to the scanner its Content-Type picks (JSON,
 // multipart upload; an opaque body is only counted). Throws byok::BodyError
 // for a bad body; false when the temp file is unreadable.

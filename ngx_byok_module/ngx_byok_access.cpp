@@ -45,8 +45,8 @@ const byok::GatewayConfig &gateway_config(ngx_http_request_t *r) {
 byok::KeyOpener key_opener(const ByokGatewayCtx *ctx) {
     byok::KeyOpener o;
     o.open = [](const void *sha, const byok::KeyRing &ring, std::string_view pid,
-                const byok::StoredKey &k) {
-        return ngx_byok_keycache_open(static_cast<const u_char *>(sha), ring, pid, k);
+                const byok::StoredKey &k, byok::SecretString *out) {
+        ngx_byok_keycache_open(static_cast<const u_char *>(sha), ring, pid, k, out);
     };
     o.arg = ctx->sha;
     return o;

@@ -46,24 +46,48 @@ ngx_shmtx_t *g_mutex = nullptr;
 byok::KeySelector g_selector;  // per worker, like nginx's round robin without a zone
 // Last use per "<pid>\0<field>" (unix seconds). issue 18: a request finds
 // its rows through g_use_key, a reused buffer, so it allocates nothing once
-// they exist.
-std::map<std::string, int64_t, std::less<>> g_last_used;
+// they exist; and each caller remembers the row it touched last, so a
+// worker serving the same keys again compares bytes instead of building
+// the name and searching the map.
+using LastUsed = std::map<std::string, int64_t, std::less<>>;
+LastUsed g_last_used;
 std::string g_use_key;
 constexpr size_t kMaxLastUsed = 10000;
+struct UseMemo {
+    std::string name;  // "<pid>\0<field>" of `row`; "" = none
+    LastUsed::iterator row;
+};
+UseMemo g_gateway_use, g_key_use;  // valid until g_last_used is cleared
 
 int64_t now_ms() {
     ngx_time_t *tp = ngx_timeofday();
     return (int64_t)tp->sec * 1000 + tp->msec;
 }
 
+// FNV-1a over 8-byte words, each string's length in its last word, then
+// murmur's finaliser so the low bits (the slot index) depend on every byte.
+// issue 18: every request hashes its keys, and a byte at a time cost four
+// instructions a byte. Only this zone's workers read the slots.
 uint64_t slot_hash(std::string_view pid, std::string_view key_id) {
     uint64_t h = 1469598103934665603ULL;
     auto mix = [&](std::string_view s) {
-        for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ULL;
+        size_t i = 0;
+        uint64_t w;
+        for (; i + 8 <= s.size(); i += 8) {
+            ngx_memcpy(&w, s.data() + i, 8);
+            h = (h ^ w) * 1099511628211ULL;
+        }
+        w = (uint64_t)s.size() << 56;
+        if (i < s.size()) ngx_memcpy(&w, s.data() + i, s.size() - i);  // < 8 bytes: not the top one
+        h = (h ^ w) * 1099511628211ULL;
     };
     mix(pid);
-    mix(std::string_view("\0", 1));
     mix(key_id);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
     return h == 0 ? 1 : h;
 }
 
@@ -119,9 +143,21 @@ void note_expiry(std::string_view pid, const byok::StoredKey &k, int64_t now_s) 
     ngx_shmtx_unlock(g_mutex);
 }
 
+bool names_row(std::string_view name, std::string_view pid, std::string_view prefix,
+               std::string_view id) {
+    if (name.size() != pid.size() + 1 + prefix.size() + id.size()) return false;
+    return name.substr(0, pid.size()) == pid && name[pid.size()] == '\0' &&
+           name.substr(pid.size() + 1, prefix.size()) == prefix &&
+           name.substr(pid.size() + 1 + prefix.size()) == id;
+}
+
 // `field` is prefix + id ("gw:<key id>" for gateway keys, the key id for
 // provider keys).
-void note_use(std::string_view pid, std::string_view prefix, std::string_view id) {
+void note_use(UseMemo &memo, std::string_view pid, std::string_view prefix, std::string_view id) {
+    if (!memo.name.empty() && names_row(memo.name, pid, prefix, id)) {
+        memo.row->second = ngx_time();
+        return;
+    }
     g_use_key.assign(pid).push_back('\0');
     g_use_key.append(prefix).append(id);
     auto it = g_last_used.find(std::string_view(g_use_key));
@@ -130,6 +166,8 @@ void note_use(std::string_view pid, std::string_view prefix, std::string_view id
         it = g_last_used.emplace(g_use_key, 0).first;
     }
     it->second = ngx_time();
+    memo.name = g_use_key;
+    memo.row = it;
 }
 
 bool usable_now(std::string_view pid, const byok::StoredKey &k, int64_t now_s, int64_t now) {
@@ -208,7 +246,7 @@ namespace {
 void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
     const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
-    if (!snap.key_id.empty()) note_use(pid, "gw:", snap.key_id);
+    if (!snap.key_id.empty()) note_use(g_gateway_use, pid, "gw:", snap.key_id);
     struct Agg {
         const std::string *provider;
         bool usable = false, unhealthy = false, expired = false;
@@ -265,7 +303,7 @@ const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::st
     int i = g_selector.pick(pid, provider, cands);
     if (i < 0) return nullptr;
     attempts->tried.push_back(keys[i]->id);
-    if (!keys[i]->malformed) note_use(pid, "", keys[i]->id);
+    if (!keys[i]->malformed) note_use(g_key_use, pid, "", keys[i]->id);
     return keys[i];
 }
 
@@ -342,6 +380,8 @@ void ngx_byok_last_used_flush() {
     }
     send();
     g_last_used.clear();
+    g_gateway_use.name.clear();
+    g_key_use.name.clear();
 }
 
 std::string ngx_byok_health_metrics() {

@@ -215,8 +215,8 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_cha
     return e.snap;
 }
 
-byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring,
-                                          std::string_view pid, const byok::StoredKey &k) {
+void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
+                            const byok::StoredKey &k, byok::SecretString *out) {
     Entry *e = g_arena != nullptr ? find(sha) : nullptr;
     size_t idx = 0;
     if (e != nullptr) {
@@ -234,12 +234,13 @@ byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing
         Slot &s = g_slots[e->slot[idx]];
         if (now < s.expires) {
             s.used = ++g_tick;
-            return byok::SecretString(
-                std::string_view((const char *)slot_bytes((size_t)e->slot[idx]), s.len));
+            out->mutable_str().assign((const char *)slot_bytes((size_t)e->slot[idx]), s.len);
+            return;
         }
         wipe_slot((size_t)e->slot[idx]);
     }
-    byok::SecretString key = byok::open_stored_key(ring, pid, k);
+    *out = byok::open_stored_key(ring, pid, k);
+    const byok::SecretString &key = *out;
     ngx_byok_main_conf_t *mcf = ngx_byok_main_conf();
     if (e != nullptr && key.size() <= kSlotSize && mcf != nullptr && mcf->ttl > 0) {
         int i = take_slot();
@@ -247,7 +248,6 @@ byok::SecretString ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing
         g_slots[i] = Slot{e, idx, now + (int64_t)mcf->ttl * 1000, ++g_tick, key.size()};
         e->slot[idx] = i;
     }
-    return key;
 }
 
 void ngx_byok_keycache_invalidate(std::string_view pid) {

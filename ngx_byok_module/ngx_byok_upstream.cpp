@@ -121,13 +121,13 @@ ngx_int_t splice_model(ngx_http_request_t *r, ByokGatewayCtx *ctx, const std::st
 constexpr size_t kFilePiece = 64 * 1024;
 
 bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
-                              const std::function<void(std::string_view)> &f) {
+                              void (*f)(const void *arg, std::string_view piece), const void *arg) {
     u_char *piece = nullptr;
     bool ok = true;
     for (ngx_chain_t *cl = bufs; cl && ok; cl = cl->next) {
         ngx_buf_t *b = cl->buf;
         if (ngx_buf_in_memory(b)) {
-            f({(const char *)b->pos, (size_t)(b->last - b->pos)});
+            f(arg, {(const char *)b->pos, (size_t)(b->last - b->pos)});
             continue;
         }
         if (!b->in_file) continue;
@@ -136,7 +136,7 @@ bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
         for (off_t at = b->file_pos; at < b->file_last && ok;) {
             size_t want = (size_t)ngx_min((off_t)kFilePiece, b->file_last - at);
             ok = ngx_read_file(b->file, piece, want, at) == (ssize_t)want;
-            if (ok) f({(const char *)piece, want});
+            if (ok) f(arg, {(const char *)piece, want});
             at += want;
         }
     }
@@ -147,8 +147,9 @@ bool ngx_byok_each_body_piece(ngx_http_request_t *r, ngx_chain_t *bufs,
 bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     if (r->request_body == nullptr || r->request_body->bufs == nullptr) return true;
     ctx->orig_bufs = r->request_body->bufs;
-    // The Content-Type picks the format (JSON, multipart upload, opaque).
-    byok::BodyScanner scanner(ctx->req.content_type);
+    // The Content-Type picks the format (JSON, multipart upload, opaque);
+    // the request's parse already named it.
+    byok::BodyScanner scanner(ctx->req.body_kind, ctx->req.content_type);
     if (!scanner.reads_bytes()) {
         // An opaque body goes through untouched: counted, never read back
         // from the temp file.

@@ -56,12 +56,12 @@ struct Opened {
     const StoredKey *last = nullptr;
 };
 
-SecretString open_counting(const void *arg, const KeyRing &r, std::string_view pid,
-                           const StoredKey &k) {
+void open_counting(const void *arg, const KeyRing &r, std::string_view pid, const StoredKey &k,
+                   SecretString *out) {
     auto *o = static_cast<Opened *>(const_cast<void *>(arg));
     o->calls++;
     o->last = &k;
-    return open_stored_key(r, pid, k);
+    *out = open_stored_key(r, pid, k);
 }
 
 // The RESP bulk strings of `s` from `at` on.

@@ -17,8 +17,8 @@ const Catalog &catalog() {
     return c;
 }
 
-using Keys = std::vector<std::pair<std::string, KeyState>>;
-using Ids = std::vector<std::string>;
+using Keys = KeyStateRows;  // views of string literals
+using Ids = ProviderIds;
 
 constexpr KeyState U = KeyState::Usable;
 constexpr KeyState I = KeyState::Inactive;
