@@ -71,11 +71,11 @@ SecretString::~SecretString() { clear(); }
 
 void SecretString::clear() {
     // Wipe the whole capacity: the short-string buffer or heap block may hold
-    // bytes beyond size() from earlier contents.
-    if (data_.capacity() > 0) {
-        data_.resize(data_.capacity());
-        wipe(data_.data(), data_.size());
-    }
+    // bytes beyond size() from earlier contents. The storage behind data()
+    // is capacity() + 1 bytes; wiping it in place, without first growing the
+    // string to its capacity (a zero fill, then the wipe), halves the cost of
+    // a move (issue 18: moves are on the request path).
+    wipe(data_.data(), data_.capacity());
     data_.clear();
 }
 

@@ -87,6 +87,21 @@ Test(util, secret_string_moves_and_clears) {
     cr_assert(c.empty());
 }
 
+// The bytes a SecretString held are gone from its storage after clear() —
+// the whole capacity, also bytes past the current size from earlier, longer
+// contents (short-string buffer and heap block alike).
+Test(util, secret_string_clear_wipes_the_whole_capacity) {
+    for (const char *secret : {"sk-short", "sk-secret-value-that-is-long-enough-for-heap"}) {
+        SecretString s(secret);
+        s.mutable_str().resize(3);  // earlier bytes now lie past size()
+        const char *p = s.data();
+        size_t cap = s.mutable_str().capacity();
+        s.clear();
+        cr_assert_eq(s.data(), p, "clear() keeps the storage");
+        for (size_t i = 0; i < cap; i++) cr_assert_eq(p[i], 0, "%s: byte %zu survived", secret, i);
+    }
+}
+
 Test(util, random_bytes) {
     Bytes a = random_bytes(32), b = random_bytes(32);
     cr_assert_eq(a.size(), 32u);
