@@ -1,7 +1,6 @@
 #include "lib/metering.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 
 namespace byok {
@@ -103,14 +102,16 @@ std::vector<Increment> meter_increments(const Layout &layout, const MeterRecord 
     };
     std::string key = layout.meter(rec.project, rec.day);
     std::string all = layout.meter_all(rec.day);
-    std::string model = rec.model.substr(0, kMaxModel);
-    std::string detail = "|" + rec.provider + "|" + rec.route + "|" + model;
+    std::string detail = "|";
+    detail.append(rec.provider).append("|").append(rec.route).append("|");
+    detail.append(rec.model.substr(0, kMaxModel));
     for (const auto &[m, n] : values) {
         if (n == 0) continue;
         std::string name(metric_name(m));
         out.push_back({key, "m|" + name + detail, n});
-        if (!rec.key_id.empty()) out.push_back({key, "k|" + name + "|" + rec.key_id, n});
-        out.push_back({all, rec.project + "|" + name, n});
+        if (!rec.key_id.empty())
+            out.push_back({key, "k|" + name + "|" + std::string(rec.key_id), n});
+        out.push_back({all, std::string(rec.project) + "|" + name, n});
     }
     return out;
 }
@@ -153,105 +154,139 @@ namespace {
 
 constexpr size_t kEventFields = 15;
 
-// Calls f(name, value) for each field of the usage event, in order: the one
-// place that defines the event. Numbers are formatted on the stack. A new
-// string field also goes into append_usage_event_args's size bound.
-template <typename F>
-void each_event_field(const MeterRecord &rec, F &&f) {
-    const TokenUsage &u = rec.usage;
-    auto num = [&](std::string_view name, auto v) {
-        char buf[24];
-        auto res = std::to_chars(buf, buf + sizeof buf, v);
-        f(name, std::string_view(buf, static_cast<size_t>(res.ptr - buf)));
-    };
-    f("request_id", rec.request_id);
-    num("ts_ms", rec.at_ms);
-    f("project", rec.project);
-    f("provider", rec.provider);
-    f("model", std::string_view(rec.model).substr(0, kMaxModel));
-    f("route", rec.route);
-    f("key_id", rec.key_id);
-    num("status", rec.status);
-    num("latency_ms", rec.latency_ms);
-    f("tokens_known", u.known ? "1" : "0");
-    num("input_tokens", u.input);
-    num("output_tokens", u.output);
-    num("cached_tokens", u.cached);
-    num("cost_micro_usd", rec.cost_micro);
-    f("fallback_reason", rec.fallback_reason);
+// The usage event: its field names in order, the one place that defines it
+// (README "Usage metering" documents them).
+constexpr std::string_view kEventNames[kEventFields] = {
+    "request_id",   "ts_ms",         "project",       "provider",       "model",
+    "route",        "key_id",        "status",        "latency_ms",     "tokens_known",
+    "input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "fallback_reason"};
+
+// The decimal digits of v, written backwards ending at `end`; returns
+// where they begin.
+char *decimal_backwards(char *end, uint64_t v) {
+    static const char kPairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    while (v >= 100) {  // two digits per division
+        const char *d = kPairs + 2 * (v % 100);
+        v /= 100;
+        *--end = d[1];
+        *--end = d[0];
+    }
+    if (v >= 10) {
+        *--end = kPairs[2 * v + 1];
+        *--end = kPairs[2 * v];
+    } else {
+        *--end = static_cast<char>('0' + v);
+    }
+    return end;
 }
+
+// rec's event values in kEventNames' order; numbers are formatted into
+// `digits` (one 24-byte slot each), strings are views of rec.
+void event_values(const MeterRecord &rec, std::string_view (&v)[kEventFields],
+                  char (&digits)[kEventFields][24]) {
+    const TokenUsage &u = rec.usage;
+    auto num = [&](size_t i, uint64_t n, bool negative) {
+        char *end = digits[i] + sizeof digits[i];
+        char *p = decimal_backwards(end, n);
+        if (negative) *--p = '-';
+        v[i] = std::string_view(p, static_cast<size_t>(end - p));
+    };
+    auto snum = [&](size_t i, int64_t n) {
+        num(i, n < 0 ? 0 - static_cast<uint64_t>(n) : static_cast<uint64_t>(n), n < 0);
+    };
+    v[0] = rec.request_id;
+    snum(1, rec.at_ms);
+    v[2] = rec.project;
+    v[3] = rec.provider;
+    v[4] = rec.model.substr(0, kMaxModel);
+    v[5] = rec.route;
+    v[6] = rec.key_id;
+    num(7, rec.status, false);
+    num(8, rec.latency_ms, false);
+    v[9] = u.known ? "1" : "0";
+    num(10, u.input, false);
+    num(11, u.output, false);
+    num(12, u.cached, false);
+    snum(13, rec.cost_micro);
+    v[14] = rec.fallback_reason;
+}
+
+// Each field's constant RESP bytes, made once at load: the CRLF that ends
+// the previous value, the name's bulk, and the '$' that opens the value's
+// bulk — in a fixed 32-byte slot, so it is copied with one fixed-size copy.
+struct EventPiece {
+    char bytes[32];
+    size_t size;
+};
+struct EventPieces {
+    EventPiece piece[kEventFields];
+    EventPieces() {
+        for (size_t i = 0; i < kEventFields; i++) {
+            std::string_view n = kEventNames[i];
+            std::string p = (i == 0 ? "" : "\r\n") + std::string("$") + std::to_string(n.size()) +
+                            "\r\n" + std::string(n) + "\r\n$";
+            std::memset(piece[i].bytes, 0, sizeof piece[i].bytes);
+            std::memcpy(piece[i].bytes, p.data(), p.size());  // at most 2+3+2+19+2+1 bytes
+            piece[i].size = p.size();
+        }
+    }
+};
+const EventPieces kPieces;
 
 void append_bulk(std::string &out, std::string_view s) {
-    char buf[24];
-    auto res = std::to_chars(buf, buf + sizeof buf, s.size());
-    out.push_back('$');
-    out.append(buf, static_cast<size_t>(res.ptr - buf));
-    out.append("\r\n");
-    out.append(s);
-    out.append("\r\n");
+    out.append("$").append(std::to_string(s.size())).append("\r\n").append(s).append("\r\n");
 }
-
-// The decimal digits of n, written at p; returns the end. Bulk lengths are
-// mostly one to three digits: those skip the general conversion.
-char *put_len(char *p, size_t n) {
-    if (n < 10) {
-        *p++ = static_cast<char>('0' + n);
-    } else if (n < 100) {
-        *p++ = static_cast<char>('0' + n / 10);
-        *p++ = static_cast<char>('0' + n % 10);
-    } else {
-        p = std::to_chars(p, p + 20, n).ptr;
-    }
-    return p;
-}
-
-// "$<len>\r\n<s>\r\n" written at p; returns the end.
-char *put_bulk(char *p, std::string_view s) {
-    *p++ = '$';
-    p = put_len(p, s.size());
-    *p++ = '\r';
-    *p++ = '\n';
-    std::memcpy(p, s.data(), s.size());
-    p += s.size();
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-// At least the bytes put_bulk(s) writes: "$", 20 digits, two CRLFs.
-constexpr size_t kBulkOverhead = 25;
 
 }  // namespace
 
 std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
+    std::string_view v[kEventFields];
+    char digits[kEventFields][24];
+    event_values(rec, v, digits);
     std::vector<std::string> out;
     out.reserve(2 * kEventFields);
-    each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        out.emplace_back(name);
-        out.emplace_back(value);
-    });
+    for (size_t i = 0; i < kEventFields; i++) {
+        out.emplace_back(kEventNames[i]);
+        out.emplace_back(v[i]);
+    }
     return out;
 }
 
-// One pass (issue 18): `out` grows once by a bound on the event's size (its
-// strings plus a fixed overhead per bulk; numbers have at most 20 digits),
-// the bulks are written in place and the unused tail is cut off again.
+// One resize of `out` by a bound (values, pieces, 20 digits per length, and
+// slack for the fixed-size copies), cut back at the end; each field is its
+// constant piece, the value's length and the value (issue 18: fixed-size
+// copies of the constant bytes, integers formatted in place, no snprintf).
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
-    size_t bound = 0;
-    for (const std::string *s : {&rec.request_id, &rec.project, &rec.provider, &rec.model,
-                                 &rec.route, &rec.key_id, &rec.fallback_reason})
-        bound += s->size();
-    // Every field: its name (under 20 bytes) and a value of at most 20 digits
-    // when it is not one of the strings counted above.
-    bound += kEventFields * (2 * kBulkOverhead + 20 + 20);
+    std::string_view v[kEventFields];
+    char digits[kEventFields][24];
+    event_values(rec, v, digits);
+    size_t size = 2;  // the last value's CRLF
+    for (size_t i = 0; i < kEventFields; i++)
+        size += kPieces.piece[i].size + 20 + 2 + v[i].size();  // 20: the length's digits at most
     size_t at = out.size();
-    out.resize(at + bound);
+    out.resize(at + size + 32);
     char *const start = &out[at];
     char *p = start;
-    each_event_field(rec, [&](std::string_view name, std::string_view value) {
-        p = put_bulk(p, name);
-        p = put_bulk(p, value);
-    });
+    for (size_t i = 0; i < kEventFields; i++) {
+        const EventPiece &piece = kPieces.piece[i];
+        std::memcpy(p, piece.bytes, sizeof piece.bytes);
+        p += piece.size;
+        // The length's digits end at len + 24; a fixed 24-byte copy from
+        // their first stays inside len and inside out's slack.
+        char len[48];
+        char *l = decimal_backwards(len + 24, v[i].size());
+        std::memcpy(p, l, 24);
+        p += len + 24 - l;
+        *p++ = '\r';
+        *p++ = '\n';
+        if (!v[i].empty()) std::memcpy(p, v[i].data(), v[i].size());
+        p += v[i].size();
+    }
+    *p++ = '\r';
+    *p++ = '\n';
     out.resize(at + static_cast<size_t>(p - start));
 }
 

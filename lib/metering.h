@@ -25,16 +25,17 @@ int64_t cost_micro_usd(const ModelPrice *price, const TokenUsage &u);
 // 1234567 → "1.234567"
 std::string micro_usd_string(int64_t micro);
 
-// One finished request, as the log phase sees it.
+// One finished request, as the log phase sees it. Views (issue 18: no
+// copy per request): the record lives no longer than the strings it names.
 struct MeterRecord {
-    std::string request_id;
-    std::string project;
-    std::string provider;
-    std::string model;   // as sent upstream (capped at kMaxModel bytes in counters)
-    std::string route;   // byok | system | fallback
-    std::string key_id;  // gateway key id
-    std::string fallback_reason;
-    std::string day;  // yyyymmdd (UTC)
+    std::string_view request_id;
+    std::string_view project;
+    std::string_view provider;
+    std::string_view model;   // as sent upstream (capped at kMaxModel bytes in counters)
+    std::string_view route;   // byok | system | fallback
+    std::string_view key_id;  // gateway key id
+    std::string_view fallback_reason;
+    std::string_view day;  // yyyymmdd (UTC)
     int64_t at_ms = 0;
     unsigned status = 0;
     uint64_t latency_ms = 0;
@@ -90,8 +91,8 @@ constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
 // costs one reply, not one per request — a stalled Redis answers the
 // worker with a handful of replies, not a storm. A request appends its
 // event's field/value pairs (RESP bulk strings) to a batch's body without
-// allocating once the buffer has grown; the flush puts
-// usage_events_batch_head() in front.
+// allocating once the buffer has grown (the glue reserves a batch's worth
+// once); the flush puts usage_events_batch_head() in front.
 // 100: one batch runs ~2 ms in Redis, which is what a cache-miss lookup can
 // wait behind (issue 18 cold path; 1,000 ran ~20 ms).
 constexpr size_t kUsageEventsPerBatch = 100;

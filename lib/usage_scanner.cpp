@@ -14,26 +14,55 @@ constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+// The rest of a JSON number after its integer digits (fraction, exponent).
+bool is_number_tail(char c) {
+    return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+}
 
-// First quote, backslash or newline in [p, end): the bytes that matter inside
-// a JSON string. Sixteen bytes at a time where SSE2 exists (every x86-64):
-// this loop is most of the scanner's cost per SSE chunk.
-const char *string_special(const char *p, const char *end) {
 #if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
-                  nl = _mm_set1_epi8('\n');
+// Bit i set when byte i of the 16 at p is one of Cs.
+template <char... Cs>
+inline unsigned match16(const char *p) {
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    __m128i hit = _mm_setzero_si128();
+    ((hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, _mm_set1_epi8(Cs)))), ...);
+    return static_cast<unsigned>(_mm_movemask_epi8(hit));
+}
+#endif
+
+// The first byte of [p, end) that is one of Cs, or end: sixteen bytes at a
+// time where SSE2 exists (every x86-64); the last few bytes too, by
+// reading the 16 that end at `end` when the piece that starts at `begin`
+// has that many. The scanner spends its time here: everything between such
+// bytes is skipped unread.
+template <char... Cs>
+inline const char *find_any(const char *p, const char *end, const char *begin) {
+#if defined(__SSE2__)
     while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-        __m128i hit =
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                         _mm_cmpeq_epi8(v, nl));
-        int mask = _mm_movemask_epi8(hit);
-        if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+        unsigned mask = match16<Cs...>(p);
+        if (mask != 0) return p + __builtin_ctz(mask);
         p += 16;
     }
+    if (p < end && end - begin >= 16) {
+        unsigned mask = match16<Cs...>(end - 16) >> (16 - (end - p));
+        return mask != 0 ? p + __builtin_ctz(mask) : end;
+    }
 #endif
-    while (p < end && *p != '"' && *p != '\\' && *p != '\n') p++;
+    while (p < end && ((*p != Cs) && ...)) p++;
     return p;
+}
+
+// Outside strings only a quote matters; inside one, the quote that ends
+// it, a backslash (escape) or a raw newline (not JSON: ends an SSE line).
+inline const char *find_quote(const char *p, const char *end, const char *begin) {
+    return find_any<'"'>(p, end, begin);
+}
+inline const char *string_special(const char *p, const char *end, const char *begin) {
+    return find_any<'"', '\\', '\n'>(p, end, begin);
+}
+// Inside a usage object: also the brackets that nest it.
+inline const char *capture_special(const char *p, const char *end, const char *begin) {
+    return find_any<'"', '\\', '\n', '{', '}', '[', ']'>(p, end, begin);
 }
 
 // A minimal reader for one captured usage object: only what the fields
@@ -63,7 +92,12 @@ struct ObjectReader {
             return {};
         }
         size_t start = ++i;
-        while (i < s.size() && s[i] != '"') i += s[i] == '\\' ? 2 : 1;
+        while (i < s.size()) {
+            i = static_cast<size_t>(string_special(s.data() + i, s.data() + s.size(), s.data()) -
+                                    s.data());
+            if (i >= s.size() || s[i] == '"') break;
+            i += s[i] == '\\' ? 2 : 1;  // an escape, or a newline: part of the string here
+        }
         if (i >= s.size()) {
             ok = false;
             return {};
@@ -84,8 +118,7 @@ struct ObjectReader {
             v = std::min<uint64_t>(v * 10 + static_cast<uint64_t>(s[i] - '0'), kMaxCount);
             i++;
         }
-        while (i < s.size() && (std::strchr("0123456789.eE+-", s[i]) != nullptr) && s[i] != '\0')
-            i++;
+        while (i < s.size() && is_number_tail(s[i])) i++;
         *out = neg ? 0 : v;
         return true;
     }
@@ -141,55 +174,15 @@ struct ObjectReader {
 void UsageScanner::feed(std::string_view bytes) {
     const char *p = bytes.data();
     const char *end = p + bytes.size();
+    begin_ = p;
     while (p < end) {
         switch (state_) {
-            case State::Outside: {
-                // Only a quote matters here: skip to it.
-                const void *q = std::memchr(p, '"', static_cast<size_t>(end - p));
-                if (q == nullptr) return;
-                p = static_cast<const char *>(q) + 1;
-                state_ = State::InString;
-                escape_ = false;
-                key_.clear();
-                key_long_ = false;
-                key_escaped_ = false;
+            case State::Outside:
+                p = outside(p, end);
                 break;
-            }
-            case State::InString: {
-                // Fast path: run to the next quote, backslash or newline,
-                // keeping only the first bytes (a key or model is short).
-                const char *q = escape_ ? p : string_special(p, end);
-                size_t n = static_cast<size_t>(q - p);
-                size_t limit = model_value_ ? kMaxModel : kMaxKey;
-                if (q != end && *q == '"' && !escape_ && key_.empty()) {
-                    // The string ends in this piece and nothing of it is
-                    // kept yet: read it in place (issue 18: no copy).
-                    if (n > limit) key_long_ = true;
-                    std::string_view k(p, std::min(n, limit));
-                    p = q + 1;
-                    end_of_string(k);
-                    break;
-                }
-                if (n > 0) {
-                    size_t room = key_.size() < limit ? limit - key_.size() : 0;
-                    key_.append(p, std::min(n, room));
-                    if (n > room) key_long_ = true;
-                }
-                p = q;
-                if (p == end) break;
-                char c = *p++;
-                if (escape_) {
-                    escape_ = false;
-                    key_escaped_ = true;
-                } else if (c == '\\') {
-                    escape_ = true;
-                } else if (c == '"') {
-                    end_of_string(key_);
-                } else {
-                    state_ = State::Outside;  // a raw newline: not JSON (ends an SSE line)
-                }
+            case State::InString:
+                p = in_string(p, end);
                 break;
-            }
             case State::AfterKey:
             case State::AfterColon: {
                 char c = *p;
@@ -200,17 +193,12 @@ void UsageScanner::feed(std::string_view bytes) {
                     state_ = State::AfterColon;
                 } else if (state_ == State::AfterColon && after_ == KeyKind::Model && c == '"') {
                     p++;
-                    state_ = State::InString;
-                    escape_ = false;
-                    key_.clear();
-                    key_long_ = false;
-                    key_escaped_ = false;
-                    model_value_ = true;
+                    begin_string(true);
                 } else if (state_ == State::AfterColon && after_ == KeyKind::Usage && c == '{') {
-                    p++;
+                    // The '{' is the object's first byte: capture() counts it.
                     state_ = State::Capture;
-                    capture_.assign(1, '{');
-                    cap_depth_ = 1;
+                    capture_.clear();
+                    cap_depth_ = 0;
                     cap_in_str_ = false;
                     cap_escape_ = false;
                 } else {
@@ -218,77 +206,160 @@ void UsageScanner::feed(std::string_view bytes) {
                 }
                 break;
             }
-            case State::Capture: {
-                // The object's bytes in one run (issue 18: appended once,
-                // not byte by byte), up to the byte that closes it, a raw
-                // newline, or the one that takes it over kMaxCapture.
-                const char *start = p;
-                const char *stop =
-                    p + std::min(static_cast<size_t>(end - p), kMaxCapture + 1 - capture_.size());
-                bool closed = false, newline = false;
-                while (p < stop) {
-                    char c = *p++;
-                    if (c == '\n') {
-                        newline = true;
-                        break;
-                    }
-                    if (cap_in_str_) {
-                        if (cap_escape_)
-                            cap_escape_ = false;
-                        else if (c == '\\')
-                            cap_escape_ = true;
-                        else if (c == '"')
-                            cap_in_str_ = false;
-                    } else if (c == '"') {
-                        cap_in_str_ = true;
-                    } else if (c == '{' || c == '[') {
-                        cap_depth_++;
-                    } else if ((c == '}' || c == ']') && --cap_depth_ == 0) {
-                        closed = true;
-                        break;
-                    }
-                }
-                size_t n = static_cast<size_t>(p - start);
-                if (newline || capture_.size() + n > kMaxCapture) {
-                    // Too big or broken: forget it, but stay in step with the
-                    // string state so what follows is read correctly.
-                    capture_.clear();
-                    capture_.shrink_to_fit();
-                    state_ = cap_in_str_ && !newline ? State::InString : State::Outside;
-                    escape_ = cap_escape_;
-                    key_.clear();
-                    key_long_ = true;
-                    break;
-                }
-                capture_.append(start, n);
-                if (closed) {
-                    take(capture_);
-                    capture_.clear();
-                    state_ = State::Outside;
-                }
+            case State::Capture:
+                p = capture(p, end);
                 break;
-            }
         }
     }
 }
 
-void UsageScanner::end_of_string(std::string_view k) {
+// From string to string while each one begins and ends in this piece
+// without an escape (issue 18: almost every string of a response): read in
+// place, and only one of a usage or model key's length is compared.
+const char *UsageScanner::outside(const char *p, const char *end) {
+    for (;;) {
+        const char *open = find_quote(p, end, begin_);
+        if (open == end) return end;
+        const char *s = open + 1;
+        const char *q = string_special(s, end, begin_);
+        if (q == end || *q != '"') {  // goes on in the next piece, or an escape / newline
+            begin_string(false);
+            return s;
+        }
+        p = q + 1;
+        size_t n = static_cast<size_t>(q - s);
+        if ((n == 5 || n == 12 || n == 13) && key_ends(std::string_view(s, n))) return p;
+    }
+}
+
+void UsageScanner::begin_string(bool model_value) {
+    state_ = State::InString;
+    escape_ = false;
+    key_len_ = 0;
+    key_long_ = false;
+    key_escaped_ = false;
+    model_value_ = model_value;
+}
+
+// A string that spans pieces or holds an escape: its first bytes are kept
+// in key_ (a key or model is short).
+const char *UsageScanner::in_string(const char *p, const char *end) {
+    const size_t limit = model_value_ ? kMaxModel : kMaxKey;
+    while (p < end) {
+        if (escape_) {
+            escape_ = false;
+            key_escaped_ = true;
+            p++;
+            continue;
+        }
+        const char *q = string_special(p, end, begin_);
+        size_t n = static_cast<size_t>(q - p);
+        size_t room = limit - key_len_;
+        if (n > room) key_long_ = true;
+        std::memcpy(key_ + key_len_, p, std::min(n, room));
+        key_len_ += std::min(n, room);
+        p = q;
+        if (p == end) break;
+        char c = *p++;
+        if (c == '\\') {
+            escape_ = true;
+        } else if (c == '"') {
+            end_of_string();
+            break;
+        } else {
+            // A raw newline: not JSON (ends an SSE line). The string is
+            // dropped, a model value too (the old code kept the flag and
+            // took the next string as the model).
+            state_ = State::Outside;
+            model_value_ = false;
+            break;
+        }
+    }
+    return p;
+}
+
+// Up to the byte that closes the usage object, a raw newline, or the one
+// that takes it over kMaxCapture. An object wholly in this piece is read in
+// place; one split across pieces is gathered in capture_ first.
+const char *UsageScanner::capture(const char *p, const char *end) {
+    const char *start = p;
+    const char *stop =
+        p + std::min(static_cast<size_t>(end - p), kMaxCapture + 1 - capture_.size());
+    bool closed = false, newline = false;
+    while (p < stop) {
+        if (!cap_escape_) p = capture_special(p, stop, begin_);  // the bytes between cannot matter
+        if (p == stop) break;
+        char c = *p++;
+        if (c == '\n') {
+            newline = true;
+            break;
+        }
+        if (cap_in_str_) {
+            if (cap_escape_)
+                cap_escape_ = false;
+            else if (c == '\\')
+                cap_escape_ = true;
+            else if (c == '"')
+                cap_in_str_ = false;
+        } else if (c == '"') {
+            cap_in_str_ = true;
+        } else if (c == '{' || c == '[') {
+            cap_depth_++;
+        } else if ((c == '}' || c == ']') && --cap_depth_ == 0) {
+            closed = true;
+            break;
+        }
+    }
+    size_t n = static_cast<size_t>(p - start);
+    if (newline || capture_.size() + n > kMaxCapture) {
+        // Too big or broken: forget it, but stay in step with the string
+        // state so what follows is read correctly.
+        capture_.clear();
+        capture_.shrink_to_fit();
+        state_ = cap_in_str_ && !newline ? State::InString : State::Outside;
+        escape_ = cap_escape_;
+        key_len_ = 0;
+        key_long_ = true;
+        return p;
+    }
+    if (!closed) {
+        capture_.append(start, n);
+        return p;
+    }
+    if (capture_.empty()) {
+        take(std::string_view(start, n));
+    } else {
+        capture_.append(start, n);
+        take(capture_);
+        capture_.clear();
+    }
+    state_ = State::Outside;
+    return p;
+}
+
+void UsageScanner::end_of_string() {
     bool plain = !key_long_ && !key_escaped_;
+    state_ = State::Outside;
     if (model_value_) {
         model_value_ = false;
-        if (plain && model_.empty()) model_.assign(k);
-        state_ = State::Outside;
+        if (plain && model_len_ == 0) {
+            std::memcpy(model_, key_, key_len_);
+            model_len_ = static_cast<uint8_t>(key_len_);
+        }
         return;
     }
-    // Called for every string of the response: compare views (length
-    // first), never C strings.
+    if (plain) key_ends(std::string_view(key_, key_len_));
+}
+
+bool UsageScanner::key_ends(std::string_view k) {
     using namespace std::string_view_literals;
     after_ = KeyKind::None;
-    if (plain && (k == "usage"sv || k == "usageMetadata"sv))
+    if (k == "usage"sv || k == "usageMetadata"sv)
         after_ = KeyKind::Usage;
-    else if (plain && model_.empty() && (k == "model"sv || k == "modelVersion"sv))
+    else if (model_len_ == 0 && (k == "model"sv || k == "modelVersion"sv))
         after_ = KeyKind::Model;
     state_ = after_ == KeyKind::None ? State::Outside : State::AfterKey;
+    return after_ != KeyKind::None;
 }
 
 void UsageScanner::take(std::string_view object) {
@@ -296,20 +367,43 @@ void UsageScanner::take(std::string_view object) {
              thoughts = 0;
     ObjectReader rd{object};
     rd.members([&](std::string_view key) {
+        // By length first (issue 18): most keys are compared with one name
+        // or none.
         uint64_t *slot = nullptr;
-        if (key == "prompt_tokens" || key == "input_tokens" || key == "promptTokenCount")
-            slot = &prompt;
-        else if (key == "completion_tokens" || key == "output_tokens" ||
-                 key == "candidatesTokenCount")
-            slot = &completion;
-        else if (key == "cache_read_input_tokens")
-            slot = &cache_read;
-        else if (key == "cache_creation_input_tokens")
-            slot = &cache_creation;
-        else if (key == "cachedContentTokenCount")
-            slot = &cached;
-        else if (key == "thoughtsTokenCount")
-            slot = &thoughts;
+        switch (key.size()) {
+            case 12:
+                if (key == "input_tokens") slot = &prompt;
+                break;
+            case 13:
+                if (key == "prompt_tokens")
+                    slot = &prompt;
+                else if (key == "output_tokens")
+                    slot = &completion;
+                break;
+            case 16:
+                if (key == "promptTokenCount") slot = &prompt;
+                break;
+            case 17:
+                if (key == "completion_tokens") slot = &completion;
+                break;
+            case 18:
+                if (key == "thoughtsTokenCount") slot = &thoughts;
+                break;
+            case 20:
+                if (key == "candidatesTokenCount") slot = &completion;
+                break;
+            case 23:
+                if (key == "cache_read_input_tokens")
+                    slot = &cache_read;
+                else if (key == "cachedContentTokenCount")
+                    slot = &cached;
+                break;
+            case 27:
+                if (key == "cache_creation_input_tokens") slot = &cache_creation;
+                break;
+            default:
+                break;
+        }
         if (slot != nullptr) {
             if (!rd.number(slot)) rd.skip_value(1);  // e.g. null
             return;

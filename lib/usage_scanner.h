@@ -41,7 +41,7 @@ class UsageScanner {
     // The first "model" / "modelVersion" string of the response (at most
     // kMaxModel bytes, no escapes): prices native calls whose request body
     // the gateway did not read.
-    const std::string &model() const { return model_; }
+    std::string_view model() const { return {model_, model_len_}; }
     static constexpr size_t kMaxModel = 128;
 
     // The one-shot answer, for tests and fuzzing.
@@ -54,21 +54,32 @@ class UsageScanner {
   private:
     enum class State : uint8_t { Outside, InString, AfterKey, AfterColon, Capture };
     enum class KeyKind : uint8_t { None, Usage, Model };
-    void end_of_string(std::string_view k);  // k: the string's kept bytes
+    // Each returns where the next state goes on reading.
+    const char *outside(const char *p, const char *end);
+    const char *in_string(const char *p, const char *end);
+    const char *capture(const char *p, const char *end);
+    void begin_string(bool model_value);
+    void end_of_string();
+    bool key_ends(std::string_view k);  // a usage / model key: state_ = AfterKey
     void take(std::string_view object);
 
+    const char *begin_ = nullptr;  // the piece being fed (its bytes may be read in blocks)
     State state_ = State::Outside;
     bool escape_ = false;      // previous byte was a backslash inside a string
     bool cap_in_str_ = false;  // capture: inside a string
     bool cap_escape_ = false;
     int cap_depth_ = 0;
-    std::string key_;        // the current string, first bytes only
+    // The current string when it spans pieces or has escapes (strings that
+    // do not are read in place): its first bytes only, no allocation.
+    char key_[kMaxModel];
+    size_t key_len_ = 0;
     bool key_long_ = false;  // the string did not fit key_
     bool key_escaped_ = false;
-    std::string capture_;            // the usage object being read
+    std::string capture_;            // a usage object split across pieces
     KeyKind after_ = KeyKind::None;  // which key AfterKey/AfterColon follow
     bool model_value_ = false;       // the current string is a model value
-    std::string model_;
+    char model_[kMaxModel];
+    uint8_t model_len_ = 0;
 
     // Raw maxima per field; result() normalises.
     uint64_t prompt_ = 0, completion_ = 0, cached_tokens_ = 0, cache_read_ = 0, cache_creation_ = 0,

@@ -156,6 +156,8 @@ void ngx_byok_usage_exit_process();
 // One finished request's token and cost counters and its usage event
 // (lib/metering.h), batched with the usage counters above.
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec);
+// issue 18: the flush's slicing, for /metrics (ngx_byok_metrics.cpp).
+std::string ngx_byok_usage_metrics();
 
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 
@@ -428,6 +430,8 @@ ngx_int_t ngx_byok_variables_init(ngx_conf_t *cf);
 ngx_int_t ngx_byok_filter_init(ngx_conf_t *cf);  // x-byok-* response headers
 ngx_int_t ngx_byok_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r);
+// The metering part of the log phase (ngx_byok_metering.cpp).
+void ngx_byok_meter_log(ngx_http_request_t *r, ByokGatewayCtx *ctx);
 
 // --- provider-key selection and health (ngx_byok_health.cpp, issue 14) ----------
 

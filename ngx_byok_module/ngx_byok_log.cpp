@@ -1,5 +1,6 @@
 // Log phase of gateway requests: the request counters of /metrics and the
-// per-project usage counters (token and cost metering: ngx_byok_metering.cpp).
+// per-project usage counters, then token and cost metering
+// (ngx_byok_metering.cpp) with the same ctx: one lookup for the phase.
 #include "ngx_byok_module/ngx_byok_ctx.h"
 
 ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
@@ -25,5 +26,6 @@ ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
         }
     } catch (const std::exception &) {
     }
+    ngx_byok_meter_log(r, ctx);  // tokens, cost, the usage event (ngx_byok_metering.cpp)
     return NGX_OK;
 }

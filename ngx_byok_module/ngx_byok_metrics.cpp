@@ -145,6 +145,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
                "\n";
         out += ngx_byok_limits_metrics();  // byok_limit_alerts_total
         out += ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring
+        out += ngx_byok_usage_metrics();   // issue 18 (s4-meter): the usage flush's slices
     } catch (const std::exception &) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -3,9 +3,17 @@
 // once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
 // and route per second instead of one per request. Counts survive a Redis outage in memory
 // (bounded) and are written when it returns. Usage events wait in the same way (bounded) and go out
-// as pipelined XADDs with MAXLEN ~, so the stream stays capped.
+// as EVAL batches of XADDs with MAXLEN ~, so the stream stays capped.
+//
+// Issue 18 (the c1 p99 tail): a flush round takes what was summed before it began (the live
+// tables are swapped out) and sends it in slices, at most kRowsPerTurn counter rows and
+// kBatchesPerTurn event batches per event-loop turn, the rest on the next turn
+// (ngx_posted_next_events), so no single turn holds the worker for thousands of rows.
 #include "ngx_byok_module/ngx_byok.h"
 
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 
 #include "lib/usage.h"
@@ -25,6 +33,7 @@ std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, fi
 std::map<std::string, long long, std::less<>> g_usage;
 std::string g_usage_key;  // reused to build the lookup key
 constexpr size_t kMaxEvents = 10000;
+constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 512;  // a typical event: ~400 bytes
 // Usage events in batches (lib/metering.h): (events, their RESP arguments).
 std::vector<std::pair<size_t, std::string>> g_batches;
 size_t g_event_count = 0;
@@ -37,38 +46,36 @@ std::string g_stream;     // the usage event stream's key (fixed per configurati
 ngx_event_t g_flush_ev;
 bool g_active = false;
 
-void flush_events() {
-    if (g_event_count == 0 || !ngx_byok_redis_available()) return;
-    for (auto &[events, args] : g_batches) {
-        std::string cmd = byok::usage_events_batch_head(g_stream, events);
-        cmd.append(args);
-        ngx_byok_redis_send_raw_noreply(cmd, 1);
-    }
-    g_batches.clear();
-    g_event_count = 0;
-}
+// A flush round in progress: what was summed before it began.
+constexpr size_t kRowsPerTurn = 64;
+constexpr size_t kBatchesPerTurn = 4;  // ~100 events each
+std::map<std::string, long long, std::less<>> g_usage_out;
+std::map<std::string, byok::MeterTotals, std::less<>> g_meter_out;
+std::vector<std::pair<size_t, std::string>> g_batches_out;
+size_t g_batches_sent = 0;  // of g_batches_out
+ngx_event_t g_slice_ev;     // the round's next slice, posted to the next turn
+// Exposed on /metrics (this worker's): the most counter rows one turn sent,
+// and the turns the rounds took.
+size_t g_rows_max_per_turn = 0;
+uint64_t g_slices = 0;
 
-// The summed rows become counter increments (lib/metering.h decides them).
-void expand_meter() {
-    auto *mcf = ngx_byok_main_conf();
-    if (mcf == nullptr) return;
-    for (const auto &[key, totals] : g_meter) {
-        byok::MeterRecord rec;
-        std::string *parts[] = {&rec.project, &rec.provider, &rec.route,
-                                &rec.model,   &rec.key_id,   &rec.day};
-        size_t at = 0;
-        for (std::string *p : parts) {
-            size_t end = key.find('\0', at);
-            if (end == std::string::npos) end = key.size();
-            p->assign(key, at, end - at);
-            at = end + 1;
-        }
-        for (const auto &i : byok::meter_increments(mcf->m->admin.layout, rec, totals)) {
-            if (g_pending.size() >= kMaxPending) break;
-            g_pending[{i.key, i.field}] += i.by;
-        }
+// A row's key: its parts joined with '\0', built in `key` (reused: no
+// allocation once grown) with one resize. false for a part that holds a
+// '\0' (never from a valid request: it would split wrongly).
+bool row_key(std::string &key, std::initializer_list<std::string_view> parts) {
+    size_t size = parts.size() - 1;
+    for (std::string_view p : parts) {
+        if (!p.empty() && std::memchr(p.data(), 0, p.size()) != nullptr) return false;
+        size += p.size();
     }
-    g_meter.clear();
+    key.resize(size);
+    char *w = &key[0];
+    for (std::string_view p : parts) {
+        if (!p.empty()) std::memcpy(w, p.data(), p.size());
+        w += p.size();
+        if (w != key.data() + size) *w++ = '\0';
+    }
+    return true;
 }
 
 // The '\0'-separated parts of a row key.
@@ -82,27 +89,34 @@ void split_row(const std::string &key, std::string_view (&parts)[N]) {
     }
 }
 
-void expand_usage() {
-    auto *mcf = ngx_byok_main_conf();
-    if (mcf == nullptr) return;
-    for (const auto &[key, n] : g_usage) {
-        std::string_view parts[4];  // project, provider, route, day
-        split_row(key, parts);
-        if (parts[2].size() != 1 || g_pending.size() >= kMaxPending) continue;
-        auto route = static_cast<byok::Route>(parts[2][0] - '0');
-        g_pending[{byok::usage_key(mcf->m->admin.layout, parts[0], parts[3]),
-                   byok::usage_field(parts[1], route)}] += n;
+// A meter row becomes counter increments (lib/metering.h decides them).
+void expand_meter_row(const byok::Layout &layout, const std::string &key,
+                      const byok::MeterTotals &totals) {
+    std::string_view parts[6];  // project, provider, route, model, key id, day
+    split_row(key, parts);
+    byok::MeterRecord rec;
+    rec.project = parts[0];
+    rec.provider = parts[1];
+    rec.route = parts[2];
+    rec.model = parts[3];
+    rec.key_id = parts[4];
+    rec.day = parts[5];
+    for (const auto &i : byok::meter_increments(layout, rec, totals)) {
+        if (g_pending.size() >= kMaxPending) break;
+        g_pending[{i.key, i.field}] += i.by;
     }
-    g_usage.clear();
 }
 
-void flush() {
-    flush_events();
-    ngx_byok_last_used_flush();  // issue 14
-    if (!ngx_byok_redis_available()) return;
-    expand_usage();
-    expand_meter();
-    if (g_pending.empty()) return;
+void expand_usage_row(const byok::Layout &layout, const std::string &key, long long n) {
+    std::string_view parts[4];  // project, provider, route, day
+    split_row(key, parts);
+    if (parts[2].size() != 1 || g_pending.size() >= kMaxPending) return;
+    auto route = static_cast<byok::Route>(parts[2][0] - '0');
+    g_pending[{byok::usage_key(layout, parts[0], parts[3]), byok::usage_field(parts[1], route)}] +=
+        n;
+}
+
+void send_pending() {
     std::string last_key;
     for (const auto &[kf, n] : g_pending) {
         ngx_byok_redis_send_noreply({"HINCRBY", kf.first, kf.second, std::to_string(n)});
@@ -112,6 +126,88 @@ void flush() {
         }
     }
     g_pending.clear();
+}
+
+bool round_left() {
+    return g_batches_sent < g_batches_out.size() || !g_usage_out.empty() || !g_meter_out.empty();
+}
+
+// One slice of the round; true when more is left. Stops (the rest waits
+// for the next round) while Redis is unavailable.
+bool flush_slice() {
+    auto *mcf = ngx_byok_main_conf();
+    if (mcf == nullptr || !ngx_byok_redis_available()) return false;
+    g_slices++;
+    for (size_t n = 0; n < kBatchesPerTurn && g_batches_sent < g_batches_out.size(); n++) {
+        auto &[events, args] = g_batches_out[g_batches_sent++];
+        std::string cmd = byok::usage_events_batch_head(g_stream, events);
+        cmd.append(args);
+        ngx_byok_redis_send_raw_noreply(cmd, 1);
+        std::string().swap(args);
+    }
+    if (g_batches_sent == g_batches_out.size()) {
+        g_batches_out.clear();
+        g_batches_sent = 0;
+    }
+    const byok::Layout &layout = mcf->m->admin.layout;
+    size_t rows = 0;
+    while (rows < kRowsPerTurn && !g_usage_out.empty()) {
+        auto it = g_usage_out.begin();
+        expand_usage_row(layout, it->first, it->second);
+        g_usage_out.erase(it);
+        rows++;
+    }
+    while (rows < kRowsPerTurn && !g_meter_out.empty()) {
+        auto it = g_meter_out.begin();
+        expand_meter_row(layout, it->first, it->second);
+        g_meter_out.erase(it);
+        rows++;
+    }
+    g_rows_max_per_turn = std::max(g_rows_max_per_turn, rows);
+    send_pending();
+    return round_left();
+}
+
+// A slice, and the next one posted to the next event-loop turn while the
+// round has more.
+void run_slice() {
+    if (flush_slice() && g_active && !ngx_exiting && !g_slice_ev.posted) {
+        ngx_post_event(&g_slice_ev, &ngx_posted_next_events);
+    }
+}
+
+void slice_handler(ngx_event_t *) {
+    try {
+        run_slice();
+    } catch (const std::exception &) {
+    }
+}
+
+// Merges src into dst (a round cut short by a Redis outage, then more).
+template <class Map, class Add>
+void merge_into(Map &dst, Map &src, Add add) {
+    if (dst.empty()) {
+        dst.swap(src);
+        return;
+    }
+    for (auto &[k, v] : src) {
+        if (dst.size() >= kMaxPending && dst.find(k) == dst.end()) continue;
+        add(dst[k], v);
+    }
+    src.clear();
+}
+
+// The timer: a new round takes the live tables.
+void flush() {
+    ngx_byok_last_used_flush();               // issue 14
+    if (!ngx_byok_redis_available()) return;  // everything waits, bounded
+    merge_into(g_usage_out, g_usage, [](long long &a, long long b) { a += b; });
+    merge_into(g_meter_out, g_meter, byok::add_totals);
+    if (g_batches_out.empty()) g_batches_out.swap(g_batches);
+    for (auto &b : g_batches) g_batches_out.push_back(std::move(b));
+    g_batches.clear();
+    g_event_count = 0;
+    if (!g_slice_ev.posted) run_slice();  // else the posted slice goes on
 }
 
 void flush_handler(ngx_event_t *ev) {
@@ -137,14 +233,8 @@ const std::string &ngx_byok_today() {
 }
 
 void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route) {
-    g_usage_key.clear();
-    for (std::string_view part : {pid, provider}) {
-        if (part.find('\0') != std::string_view::npos) return;  // never from a valid request
-        g_usage_key.append(part).push_back('\0');
-    }
-    g_usage_key.push_back(static_cast<char>('0' + static_cast<int>(route)));
-    g_usage_key.push_back('\0');
-    g_usage_key.append(ngx_byok_today());
+    const char r = static_cast<char>('0' + static_cast<int>(route));
+    if (!row_key(g_usage_key, {pid, provider, std::string_view(&r, 1), ngx_byok_today()})) return;
     auto it = g_usage.find(std::string_view(g_usage_key));
     if (it == g_usage.end()) {
         if (g_usage.size() >= kMaxPending) return;
@@ -154,15 +244,9 @@ void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::R
 }
 
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {
-    g_meter_key.clear();
-    for (std::string_view part :
-         {std::string_view(rec.project), std::string_view(rec.provider),
-          std::string_view(rec.route), std::string_view(rec.model).substr(0, byok::kMaxModel),
-          std::string_view(rec.key_id), std::string_view(rec.day)}) {
-        if (part.find('\0') != std::string_view::npos) return;  // never from a valid request
-        g_meter_key.append(part).push_back('\0');
-    }
-    g_meter_key.pop_back();
+    if (!row_key(g_meter_key, {rec.project, rec.provider, rec.route,
+                               rec.model.substr(0, byok::kMaxModel), rec.key_id, rec.day}))
+        return;
     auto it = g_meter.find(std::string_view(g_meter_key));
     if (it == g_meter.end()) {
         if (g_meter.size() >= kMaxPending) return;
@@ -171,8 +255,10 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
     byok::add_totals(it->second, byok::meter_totals(rec));
     if (g_event_count < kMaxEvents) {
         if (g_stream.empty()) g_stream = layout.usage_events();
-        if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch)
+        if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch) {
             g_batches.emplace_back(0, std::string());
+            g_batches.back().second.reserve(kBatchReserve);  // grown once per batch
+        }
         byok::append_usage_event_args(g_batches.back().second, rec);
         g_batches.back().first++;
         g_event_count++;
@@ -185,6 +271,9 @@ void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
     g_flush_ev.log = cycle->log;
     g_flush_ev.data = nullptr;
     g_flush_ev.cancelable = 1;
+    g_slice_ev.handler = slice_handler;
+    g_slice_ev.log = cycle->log;
+    g_slice_ev.data = nullptr;
     g_active = true;
     ngx_add_timer(&g_flush_ev, kFlushEvery);
     ngx_byok_limits_init_process();  // issue 13: project-limit counters
@@ -193,4 +282,20 @@ void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
 void ngx_byok_usage_exit_process() {
     g_active = false;
     if (g_flush_ev.timer_set) ngx_del_timer(&g_flush_ev);
+    if (g_slice_ev.posted) {  // braces: the macro is several statements
+        ngx_delete_posted_event(&g_slice_ev);
+    }
+}
+
+std::string ngx_byok_usage_metrics() {
+    return "# HELP byok_usage_flush_rows_max_per_turn The most usage counter rows one event-loop "
+           "turn of this worker's flush has sent.\n"
+           "# TYPE byok_usage_flush_rows_max_per_turn gauge\n"
+           "byok_usage_flush_rows_max_per_turn " +
+           std::to_string(g_rows_max_per_turn) +
+           "\n"
+           "# HELP byok_usage_flush_turns_total Event-loop turns this worker's usage flush took.\n"
+           "# TYPE byok_usage_flush_turns_total counter\n"
+           "byok_usage_flush_turns_total " +
+           std::to_string(g_slices) + "\n";
 }

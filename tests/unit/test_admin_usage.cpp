@@ -43,7 +43,7 @@ Reply day(std::vector<std::pair<MeterRecord, int>> recs, bool global = false) {
     return hash(kv);
 }
 
-MeterRecord rec(std::string provider, std::string route, std::string model, std::string key,
+MeterRecord rec(const char *provider, const char *route, const char *model, const char *key,
                 uint64_t in, uint64_t out, uint64_t cached, int64_t cost, bool known = true) {
     MeterRecord r;
     r.project = "acme";

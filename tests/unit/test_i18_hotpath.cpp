@@ -123,13 +123,14 @@ Test(i18_hotpath, i18_04_usage_key_of_a_formatted_day_is_the_key_of_that_day) {
 }
 
 Test(i18_hotpath, i18_04_usage_event_in_one_pass_holds_long_fields_and_extreme_numbers) {
-    MeterRecord r;
-    r.request_id = std::string(300, 'r');
+    MeterRecord r;  // views (issue 18): the strings outlive the record
+    const std::string rid(300, 'r'), model(500, 'm'), kid(200, 'k');
+    r.request_id = rid;
     r.project = "acme";
     r.provider = "openai";
-    r.model = std::string(500, 'm');  // capped at kMaxModel in the event
+    r.model = model;  // capped at kMaxModel in the event
     r.route = "fallback";
-    r.key_id = std::string(200, 'k');
+    r.key_id = kid;
     r.fallback_reason = "upstream_503";
     r.at_ms = INT64_MIN;
     r.status = 4294967295u;

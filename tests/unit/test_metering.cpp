@@ -1,6 +1,7 @@
 #include <criterion/criterion.h>
 
 #include <string>
+#include <vector>
 
 #include "lib/metering.h"
 
@@ -102,4 +103,36 @@ Test(metering, i13_include_usage_is_injected_only_for_openai_streams_without_str
                                   R"({"stream":true,"stream_options":{"include_usage":false}})"));
     cr_assert(!plan_include_usage(true, "/chat/completions",
                                   R"({"messages":[{"stream":true}]})"));  // not top level
+}
+
+// Issue 18: the event's integers are formatted in place (two digits per
+// step), not by to_string: every digit-count boundary reads back exactly.
+Test(metering, i18_02_event_numbers_at_every_digit_boundary_match_to_string) {
+    std::vector<uint64_t> ns = {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, UINT64_MAX};
+    for (uint64_t p = 10; p <= 1000000000000000000ULL; p *= 10) {
+        ns.push_back(p - 1);
+        ns.push_back(p);
+    }
+    for (uint64_t n : ns) {
+        MeterRecord r;
+        r.usage.known = true;
+        r.usage.input = n;
+        r.at_ms = -static_cast<int64_t>(n % 1000000007);
+        r.cost_micro = static_cast<int64_t>(n / 3);
+        std::string out;
+        append_usage_event_args(out, r);
+        // "$<len>\r\n<value>\r\n" after each name.
+        auto value_of = [&](const std::string &name) {
+            std::string key = "\r\n" + name + "\r\n$";
+            size_t at = out.find(key);
+            cr_assert(at != std::string::npos, "%s", name.c_str());
+            at += key.size();
+            size_t eol = out.find("\r\n", at);
+            size_t len = std::stoul(out.substr(at, eol - at));
+            return out.substr(eol + 2, len);
+        };
+        cr_assert_eq(value_of("input_tokens"), std::to_string(n));
+        cr_assert_eq(value_of("ts_ms"), std::to_string(r.at_ms));
+        cr_assert_eq(value_of("cost_micro_usd"), std::to_string(r.cost_micro));
+    }
 }

@@ -196,3 +196,104 @@ Test(usage_scanner, i13_first_response_model_is_kept_for_pricing_at_every_split)
     n.feed(R"({"model":null,"x":{"model":"m\u0031"}})");
     cr_assert_eq(n.model(), "");
 }
+
+// ---- issue 18: the scanner skips string bytes in blocks and reads strings
+// and usage objects in place; split anywhere it must answer the same. --------
+
+namespace {
+
+// Every split into two pieces, and every split into three pieces when the
+// body is short enough, answers what the one-shot scan answers.
+void check_all_splits(const std::string &body, const TokenUsage &want, bool three_way) {
+    TokenUsage whole = UsageScanner::scan(body);
+    cr_assert(same(whole, want), "one shot: known=%d in=%lu out=%lu", whole.known,
+              (unsigned long)whole.input, (unsigned long)whole.output);
+    std::string_view b(body);
+    for (size_t i = 0; i <= b.size(); i++) {
+        UsageScanner sc;
+        sc.feed(b.substr(0, i));
+        sc.feed(b.substr(i));
+        cr_assert(same(sc.result(), want), "split at %zu differs", i);
+        if (!three_way) continue;
+        for (size_t j = i; j <= b.size(); j++) {
+            UsageScanner s3;
+            s3.feed(b.substr(0, i));
+            s3.feed(b.substr(i, j - i));
+            s3.feed(b.substr(j));
+            cr_assert(same(s3.result(), want), "split at %zu and %zu differs", i, j);
+        }
+    }
+}
+
+}  // namespace
+
+Test(usage_scanner, i18_01_every_split_of_a_real_response_gives_the_same_usage) {
+    // The bench upstream's answer (bench/lib.sh) and the bench SSE stream.
+    std::string json =
+        R"({"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}})";
+    check_all_splits(json, U(9, 2), true);
+    std::string sse;
+    for (int i = 0; i < 5; i++)
+        sse +=
+            "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":"
+            "1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{"
+            "\"content\":\"tok" +
+            std::to_string(i) + " \"},\"finish_reason\":null}]}\n\n";
+    sse +=
+        "data: {\"id\":\"chatcmpl-bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":21,"
+        "\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n"
+        "data: [DONE]\n\n";
+    check_all_splits(sse, U(21, 5, 8), false);
+    UsageScanner m;
+    m.feed(json);
+    cr_assert_eq(m.model(), "gpt-4o-mini");
+}
+
+Test(usage_scanner, i18_01_escaped_quotes_and_backslashes_at_every_split) {
+    struct Case {
+        std::string body;
+        TokenUsage want;
+    };
+    const Case cases[] = {
+        // A string ending in an escaped backslash: its next quote closes it.
+        {R"({"a":"x\\","usage":{"prompt_tokens":3,"completion_tokens":1}})", U(3, 1)},
+        // Usage spelled inside a string, with escaped quotes: not usage.
+        {R"({"a":"\"usage\":{\"prompt_tokens\":9}","b":"\\\"usage\\\""})", TokenUsage{}},
+        // Escaped quotes and brackets inside the usage object's strings.
+        {R"({"usage":{"note":"a\"}]b\\","prompt_tokens":4,"x":["\"{"],"completion_tokens":6}})",
+         U(4, 6)},
+        // An escaped key is not a key; the real one after it is.
+        {R"({"usag\u0065":{"prompt_tokens":1},"usage":{"prompt_tokens":2}})", U(2, 0)},
+        // A key's length with an escape in it.
+        {R"({"us\"ge":{"prompt_tokens":5},"model":"m\"x","usage":{"input_tokens":7}})", U(7, 0)},
+    };
+    for (const auto &c : cases) check_all_splits(c.body, c.want, true);
+}
+
+Test(usage_scanner, i18_01_quotes_in_every_lane_of_a_block) {
+    // Strings of every length around the 16-byte blocks, so the quote that
+    // ends one falls in every lane, before a usage object and a model.
+    for (size_t n = 0; n < 48; n++) {
+        std::string filler(n, 'x');
+        if (n > 3) filler[n / 2] = '\\', filler[n / 2 + 1] = '"';  // an escaped quote inside
+        std::string body = "{\"content\":\"" + filler + "\",\"model\":\"m" + std::to_string(n) +
+                           "\",\"usage\":{\"prompt_tokens\":" + std::to_string(n) +
+                           ",\"output_tokens\":2}}";
+        check_all_splits(body, U(n, 2), false);
+        UsageScanner sc;
+        sc.feed(body);
+        cr_assert_eq(sc.model(), "m" + std::to_string(n), "n=%zu", n);
+    }
+}
+
+// The old scanner kept "this string is the model" after a raw newline broke
+// the model's string, and took the next string of the stream as the model.
+Test(usage_scanner, i18_01_a_model_value_broken_by_a_newline_is_not_the_next_string) {
+    std::string body = "data: {\"model\":\"gpt-4o\n\"choices\":[]}\n\ndata: {\"model\":\"m2\"}\n\n";
+    for (size_t cut = 0; cut <= body.size(); cut++) {
+        UsageScanner sc;
+        sc.feed(std::string_view(body).substr(0, cut));
+        sc.feed(std::string_view(body).substr(cut));
+        cr_assert_eq(sc.model(), "m2", "split at %zu", cut);
+    }
+}
