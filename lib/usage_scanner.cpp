@@ -278,8 +278,8 @@ const char *UsageScanner::in_string(const char *p, const char *end) {
     return p;
 }
 
-// Up to the byte that closes the usage object, a raw newline, or the one
-// that takes it over kMaxCapture. An object wholly in this piece is read in
+// Up to the byte that closes the usage object, a raw newline inside one of
+// its strings, or the one that takes it over kMaxCapture. An object wholly in this piece is read in
 // place; one split across pieces is gathered in capture_ first.
 const char *UsageScanner::capture(const char *p, const char *end) {
     const char *start = p;
@@ -291,6 +291,10 @@ const char *UsageScanner::capture(const char *p, const char *end) {
         if (p == stop) break;
         char c = *p++;
         if (c == '\n') {
+            // Between tokens a newline is whitespace (pretty-printed JSON:
+            // Google's non-streamed answers); inside a string it is not
+            // JSON (a broken SSE line), and the object is dropped.
+            if (!cap_in_str_) continue;
             newline = true;
             break;
         }

@@ -69,6 +69,22 @@ const std::vector<Sample> &samples() {
         {"gemini_json",
          R"({"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata":{"promptTokenCount":11,"candidatesTokenCount":4,"thoughtsTokenCount":2,"totalTokenCount":17,"cachedContentTokenCount":6,"promptTokensDetails":[{"modality":"TEXT","tokenCount":11}]}})",
          U(11, 6, 6)},
+        // Google answers non-streamed calls pretty-printed: newlines and
+        // indentation between the tokens of the usage object.
+        {"gemini_json_pretty",
+         "{\n  \"candidates\": [\n    {\n      \"content\": {\n        \"parts\": [\n"
+         "          {\n            \"text\": \"Hi\"\n          }\n        ],\n"
+         "        \"role\": \"model\"\n      }\n    }\n  ],\n  \"usageMetadata\": {\n"
+         "    \"promptTokenCount\": 5,\n    \"candidatesTokenCount\": 2,\n"
+         "    \"totalTokenCount\": 7,\n    \"promptTokensDetails\": [\n      {\n"
+         "        \"modality\": \"TEXT\",\n        \"tokenCount\": 5\n      }\n    ]\n"
+         "  },\n  \"modelVersion\": \"gemini-2.0-flash\"\n}\n",
+         U(5, 2)},
+        {"openai_json_pretty",
+         "{\r\n  \"id\": \"c1\",\r\n  \"usage\": {\r\n    \"prompt_tokens\": 12,\r\n"
+         "    \"completion_tokens\": 7,\r\n    \"prompt_tokens_details\": {\r\n"
+         "      \"cached_tokens\": 4\r\n    }\r\n  }\r\n}",
+         U(12, 7, 4)},
         {"gemini_sse",
          "data: "
          "{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":1}}"
