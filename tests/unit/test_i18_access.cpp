@@ -13,20 +13,15 @@
 #include "lib/small_vec.h"
 #include "lib/text.h"
 
+#include "tests/unit/test_support.h"
+
 using namespace byok;
 
 namespace {
 
-const char *kRing = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-
-const KeyRing &ring() {
-    static const KeyRing r = KeyRing::parse(kRing, "t");
-    return r;
-}
-
 KeyRecord record(const std::string &secret, const std::string &id) {
     KeyRecord r;
-    r.sealed = seal(ring(), secret, key_binding("acme", "openai", ""));
+    r.sealed = seal(test::test_ring(), secret, key_binding("acme", "openai", ""));
     r.id = id;
     r.key_hint = "sk-...";
     r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
@@ -45,7 +40,7 @@ GatewayConfig config() {
     static const Catalog cat = Catalog::builtin();
     GatewayConfig cfg;
     cfg.catalog = &cat;
-    cfg.ring = &ring();
+    cfg.ring = &test::test_ring();
     cfg.system_key_providers = {"openrouter", "groq"};
     cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
     cfg.fallback_provider = "openrouter";

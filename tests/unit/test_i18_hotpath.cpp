@@ -12,20 +12,15 @@
 #include "lib/usage.h"
 #include "lib/usage_scanner.h"
 
+#include "tests/unit/test_support.h"
+
 using namespace byok;
 
 namespace {
 
-const char *kRing = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-
-const KeyRing &ring() {
-    static const KeyRing r = KeyRing::parse(kRing, "t");
-    return r;
-}
-
 GatewaySnapshot snapshot() {
     KeyRecord r;
-    r.sealed = seal(ring(), "sk-live-0001", key_binding("acme", "openai", ""));
+    r.sealed = seal(test::test_ring(), "sk-live-0001", key_binding("acme", "openai", ""));
     r.id = "k_000000000001";
     r.key_hint = "sk-...";
     r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
@@ -38,7 +33,7 @@ GatewayConfig config() {
     static const Catalog cat = Catalog::builtin();
     GatewayConfig cfg;
     cfg.catalog = &cat;
-    cfg.ring = &ring();
+    cfg.ring = &test::test_ring();
     cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
     return cfg;
 }

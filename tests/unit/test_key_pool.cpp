@@ -5,16 +5,11 @@
 #include "lib/gateway.h"
 #include "lib/record.h"
 
+#include "tests/unit/test_support.h"
+
 using namespace byok;
 
 namespace {
-
-const char *kRing = "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n";
-
-const KeyRing &ring() {
-    static const KeyRing r = KeyRing::parse(kRing, "t");
-    return r;
-}
 
 const Catalog &catalog() {
     static const Catalog c = Catalog::builtin();
@@ -23,7 +18,7 @@ const Catalog &catalog() {
 
 KeyRecord key(const std::string &secret, const std::string &id, int weight = 1) {
     KeyRecord r;
-    r.sealed = seal(ring(), secret, key_binding("acme", "openai", ""));
+    r.sealed = seal(test::test_ring(), secret, key_binding("acme", "openai", ""));
     r.id = id;
     r.weight = weight;
     r.key_hint = "sk-...";
@@ -40,7 +35,7 @@ GatewaySnapshot snapshot(const std::vector<KeyRecord> &keys, const char *policy 
 GatewayConfig config() {
     GatewayConfig cfg;
     cfg.catalog = &catalog();
-    cfg.ring = &ring();
+    cfg.ring = &test::test_ring();
     cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
     return cfg;
 }

@@ -11,11 +11,9 @@ using byok::test::error_of;
 
 namespace {
 
-KeyRing ring() { return KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t"); }
-
 KeyRecord rec(const std::string &key) {
     KeyRecord r;
-    r.sealed = seal(ring(), key, key_binding("acme", "openai", ""));
+    r.sealed = seal(test::test_ring(), key, key_binding("acme", "openai", ""));
     r.id = new_key_id();
     r.key_hint = "sk-...x";
     r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
@@ -36,8 +34,9 @@ Test(key_record, i14_01_one_key_keeps_the_record_shape_several_are_a_set) {
     cr_assert_eq(set.size(), 2u);
     cr_assert_eq(set[1].id, b.id);
     cr_assert_eq(set[1].weight, 7);
-    cr_assert_eq(open_sealed(ring(), set[1].sealed, key_binding("acme", "openai", "")).view(),
-                 "sk-bbbbbbbb");
+    cr_assert_eq(
+        open_sealed(test::test_ring(), set[1].sealed, key_binding("acme", "openai", "")).view(),
+        "sk-bbbbbbbb");
     cr_assert(two.find("sk-bbbbbbbb") == std::string::npos);
 }
 

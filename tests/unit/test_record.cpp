@@ -13,10 +13,7 @@ using nlohmann::json;
 namespace {
 
 using byok::test::error_of;
-
-KeyRing test_ring() {
-    return KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
-}
+using byok::test::test_ring;
 
 KeyRecord sample() {
     KeyRecord r;
@@ -115,7 +112,7 @@ Test(record, strict_errors_name_the_field) {
 }
 
 Test(record, i10_08_v2_binds_the_endpoint_and_v1_still_reads) {
-    KeyRing ring = test_ring();
+    const KeyRing &ring = test_ring();
     KeyRecord r = sample();
     r.endpoint = "https://llm.example/v1";
     r.sealed = seal(ring, "sk-custom-1234", key_binding("acme", "custom", r.endpoint));

@@ -10,6 +10,13 @@
 
 namespace byok::test {
 
+// The one-key ring the unit tests seal with ("k1", bytes 0..31).
+inline const KeyRing &test_ring() {
+    static const KeyRing r =
+        KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
+    return r;
+}
+
 // The message of the byok::Error that f() throws, or "<no error>".
 template <class F>
 std::string error_of(F f) {
