@@ -42,7 +42,7 @@ GatewaySnapshot snapshot(FieldMap keys, const char *tier = "pro", const char *po
 
 SecretString g_operator_key("sk-or-operator-1234");
 
-GatewayConfig config(bool with_system_key) {
+GatewayConfig make_config(bool with_system_key) {
     GatewayConfig cfg;
     cfg.catalog = &catalog();
     cfg.ring = &ring();
@@ -52,6 +52,13 @@ GatewayConfig config(bool with_system_key) {
     };
     cfg.fallback_provider = "openrouter";
     return cfg;
+}
+
+// One configuration per flag that outlives every test, as nginx's does: a
+// RouteInput holds views of it (issue 18), so a temporary would dangle.
+const GatewayConfig &config(bool with_system_key) {
+    static const GatewayConfig with = make_config(true), without = make_config(false);
+    return with_system_key ? with : without;
 }
 
 GatewayRequest parse(std::string_view uri, std::string_view auth = "Bearer byok_0123456789abcdef") {
