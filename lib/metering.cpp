@@ -249,12 +249,18 @@ void append_usage_event_args(std::string &out, const MeterRecord &rec) {
     char *p = start;
     for (size_t i = 0; i < kEventFields; i++) {
         *p++ = '$';
-        // The length's digits end at len + 24; a fixed 24-byte copy from
-        // their first stays inside len and inside out's slack.
-        char len[48];
-        char *l = decimal_backwards(len + 24, v[i].size());
-        std::memcpy(p, l, 24);
-        p += len + 24 - l;
+        const size_t n = v[i].size();
+        if (n < 100) {  // most values: one or two digits, written directly
+            if (n >= 10) *p++ = static_cast<char>('0' + n / 10);
+            *p++ = static_cast<char>('0' + n % 10);
+        } else {
+            // The length's digits end at len + 24; a fixed 24-byte copy from
+            // their first stays inside len and inside out's slack.
+            char len[48];
+            char *l = decimal_backwards(len + 24, n);
+            std::memcpy(p, l, 24);
+            p += len + 24 - l;
+        }
         *p++ = '\r';
         *p++ = '\n';
         if (!v[i].empty()) std::memcpy(p, v[i].data(), v[i].size());
