@@ -41,7 +41,7 @@ const std::string kRetention = std::to_string(byok::kUsageRetentionDays * 86400)
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
 // Request counts per (project, provider, route, day), keyed by those fields
-// joined with '\0' (issue 18: a request adds to its row without building
+// (row_key) (issue 18: a request adds to its row without building
 // the counter's key and field; the rows become HINCRBYs at the flush).
 std::map<std::string, long long, std::less<>> g_usage;
 std::string g_usage_key;  // reused to build the lookup key
@@ -51,7 +51,7 @@ constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 512;  // a typical
 std::vector<std::pair<size_t, std::string>> g_batches;
 size_t g_event_count = 0;
 // Token and cost sums per (project, provider, route, model, key id, day),
-// keyed by those fields joined with '\0' (issue 18: a request adds to its
+// keyed by those fields (row_key) (issue 18: a request adds to its
 // row without allocating; the row becomes HINCRBYs at the flush).
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
 std::string g_meter_key;  // reused to build the lookup key
@@ -79,33 +79,41 @@ ngx_connection_t *g_stop_watch = nullptr;  // the idle connection that hears the
 bool g_stopping = false;
 ngx_msec_t g_stop_deadline = 0;
 
-// A row's key: its parts joined with '\0', built in `key` (reused: no
-// allocation once grown) with one resize. false for a part that holds a
-// '\0' (never from a valid request: it would split wrongly).
+// A row's key: each part preceded by its length (two bytes, little end
+// first), built in `key` (reused: no allocation once grown) with one resize.
+// Any byte may occur in a part, so nothing is searched (s5: '\0' separators
+// needed a memchr per part to refuse a part holding one). false for a part
+// over 65535 bytes (never from a valid request).
 bool row_key(std::string &key, std::initializer_list<std::string_view> parts) {
-    size_t size = parts.size() - 1;
+    size_t size = 2 * parts.size();
     for (std::string_view p : parts) {
-        if (!p.empty() && std::memchr(p.data(), 0, p.size()) != nullptr) return false;
+        if (p.size() > 0xffff) return false;
         size += p.size();
     }
     key.resize(size);
     char *w = &key[0];
     for (std::string_view p : parts) {
+        *w++ = static_cast<char>(p.size() & 0xff);
+        *w++ = static_cast<char>(p.size() >> 8);
         if (!p.empty()) std::memcpy(w, p.data(), p.size());
         w += p.size();
-        if (w != key.data() + size) *w++ = '\0';
     }
     return true;
 }
 
-// The '\0'-separated parts of a row key.
+// The parts of a row key.
 template <size_t N>
 void split_row(const std::string &key, std::string_view (&parts)[N]) {
     size_t at = 0;
     for (auto &p : parts) {
-        size_t end = std::min(key.find('\0', at), key.size());
-        p = std::string_view(key).substr(at, end - at);
-        at = end + 1;
+        size_t n = 0;
+        if (at + 2 <= key.size())
+            n = static_cast<unsigned char>(key[at]) |
+                static_cast<size_t>(static_cast<unsigned char>(key[at + 1])) << 8;
+        at = std::min(at + 2, key.size());
+        n = std::min(n, key.size() - at);
+        p = std::string_view(key).substr(at, n);
+        at += n;
     }
 }
 
