@@ -228,6 +228,7 @@ enum ByokCounter {
     BYOK_DECRYPT_FAILURE,
     BYOK_ADMIN_MUTATION,
     BYOK_AUTH_FAILURE,
+    BYOK_USAGE_EVENT_DROPPED,
     BYOK_COUNTER_MAX
 };
 void ngx_byok_count(ByokCounter c);

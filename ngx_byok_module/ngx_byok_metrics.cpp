@@ -24,6 +24,8 @@ const char *kCounterNames[BYOK_COUNTER_MAX][2] = {
     {"byok_decrypt_failures_total", "Stored provider keys that failed to decrypt."},
     {"byok_admin_mutations_total", "Successful admin API mutations."},
     {"byok_auth_failures_total", "Gateway requests refused for a missing, unknown or revoked key."},
+    {"byok_usage_events_dropped_total",
+     "Usage events not recorded: the worker's unsent events had reached their bound."},
 };
 
 struct Metrics {

@@ -45,11 +45,15 @@ std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, fi
 // the counter's key and field; the rows become HINCRBYs at the flush).
 std::map<std::string, long long, std::less<>> g_usage;
 std::string g_usage_key;  // reused to build the lookup key
-constexpr size_t kMaxEvents = 10000;
-constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 512;  // a typical event: ~400 bytes
+constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 256;  // a typical event: ~150 bytes
 // Usage events in batches (lib/metering.h): (events, their RESP arguments).
 std::vector<std::pair<size_t, std::string>> g_batches;
-size_t g_event_count = 0;
+// Every metered request leaves one event (issue 13), at any request rate;
+// only the events not yet sent are bounded, by the bytes they hold (about
+// 200,000 events: a minute of 3,000 requests a second while Redis is away).
+// Beyond it an event is dropped and counted (byok_usage_events_dropped_total).
+constexpr size_t kMaxEventBytes = 32u << 20;
+size_t g_event_bytes = 0;  // of the events in g_batches and g_batches_out
 // Token and cost sums per (project, provider, route, model, key id, day),
 // keyed by those fields (row_key) (issue 18: a request adds to its
 // row without allocating; the row becomes HINCRBYs at the flush).
@@ -171,6 +175,7 @@ bool flush_slice() {
         std::string cmd = byok::usage_events_batch_head(g_stream, events);
         cmd.append(args);
         ngx_byok_redis_send_raw_noreply(cmd, 1);
+        g_event_bytes -= args.size();
         std::string().swap(args);
     }
     if (g_batches_sent == g_batches_out.size()) {
@@ -239,7 +244,6 @@ void flush() {
     if (g_batches_out.empty()) g_batches_out.swap(g_batches);
     for (auto &b : g_batches) g_batches_out.push_back(std::move(b));
     g_batches.clear();
-    g_event_count = 0;
     if (!g_slice_ev.posted) run_slice();  // else the posted slice goes on
 }
 
@@ -339,15 +343,19 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
         it = g_meter.emplace(g_meter_key, byok::MeterTotals{}).first;
     }
     byok::add_totals(it->second, byok::meter_totals(rec));
-    if (g_event_count < kMaxEvents) {
+    if (g_event_bytes < kMaxEventBytes) {
         if (g_stream.empty()) g_stream = layout.usage_events();
         if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch) {
             g_batches.emplace_back(0, std::string());
             g_batches.back().second.reserve(kBatchReserve);  // grown once per batch
         }
-        byok::append_usage_event_args(g_batches.back().second, rec);
+        std::string &args = g_batches.back().second;
+        const size_t had = args.size();
+        byok::append_usage_event_args(args, rec);
         g_batches.back().first++;
-        g_event_count++;
+        g_event_bytes += args.size() - had;
+    } else {
+        ngx_byok_count(BYOK_USAGE_EVENT_DROPPED);
     }
     note_exiting();
 }

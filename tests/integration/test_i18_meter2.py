@@ -9,7 +9,7 @@ connection) and the worker flushes and waits, bounded, for Redis to answer.
 Outcomes only — Redis contents after the stop — never time."""
 import redis
 
-from harness import wait_until
+from harness import metric_value, wait_until
 
 N = 25
 MODEL = "gpt-4o-i18meter2"
@@ -101,3 +101,55 @@ def test_i18_meter2_03_quit_with_redis_down_does_not_hang(gateway, fake_provider
         assert proc.returncode == 0, proc.returncode  # not killed
     finally:
         redis_server.start()
+
+
+MANY = 10_050  # past the old per-round cap of 10,000 events
+
+
+def test_i18_meter2_04_every_request_has_its_event_past_ten_thousand(gateway, redis_server):
+    """Issue 13: each metered request appends one usage event. The worker
+    kept at most 10,000 events per flush round and dropped the rest without a
+    trace — above 10,000 requests a second per worker, or after 10,000
+    requests while Redis was away. Now only the unsent events are bounded, by
+    the bytes they hold, and a dropped event is counted on /metrics: MANY
+    requests answered while Redis is away all have their event once it is
+    back, and nothing was dropped."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    gw = gateway(worker_processes=1)
+    p = gw.provision()
+    assert gw.chat(p, model=MODEL).status_code == 200  # cached from here on
+    wait_until(lambda: len(counted(redis_server, p.pid)[2]) == 1, timeout=30,
+               what="the first request's event")
+    local = threading.local()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {p.gateway_key}"}
+
+    def one(_):
+        if not hasattr(local, "s"):
+            local.s = requests.Session()
+        return local.s.post(gw.url("/v1/chat/completions"), json=body, headers=headers,
+                            timeout=30).status_code
+
+    redis_server.stop()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(one, range(MANY)))
+    finally:
+        redis_server.start()
+    assert statuses.count(200) == MANY
+    r = client(redis_server)
+    # The restarted Redis is empty (no persistence): what it holds now is
+    # what the worker kept while it was away.
+    wait_until(lambda: sum(r.xlen(k) for k in r.scan_iter(match="*usage:events")) >= MANY,
+               timeout=120, interval=0.5, what="the piled-up usage events")
+    usage, meter, events = counted(redis_server, p.pid)
+    assert len(events) == MANY
+    assert len({e["request_id"] for e in events}) == MANY
+    assert meter == MANY
+    m = gw.metrics()
+    assert metric_value(m, "byok_usage_events_dropped_total") == 0
+    gw.assert_no_leaks(m)
