@@ -130,12 +130,11 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     const byok::Layout &layout = main_of(r)->admin.layout;
     byok::LookupOutcome found =
         byok::read_lookup_reply(layout, byok::hex_encode(ctx->sha, sizeof(ctx->sha)), ctx->reply,
-                                ctx->lookup_second ? &ctx->lookup_first : nullptr);
+                                ctx->lookup_first ? &*ctx->lookup_first : nullptr);
     switch (found.kind) {
         case byok::LookupOutcome::Kind::Next:
-            ctx->lookup_second = true;
             ctx->lookup_first = std::move(found);
-            ctx->waiter = ngx_byok_redis_send(ctx->lookup_first.next, waiter_done, ctx);
+            ctx->waiter = ngx_byok_redis_send(ctx->lookup_first->next, waiter_done, ctx);
             if (ctx->waiter == nullptr) return use_stale_or_fail(r, ctx);
             return NGX_AGAIN;  // WaitKey again
         case byok::LookupOutcome::Kind::Failed:
