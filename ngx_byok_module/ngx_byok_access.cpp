@@ -160,7 +160,7 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
     in.uri = sv(r->unparsed_uri);
     ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
         std::string_view value = sv(h.value);
-        if (std::string_view *slot = byok::credential_slot(in.creds, sv(h.key))) {
+        if (std::string_view *slot = byok::credential_slot(in.creds, ngx_byok_header_name(h))) {
             *slot = value;
         } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
             in.retry_count = value;
