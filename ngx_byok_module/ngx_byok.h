@@ -209,6 +209,9 @@ void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::s
 void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
 void ngx_byok_keycache_clear();                           // wipes everything
 size_t ngx_byok_keycache_keys();                          // plaintext keys held
+// The end of a request's use of its provider key `*key`: wiped, and its heap
+// block kept for the next request's copy (issue 18: no malloc per hit).
+void ngx_byok_keycache_keep_block(byok::SecretString *key);
 // Wipes the in-memory buffers of the request nginx's proxy module built for
 // the upstream (it copied the provider's auth header there): at the end of
 // the request and before a fallback attempt replaces the upstream.

@@ -34,6 +34,7 @@ ByokUpstream::~ByokUpstream() { wipe_secrets(); }
 ByokGatewayCtx::~ByokGatewayCtx() {
     ngx_byok_redis_cancel(waiter);
     if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
+    ngx_byok_keycache_keep_block(&key);
 }
 
 ByokKeyTestCtx::~ByokKeyTestCtx() {
