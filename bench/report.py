@@ -104,6 +104,10 @@ def main():
             # (only meaningful when pinned; includes softirq work of any process).
             if "sut_cpu_busy_ticks" in r and secs:
                 r["others_on_proxy_cpu"] = round(max(0, r["sut_cpu_busy_ticks"] - r["cpu_ticks"]) / clk / secs, 3)
+            if "aux_cpu_busy_ticks" in r and secs:
+                r["load_cpu_util"] = round(r["aux_cpu_busy_ticks"] / clk / secs, 3)
+            if "redis_cpu_ticks" in r and w["requests"]:
+                r["redis_cpu_us_per_req"] = round(r["redis_cpu_ticks"] / clk * 1e6 / w["requests"], 2)
         runs.append(r)
 
     def sel(phase, target, conc):
@@ -129,6 +133,8 @@ def main():
             "socket_errors": sum(x["err_connect"] + x["err_read"] + x["err_write"] + x["err_timeout"] for x in w),
             "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
             "cpu_util": med([r["cpu_util"] for r in rs]),
+            "load_cpu_util": med([r.get("load_cpu_util") for r in rs]),
+            "redis_cpu_us_per_req": med([r.get("redis_cpu_us_per_req") for r in rs]),
             "upstream_conns_opened": med([r.get("upstream_accepts") for r in rs]),
             "per_round_rps": [round(x["rps"]) for x in w],
             "per_round_p50_us": [x["p50_us"] for x in w],
@@ -314,6 +320,10 @@ def print_table(doc):
         row("  worker CPU util %s" % c, g("bare", "cpu_util", 2), g("byok", "cpu_util", 2),
             g("portkey", "cpu_util", 2),
             "", "", "")
+        row("  load CPU util %s" % c, g("bare", "load_cpu_util", 2), g("byok", "load_cpu_util", 2),
+            g("portkey", "load_cpu_util", 2), "", "", "wrk + upstream + Redis core")
+        row("  Redis CPU us/req %s" % c, g("bare", "redis_cpu_us_per_req", 2), g("byok", "redis_cpu_us_per_req", 2),
+            g("portkey", "redis_cpu_us_per_req", 2), "", "", "on the load core")
         row("  others' CPU on proxy core %s" % c, g("bare", "others_on_proxy_cpu", 2),
             g("byok", "others_on_proxy_cpu", 2), g("portkey", "others_on_proxy_cpu", 2), "", "",
             "noise: >0.1 = disturbed")

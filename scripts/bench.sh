@@ -99,7 +99,12 @@ cpu_ticks() {  # pid -> utime+stime of the process (all threads), clock ticks
 # Busy clock ticks of the CPU the proxies run on (user+nice+system+irq+softirq
 # +steal), to tell how much of it other processes took during a run.
 SUT_CPU=1
+AUX_CPU=0
 sut_cpu_busy() { awk -v c="cpu$SUT_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# The same for the load CPU (wrk, fake upstreams, Redis): when it is saturated
+# too, the Redis work a proxy causes (usage events) costs the load generator
+# CPU, and throughput stops following the proxy's own CPU per request.
+aux_cpu_busy() { awk -v c="cpu$AUX_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
 # ------------------------------------------------------------------ configs
 bl_upstream_conf
@@ -214,16 +219,20 @@ run_wrk() {  # phase target conc round seconds [env...] — appends one JSON lin
     shift 5
     local -a H
     mapfile -t H < <(hdrs "$target")
-    local c0 c1 a0 a1 b0 b1 out line others best_line="" best_others=-1 attempt=0 max_attempts=1
+    local c0 c1 a0 a1 b0 b1 x0 x1 r0 r1 out line others best_line="" best_others=-1 attempt=0 max_attempts=1
     [ ${#SUT[@]} -gt 0 ] && [ "$phase" != warm ] && max_attempts=$((1 + RETRY_NOISY))
     while [ $attempt -lt $max_attempts ]; do
         attempt=$((attempt + 1))
         a0=$(stub_accepts)
         b0=$(sut_cpu_busy)
+        x0=$(aux_cpu_busy)
+        r0=$(cpu_ticks "$PID_redis")
         c0=$(cpu_ticks "${CPUPID[$target]}")
         out=$(env "$@" timeout $((secs + 30)) "${AUX[@]}" wrk -t1 -c"$conc" -d"${secs}s" --timeout 5s \
             -s "$ROOT/bench/wrk.lua" "${H[@]}" "${URL[$target]}" 2>&1) || true
         c1=$(cpu_ticks "${CPUPID[$target]}")
+        r1=$(cpu_ticks "$PID_redis")
+        x1=$(aux_cpu_busy)
         b1=$(sut_cpu_busy)
         a1=$(stub_accepts)
         line=$(sed -n 's/^BENCHJSON //p' <<<"$out")
@@ -235,8 +244,9 @@ run_wrk() {  # phase target conc round seconds [env...] — appends one JSON lin
         [ $others -lt 0 ] && others=0
         if [ $best_others -lt 0 ] || [ $others -lt $best_others ]; then
             best_others=$others
-            best_line=$(printf '{"phase":"%s","target":"%s","conc":%d,"round":%d,"attempt":%d,"cpu_ticks":%d,"sut_cpu_busy_ticks":%d,"upstream_accepts":%d,"wrk":%s}' \
+            best_line=$(printf '{"phase":"%s","target":"%s","conc":%d,"round":%d,"attempt":%d,"cpu_ticks":%d,"sut_cpu_busy_ticks":%d,"aux_cpu_busy_ticks":%d,"redis_cpu_ticks":%d,"upstream_accepts":%d,"wrk":%s}' \
                 "$phase" "$target" "$conc" "$round" "$attempt" "$((c1 - c0))" "$((${b1:-0} - ${b0:-0}))" \
+                "$((${x1:-0} - ${x0:-0}))" "$((r1 - r0))" \
                 "$((${a1:-0} - ${a0:-0}))" "$line")
         fi
         # quiet enough: others used < 10% of the proxy CPU over the run
