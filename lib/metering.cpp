@@ -214,28 +214,6 @@ void event_values(const MeterRecord &rec, std::string_view (&v)[kEventFields],
     v[14] = rec.fallback_reason;
 }
 
-// Each field's constant RESP bytes, made once at load: the CRLF that ends
-// the previous value, the name's bulk, and the '$' that opens the value's
-// bulk — in a fixed 32-byte slot, so it is copied with one fixed-size copy.
-struct EventPiece {
-    char bytes[32];
-    size_t size;
-};
-struct EventPieces {
-    EventPiece piece[kEventFields];
-    EventPieces() {
-        for (size_t i = 0; i < kEventFields; i++) {
-            std::string_view n = kEventNames[i];
-            std::string p = (i == 0 ? "" : "\r\n") + std::string("$") + std::to_string(n.size()) +
-                            "\r\n" + std::string(n) + "\r\n$";
-            std::memset(piece[i].bytes, 0, sizeof piece[i].bytes);
-            std::memcpy(piece[i].bytes, p.data(), p.size());  // at most 2+3+2+19+2+1 bytes
-            piece[i].size = p.size();
-        }
-    }
-};
-const EventPieces kPieces;
-
 void append_bulk(std::string &out, std::string_view s) {
     out.append("$").append(std::to_string(s.size())).append("\r\n").append(s).append("\r\n");
 }
@@ -255,55 +233,66 @@ std::vector<std::string> usage_event_fields(const MeterRecord &rec) {
     return out;
 }
 
-// One resize of `out` by a bound (values, pieces, 20 digits per length, and
-// slack for the fixed-size copies), cut back at the end; each field is its
-// constant piece, the value's length and the value (issue 18: fixed-size
-// copies of the constant bytes, integers formatted in place, no snprintf).
+// The values only (the batch script names the fields): one resize of `out`
+// by a bound (values, 20 digits per length, slack for the fixed-size copies
+// of the lengths), cut back at the end (issue 18: integers formatted in
+// place, no snprintf, no per-value append).
 void append_usage_event_args(std::string &out, const MeterRecord &rec) {
     std::string_view v[kEventFields];
     char digits[kEventFields][24];
     event_values(rec, v, digits);
-    size_t size = 2;  // the last value's CRLF
-    for (size_t i = 0; i < kEventFields; i++)
-        size += kPieces.piece[i].size + 20 + 2 + v[i].size();  // 20: the length's digits at most
+    size_t size = 0;
+    for (size_t i = 0; i < kEventFields; i++) size += 1 + 20 + 2 + v[i].size() + 2;
     size_t at = out.size();
-    out.resize(at + size + 32);
+    out.resize(at + size + 24);
     char *const start = &out[at];
     char *p = start;
     for (size_t i = 0; i < kEventFields; i++) {
-        const EventPiece &piece = kPieces.piece[i];
-        std::memcpy(p, piece.bytes, sizeof piece.bytes);
-        p += piece.size;
-        // The length's digits end at len + 24; a fixed 24-byte copy from
-        // their first stays inside len and inside out's slack.
-        char len[48];
-        char *l = decimal_backwards(len + 24, v[i].size());
-        std::memcpy(p, l, 24);
-        p += len + 24 - l;
+        *p++ = '$';
+        const size_t n = v[i].size();
+        if (n < 100) {  // most values: one or two digits, written directly
+            if (n >= 10) *p++ = static_cast<char>('0' + n / 10);
+            *p++ = static_cast<char>('0' + n % 10);
+        } else {
+            // The length's digits end at len + 24; a fixed 24-byte copy from
+            // their first stays inside len and inside out's slack.
+            char len[48];
+            char *l = decimal_backwards(len + 24, n);
+            std::memcpy(p, l, 24);
+            p += len + 24 - l;
+        }
         *p++ = '\r';
         *p++ = '\n';
         if (!v[i].empty()) std::memcpy(p, v[i].data(), v[i].size());
         p += v[i].size();
+        *p++ = '\r';
+        *p++ = '\n';
     }
-    *p++ = '\r';
-    *p++ = '\n';
     out.resize(at + static_cast<size_t>(p - start));
 }
 
+// The batch script, made once from kEventNames: each XADD names the fields
+// itself, so an event carries only its values (issue 18: ~15 % less Redis
+// CPU per event than a script that unpacks name/value pairs, and half the
+// bytes the worker formats). ARGV[1] is MAXLEN, then the events' values.
+const std::string &usage_events_script() {
+    static const std::string script = [] {
+        std::string call = "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*'";
+        for (size_t i = 0; i < kEventFields; i++)
+            call += ", '" + std::string(kEventNames[i]) + "', ARGV[i + " + std::to_string(i) + "]";
+        return "for i = 2, #ARGV, " + std::to_string(kEventFields) + " do\n  " + call +
+               ")\nend\nreturn 0";
+    }();
+    return script;
+}
+
 std::string usage_events_batch_head(std::string_view stream, size_t events) {
-    static const char kScript[] =
-        "local w = tonumber(ARGV[2])\n"
-        "for i = 3, #ARGV, w do\n"
-        "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i, i + w - 1))\n"
-        "end\n"
-        "return 0";
-    std::string out = "*" + std::to_string(6 + 2 * kEventFields * events) + "\r\n";
+    std::string out = "*" + std::to_string(5 + kEventFields * events) + "\r\n";
     append_bulk(out, "EVAL");
-    append_bulk(out, kScript);
+    append_bulk(out, usage_events_script());
     append_bulk(out, "1");
     append_bulk(out, stream);
     append_bulk(out, std::to_string(kUsageEventsMaxLen));
-    append_bulk(out, std::to_string(2 * kEventFields));
     return out;
 }
 

@@ -142,6 +142,9 @@ void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv);
 // Fire and forget of `commands` whole commands already in RESP (usage
 // events, formatted by lib/metering.h without a per-request allocation).
 void ngx_byok_redis_send_raw_noreply(std::string_view resp, size_t commands);
+// Every command sent is answered and nothing waits to be sent (the usage
+// flush's last round before the worker exits).
+bool ngx_byok_redis_noreply_drained();
 // Request pool cleanup helper: cancel a waiter the request no longer needs.
 void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 

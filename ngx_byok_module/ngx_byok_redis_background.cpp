@@ -75,6 +75,14 @@ void ngx_byok_redis::background_exit() {
     g_in_flight = 0;
 }
 
+// s5-meter (issue 18, graceful stop): the usage flush keeps an exiting
+// worker up until what it sent is answered. Cluster mode is not tracked
+// (true at once: its final flush is sent, not awaited).
+bool ngx_byok_redis_noreply_drained() {
+    if (cluster_mode()) return true;
+    return g_waiting.empty() && g_cmd.pending.empty() && g_cmd.obuf.empty();
+}
+
 void ngx_byok_redis_send_noreply(const std::vector<std::string> &argv) {
     if (cluster_mode()) {  // issue 16: routed by slot (ngx_byok_redis_cluster.cpp)
         if (!cluster_send(argv, nullptr, -1)) ngx_byok_count(BYOK_REDIS_ERROR);

@@ -9,7 +9,20 @@
 // tables are swapped out) and sends it in slices, at most kRowsPerTurn counter rows and
 // kBatchesPerTurn event batches per event-loop turn, the rest on the next turn
 // (ngx_posted_next_events), so no single turn holds the worker for thousands of rows.
+//
+// Graceful stop and reload (issue 18): nginx closes the listening sockets, lets the requests in
+// flight finish and exits once only cancelable timers are left — which the flush timer is, so
+// the worker's last second of counters and events was lost. nginx's one call at the start of a
+// graceful stop goes to the read handler of each idle connection (ngx_close_idle_connections);
+// the worker holds one such connection, on an eventfd that is never polled, to hear it. From
+// then on the flush timer is not cancelable and ticks every kExitTick: each tick sends all that
+// was summed (no slicing: the worker serves no new connections), and the ticks stop once Redis
+// has answered everything sent, Redis is unavailable, or kExitBound has passed since the last
+// metered request — exit is delayed by a round trip, never for long.
 #include "ngx_byok_module/ngx_byok.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -28,7 +41,7 @@ const std::string kRetention = std::to_string(byok::kUsageRetentionDays * 86400)
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
 // Request counts per (project, provider, route, day), keyed by those fields
-// joined with '\0' (issue 18: a request adds to its row without building
+// (row_key) (issue 18: a request adds to its row without building
 // the counter's key and field; the rows become HINCRBYs at the flush).
 std::map<std::string, long long, std::less<>> g_usage;
 std::string g_usage_key;  // reused to build the lookup key
@@ -38,7 +51,7 @@ constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 512;  // a typical
 std::vector<std::pair<size_t, std::string>> g_batches;
 size_t g_event_count = 0;
 // Token and cost sums per (project, provider, route, model, key id, day),
-// keyed by those fields joined with '\0' (issue 18: a request adds to its
+// keyed by those fields (row_key) (issue 18: a request adds to its
 // row without allocating; the row becomes HINCRBYs at the flush).
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
 std::string g_meter_key;  // reused to build the lookup key
@@ -59,33 +72,48 @@ ngx_event_t g_slice_ev;     // the round's next slice, posted to the next turn
 size_t g_rows_max_per_turn = 0;
 uint64_t g_slices = 0;
 
-// A row's key: its parts joined with '\0', built in `key` (reused: no
-// allocation once grown) with one resize. false for a part that holds a
-// '\0' (never from a valid request: it would split wrongly).
+// The graceful stop (see the top of the file).
+constexpr ngx_msec_t kExitTick = 20;
+constexpr ngx_msec_t kExitBound = 2000;
+ngx_connection_t *g_stop_watch = nullptr;  // the idle connection that hears the stop
+bool g_stopping = false;
+ngx_msec_t g_stop_deadline = 0;
+
+// A row's key: each part preceded by its length (two bytes, little end
+// first), built in `key` (reused: no allocation once grown) with one resize.
+// Any byte may occur in a part, so nothing is searched (s5: '\0' separators
+// needed a memchr per part to refuse a part holding one). false for a part
+// over 65535 bytes (never from a valid request).
 bool row_key(std::string &key, std::initializer_list<std::string_view> parts) {
-    size_t size = parts.size() - 1;
+    size_t size = 2 * parts.size();
     for (std::string_view p : parts) {
-        if (!p.empty() && std::memchr(p.data(), 0, p.size()) != nullptr) return false;
+        if (p.size() > 0xffff) return false;
         size += p.size();
     }
     key.resize(size);
     char *w = &key[0];
     for (std::string_view p : parts) {
+        *w++ = static_cast<char>(p.size() & 0xff);
+        *w++ = static_cast<char>(p.size() >> 8);
         if (!p.empty()) std::memcpy(w, p.data(), p.size());
         w += p.size();
-        if (w != key.data() + size) *w++ = '\0';
     }
     return true;
 }
 
-// The '\0'-separated parts of a row key.
+// The parts of a row key.
 template <size_t N>
 void split_row(const std::string &key, std::string_view (&parts)[N]) {
     size_t at = 0;
     for (auto &p : parts) {
-        size_t end = std::min(key.find('\0', at), key.size());
-        p = std::string_view(key).substr(at, end - at);
-        at = end + 1;
+        size_t n = 0;
+        if (at + 2 <= key.size())
+            n = static_cast<unsigned char>(key[at]) |
+                static_cast<size_t>(static_cast<unsigned char>(key[at + 1])) << 8;
+        at = std::min(at + 2, key.size());
+        n = std::min(n, key.size() - at);
+        p = std::string_view(key).substr(at, n);
+        at += n;
     }
 }
 
@@ -171,6 +199,11 @@ bool flush_slice() {
 // A slice, and the next one posted to the next event-loop turn while the
 // round has more.
 void run_slice() {
+    if (g_stopping) {  // the last rounds: all at once
+        while (flush_slice()) {
+        }
+        return;
+    }
     if (flush_slice() && g_active && !ngx_exiting && !g_slice_ev.posted) {
         ngx_post_event(&g_slice_ev, &ngx_posted_next_events);
     }
@@ -210,13 +243,65 @@ void flush() {
     if (!g_slice_ev.posted) run_slice();  // else the posted slice goes on
 }
 
+// Stopping: more to send or to be answered, within the bound.
+bool stop_flush_left() {
+    if ((ngx_msec_int_t)(ngx_current_msec - g_stop_deadline) >= 0 || !ngx_byok_redis_available())
+        return false;
+    return !g_usage.empty() || !g_meter.empty() || !g_batches.empty() || round_left() ||
+           !ngx_byok_redis_noreply_drained();
+}
+
 void flush_handler(ngx_event_t *ev) {
     try {
         flush();
         ngx_byok_limits_sync();  // issue 13: project-limit counters, same interval
     } catch (const std::exception &) {
     }
-    if (g_active && !ngx_exiting) ngx_add_timer(&g_flush_ev, kFlushEvery);
+    if (!g_active) return;
+    if (g_stopping) {
+        if (stop_flush_left()) ngx_add_timer(&g_flush_ev, kExitTick);
+    } else if (!ngx_exiting) {
+        ngx_add_timer(&g_flush_ev, kFlushEvery);
+    }
+}
+
+// The worker stops (or a request finished after it began to): flush now and
+// tick until it is answered, kExitBound from now at most.
+void stopping() {
+    if (!g_active) return;
+    g_stopping = true;
+    g_stop_deadline = ngx_current_msec + kExitBound;
+    g_flush_ev.cancelable = 0;  // keeps the worker up while ticking
+    if (g_flush_ev.timer_set) ngx_del_timer(&g_flush_ev);
+    flush_handler(&g_flush_ev);
+}
+
+// A request summed during the stop.
+inline void note_exiting() {
+    if (ngx_exiting && !g_flush_ev.timer_set) stopping();
+}
+
+void stop_seen(ngx_event_t *ev) {
+    auto *c = static_cast<ngx_connection_t *>(ev->data);
+    c->idle = 0;  // heard once
+    c->close = 0;
+    try {
+        stopping();
+    } catch (const std::exception &) {
+    }
+}
+
+void open_stop_watch(ngx_cycle_t *cycle) {
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd == -1) return;  // no final flush (logged nowhere: as before)
+    g_stop_watch = ngx_get_connection(fd, cycle->log);
+    if (g_stop_watch == nullptr) {
+        close(fd);
+        return;
+    }
+    g_stop_watch->idle = 1;
+    g_stop_watch->read->handler = stop_seen;
+    g_stop_watch->read->log = cycle->log;
 }
 
 }  // namespace
@@ -241,6 +326,7 @@ void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::R
         it = g_usage.emplace(g_usage_key, 0).first;
     }
     it->second++;
+    note_exiting();
 }
 
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {
@@ -263,6 +349,7 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
         g_batches.back().first++;
         g_event_count++;
     }
+    note_exiting();
 }
 
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
@@ -274,13 +361,20 @@ void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
     g_slice_ev.handler = slice_handler;
     g_slice_ev.log = cycle->log;
     g_slice_ev.data = nullptr;
+    g_flush_ev.cancelable = 1;
     g_active = true;
+    g_stopping = false;
     ngx_add_timer(&g_flush_ev, kFlushEvery);
+    open_stop_watch(cycle);
     ngx_byok_limits_init_process();  // issue 13: project-limit counters
 }
 
 void ngx_byok_usage_exit_process() {
     g_active = false;
+    if (g_stop_watch != nullptr) {  // not left open: nginx alerts on an open socket at exit
+        ngx_close_connection(g_stop_watch);
+        g_stop_watch = nullptr;
+    }
     if (g_flush_ev.timer_set) ngx_del_timer(&g_flush_ev);
     if (g_slice_ev.posted) {  // braces: the macro is several statements
         ngx_delete_posted_event(&g_slice_ev);

@@ -135,7 +135,10 @@ Test(i18_hotpath, i18_04_usage_event_in_one_pass_holds_long_fields_and_extreme_n
     std::string out = "prefix";
     append_usage_event_args(out, r);
     cr_assert_eq(out.substr(0, 6), "prefix");
-    cr_assert(bulks(out.substr(6)) == usage_event_fields(r));
+    std::vector<std::string> values;  // the batch carries values only (s5)
+    auto fields = usage_event_fields(r);
+    for (size_t i = 1; i < fields.size(); i += 2) values.push_back(fields[i]);
+    cr_assert(bulks(out.substr(6)) == values);
     std::string twice;
     append_usage_event_args(twice, r);
     append_usage_event_args(twice, r);

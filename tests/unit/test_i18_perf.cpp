@@ -50,24 +50,43 @@ std::vector<std::string> resp_array(const std::string &s, size_t &at) {
 
 }  // namespace
 
-Test(i18_perf, i18_05_event_batch_is_one_command_with_each_events_fields) {
+// s5: the script names the 15 fields and the batch carries only the
+// values: 5 + 15 n arguments (the old layout had 6 + 30 n), and the
+// script's XADD names them in usage_event_fields() order, each paired with
+// its value's offset, so the stream entry is field for field that event.
+Test(i18_perf, i18_05_event_batch_is_one_command_with_each_events_values) {
     std::vector<MeterRecord> recs = {record(9, 2), record(100, 0, false)};
+    recs[1].fallback_reason = "upstream_503";
     std::string cmd = usage_events_batch_head("byok:usage:events", recs.size());
     for (const auto &r : recs) append_usage_event_args(cmd, r);
     size_t at = 0;
     auto argv = resp_array(cmd, at);
     cr_assert_eq(at, cmd.size(), "exactly one whole command");
+    const size_t width = usage_event_fields(recs[0]).size() / 2;
+    cr_assert_eq(width, 15u);
+    cr_assert_eq(argv.size(), 5 + width * recs.size());
     cr_assert_eq(argv[0], "EVAL");
+    cr_assert_eq(argv[1], usage_events_script());
     cr_assert_eq(argv[2], "1");
     cr_assert_eq(argv[3], "byok:usage:events");
     cr_assert_eq(argv[4], std::to_string(kUsageEventsMaxLen));
-    size_t width = std::stoul(argv[5]);
-    cr_assert_eq(argv.size(), 6 + width * recs.size());
-    for (size_t i = 0; i < recs.size(); i++) {
-        std::vector<std::string> fields(argv.begin() + 6 + i * width,
-                                        argv.begin() + 6 + (i + 1) * width);
-        cr_assert(fields == usage_event_fields(recs[i]), "event %zu differs", i);
+    const std::string &script = argv[1];
+    cr_assert_neq(script.find("for i = 2, #ARGV, 15 do"), std::string::npos, "%s", script.c_str());
+    size_t from = 0;
+    for (size_t k = 0; k < width; k++) {
+        std::string pair =
+            "'" + usage_event_fields(recs[0])[2 * k] + "', ARGV[i + " + std::to_string(k) + "]";
+        size_t found = script.find(pair, from);
+        cr_assert_neq(found, std::string::npos, "field %zu out of order: %s", k, script.c_str());
+        from = found + pair.size();
     }
+    for (size_t i = 0; i < recs.size(); i++) {
+        std::vector<std::string> fields = usage_event_fields(recs[i]);
+        for (size_t k = 0; k < width; k++)
+            cr_assert_eq(argv[5 + i * width + k], fields[2 * k + 1], "event %zu field %zu", i, k);
+    }
+    cr_assert_eq(argv[5 + 14], "", "an empty value is kept");
+    cr_assert_eq(argv[5 + width + 14], "upstream_503");
 }
 
 Test(i18_perf, i18_05_summed_rows_expand_to_the_sum_of_per_request_increments) {

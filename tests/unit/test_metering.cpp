@@ -121,15 +121,19 @@ Test(metering, i18_02_event_numbers_at_every_digit_boundary_match_to_string) {
         r.cost_micro = static_cast<int64_t>(n / 3);
         std::string out;
         append_usage_event_args(out, r);
-        // "$<len>\r\n<value>\r\n" after each name.
+        // "$<len>\r\n<value>\r\n" per value, in usage_event_fields() order.
         auto value_of = [&](const std::string &name) {
-            std::string key = "\r\n" + name + "\r\n$";
-            size_t at = out.find(key);
-            cr_assert(at != std::string::npos, "%s", name.c_str());
-            at += key.size();
-            size_t eol = out.find("\r\n", at);
-            size_t len = std::stoul(out.substr(at, eol - at));
-            return out.substr(eol + 2, len);
+            auto fields = usage_event_fields(r);
+            size_t at = 0;
+            for (size_t i = 0; i < fields.size(); i += 2) {
+                cr_assert_eq(out[at], '$');
+                size_t eol = out.find("\r\n", at);
+                size_t len = std::stoul(out.substr(at + 1, eol - at - 1));
+                if (fields[i] == name) return out.substr(eol + 2, len);
+                at = eol + 2 + len + 2;
+            }
+            cr_assert_fail("%s", name.c_str());
+            return std::string();
         };
         cr_assert_eq(value_of("input_tokens"), std::to_string(n));
         cr_assert_eq(value_of("ts_ms"), std::to_string(r.at_ms));
