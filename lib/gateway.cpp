@@ -395,16 +395,15 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
                            std::string_view key_id) {
     const Provider &target = *d.target;
     UpstreamPlan up;
-    up.base = req.unified ? target.openai_base : target.base_url;
+    up.provider_base = req.unified ? &target.openai_base : &target.base_url;
     if (target.per_key_endpoint) {
         // plan_route asked for the tenant's endpoint to be resolved and
         // checked; the glue connects to that address.
-        up.base = parse_url(key_in_use(snap, d, key_id)->endpoint, "endpoint");
+        up.endpoint = parse_url(key_in_use(snap, d, key_id)->endpoint, "endpoint");
         up.pin = true;
     }
-    up.path = up.base.path;
-    up.path.append(req.rest);
-    up.host = up.base.authority();
+    up.rest = req.rest;
+    up.host = up.base().authority();
     up.headers = upstream_header_refs(target, key.view());
     // Only a changed model costs anything; a body an earlier attempt
     // rewrote gets the client's model back.

@@ -216,11 +216,16 @@ RoutePlan plan_retry(const GatewayConfig &cfg, const RouteInput &in, const Route
 std::string upstream_failure_reason(int status, bool got_bytes);
 
 // Where and how the proxy module calls the target.
+// issue 18: views of the catalog and the request where it can (a hit copies
+// no URL and builds no path string); the glue writes the URL once, into
+// request memory: base().scheme "://" host base().path rest.
 struct UpstreamPlan {
-    Url base;                 // the provider's (or tenant's) base URL
-    std::string path;         // base.path + rest: appended to the origin
-    std::string host;         // $byok_upstream_host (Host, SNI)
-    bool pin = false;         // connect to the checked address of `base`
+    const Url *provider_base = nullptr;  // the catalog's base URL of the target
+    std::optional<Url> endpoint;         // the tenant's endpoint, when the target has one
+    const Url &base() const { return endpoint ? *endpoint : *provider_base; }
+    std::string_view rest;    // the request's path after the base (a view of the request)
+    std::string host;         // base().authority(): $byok_upstream_host (Host, SNI)
+    bool pin = false;         // connect to the checked address of `base()`
     UpstreamHeaders headers;  // auth and fixed headers: views of the key and snapshot
     // Set when the body's "model" value must be replaced by this token.
     std::optional<std::string> model_token;

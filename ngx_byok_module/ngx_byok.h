@@ -212,6 +212,9 @@ void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::s
 void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
 void ngx_byok_keycache_clear();                           // wipes everything
 size_t ngx_byok_keycache_keys();                          // plaintext keys held
+// The end of a request's use of its provider key `*key`: wiped, and its heap
+// block kept for the next request's copy (issue 18: no malloc per hit).
+void ngx_byok_keycache_keep_block(byok::SecretString *key);
 // Wipes the in-memory buffers of the request nginx's proxy module built for
 // the upstream (it copied the provider's auth header there): at the end of
 // the request and before a fallback attempt replaces the upstream.
@@ -319,9 +322,19 @@ ngx_int_t ngx_byok_admin_init(ngx_conf_t *cf);    // key-test capture filter
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // Case-insensitive header-name test; `lowcase` is the lower-case name.
+// issue 18 (s5-access): nginx keeps a parsed header's name lower-cased
+// beside it (lowcase_key), so that is one memcmp; a header some module
+// built without it is folded as before.
 inline bool ngx_byok_header_is(const ngx_table_elt_t &h, std::string_view lowcase) {
-    return h.key.len == lowcase.size() &&
-           ngx_strncasecmp(h.key.data, (u_char *)lowcase.data(), lowcase.size()) == 0;
+    if (h.key.len != lowcase.size()) return false;
+    if (h.lowcase_key != nullptr) return ngx_memcmp(h.lowcase_key, lowcase.data(), h.key.len) == 0;
+    return ngx_strncasecmp(h.key.data, (u_char *)lowcase.data(), lowcase.size()) == 0;
+}
+// The header's name, lower-cased when nginx has it so (for lib/'s
+// case-insensitive compares, which are cheapest on equal bytes).
+inline std::string_view ngx_byok_header_name(const ngx_table_elt_t &h) {
+    return {reinterpret_cast<const char *>(h.lowcase_key != nullptr ? h.lowcase_key : h.key.data),
+            h.key.len};
 }
 
 // Calls f(header) for every live header of a header list until f returns

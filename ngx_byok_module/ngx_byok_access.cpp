@@ -130,12 +130,11 @@ ngx_int_t on_lookup_reply(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     const byok::Layout &layout = main_of(r)->admin.layout;
     byok::LookupOutcome found =
         byok::read_lookup_reply(layout, byok::hex_encode(ctx->sha, sizeof(ctx->sha)), ctx->reply,
-                                ctx->lookup_second ? &ctx->lookup_first : nullptr);
+                                ctx->lookup_first ? &*ctx->lookup_first : nullptr);
     switch (found.kind) {
         case byok::LookupOutcome::Kind::Next:
-            ctx->lookup_second = true;
             ctx->lookup_first = std::move(found);
-            ctx->waiter = ngx_byok_redis_send(ctx->lookup_first.next, waiter_done, ctx);
+            ctx->waiter = ngx_byok_redis_send(ctx->lookup_first->next, waiter_done, ctx);
             if (ctx->waiter == nullptr) return use_stale_or_fail(r, ctx);
             return NGX_AGAIN;  // WaitKey again
         case byok::LookupOutcome::Kind::Failed:
@@ -161,7 +160,7 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
     in.uri = sv(r->unparsed_uri);
     ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
         std::string_view value = sv(h.value);
-        if (std::string_view *slot = byok::credential_slot(in.creds, sv(h.key))) {
+        if (std::string_view *slot = byok::credential_slot(in.creds, ngx_byok_header_name(h))) {
             *slot = value;
         } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
             in.retry_count = value;

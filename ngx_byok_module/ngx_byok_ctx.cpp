@@ -14,13 +14,14 @@ void ByokUpstream::wipe_secrets() {
     n_secrets = 0;
 }
 
-bool ByokUpstream::set_target(ngx_pool_t *pool, std::string_view origin, std::string_view path,
+bool ByokUpstream::set_target(ngx_pool_t *pool, std::initializer_list<std::string_view> url_parts,
                               std::string_view host_, std::string_view method_) {
-    size_t n = origin.size() + path.size() + host_.size() + method_.size();
-    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, n));
+    size_t url_len = 0;
+    for (std::string_view part : url_parts) url_len += part.size();
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, url_len + host_.size() + method_.size()));
     if (p == nullptr) return false;
-    url = {origin.size() + path.size(), p};
-    p = ngx_cpymem(ngx_cpymem(p, origin.data(), origin.size()), path.data(), path.size());
+    url = {url_len, p};
+    for (std::string_view part : url_parts) p = ngx_cpymem(p, part.data(), part.size());
     host = {host_.size(), p};
     p = ngx_cpymem(p, host_.data(), host_.size());
     method = {method_.size(), p};
@@ -33,6 +34,7 @@ ByokUpstream::~ByokUpstream() { wipe_secrets(); }
 ByokGatewayCtx::~ByokGatewayCtx() {
     ngx_byok_redis_cancel(waiter);
     if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
+    ngx_byok_keycache_keep_block(&key);
 }
 
 ByokKeyTestCtx::~ByokKeyTestCtx() {

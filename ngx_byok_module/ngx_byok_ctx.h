@@ -116,10 +116,15 @@ struct ByokUpstream {
         return true;
     }
     void wipe_secrets();
-    // url = origin + path, with `host` and `method`: one pool copy of all
-    // three. false when out of memory.
-    bool set_target(ngx_pool_t *pool, std::string_view origin, std::string_view path,
+    // url = the parts joined, with `host` and `method`: one pool copy of all
+    // three (issue 18: the URL is never built in a std::string first).
+    // false when out of memory.
+    bool set_target(ngx_pool_t *pool, std::initializer_list<std::string_view> url_parts,
                     std::string_view host_, std::string_view method_ = "GET");
+    bool set_target(ngx_pool_t *pool, std::string_view origin, std::string_view path,
+                    std::string_view host_, std::string_view method_ = "GET") {
+        return set_target(pool, {origin, path}, host_, method_);
+    }
     ~ByokUpstream();
 };
 
@@ -130,6 +135,10 @@ const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot();
 // log phase.
 struct ByokGatewayCtx {
     enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, Done };
+    // User-provided (issue 18, s5-access): ngx_byok_new_ctx's `T()` then
+    // runs the members' own initializers only, without first zero-filling
+    // the 2 KB object. Every member below has an initializer or a class type.
+    ByokGatewayCtx() {}
     ngx_http_request_t *r = nullptr;
     Stage stage = Stage::Start;
     bool resumed = false;       // a Redis reply or the body arrived
@@ -145,8 +154,8 @@ struct ByokGatewayCtx {
     // shared rather than copied (issue 18).
     std::shared_ptr<const byok::GatewaySnapshot> snap = ngx_byok_no_snapshot();
     // issue 16, cluster mode: the lookup's first step while the second runs
-    byok::LookupOutcome lookup_first;
-    bool lookup_second = false;
+    // (set = the second step is out; issue 18: a hit constructs no outcome)
+    std::optional<byok::LookupOutcome> lookup_first;
 
     byok::GatewayRequest req;  // URI and headers, parsed
     bool body_read = false;

@@ -23,6 +23,7 @@ constexpr size_t kMaxSlots = 8192;
 constexpr size_t kMinSlots = 64;
 constexpr size_t kProbe = 8;
 constexpr int64_t kExpiringWindowS = 7 * 86400;
+constexpr int64_t kTouchEveryMs = 1000;  // a healthy key's touched time, at most this stale
 
 struct HealthSlot {
     uint64_t hash;  // 0 = free
@@ -31,6 +32,11 @@ struct HealthSlot {
     int64_t touched_ms;
     int64_t expires_at;  // unix seconds, 0 = never (for byok_keys_expiring)
     uint32_t fails;
+    // issue 18: a seqlock per slot. Writers hold the mutex and make seq odd
+    // while they write (begin_write/end_write); the request path reads a
+    // slot without the mutex (read_slot) and keeps its copy only when seq
+    // was even and unchanged around it.
+    uint32_t seq;
     uint8_t state;  // byok::HealthState
 };
 
@@ -91,6 +97,16 @@ uint64_t slot_hash(std::string_view pid, std::string_view key_id) {
     return h == 0 ? 1 : h;
 }
 
+// Under the lock, around every change of a slot.
+void begin_write(HealthSlot *s) {
+    __atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);  // odd before the fields change
+}
+void end_write(HealthSlot *s) {
+    __atomic_thread_fence(__ATOMIC_RELEASE);  // the fields before even again
+    __atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELAXED);
+}
+
 // Under the lock. nullptr when absent and !create; else a free slot of the
 // probe window, or its least recently touched one.
 HealthSlot *find_slot(uint64_t h, bool create) {
@@ -103,9 +119,50 @@ HealthSlot *find_slot(uint64_t h, bool create) {
         if (better) victim = s;
     }
     if (!create) return nullptr;
+    begin_write(victim);
+    uint32_t seq = victim->seq;
     ngx_memzero(victim, sizeof(HealthSlot));
+    victim->seq = seq;
     victim->hash = h;
+    end_write(victim);
     return victim;
+}
+
+// One consistent copy of slot `s`; false when a writer kept changing it.
+bool copy_slot(const HealthSlot *s, HealthSlot *out) {
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+        if (seq & 1) continue;
+        out->hash = __atomic_load_n(&s->hash, __ATOMIC_RELAXED);
+        out->until_ms = __atomic_load_n(&s->until_ms, __ATOMIC_RELAXED);
+        out->window_start_ms = __atomic_load_n(&s->window_start_ms, __ATOMIC_RELAXED);
+        out->touched_ms = __atomic_load_n(&s->touched_ms, __ATOMIC_RELAXED);
+        out->expires_at = __atomic_load_n(&s->expires_at, __ATOMIC_RELAXED);
+        out->fails = __atomic_load_n(&s->fails, __ATOMIC_RELAXED);
+        out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);  // the fields before seq again
+        if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) == seq) return true;
+    }
+    return false;
+}
+
+// find_slot(h, false) without the lock (issue 18: the request path reads
+// health on every request, and the mutex is shared by every worker): true
+// with a copy of the slot of `h`, false when there is none. A slot a writer
+// keeps busy is read under the lock instead.
+bool read_slot(uint64_t h, HealthSlot *out) {
+    for (size_t i = 0; i < kProbe; ++i) {
+        const HealthSlot *s = &g_health[(h + i) % g_slots];
+        if (!copy_slot(s, out)) {
+            ngx_shmtx_lock(g_mutex);
+            const HealthSlot *found = find_slot(h, false);
+            if (found != nullptr) *out = *found;
+            ngx_shmtx_unlock(g_mutex);
+            return found != nullptr;
+        }
+        if (out->hash == h) return true;
+    }
+    return false;
 }
 
 byok::KeyHealth to_health(const HealthSlot &s) {
@@ -118,28 +175,29 @@ byok::KeyHealth to_health(const HealthSlot &s) {
 }
 
 void store(HealthSlot *s, const byok::KeyHealth &k, int64_t now) {
+    begin_write(s);
     s->state = static_cast<uint8_t>(k.state);
     s->until_ms = k.until_ms;
     s->fails = k.fails;
     s->window_start_ms = k.window_start_ms;
     s->touched_ms = now;
+    end_write(s);
 }
 
 byok::KeyHealth health_of(std::string_view pid, std::string_view key_id) {
     if (g_health == nullptr) return {};
-    ngx_shmtx_lock(g_mutex);
-    HealthSlot *s = find_slot(slot_hash(pid, key_id), false);
-    byok::KeyHealth k = s ? to_health(*s) : byok::KeyHealth{};
-    ngx_shmtx_unlock(g_mutex);
-    return k;
+    HealthSlot s;
+    return read_slot(slot_hash(pid, key_id), &s) ? to_health(s) : byok::KeyHealth{};
 }
 
 void note_expiry(std::string_view pid, const byok::StoredKey &k, int64_t now_s) {
     if (g_health == nullptr || k.expires_at == 0 || k.expires_at - now_s > kExpiringWindowS) return;
     ngx_shmtx_lock(g_mutex);
     HealthSlot *s = find_slot(slot_hash(pid, k.id), true);
+    begin_write(s);
     s->expires_at = k.expires_at;
     s->touched_ms = now_s * 1000;
+    end_write(s);
     ngx_shmtx_unlock(g_mutex);
 }
 
@@ -342,8 +400,17 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
     }
     const std::string &pid = ctx->snap->project;
     const std::string &id = ctx->keys.current;
+    uint64_t hash = slot_hash(pid, id);
+    // issue 18: a success on a healthy key with no failure counted changes
+    // nothing but the slot's touched time (its eviction order), which is
+    // kept to the second: most answers take no lock.
+    HealthSlot seen;
+    if (o == byok::Outcome::Success && read_slot(hash, &seen) &&
+        seen.state == static_cast<uint8_t>(byok::HealthState::Healthy) && seen.fails == 0 &&
+        seen.window_start_ms == 0 && seen.until_ms == 0 && now - seen.touched_ms < kTouchEveryMs)
+        return;
     ngx_shmtx_lock(g_mutex);
-    HealthSlot *s = find_slot(slot_hash(pid, id), true);
+    HealthSlot *s = find_slot(hash, true);
     byok::KeyHealth h = to_health(*s);
     bool changed = byok::apply_outcome(h, o, now, until, policy);
     store(s, h, now);

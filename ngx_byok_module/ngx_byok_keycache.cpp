@@ -140,6 +140,12 @@ void sweep(ngx_event_t *) {
     if (g_active && !ngx_exiting) ngx_add_timer(&g_sweep_ev, kSweepEvery);
 }
 
+// issue 18 (s5-access): the heap block of the last request's provider key,
+// wiped (SecretString::clear wipes its whole capacity) and kept for the next
+// one, so a hit copies its key out of the arena without a malloc. It holds
+// no secret between requests.
+byok::SecretString g_key_block;
+
 }  // namespace
 
 void ngx_byok_keycache_init_process(ngx_cycle_t *cycle) {
@@ -168,6 +174,7 @@ void ngx_byok_keycache_clear() {
 
 void ngx_byok_keycache_exit_process() {
     g_active = false;
+    g_key_block = byok::SecretString();
     if (g_sweep_ev.timer_set) ngx_del_timer(&g_sweep_ev);
     ngx_byok_keycache_clear();
     if (g_arena != nullptr) {
@@ -215,6 +222,12 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_cha
     return e.snap;
 }
 
+void ngx_byok_keycache_keep_block(byok::SecretString *key) {
+    if (key->empty() || key->size() > kSlotSize) return;
+    key->clear();                                        // the wipe the key's destructor would make
+    key->mutable_str().swap(g_key_block.mutable_str());  // both hold wiped bytes only
+}
+
 void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
                             const byok::StoredKey &k, byok::SecretString *out) {
     Entry *e = g_arena != nullptr ? find(sha) : nullptr;
@@ -234,6 +247,8 @@ void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::s
         Slot &s = g_slots[e->slot[idx]];
         if (now < s.expires) {
             s.used = ++g_tick;
+            // `*out` is empty and the block wiped: a swap, no wipe needed
+            if (out->empty()) out->mutable_str().swap(g_key_block.mutable_str());
             out->mutable_str().assign((const char *)slot_bytes((size_t)e->slot[idx]), s.len);
             return;
         }

@@ -12,7 +12,8 @@ namespace {
 
 // Headers that carry client credentials or gateway controls; never forwarded.
 bool is_client_secret_header(const ngx_table_elt_t &h) {
-    return byok::is_credential_header(sv(h.key)) || ngx_byok_header_is(h, "x-byok-provider");
+    return byok::is_credential_header(ngx_byok_header_name(h)) ||
+           ngx_byok_header_is(h, "x-byok-provider");
 }
 
 // Writes `bytes` over a temp file from offset `at`.
@@ -169,10 +170,16 @@ bool ngx_byok_scan_body(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
 ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     byok::UpstreamPlan plan = byok::plan_upstream(ctx->req, *ctx->snap, ctx->decision, ctx->key,
                                                   ctx->model, ctx->body_blanked, ctx->keys.current);
-    std::string origin =
-        plan.pin ? ngx_byok_pinned_origin(plan.base, ctx->pinned_ip) : plan.base.origin();
-    if (!ctx->up.set_target(r->pool, origin, plan.path, plan.host))
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    const byok::Url &base = plan.base();
+    bool ok =
+        plan.pin
+            ? ctx->up.set_target(
+                  r->pool, {ngx_byok_pinned_origin(base, ctx->pinned_ip), base.path, plan.rest},
+                  plan.host)
+            // base.origin() is scheme "://" authority, and host is the authority
+            : ctx->up.set_target(r->pool, {base.scheme, "://", plan.host, base.path, plan.rest},
+                                 plan.host);
+    if (!ok) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     // plan.headers are views of ctx->key (wiped with the ctx) and the snapshot.
     if (ngx_byok_install_headers(r, &ctx->up, plan.headers, true) != NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -203,7 +203,8 @@ Test(gateway, i12_01_plan_route_byok_opens_the_key) {
 
     UpstreamPlan up = plan_upstream(req, snap, p.decision, p.key, std::nullopt, false);
     cr_assert_eq(up.host, "api.openai.com");
-    cr_assert_eq(up.path, "/v1/chat/completions");
+    cr_assert_eq(up.base().path + std::string(up.rest), "/v1/chat/completions");
+    cr_assert_eq(up.base().origin(), "https://api.openai.com");
     cr_assert(!up.pin);
     cr_assert(!up.model_token);
     cr_assert(up.headers.auth.name == "Authorization" && up.headers.auth.prefix == "Bearer " &&
