@@ -1086,3 +1086,30 @@ class RedisCluster:
 
     def subscribers(self, channel: str = "byok:invalidate") -> int:
         return sum(n.client.pubsub_numsub(channel)[0][1] for n in self.nodes if n.running())
+
+
+class MallocCounter:
+    """bench/malloc_count.c preloaded into the nginx started after this:
+    malloc-family calls per worker process (issue 18's allocation bounds).
+    Needs `cc` and no sanitizer runtime (it owns malloc)."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        so, self.counts = tmp_path / "malloc_count.so", tmp_path / "mc"
+        self.counts.mkdir()
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(so),
+                        str(REPO / "bench" / "malloc_count.c"), "-ldl", "-lpthread"], check=True)
+        monkeypatch.setitem(NGINX_ENV, "LD_PRELOAD", str(so))
+        monkeypatch.setitem(NGINX_ENV, "MALLOC_COUNT_DIR", str(self.counts))
+
+    def per_call(self, gw: "Gateway", call, n: int) -> float:
+        """Allocations of gw's only worker per call of call(), over n calls."""
+        (worker,) = gw.workers()
+        path = self.counts / str(worker)
+
+        def calls():
+            return int.from_bytes(path.read_bytes()[:8], "little") if path.exists() else 0
+
+        before = calls()
+        for _ in range(n):
+            call()
+        return (calls() - before) / n

@@ -4,12 +4,11 @@ per request, counted by bench/malloc_count.c), and that the shared decoded
 snapshot, the once-built route configuration and the per-row metering
 change nothing a client, the counters or the usage events see."""
 import shutil
-import subprocess
 import time
 
 import pytest
 import harness
-from harness import REPO, wait_until
+from harness import wait_until
 
 # Allocations of one worker per cache-hit request (malloc, calloc, realloc,
 # the memalign family; nginx's own pool blocks included). Bare nginx
@@ -22,36 +21,20 @@ from harness import REPO, wait_until
 MAX_ALLOCS_PER_HIT = 10
 
 
-def _worker_pids(gw):
-    out = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def _calls(path):
-    return int.from_bytes(path.read_bytes()[:8], "little") if path.exists() else 0
-
-
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the malloc counter")
 @pytest.mark.skipif("LD_PRELOAD" in harness.NGINX_ENV, reason="sanitizer runtimes own malloc")
 def test_i18_04_a_cache_hit_allocates_a_bounded_number_of_times(gateway, tmp_path, monkeypatch):
-    so, counts = tmp_path / "malloc_count.so", tmp_path / "mc"
-    counts.mkdir()
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(so),
-                    str(REPO / "bench" / "malloc_count.c"), "-ldl", "-lpthread"], check=True)
-    monkeypatch.setitem(harness.NGINX_ENV, "LD_PRELOAD", str(so))
-    monkeypatch.setitem(harness.NGINX_ENV, "MALLOC_COUNT_DIR", str(counts))
+    mc = harness.MallocCounter(tmp_path, monkeypatch)
     gw = gateway(worker_processes=1)
     p = gw.provision()
     for _ in range(30):  # warm: the snapshot and the key are cached, buffers grown
         r = gw.chat(p)
         assert r.status_code == 200, (r.status_code, r.text[:300])
-    (worker,) = _worker_pids(gw)
-    n = 200
-    before = _calls(counts / str(worker))
-    for _ in range(n):
+
+    def hit():
         r = gw.chat(p)
         assert r.status_code == 200 and r.headers["x-byok-route"] == "byok"
-    per_request = (_calls(counts / str(worker)) - before) / n
+    per_request = mc.per_call(gw, hit, 200)
     print("allocations per hit request:", per_request)
     assert 0 < per_request <= MAX_ALLOCS_PER_HIT, per_request
     gw.assert_no_leaks()

@@ -19,21 +19,12 @@ using namespace byok;
 
 namespace {
 
-KeyRecord record(const std::string &secret, const std::string &id) {
-    KeyRecord r;
-    r.sealed = seal(test::test_ring(), secret, key_binding("acme", "openai", ""));
-    r.id = id;
-    r.key_hint = "sk-...";
-    r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
-    return r;
-}
-
 GatewaySnapshot snapshot() {
     return build_snapshot(
         {{"project", "acme"}, {"id", "g1"}, {"revoked", "0"}},
         {{"name", "Acme"}, {"tier", "pro"}, {"fallback", "auto"}},
-        {{"openai", serialize_key_set({record("sk-live-0001", "k_000000000001"),
-                                       record("sk-live-0002", "k_000000000002")})}});
+        {{"openai", serialize_key_set({test::openai_key("sk-live-0001", "k_000000000001"),
+                                       test::openai_key("sk-live-0002", "k_000000000002")})}});
 }
 
 GatewayConfig config() {

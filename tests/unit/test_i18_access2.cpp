@@ -11,38 +11,12 @@
 
 using namespace byok;
 
-namespace {
-
-KeyRecord record(const std::string &secret, const std::string &id) {
-    KeyRecord r;
-    r.sealed = seal(test::test_ring(), secret, key_binding("acme", "openai", ""));
-    r.id = id;
-    r.key_hint = "sk-...";
-    r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
-    return r;
-}
-
-const Catalog &catalog() {
-    static const Catalog cat = Catalog::builtin();
-    return cat;
-}
-
-GatewayConfig config() {
-    GatewayConfig cfg;
-    cfg.catalog = &catalog();
-    cfg.ring = &test::test_ring();
-    cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
-    return cfg;
-}
-
-}  // namespace
-
 Test(i18_access2, i18_access2_04_upstream_plan_views_the_catalog_url_and_the_request) {
-    static const GatewayConfig cfg = config();
-    GatewaySnapshot snap =
-        build_snapshot({{"project", "acme"}, {"id", "g1"}, {"revoked", "0"}},
-                       {{"name", "Acme"}, {"tier", "pro"}, {"fallback", "auto"}},
-                       {{"openai", serialize_key_set({record("sk-live-0001", "k_000000000001")})}});
+    static const GatewayConfig cfg = test::gateway_config();
+    GatewaySnapshot snap = build_snapshot(
+        {{"project", "acme"}, {"id", "g1"}, {"revoked", "0"}},
+        {{"name", "Acme"}, {"tier", "pro"}, {"fallback", "auto"}},
+        {{"openai", serialize_key_set({test::openai_key("sk-live-0001", "k_000000000001")})}});
     GatewayRequestIn in;
     std::string uri = "/v1/chat/completions?x=1";
     in.uri = uri;
@@ -53,7 +27,7 @@ Test(i18_access2, i18_access2_04_upstream_plan_views_the_catalog_url_and_the_req
     RoutePlan p = plan_route(cfg, snap, req, "POST", true, "gpt-4o", &input);
     cr_assert(p.action == RoutePlan::Action::Proxy);
     UpstreamPlan up = plan_upstream(req, snap, p.decision, p.key, std::nullopt, false);
-    const Provider *openai = catalog().find("openai");
+    const Provider *openai = test::builtin_catalog().find("openai");
     cr_assert_eq(&up.base(), &openai->openai_base, "the catalog's URL, not a copy");
     cr_assert(
         up.rest.data() >= uri.data() && up.rest.data() + up.rest.size() <= uri.data() + uri.size(),

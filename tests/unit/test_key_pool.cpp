@@ -11,33 +11,10 @@ using namespace byok;
 
 namespace {
 
-const Catalog &catalog() {
-    static const Catalog c = Catalog::builtin();
-    return c;
-}
-
-KeyRecord key(const std::string &secret, const std::string &id, int weight = 1) {
-    KeyRecord r;
-    r.sealed = seal(test::test_ring(), secret, key_binding("acme", "openai", ""));
-    r.id = id;
-    r.weight = weight;
-    r.key_hint = "sk-...";
-    r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
-    return r;
-}
-
 GatewaySnapshot snapshot(const std::vector<KeyRecord> &keys, const char *policy = "auto") {
     return build_snapshot({{"project", "acme"}, {"id", "g1"}, {"revoked", "0"}},
                           {{"name", "Acme"}, {"tier", "pro"}, {"fallback", policy}},
                           {{"openai", serialize_key_set(keys)}});
-}
-
-GatewayConfig config() {
-    GatewayConfig cfg;
-    cfg.catalog = &catalog();
-    cfg.ring = &test::test_ring();
-    cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
-    return cfg;
 }
 
 GatewayRequest request() {
@@ -50,31 +27,33 @@ GatewayRequest request() {
 }  // namespace
 
 Test(key_pool, i14_02_without_a_pool_the_first_key_serves_and_the_sibling_next) {
-    GatewaySnapshot snap =
-        snapshot({key("sk-first-0001", "k_000000000001"), key("sk-second-0002", "k_000000000002")});
+    GatewaySnapshot snap = snapshot({test::openai_key("sk-first-0001", "k_000000000001"),
+                                     test::openai_key("sk-second-0002", "k_000000000002")});
     RouteInput in;
     KeyAttempts att;
-    RoutePlan p = plan_route(config(), snap, request(), "POST", true, "gpt-4o", &in, &att);
+    RoutePlan p =
+        plan_route(test::gateway_config(), snap, request(), "POST", true, "gpt-4o", &in, &att);
     cr_assert(p.action == RoutePlan::Action::Proxy);
     cr_assert_eq(p.key.view(), "sk-first-0001");
     cr_assert_eq(att.current, "k_000000000001");
     cr_assert_eq(in.project_keys.size(), 1u);  // one row per provider
     cr_assert_eq(proxy_location(in, p.decision, true), "@byok_keys");
 
-    auto sib = plan_sibling(config(), snap, p.decision, &att);
+    auto sib = plan_sibling(test::gateway_config(), snap, p.decision, &att);
     cr_assert(sib.has_value());
     cr_assert_eq(sib->key.view(), "sk-second-0002");
     cr_assert_eq(att.current, "k_000000000002");
-    cr_assert_not(plan_sibling(config(), snap, p.decision, &att).has_value(), "only once");
+    cr_assert_not(plan_sibling(test::gateway_config(), snap, p.decision, &att).has_value(),
+                  "only once");
     UpstreamPlan up =
         plan_upstream(request(), snap, sib->decision, sib->key, std::nullopt, false, att.current);
     cr_assert_eq(up.host, "api.openai.com");
 }
 
 Test(key_pool, i14_02_the_pool_decides_states_and_the_key) {
-    GatewaySnapshot snap = snapshot(
-        {key("sk-first-0001", "k_000000000001"), key("sk-second-0002", "k_000000000002", 9)});
-    GatewayConfig cfg = config();
+    GatewaySnapshot snap = snapshot({test::openai_key("sk-first-0001", "k_000000000001"),
+                                     test::openai_key("sk-second-0002", "k_000000000002", 9)});
+    GatewayConfig cfg = test::gateway_config();
     cfg.keys.states = [](const GatewaySnapshot &, RouteInput *in) {
         in->project_keys.emplace_back("openai", KeyState::Usable);
     };
@@ -92,8 +71,8 @@ Test(key_pool, i14_02_the_pool_decides_states_and_the_key) {
 }
 
 Test(key_pool, i14_03_all_keys_cooling_under_policy_off_is_429_with_retry_after) {
-    GatewaySnapshot snap = snapshot({key("sk-first-0001", "k_000000000001")}, "off");
-    GatewayConfig cfg = config();
+    GatewaySnapshot snap = snapshot({test::openai_key("sk-first-0001", "k_000000000001")}, "off");
+    GatewayConfig cfg = test::gateway_config();
     cfg.keys.states = [](const GatewaySnapshot &, RouteInput *ri) {
         ri->project_keys.emplace_back("openai", KeyState::Unhealthy);
         ri->keys_retry_in_s.emplace_back("openai", 12);
@@ -116,13 +95,13 @@ Test(key_pool, i14_03_sibling_retry_rules) {
     for (int s : {0, 401, 402, 403, 429, 500, 502, 503, 504}) cr_assert(key_failure(s), "%d", s);
     for (int s : {200, 400, 404, 413}) cr_assert_not(key_failure(s), "%d", s);
     RouteInput in;
-    in.catalog = &catalog();
+    in.catalog = &test::builtin_catalog();
     in.policy = Policy::Auto;
     in.fallback_provider = "openrouter";
     in.system_keys = {"openrouter"};
     RouteDecision d;
     d.route = Route::Byok;
-    d.provider = d.target = catalog().find("openai");
+    d.provider = d.target = test::builtin_catalog().find("openai");
     cr_assert_eq(sibling_location(in, d), "@byok_retry");
     in.fallback_on_rate_limit = false;
     cr_assert_eq(sibling_location(in, d), "@byok_fallback_5xx");

@@ -5,7 +5,10 @@
 
 #include <string>
 
+#include "lib/catalog.h"
 #include "lib/crypto.h"
+#include "lib/gateway.h"
+#include "lib/record.h"
 #include "lib/util.h"
 
 namespace byok::test {
@@ -14,6 +17,33 @@ namespace byok::test {
 inline const KeyRing &test_ring() {
     static const KeyRing r =
         KeyRing::parse("k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", "t");
+    return r;
+}
+
+// The built-in catalog, built once (a GatewayConfig holds views of it).
+inline const Catalog &builtin_catalog() {
+    static const Catalog c = Catalog::builtin();
+    return c;
+}
+
+// A gateway configuration over the built-in catalog and test_ring(), with
+// no system key.
+inline GatewayConfig gateway_config() {
+    GatewayConfig cfg;
+    cfg.catalog = &builtin_catalog();
+    cfg.ring = &test_ring();
+    cfg.system_key = [](std::string_view) -> const SecretString * { return nullptr; };
+    return cfg;
+}
+
+// Project "acme"'s OpenAI key record `id`, sealed with test_ring().
+inline KeyRecord openai_key(const std::string &secret, const std::string &id, int weight = 1) {
+    KeyRecord r;
+    r.sealed = seal(test_ring(), secret, key_binding("acme", "openai", ""));
+    r.id = id;
+    r.weight = weight;
+    r.key_hint = "sk-...";
+    r.created_at = r.updated_at = "2026-11-22T04:31:00Z";
     return r;
 }
 
