@@ -322,7 +322,7 @@ ngx_int_t ngx_byok_admin_init(ngx_conf_t *cf);    // key-test capture filter
 char *ngx_byok_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 // Case-insensitive header-name test; `lowcase` is the lower-case name.
-// issue 18 (s5-access): nginx keeps a parsed header's name lower-cased
+// Issue 18: nginx keeps a parsed header's name lower-cased
 // beside it (lowcase_key), so that is one memcmp; a header some module
 // built without it is folded as before.
 inline bool ngx_byok_header_is(const ngx_table_elt_t &h, std::string_view lowcase) {

@@ -135,7 +135,7 @@ const std::shared_ptr<const byok::GatewaySnapshot> &ngx_byok_no_snapshot();
 // log phase.
 struct ByokGatewayCtx {
     enum class Stage { Start, WaitKey, WaitBody, WaitResolve, Proxying, Fallback, Done };
-    // User-provided (issue 18, s5-access): ngx_byok_new_ctx's `T()` then
+    // User-provided (issue 18): ngx_byok_new_ctx's `T()` then
     // runs the members' own initializers only, without first zero-filling
     // the 2 KB object. Every member below has an initializer or a class type.
     ByokGatewayCtx() {}

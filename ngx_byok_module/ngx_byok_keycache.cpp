@@ -140,7 +140,7 @@ void sweep(ngx_event_t *) {
     if (g_active && !ngx_exiting) ngx_add_timer(&g_sweep_ev, kSweepEvery);
 }
 
-// issue 18 (s5-access): the heap block of the last request's provider key,
+// Issue 18: the heap block of the last request's provider key,
 // wiped (SecretString::clear wipes its whole capacity) and kept for the next
 // one, so a hit copies its key out of the arena without a malloc. It holds
 // no secret between requests.

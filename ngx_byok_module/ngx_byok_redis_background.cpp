@@ -75,7 +75,7 @@ void ngx_byok_redis::background_exit() {
     g_in_flight = 0;
 }
 
-// s5-meter (issue 18, graceful stop): the usage flush keeps an exiting
+// Issue 18, graceful stop: the usage flush keeps an exiting
 // worker up until what it sent is answered. Cluster mode is not tracked
 // (true at once: its final flush is sent, not awaited).
 bool ngx_byok_redis_noreply_drained() {

@@ -85,7 +85,7 @@ ngx_msec_t g_stop_deadline = 0;
 
 // A row's key: each part preceded by its length (two bytes, little end
 // first), built in `key` (reused: no allocation once grown) with one resize.
-// Any byte may occur in a part, so nothing is searched (s5: '\0' separators
+// Any byte may occur in a part, so nothing is searched ('\0' separators
 // needed a memchr per part to refuse a part holding one). false for a part
 // over 65535 bytes (never from a valid request).
 bool row_key(std::string &key, std::initializer_list<std::string_view> parts) {

@@ -135,7 +135,7 @@ Test(i18_hotpath, i18_04_usage_event_in_one_pass_holds_long_fields_and_extreme_n
     std::string out = "prefix";
     append_usage_event_args(out, r);
     cr_assert_eq(out.substr(0, 6), "prefix");
-    std::vector<std::string> values;  // the batch carries values only (s5)
+    std::vector<std::string> values;  // the batch carries values only
     auto fields = usage_event_fields(r);
     for (size_t i = 1; i < fields.size(); i += 2) values.push_back(fields[i]);
     cr_assert(bulks(out.substr(6)) == values);
