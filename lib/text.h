@@ -42,6 +42,8 @@ bool iequals(std::string_view a, std::string_view b);  // equal under ascii_lowe
 // whitespace (CR, LF) is never OWS.
 constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
 std::string_view trim_ows(std::string_view s);  // `s` without OWS at either end
+// JSON's insignificant whitespace (RFC 8259): space, tab, CR, LF.
+constexpr bool is_json_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 // Appends `s` as a quoted JSON string: quotes, backslashes and every
 // control character (DEL included: valid raw in JSON, but invisible in a

@@ -1,5 +1,7 @@
 #include "lib/usage_scanner.h"
 
+#include "lib/text.h"
+
 #include <algorithm>
 #include <cstring>
 #if defined(__SSE2__)
@@ -13,7 +15,6 @@ namespace {
 constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 // The rest of a JSON number after its integer digits (fraction, exponent).
 bool is_number_tail(char c) {
     return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
@@ -74,7 +75,7 @@ struct ObjectReader {
     bool ok = true;
 
     void ws() {
-        while (i < s.size() && is_ws(s[i])) i++;
+        while (i < s.size() && is_json_ws(s[i])) i++;
     }
     bool eat(char c) {
         ws();
@@ -145,7 +146,8 @@ struct ObjectReader {
             } while (ok && eat(','));
             if (ok && !eat(close)) ok = false;
         } else {
-            while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_ws(s[i])) i++;
+            while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_json_ws(s[i]))
+                i++;
         }
     }
     // Calls f(key) for each member of the object at i; f reads or skips
@@ -186,7 +188,7 @@ void UsageScanner::feed(std::string_view bytes) {
             case State::AfterKey:
             case State::AfterColon: {
                 char c = *p;
-                if (is_ws(c)) {
+                if (is_json_ws(c)) {
                     p++;
                 } else if (state_ == State::AfterKey && c == ':') {
                     p++;
@@ -443,118 +445,6 @@ TokenUsage UsageScanner::result() const {
     u.cached = std::min(u.input, cached_tokens_ + cache_read_);
     u.cache_write = cache_creation_;
     return u;
-}
-
-// ---------------------------------------------------------------- SSE
-
-bool SseUsageDropper::is_usage_only_event(std::string_view event) {
-    // Cheap test first: almost no event mentions usage at all.
-    if (event.find("usage") == std::string_view::npos) return false;
-    // The data of the event: its "data:" lines joined.
-    std::string data;
-    size_t i = 0;
-    while (i < event.size()) {
-        size_t nl = event.find('\n', i);
-        std::string_view line = event.substr(i, nl == std::string_view::npos ? nl : nl - i);
-        i = nl == std::string_view::npos ? event.size() : nl + 1;
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        if (line.substr(0, 5) != "data:") continue;
-        line.remove_prefix(5);
-        if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-        if (!data.empty()) data.push_back('\n');
-        data.append(line);
-    }
-    size_t first = data.find_first_not_of(" \t\r\n");
-    if (first == std::string::npos || data[first] != '{') return false;
-    if (!UsageScanner::scan(data).known) return false;
-    // "choices" followed by an empty array, at any spacing.
-    size_t at = 0;
-    while ((at = data.find("\"choices\"", at)) != std::string::npos) {
-        size_t j = at + 9;
-        while (j < data.size() && is_ws(data[j])) j++;
-        if (j < data.size() && data[j] == ':') {
-            j++;
-            while (j < data.size() && is_ws(data[j])) j++;
-            if (j < data.size() && data[j] == '[') {
-                j++;
-                while (j < data.size() && is_ws(data[j])) j++;
-                return j < data.size() && data[j] == ']';
-            }
-        }
-        at += 9;
-    }
-    return false;
-}
-
-void SseUsageDropper::feed(std::string_view bytes, std::string *out) {
-    size_t i = 0;
-    while (i < bytes.size()) {
-        // Find the blank line that ends the current event ("\n\n", CRs
-        // ignored): jump from newline to newline.
-        size_t endpos = std::string_view::npos;
-        size_t j = i;
-        while (j < bytes.size()) {
-            if (last_ == '\n') {
-                // Right after a newline: skip CRs, a second newline ends it.
-                while (j < bytes.size() && bytes[j] == '\r') j++;
-                if (j == bytes.size()) break;
-                if (bytes[j] == '\n') {
-                    last_ = 0;
-                    endpos = j;
-                    break;
-                }
-            }
-            size_t nl = bytes.find('\n', j);
-            if (nl == std::string_view::npos) {
-                // Remember the last byte that is not a CR.
-                for (size_t k = bytes.size(); k > j; k--) {
-                    if (bytes[k - 1] != '\r') {
-                        last_ = bytes[k - 1];
-                        break;
-                    }
-                }
-                j = bytes.size();
-                break;
-            }
-            last_ = '\n';
-            j = nl + 1;
-        }
-        size_t stop = endpos == std::string_view::npos ? bytes.size() : endpos + 1;
-        std::string_view part = bytes.substr(i, stop - i);
-        i = stop;
-        if (passing_) {
-            out->append(part);
-            if (endpos != std::string_view::npos) passing_ = false;
-            continue;
-        }
-        if (endpos != std::string_view::npos && event_.empty()) {
-            // The whole event is in this buffer: examine it in place.
-            if (part.size() <= kMaxEvent && is_usage_only_event(part))
-                dropped_ = true;
-            else
-                out->append(part);
-            continue;
-        }
-        event_.append(part);
-        if (endpos != std::string_view::npos) {
-            // Events over the cap pass unexamined, wherever the reads split.
-            if (event_.size() <= kMaxEvent && is_usage_only_event(event_))
-                dropped_ = true;
-            else
-                out->append(event_);
-            event_.clear();
-        } else if (event_.size() > kMaxEvent) {
-            out->append(event_);
-            event_.clear();
-            passing_ = true;
-        }
-    }
-}
-
-void SseUsageDropper::finish(std::string *out) {
-    out->append(event_);
-    event_.clear();
-    passing_ = false;
 }
 
 }  // namespace byok
