@@ -58,7 +58,9 @@ class ModelScanner {
         FirstElement,  // after '[': value or ']'
         AfterValue,    // ',' or the closing bracket
         AfterTop,      // trailing whitespace only
-        Str,           // inside a string
+        KeyStr,        // inside a key of a nested object: skipped
+        ValueStr,      // inside a string value other than the model: skipped
+        DecodedStr,    // inside a top-level key or the model value: decoded
         StrEscape,     // after '\'
         StrHex,        // inside \uXXXX
         StrLowSlash,   // a high surrogate needs '\' next (strict strings)
@@ -75,12 +77,18 @@ class ModelScanner {
     };
     enum class Str : uint8_t { Plain, Key, TopKey, Model };
 
-    void step(const char *p, size_t n);
-    size_t string_run(const char *p, size_t i, size_t n);
-    void push(bool object);
-    void end_string();
+    void done(std::string_view piece) { offset_ += piece.size(); }
+    const char *compact_members(const char *p, const char *end, const char *begin);
+    const char *decoded_run(const char *p, const char *end, const char *begin);
+    St string_state() const;
+    void escape(char c);
     void end_escape(uint32_t cp);
-    void start_value(char c);
+    void push(bool object);
+    void pop();
+    bool in_object() const { return (stack_ >> (depth_ - 1)) & 1; }
+    void top_key(std::string_view key);
+    void start_value(char c, size_t offset);
+    void start_literal(const char *lit);
 
     St st_ = St::BeforeTop;
     Str str_ = Str::Plain;
