@@ -71,6 +71,11 @@ inline const char *capture_special(const char *p, const char *end, const char *b
 // ok false and the object is ignored.
 struct ObjectReader {
     std::string_view s;
+    // Whole: s holds the object and whatever follows it in the piece, and
+    // the object is read only where capture() would find the same end (no
+    // newline in a string, no quote or bracket in a bare value); else ok
+    // goes false and capture() takes over.
+    bool whole = false;
     size_t i = 0;
     bool ok = true;
 
@@ -97,7 +102,9 @@ struct ObjectReader {
             i = static_cast<size_t>(string_special(s.data() + i, s.data() + s.size(), s.data()) -
                                     s.data());
             if (i >= s.size() || s[i] == '"') break;
-            i += s[i] == '\\' ? 2 : 1;  // an escape, or a newline: part of the string here
+            // An escape, or a newline: part of the string here.
+            i += s[i] == '\\' ? 2 : 1;
+            if (whole && i <= s.size() && s[i - 1] == '\n') i = s.size();  // capture() drops it
         }
         if (i >= s.size()) {
             ok = false;
@@ -146,8 +153,10 @@ struct ObjectReader {
             } while (ok && eat(','));
             if (ok && !eat(close)) ok = false;
         } else {
-            while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_json_ws(s[i]))
+            while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_json_ws(s[i])) {
+                if (whole && (s[i] == '"' || s[i] == '{' || s[i] == '[')) ok = false;
                 i++;
+            }
         }
     }
     // Calls f(key) for each member of the object at i; f reads or skips
@@ -194,9 +203,30 @@ void UsageScanner::feed(std::string_view bytes) {
                     p++;
                     state_ = State::AfterColon;
                 } else if (state_ == State::AfterColon && after_ == KeyKind::Model && c == '"') {
-                    p++;
-                    begin_string(true);
+                    // A model value that ends in this piece without an
+                    // escape is read in place; else in_string() keeps it.
+                    const char *q = string_special(++p, end, begin_);
+                    if (q == end || *q != '"') {
+                        begin_string(true);
+                        break;
+                    }
+                    size_t n = static_cast<size_t>(q - p);
+                    if (n <= kMaxModel && model_len_ == 0) {
+                        std::memcpy(model_, p, n);
+                        model_len_ = static_cast<uint8_t>(n);
+                    }
+                    state_ = State::Outside;
+                    p = q + 1;
                 } else if (state_ == State::AfterColon && after_ == KeyKind::Usage && c == '{') {
+                    // An object that ends in this piece (almost all) is read
+                    // in place; else capture() gathers it.
+                    size_t len = 0;
+                    size_t room = std::min(static_cast<size_t>(end - p), kMaxCapture);
+                    if (take(std::string_view(p, room), true, &len)) {
+                        p += len;
+                        state_ = State::Outside;
+                        break;
+                    }
                     // The '{' is the object's first byte: capture() counts it.
                     state_ = State::Capture;
                     capture_.clear();
@@ -333,10 +363,10 @@ const char *UsageScanner::capture(const char *p, const char *end) {
         return p;
     }
     if (capture_.empty()) {
-        take(std::string_view(start, n));
+        take(std::string_view(start, n), false, nullptr);
     } else {
         capture_.append(start, n);
-        take(capture_);
+        take(capture_, false, nullptr);
         capture_.clear();
     }
     state_ = State::Outside;
@@ -368,10 +398,13 @@ bool UsageScanner::key_ends(std::string_view k) {
     return after_ != KeyKind::None;
 }
 
-void UsageScanner::take(std::string_view object) {
+// Reads the usage object at the start of `text` and merges its counts:
+// false (nothing merged) when it is malformed. Whole (the object read in
+// place, issue 18): `text` may go on past the object; *len is its length.
+bool UsageScanner::take(std::string_view text, bool whole, size_t *len) {
     uint64_t prompt = 0, completion = 0, cached = 0, cache_read = 0, cache_creation = 0,
              thoughts = 0;
-    ObjectReader rd{object};
+    ObjectReader rd{text, whole};
     rd.members([&](std::string_view key) {
         // By length first (issue 18): most keys are compared with one name
         // or none.
@@ -425,7 +458,8 @@ void UsageScanner::take(std::string_view object) {
         }
         rd.skip_value(1);
     });
-    if (!rd.ok) return;
+    if (!rd.ok) return false;
+    if (len != nullptr) *len = rd.i;
     known_ = true;
     prompt_ = std::max(prompt_, prompt);
     completion_ = std::max(completion_, completion);
@@ -433,6 +467,7 @@ void UsageScanner::take(std::string_view object) {
     cache_read_ = std::max(cache_read_, cache_read);
     cache_creation_ = std::max(cache_creation_, cache_creation);
     thoughts_ = std::max(thoughts_, thoughts);
+    return true;
 }
 
 TokenUsage UsageScanner::result() const {

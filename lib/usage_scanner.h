@@ -61,7 +61,7 @@ class UsageScanner {
     void begin_string(bool model_value);
     void end_of_string();
     bool key_ends(std::string_view k);  // a usage / model key: state_ = AfterKey
-    void take(std::string_view object);
+    bool take(std::string_view text, bool whole, size_t *len);
 
     const char *begin_ = nullptr;  // the piece being fed (its bytes may be read in blocks)
     State state_ = State::Outside;
