@@ -26,6 +26,13 @@ inline const char *skip_ws(const char *p, const char *end) {
     return p;
 }
 
+// Past the spaces at p: `json.dumps` writes one after each ':' and ','
+// (other whitespace goes through the states).
+inline const char *ws_run(const char *p, const char *end) {
+    while (p < end && *p == ' ') p++;
+    return p;
+}
+
 int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -222,7 +229,7 @@ void ModelScanner::feed(std::string_view piece) {
                     seen_model_ = true;
                 }
                 st_ = St::Value;
-                p++;
+                p = ws_run(p + 1, end);
                 break;
             case St::FirstElement:
                 if (c == ']') {
@@ -242,7 +249,10 @@ void ModelScanner::feed(std::string_view piece) {
             case St::AfterValue:
                 if (c == ',') {
                     st_ = in_object() ? St::NextKey : St::Value;
-                } else if (c == '}' || c == ']') {
+                    p = ws_run(p + 1, end);
+                    break;
+                }
+                if (c == '}' || c == ']') {
                     if (c != (in_object() ? '}' : ']')) invalid();
                     pop();
                 } else {
@@ -336,35 +346,35 @@ std::optional<ModelSpan> ModelScanner::finish() {
     return std::move(model_);
 }
 
-// The common shape of a nested object's members, "key":"text" pairs with
-// no whitespace (the messages of a chat body), read without a state
-// dispatch per token. p is at a key's opening quote; returns at the first
-// byte this does not take, with st_ the state that reads it (a string it
-// stopped in is read again from its start).
+// The common shape of a nested object's members, "key": "text" pairs (the
+// messages of a chat body, compact or with spaces between tokens), read
+// without a state dispatch per token. p is at a key's opening quote;
+// returns at the first byte this does not take, with st_ the state that
+// reads it (a string it stopped in is read again from its start).
 const char *ModelScanner::compact_members(const char *p, const char *end, const char *begin) {
-    str_ = Str::Key;
-    st_ = St::KeyStr;
+    auto stop = [this](St st, const char *at) {
+        st_ = st;
+        return at;
+    };
     for (;;) {
         const char *q = string_stop(p + 1, end, begin);
-        if (q == end || *q != '"') return p + 1;
-        p = q + 1;
-        if (p == end || *p != ':') {
-            st_ = St::AfterKey;
-            return p;
+        if (q == end || *q != '"') {
+            str_ = Str::Key;
+            return stop(St::KeyStr, p + 1);
         }
-        p++;
-        st_ = St::Value;
-        if (p == end || *p != '"') return p;
-        str_ = Str::Plain;
-        st_ = St::ValueStr;
+        p = ws_run(q + 1, end);
+        if (p == end || *p != ':') return stop(St::AfterKey, p);
+        p = ws_run(p + 1, end);
+        if (p == end || *p != '"') return stop(St::Value, p);
         q = string_stop(p + 1, end, begin);
-        if (q == end || *q != '"') return p + 1;
-        p = q + 1;
-        st_ = St::AfterValue;
-        if (end - p < 2 || *p != ',' || p[1] != '"') return p;
-        p++;
-        str_ = Str::Key;
-        st_ = St::KeyStr;
+        if (q == end || *q != '"') {
+            str_ = Str::Plain;
+            return stop(St::ValueStr, p + 1);
+        }
+        p = ws_run(q + 1, end);
+        if (p == end || *p != ',') return stop(St::AfterValue, p);
+        p = ws_run(p + 1, end);
+        if (p == end || *p != '"') return stop(St::NextKey, p);
     }
 }
 

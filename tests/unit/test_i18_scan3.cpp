@@ -100,6 +100,12 @@ Test(i18_scan3, i18_06_bench_body_at_every_split) {
     std::string b =
         R"({"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]})";
     check_body_splits(b, "146 stream=0 options=0 start=1 gpt-4o-mini|9|22");
+    // The probe's body (bench/hit_client.py: json.dumps, a space after each
+    // ':' and ','), and the same with other whitespace.
+    b = R"({"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Say hello in one word."}], "stream": true})";
+    check_body_splits(b, "172 stream=1 options=0 start=1 gpt-4o-mini|10|23");
+    b = "{\"m\": [{\"role\" :\t\"a\"  ,\n \"content\":\r\n\"b\"\n}],\"model\":\"x\"}";
+    check_body_splits(b, "56 stream=0 options=0 start=1 x|52|55");
 }
 
 // Each way out of the compact-member run, at every split: a value that is
