@@ -32,6 +32,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         two.feed(in.substr(cut));
         if (once.model() != two.model() || once.model().size() > byok::UsageScanner::kMaxModel)
             abort();
+        // Three pieces: a usage object or model value read in place in one
+        // scan is gathered across pieces in the other (issue 18).
+        size_t cut2 = cut + (in.size() - cut) / 2;
+        byok::UsageScanner three;
+        three.feed(in.substr(0, cut));
+        three.feed(in.substr(cut, cut2 - cut));
+        three.feed(in.substr(cut2));
+        byok::TokenUsage t = three.result();
+        if (three.model() != once.model() || t.known != whole.known || t.input != whole.input ||
+            t.output != whole.output || t.cached != whole.cached ||
+            t.cache_write != whole.cache_write)
+            abort();
     }
 
     std::string a, b;
