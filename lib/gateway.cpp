@@ -234,7 +234,7 @@ void take_operator_key(const GatewayConfig &cfg, RoutePlan *plan) {
 }
 
 // Without a key pool: the provider's first key not tried yet.
-const StoredKey *first_untried(const GatewaySnapshot &snap, const std::string &provider,
+const StoredKey *first_untried(const GatewaySnapshot &snap, std::string_view provider,
                                KeyAttempts *attempts) {
     for (const auto &k : snap.keys) {
         if (k.provider != provider || attempts->tried_id(k.id)) continue;
@@ -286,10 +286,13 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     in->policy = snap.policy;
     in->project_keys.clear();
     in->keys_retry_in_s.clear();
+    KeyAttempts local;
+    if (attempts == nullptr) attempts = &local;
+    attempts->usable.clear();
     // A malformed record goes through the decrypt attempt below like any
     // other undecryptable one, so it is logged and counted the same way.
     if (cfg.keys.states) {
-        cfg.keys.states(snap, in);
+        cfg.keys.states(snap, in, attempts);
     } else {
         for (const auto &k : snap.keys) {
             bool listed = false;  // one row per provider: its first key's state
@@ -299,8 +302,6 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                 k.provider, k.malformed || k.is_active ? KeyState::Usable : KeyState::Inactive);
         }
     }
-    KeyAttempts local;
-    if (attempts == nullptr) attempts = &local;
     in->system_keys.clear();
     for (const std::string &id : cfg.system_key_providers) in->system_keys.push_back(id);
     in->fallback_provider = cfg.fallback_provider;
@@ -354,6 +355,7 @@ std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySna
                                       const KeyOpener &opener) {
     if (first.route != Route::Byok || attempts->retried) return std::nullopt;
     attempts->retried = true;
+    attempts->usable.clear();  // the first attempt's answer may have changed the health
     RoutePlan plan;
     plan.decided = true;
     plan.decision = first;

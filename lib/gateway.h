@@ -152,11 +152,12 @@ struct GatewayConfig {
     // Plain function pointers (issue 18): called on every request, and the
     // glue's pool keeps its state in the worker, not in a closure.
     struct KeyPool {
-        // input->project_keys (and keys_retry_in_s) for the route decision.
-        void (*states)(const GatewaySnapshot &, RouteInput *) = nullptr;
+        // input->project_keys (and keys_retry_in_s) for the route decision,
+        // and attempts->usable for the pick that follows it.
+        void (*states)(const GatewaySnapshot &, RouteInput *, KeyAttempts *) = nullptr;
         // The next key of `provider` to try (added to attempts->tried), or
         // nullptr when none is left.
-        const StoredKey *(*pick)(const GatewaySnapshot &, const std::string &provider,
+        const StoredKey *(*pick)(const GatewaySnapshot &, std::string_view provider,
                                  KeyAttempts *) = nullptr;
     } keys;
 };

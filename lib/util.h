@@ -21,7 +21,7 @@ class Error : public std::runtime_error {
 };
 
 // A string holding a secret (plaintext provider key, token, master key
-// material). Wiped with OPENSSL_cleanse on destruction and on clear().
+// material). Wiped (byok::wipe) on destruction and on clear().
 // Move-only so copies of the secret do not spread.
 class SecretString {
   public:
@@ -51,7 +51,8 @@ class SecretString {
 // never the content.
 SecretString read_secret_file(const std::string &path, const std::vector<uint32_t> &owners = {});
 
-// Wipes memory the compiler may not optimise away (OPENSSL_cleanse).
+// Wipes memory with stores the compiler may not optimise away
+// (explicit_bzero).
 void wipe(void *p, size_t n);
 
 Bytes random_bytes(size_t n);  // RAND_bytes; throws Error on failure

@@ -366,6 +366,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     // the key's own fault, once more on a sibling key before any fallback.
     int answered = got_bytes ? status : 0;
     ngx_byok_health_observe(r, ctx, answered);
+    ctx->keys.usable.clear();  // the health the decision read may have changed since
     if (byok::key_failure(answered) && ngx_byok_sibling_possible(ctx)) {
         if (auto sibling = byok::plan_sibling(gateway_config(r), *ctx->snap, ctx->decision,
                                               &ctx->keys, key_opener(ctx))) {
@@ -376,7 +377,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
             return jump(r, byok::sibling_location(ctx->input, ctx->decision));
         }
     }
-    ctx->keys.current.clear();  // what follows does not use a project key
+    ctx->keys.current = {};  // what follows does not use a project key
     ngx_int_t rc = take_plan(
         r, ctx, byok::plan_retry(gateway_config(r), ctx->input, ctx->decision, status, got_bytes));
     if (rc != NGX_OK) return rc;
