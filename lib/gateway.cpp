@@ -405,7 +405,7 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
         up.pin = true;
     }
     up.rest = req.rest;
-    up.host = up.base().authority();
+    if (!up.base().authority_is_host()) up.host_built = up.base().authority();
     up.headers = upstream_header_refs(target, key.view());
     // Only a changed model costs anything; a body an earlier attempt
     // rewrote gets the client's model back.

@@ -224,8 +224,14 @@ struct UpstreamPlan {
     const Url *provider_base = nullptr;  // the catalog's base URL of the target
     std::optional<Url> endpoint;         // the tenant's endpoint, when the target has one
     const Url &base() const { return endpoint ? *endpoint : *provider_base; }
-    std::string_view rest;    // the request's path after the base (a view of the request)
-    std::string host;         // base().authority(): $byok_upstream_host (Host, SNI)
+    std::string_view rest;  // the request's path after the base (a view of the request)
+    // base().authority(): $byok_upstream_host (Host, SNI). issue 18: the
+    // URL's own host when that is the whole authority (no string per hit),
+    // else host_built.
+    std::string_view host() const {
+        return host_built.empty() ? std::string_view(base().host) : std::string_view(host_built);
+    }
+    std::string host_built;
     bool pin = false;         // connect to the checked address of `base()`
     UpstreamHeaders headers;  // auth and fixed headers: views of the key and snapshot
     // Set when the body's "model" value must be replaced by this token.

@@ -38,6 +38,10 @@ class SecretString {
     size_t size() const { return data_.size(); }
     bool empty() const { return data_.empty(); }
     void clear();
+    // Exchanges the two secrets without a copy or a wipe: each is wiped when
+    // its new holder clears or goes (issue 18: cheaper than a move, which
+    // wipes both sides).
+    void swap(SecretString &other) noexcept { data_.swap(other.data_); }
     std::string &mutable_str() { return data_; }  // for writing in place
 
   private:

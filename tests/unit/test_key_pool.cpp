@@ -47,7 +47,7 @@ Test(key_pool, i14_02_without_a_pool_the_first_key_serves_and_the_sibling_next) 
                   "only once");
     UpstreamPlan up =
         plan_upstream(request(), snap, sib->decision, sib->key, std::nullopt, false, att.current);
-    cr_assert_eq(up.host, "api.openai.com");
+    cr_assert_eq(up.host(), "api.openai.com");
 }
 
 Test(key_pool, i14_02_the_pool_decides_states_and_the_key) {
