@@ -37,8 +37,8 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
     ClientCredentials creds = in.creds;
     size_t q = in.uri.find('?');
     std::string_view path = in.uri.substr(0, q);
-    std::string args =
-        q == std::string_view::npos ? "" : strip_key_param(in.uri.substr(q + 1), &creds.query_key);
+    std::string args;  // built only when there is a query (issue 18)
+    if (q != std::string_view::npos) args = strip_key_param(in.uri.substr(q + 1), &creds.query_key);
     // A `key=` parameter leaves the request line before anything is logged.
     if (args.size() + 1 + path.size() < in.uri.size())
         req.clean_uri = std::string(path) + (args.empty() ? "" : "?" + args);

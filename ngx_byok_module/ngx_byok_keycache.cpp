@@ -193,7 +193,7 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_snapshot(const u_
         drop_entry(it->second);  // replaced in the zone: its keys go now
         return nullptr;
     }
-    g_lru.splice(g_lru.begin(), g_lru, it->second);
+    if (it->second != g_lru.begin()) g_lru.splice(g_lru.begin(), g_lru, it->second);
     return it->second->snap;
 }
 
