@@ -286,8 +286,8 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     in->policy = snap.policy;
     in->project_keys.clear();
     in->keys_retry_in_s.clear();
-    KeyAttempts local;
-    if (attempts == nullptr) attempts = &local;
+    std::optional<KeyAttempts> local;  // built only for a caller that keeps none
+    if (attempts == nullptr) attempts = &local.emplace();
     attempts->usable.clear();
     // A malformed record goes through the decrypt attempt below like any
     // other undecryptable one, so it is logged and counted the same way.

@@ -41,14 +41,16 @@ const byok::GatewayConfig &gateway_config(ngx_http_request_t *r) {
 }
 
 // issue 18: the request's provider keys come from the worker's locked key
-// cache (found by the gateway key's hash), else they are decrypted.
+// cache (the entry its snapshot came from, else found by the gateway key's
+// hash), else they are decrypted.
 byok::KeyOpener key_opener(const ByokGatewayCtx *ctx) {
     byok::KeyOpener o;
-    o.open = [](const void *sha, const byok::KeyRing &ring, std::string_view pid,
+    o.open = [](const void *arg, const byok::KeyRing &ring, std::string_view pid,
                 const byok::StoredKey &k, byok::SecretString *out) {
-        ngx_byok_keycache_open(static_cast<const u_char *>(sha), ring, pid, k, out);
+        auto *c = static_cast<const ByokGatewayCtx *>(arg);
+        ngx_byok_keycache_open(c->sha, c->key_entry, ring, pid, k, out);
     };
-    o.arg = ctx->sha;
+    o.arg = ctx;
     return o;
 }
 
@@ -185,7 +187,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     byok::sha256(ctx->req.key, ctx->sha);
     ctx->cache_generation = ngx_byok_cache_generation();
     // issue 18: a fresh hit comes decoded from the worker's snapshot cache
-    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob)) {
+    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob, &ctx->key_entry)) {
         case ByokCacheResult::Fresh:
             return after_snapshot(r, ctx);
         case ByokCacheResult::Stale:
