@@ -13,7 +13,7 @@
 //    plaintext lives only in a fixed arena that is mlock'ed (never swapped)
 //    and MADV_DONTDUMP (never in a core dump), bound to the exact record it
 //    came from (every field of the associated data and the ciphertext), and
-//    is wiped (OPENSSL_cleanse) when its snapshot entry is invalidated,
+//    is wiped (byok::wipe) when its snapshot entry is invalidated,
 //    replaced or evicted, when its slot is reused, at TTL expiry (at most
 //    the zone's ttl after it was decrypted), on a new subscriber generation
 //    and at worker exit. When the arena cannot be locked or excluded from
