@@ -32,8 +32,8 @@ GatewayError unauthorized(std::string_view message) {
 
 }  // namespace
 
-GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
-    GatewayRequest req;
+void parse_gateway_request(const GatewayRequestIn &in, GatewayRequest *out) {
+    GatewayRequest &req = *out;
     ClientCredentials creds = in.creds;
     size_t q = in.uri.find('?');
     std::string_view path = in.uri.substr(0, q);
@@ -56,7 +56,7 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
         if (req.native_provider.empty()) {
             req.error = gateway_error(404, "not_found",
                                       "use /v1/... or /<provider>/... with a gateway key");
-            return req;
+            return;
         }
     }
     if (args.empty()) {
@@ -71,12 +71,12 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
     }
     if (!safe_header_value(req.rest) || req.rest.find(' ') != std::string::npos) {
         req.error = gateway_error(400, "invalid_request", "invalid characters in the request URI");
-        return req;
+        return;
     }
     for (std::string_view p : in.provider_headers) {
         if (!safe_header_value(p)) {
             req.error = gateway_error(400, "invalid_header", "invalid x-byok-provider header");
-            return req;
+            return;
         }
         req.header_provider = std::string(p);
     }
@@ -86,9 +86,14 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
     GatewayKeyLookup found = find_gateway_key(creds, req.api);
     if (!found.error.empty()) {
         req.error = unauthorized(found.error);
-        return req;
+        return;
     }
     req.key = found.key;
+}
+
+GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
+    GatewayRequest req;
+    parse_gateway_request(in, &req);
     return req;
 }
 

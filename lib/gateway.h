@@ -84,6 +84,9 @@ struct GatewayRequest {
     std::optional<GatewayError> error;  // answer this and stop
 };
 GatewayRequest parse_gateway_request(const GatewayRequestIn &in);
+// The same into `*out`, a default-constructed request (issue 18: the glue's
+// request state is parsed in place, not moved into).
+void parse_gateway_request(const GatewayRequestIn &in, GatewayRequest *out);
 
 // The answer to a request refused before the Redis lookup because the
 // client sends too many unknown keys (byok_cache unknown_key_rate).

@@ -179,7 +179,7 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
 // Everything the request needs from the URI and headers, then the cache or
 // the Redis lookup.
 ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    ctx->req = byok::parse_gateway_request(request_in(r));
+    byok::parse_gateway_request(request_in(r), &ctx->req);  // Start runs once: req is fresh
     if (ctx->req.clean_uri && drop_key_param(r, *ctx->req.clean_uri) != NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (ctx->req.error) return fail(r, ctx, *ctx->req.error);

@@ -177,3 +177,26 @@ Test(i18_access3, i18_access3_03_authority_is_the_host_only_without_port_or_ipv6
         cr_assert_eq(up.host(), c.authority, "%s", c.url);
     }
 }
+
+Test(i18_access3, i18_access3_04_a_request_parsed_in_place_is_the_one_returned) {
+    for (const char *uri :
+         {"/v1/chat/completions", "/v1/chat/completions?key=byok_0123456789ab&x=1",
+          "/anthropic/v1/messages?a=b", "/", "/v1/x y"}) {
+        GatewayRequestIn in;
+        in.uri = uri;
+        in.creds.authorization = "Bearer byok_0123456789abcdef";
+        in.content_type = "application/json";
+        GatewayRequest a = parse_gateway_request(in);
+        GatewayRequest b;
+        parse_gateway_request(in, &b);
+        cr_assert_eq(a.unified, b.unified, "%s", uri);
+        cr_assert_eq(a.native_provider, b.native_provider, "%s", uri);
+        cr_assert_eq(a.rest, b.rest, "%s", uri);
+        cr_assert_eq(a.key, b.key, "%s", uri);
+        cr_assert_eq(a.clean_uri.has_value(), b.clean_uri.has_value(), "%s", uri);
+        if (a.clean_uri) cr_assert_eq(*a.clean_uri, *b.clean_uri, "%s", uri);
+        cr_assert_eq(a.error.has_value(), b.error.has_value(), "%s", uri);
+        if (a.error) cr_assert_eq(a.error->code, b.error->code, "%s", uri);
+        cr_assert(a.body_kind == b.body_kind);
+    }
+}
