@@ -45,11 +45,20 @@ bool has_control(std::string_view s) {
 
 }  // namespace
 
+namespace {
+bool default_port(const Url &u) {
+    return u.port == 0 || u.port == (u.scheme == "https" ? 443 : 80);
+}
+}  // namespace
+
 std::string Url::authority() const {
     std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-    int def = scheme == "https" ? 443 : 80;
-    if (port != 0 && port != def) h += ":" + std::to_string(port);
+    if (!default_port(*this)) h += ":" + std::to_string(port);
     return h;
+}
+
+bool Url::authority_is_host() const {
+    return host.find(':') == std::string::npos && default_port(*this);
 }
 
 std::string Url::origin() const { return scheme + "://" + authority(); }

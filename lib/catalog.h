@@ -25,6 +25,9 @@ struct Url {
 
     // "host" or "host:port" when the port is not the scheme default; IPv6 in [].
     std::string authority() const;
+    // The authority is the host alone (no port to add, not IPv6): a caller
+    // may use `host` as it is, without building authority().
+    bool authority_is_host() const;
     // "scheme://authority" — what proxy_pass gets in front of the path.
     std::string origin() const;
 };

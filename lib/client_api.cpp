@@ -112,42 +112,59 @@ std::string decoded_lower_name(std::string_view name) {
 
 namespace {
 
-struct CredentialHeader {
-    std::string_view name;  // lower case
-    std::string_view ClientCredentials::*slot;
-};
-constexpr CredentialHeader kCredentialHeaders[] = {
-    {"authorization", &ClientCredentials::authorization},
-    {"x-api-key", &ClientCredentials::x_api_key},
-    {"api-key", &ClientCredentials::api_key},
-    {"x-goog-api-key", &ClientCredentials::x_goog_api_key},
-};
+// The credential headers, lower case: the four that may carry the gateway
+// key (in ClientCredentials order), then a proxy's, which the gateway reads
+// nothing from but never forwards.
+constexpr std::string_view kCredentialNames[] = {"authorization", "x-api-key", "api-key",
+                                                 "x-goog-api-key", "proxy-authorization"};
+constexpr std::string_view ClientCredentials::*kCredentialSlots[] = {
+    &ClientCredentials::authorization, &ClientCredentials::x_api_key, &ClientCredentials::api_key,
+    &ClientCredentials::x_goog_api_key};
 
-// credential_slot compares a name with the one entry of its length only.
+// credential_index compares a name with the one entry of its length only.
 constexpr bool lengths_differ() {
-    for (size_t i = 0; i < std::size(kCredentialHeaders); ++i)
-        for (size_t j = i + 1; j < std::size(kCredentialHeaders); ++j)
-            if (kCredentialHeaders[i].name.size() == kCredentialHeaders[j].name.size())
-                return false;
+    for (size_t i = 0; i < std::size(kCredentialNames); ++i)
+        for (size_t j = i + 1; j < std::size(kCredentialNames); ++j)
+            if (kCredentialNames[i].size() == kCredentialNames[j].size()) return false;
     return true;
 }
 static_assert(lengths_differ(), "credential header names must differ in length");
 
+// Index of `name` in kCredentialNames, -1 for any other header. Every client
+// header passes here twice per request (issue 18): the length picks the one
+// candidate, so most headers cost one switch.
+int credential_index(std::string_view name) {
+    int i;
+    switch (name.size()) {
+        case kCredentialNames[0].size():
+            i = 0;
+            break;
+        case kCredentialNames[1].size():
+            i = 1;
+            break;
+        case kCredentialNames[2].size():
+            i = 2;
+            break;
+        case kCredentialNames[3].size():
+            i = 3;
+            break;
+        case kCredentialNames[4].size():
+            i = 4;
+            break;
+        default:
+            return -1;
+    }
+    return iequals(name, kCredentialNames[i]) ? i : -1;
+}
+
 }  // namespace
 
 std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
-    // Every client header passes here (issue 18): the length picks the one
-    // candidate (the names' lengths differ), so most headers cost one switch.
-    for (const auto &h : kCredentialHeaders)
-        if (name.size() == h.name.size()) return iequals(name, h.name) ? &(c.*h.slot) : nullptr;
-    return nullptr;
+    int i = credential_index(name);
+    return i >= 0 && i < (int)std::size(kCredentialSlots) ? &(c.*kCredentialSlots[i]) : nullptr;
 }
 
-bool is_credential_header(std::string_view name) {
-    ClientCredentials none;
-    // A proxy's credentials are the client's too; the gateway reads none there.
-    return credential_slot(none, name) != nullptr || iequals(name, "proxy-authorization");
-}
+bool is_credential_header(std::string_view name) { return credential_index(name) >= 0; }
 
 std::string strip_key_param(std::string_view args, std::string_view *key) {
     std::string out;

@@ -32,13 +32,13 @@ GatewayError unauthorized(std::string_view message) {
 
 }  // namespace
 
-GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
-    GatewayRequest req;
+void parse_gateway_request(const GatewayRequestIn &in, GatewayRequest *out) {
+    GatewayRequest &req = *out;
     ClientCredentials creds = in.creds;
     size_t q = in.uri.find('?');
     std::string_view path = in.uri.substr(0, q);
-    std::string args =
-        q == std::string_view::npos ? "" : strip_key_param(in.uri.substr(q + 1), &creds.query_key);
+    std::string args;  // built only when there is a query (issue 18)
+    if (q != std::string_view::npos) args = strip_key_param(in.uri.substr(q + 1), &creds.query_key);
     // A `key=` parameter leaves the request line before anything is logged.
     if (args.size() + 1 + path.size() < in.uri.size())
         req.clean_uri = std::string(path) + (args.empty() ? "" : "?" + args);
@@ -56,7 +56,7 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
         if (req.native_provider.empty()) {
             req.error = gateway_error(404, "not_found",
                                       "use /v1/... or /<provider>/... with a gateway key");
-            return req;
+            return;
         }
     }
     if (args.empty()) {
@@ -71,12 +71,12 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
     }
     if (!safe_header_value(req.rest) || req.rest.find(' ') != std::string::npos) {
         req.error = gateway_error(400, "invalid_request", "invalid characters in the request URI");
-        return req;
+        return;
     }
     for (std::string_view p : in.provider_headers) {
         if (!safe_header_value(p)) {
             req.error = gateway_error(400, "invalid_header", "invalid x-byok-provider header");
-            return req;
+            return;
         }
         req.header_provider = std::string(p);
     }
@@ -86,9 +86,14 @@ GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
     GatewayKeyLookup found = find_gateway_key(creds, req.api);
     if (!found.error.empty()) {
         req.error = unauthorized(found.error);
-        return req;
+        return;
     }
     req.key = found.key;
+}
+
+GatewayRequest parse_gateway_request(const GatewayRequestIn &in) {
+    GatewayRequest req;
+    parse_gateway_request(in, &req);
     return req;
 }
 
@@ -234,7 +239,7 @@ void take_operator_key(const GatewayConfig &cfg, RoutePlan *plan) {
 }
 
 // Without a key pool: the provider's first key not tried yet.
-const StoredKey *first_untried(const GatewaySnapshot &snap, const std::string &provider,
+const StoredKey *first_untried(const GatewaySnapshot &snap, std::string_view provider,
                                KeyAttempts *attempts) {
     for (const auto &k : snap.keys) {
         if (k.provider != provider || attempts->tried_id(k.id)) continue;
@@ -286,10 +291,13 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
     in->policy = snap.policy;
     in->project_keys.clear();
     in->keys_retry_in_s.clear();
+    std::optional<KeyAttempts> local;  // built only for a caller that keeps none
+    if (attempts == nullptr) attempts = &local.emplace();
+    attempts->usable.clear();
     // A malformed record goes through the decrypt attempt below like any
     // other undecryptable one, so it is logged and counted the same way.
     if (cfg.keys.states) {
-        cfg.keys.states(snap, in);
+        cfg.keys.states(snap, in, attempts);
     } else {
         for (const auto &k : snap.keys) {
             bool listed = false;  // one row per provider: its first key's state
@@ -299,8 +307,6 @@ RoutePlan plan_route(const GatewayConfig &cfg, const GatewaySnapshot &snap,
                 k.provider, k.malformed || k.is_active ? KeyState::Usable : KeyState::Inactive);
         }
     }
-    KeyAttempts local;
-    if (attempts == nullptr) attempts = &local;
     in->system_keys.clear();
     for (const std::string &id : cfg.system_key_providers) in->system_keys.push_back(id);
     in->fallback_provider = cfg.fallback_provider;
@@ -354,6 +360,7 @@ std::optional<RoutePlan> plan_sibling(const GatewayConfig &cfg, const GatewaySna
                                       const KeyOpener &opener) {
     if (first.route != Route::Byok || attempts->retried) return std::nullopt;
     attempts->retried = true;
+    attempts->usable.clear();  // the first attempt's answer may have changed the health
     RoutePlan plan;
     plan.decided = true;
     plan.decision = first;
@@ -403,7 +410,7 @@ UpstreamPlan plan_upstream(const GatewayRequest &req, const GatewaySnapshot &sna
         up.pin = true;
     }
     up.rest = req.rest;
-    up.host = up.base().authority();
+    if (!up.base().authority_is_host()) up.host_built = up.base().authority();
     up.headers = upstream_header_refs(target, key.view());
     // Only a changed model costs anything; a body an earlier attempt
     // rewrote gets the client's model back.

@@ -84,6 +84,9 @@ struct GatewayRequest {
     std::optional<GatewayError> error;  // answer this and stop
 };
 GatewayRequest parse_gateway_request(const GatewayRequestIn &in);
+// The same into `*out`, a default-constructed request (issue 18: the glue's
+// request state is parsed in place, not moved into).
+void parse_gateway_request(const GatewayRequestIn &in, GatewayRequest *out);
 
 // The answer to a request refused before the Redis lookup because the
 // client sends too many unknown keys (byok_cache unknown_key_rate).
@@ -152,11 +155,12 @@ struct GatewayConfig {
     // Plain function pointers (issue 18): called on every request, and the
     // glue's pool keeps its state in the worker, not in a closure.
     struct KeyPool {
-        // input->project_keys (and keys_retry_in_s) for the route decision.
-        void (*states)(const GatewaySnapshot &, RouteInput *) = nullptr;
+        // input->project_keys (and keys_retry_in_s) for the route decision,
+        // and attempts->usable for the pick that follows it.
+        void (*states)(const GatewaySnapshot &, RouteInput *, KeyAttempts *) = nullptr;
         // The next key of `provider` to try (added to attempts->tried), or
         // nullptr when none is left.
-        const StoredKey *(*pick)(const GatewaySnapshot &, const std::string &provider,
+        const StoredKey *(*pick)(const GatewaySnapshot &, std::string_view provider,
                                  KeyAttempts *) = nullptr;
     } keys;
 };
@@ -223,8 +227,14 @@ struct UpstreamPlan {
     const Url *provider_base = nullptr;  // the catalog's base URL of the target
     std::optional<Url> endpoint;         // the tenant's endpoint, when the target has one
     const Url &base() const { return endpoint ? *endpoint : *provider_base; }
-    std::string_view rest;    // the request's path after the base (a view of the request)
-    std::string host;         // base().authority(): $byok_upstream_host (Host, SNI)
+    std::string_view rest;  // the request's path after the base (a view of the request)
+    // base().authority(): $byok_upstream_host (Host, SNI). issue 18: the
+    // URL's own host when that is the whole authority (no string per hit),
+    // else host_built.
+    std::string_view host() const {
+        return host_built.empty() ? std::string_view(base().host) : std::string_view(host_built);
+    }
+    std::string host_built;
     bool pin = false;         // connect to the checked address of `base()`
     UpstreamHeaders headers;  // auth and fixed headers: views of the key and snapshot
     // Set when the body's "model" value must be replaced by this token.

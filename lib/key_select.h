@@ -48,13 +48,19 @@ class KeySelector {
 
 // One request's use of a provider's keys: the key of the attempt in flight
 // and those already tried (a failed attempt is retried once on a sibling).
+// Ids are views of the catalog (provider) and of the request's snapshot
+// (keys), which outlive the attempts (issue 18: no copy per request).
 struct KeyAttempts {
-    std::string provider;
-    std::string current;  // key id; "" = the attempt does not use a project key
-    // Views of the ids in the request's snapshot, which outlives the attempts.
+    std::string_view provider;
+    std::string_view current;  // key id; "" = the attempt does not use a project key
     SmallVec<std::string_view, 4> tried;
-    bool observed = true;  // the current attempt's answer went into its health
-    bool retried = false;  // the one retry on a sibling key has been made
+    // Per key of the snapshot (by index): whether it could serve when the
+    // route was decided — the key pool reads each key's health once per
+    // decision and its pick uses that reading (issue 18). Empty = read the
+    // health again (a sibling pick, after an attempt's answer changed it).
+    SmallVec<uint8_t, 8> usable;  // 1 = usable (not bool: SmallVec spills to a std::vector)
+    bool observed = true;         // the current attempt's answer went into its health
+    bool retried = false;         // the one retry on a sibling key has been made
     bool tried_id(std::string_view id) const {
         for (const auto &t : tried)
             if (t == id) return true;

@@ -38,7 +38,7 @@ struct RouteInput {
     // again (0 = none will on its own: all invalid).
     RetryRows keys_retry_in_s;
     ProviderIds system_keys;             // provider ids with an operator key
-    std::string fallback_provider;       // "" = fallback off
+    std::string_view fallback_provider;  // "" = fallback off (a view of the configuration)
     bool fallback_on_rate_limit = true;  // project setting; false: a 429 reaches the client
     // The request.
     std::string_view native_provider;  // "<id>" of /<id>/..., empty on /v1/...

@@ -1,5 +1,7 @@
 #include "lib/text.h"
 
+#include <cstring>
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -50,8 +52,10 @@ std::string_view trim_ows(std::string_view s) {
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
-    // Equal bytes need no folding (issue 18: every header name passes here);
-    // else only a letter against its other case may still match.
+    // Equal bytes need no folding (issue 18: every header name passes here,
+    // and nginx hands them over lower-cased, like the names they meet): one
+    // memcmp; else only a letter against its other case may still match.
+    if (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0) return true;
     for (size_t i = 0; i < a.size(); ++i) {
         if (a[i] == b[i]) continue;
         if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;

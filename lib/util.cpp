@@ -80,7 +80,11 @@ void SecretString::clear() {
 }
 
 void wipe(void *p, size_t n) {
-    if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
+    // glibc's explicit_bzero is its vectorised memset behind a compiler
+    // barrier, so the stores are never elided; OPENSSL_cleanse stores a byte
+    // at a time until aligned, then a word at a time (issue 18: ~9 wipes per
+    // cache hit cost ~0.9k instructions through it).
+    if (p != nullptr && n > 0) explicit_bzero(p, n);
 }
 
 Bytes random_bytes(size_t n) {

@@ -165,15 +165,24 @@ std::string ngx_byok_usage_metrics();
 // --- cache (ngx_byok_cache.cpp) ----------------------------------------------
 
 ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data);
+// The worker's cache entry (ngx_byok_keycache.cpp) a request's snapshot
+// came from, so that opening its key finds the entry without a second
+// lookup (issue 18). Valid while no entry has been dropped since it was
+// taken (`drops`); else the key cache looks it up again.
+struct ByokKeyEntry {
+    const void *entry = nullptr;
+    uint64_t drops = 0;
+};
 enum class ByokCacheResult { Miss, Fresh, Stale };
 // The entry of `key_sha` (32 raw bytes): Fresh fills `snap` (from the
 // worker's decoded copy of that exact blob when it has one); Stale copies
 // the blob into `stale_blob` (used only when Redis cannot answer).
 // issue 18: `snap` shares the worker's decoded copy (no copy per request);
 // the request's reference keeps it alive when the worker's cache drops it.
+// `entry` gets the worker's cache entry of a Fresh snapshot.
 ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
                                             std::shared_ptr<const byok::GatewaySnapshot> *snap,
-                                            std::string *stale_blob);
+                                            std::string *stale_blob, ByokKeyEntry *entry);
 // `generation`: ngx_byok_cache_generation() read before the Redis lookup
 // was sent, so a read that raced a resubscription is not trusted later.
 void ngx_byok_cache_put(const u_char *key_sha, std::string_view pid, std::string_view blob,
@@ -198,17 +207,18 @@ void ngx_byok_keycache_init_process(ngx_cycle_t *cycle);
 void ngx_byok_keycache_exit_process();
 // The decoded snapshot of version `version` of the entry, or nullptr.
 std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_snapshot(const u_char *sha,
-                                                                        uint64_t version);
-std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_char *sha,
-                                                                     uint64_t version,
-                                                                     uint64_t generation,
-                                                                     int64_t stale_until,
-                                                                     byok::GatewaySnapshot snap);
-// The plaintext of `k` (a record of the snapshot cached for `sha`) into the
-// empty `*out`: from the arena, else decrypted (open_stored_key, which
-// throws byok::Error and leaves `*out` empty).
-void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
-                            const byok::StoredKey &k, byok::SecretString *out);
+                                                                        uint64_t version,
+                                                                        ByokKeyEntry *found);
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(
+    const u_char *sha, uint64_t version, uint64_t generation, int64_t stale_until,
+    byok::GatewaySnapshot snap, ByokKeyEntry *stored);
+// The plaintext of `k` (a record of the snapshot cached for `sha`, found
+// through `hint` when it is still valid) into the empty `*out`: from the
+// arena, else decrypted (open_stored_key, which throws byok::Error and
+// leaves `*out` empty).
+void ngx_byok_keycache_open(const u_char *sha, const ByokKeyEntry &hint, const byok::KeyRing &ring,
+                            std::string_view pid, const byok::StoredKey &k,
+                            byok::SecretString *out);
 void ngx_byok_keycache_invalidate(std::string_view pid);  // wipes the project's entries
 void ngx_byok_keycache_clear();                           // wipes everything
 size_t ngx_byok_keycache_keys();                          // plaintext keys held

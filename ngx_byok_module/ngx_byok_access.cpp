@@ -41,14 +41,16 @@ const byok::GatewayConfig &gateway_config(ngx_http_request_t *r) {
 }
 
 // issue 18: the request's provider keys come from the worker's locked key
-// cache (found by the gateway key's hash), else they are decrypted.
+// cache (the entry its snapshot came from, else found by the gateway key's
+// hash), else they are decrypted.
 byok::KeyOpener key_opener(const ByokGatewayCtx *ctx) {
     byok::KeyOpener o;
-    o.open = [](const void *sha, const byok::KeyRing &ring, std::string_view pid,
+    o.open = [](const void *arg, const byok::KeyRing &ring, std::string_view pid,
                 const byok::StoredKey &k, byok::SecretString *out) {
-        ngx_byok_keycache_open(static_cast<const u_char *>(sha), ring, pid, k, out);
+        auto *c = static_cast<const ByokGatewayCtx *>(arg);
+        ngx_byok_keycache_open(c->sha, c->key_entry, ring, pid, k, out);
     };
-    o.arg = ctx->sha;
+    o.arg = ctx;
     return o;
 }
 
@@ -177,7 +179,7 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
 // Everything the request needs from the URI and headers, then the cache or
 // the Redis lookup.
 ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
-    ctx->req = byok::parse_gateway_request(request_in(r));
+    byok::parse_gateway_request(request_in(r), &ctx->req);  // Start runs once: req is fresh
     if (ctx->req.clean_uri && drop_key_param(r, *ctx->req.clean_uri) != NGX_OK)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     if (ctx->req.error) return fail(r, ctx, *ctx->req.error);
@@ -185,7 +187,7 @@ ngx_int_t start(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     byok::sha256(ctx->req.key, ctx->sha);
     ctx->cache_generation = ngx_byok_cache_generation();
     // issue 18: a fresh hit comes decoded from the worker's snapshot cache
-    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob)) {
+    switch (ngx_byok_cache_get_snapshot(ctx->sha, &ctx->snap, &ctx->stale_blob, &ctx->key_entry)) {
         case ByokCacheResult::Fresh:
             return after_snapshot(r, ctx);
         case ByokCacheResult::Stale:
@@ -268,7 +270,7 @@ ngx_int_t take_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, byok::RoutePlan 
     }
     // Issue 13: project limits, before any upstream call (429 when spent).
     if (auto e = ngx_byok_limits_admit(r, ctx)) return fail(r, ctx, *e);
-    ctx->key = std::move(p.key);
+    ctx->key.swap(p.key);  // p.key wipes an earlier attempt's key as the plan goes
     ctx->key_hint = std::move(p.key_hint);
     ctx->resolve_endpoint = p.resolve_endpoint;
     return NGX_OK;
@@ -366,6 +368,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     // the key's own fault, once more on a sibling key before any fallback.
     int answered = got_bytes ? status : 0;
     ngx_byok_health_observe(r, ctx, answered);
+    ctx->keys.usable.clear();  // the health the decision read may have changed since
     if (byok::key_failure(answered) && ngx_byok_sibling_possible(ctx)) {
         if (auto sibling = byok::plan_sibling(gateway_config(r), *ctx->snap, ctx->decision,
                                               &ctx->keys, key_opener(ctx))) {
@@ -376,7 +379,7 @@ ngx_int_t retry(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
             return jump(r, byok::sibling_location(ctx->input, ctx->decision));
         }
     }
-    ctx->keys.current.clear();  // what follows does not use a project key
+    ctx->keys.current = {};  // what follows does not use a project key
     ngx_int_t rc = take_plan(
         r, ctx, byok::plan_retry(gateway_config(r), ctx->input, ctx->decision, status, got_bytes));
     if (rc != NGX_OK) return rc;

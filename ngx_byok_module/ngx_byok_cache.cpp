@@ -305,7 +305,7 @@ ngx_int_t ngx_byok_cache_init_zone(ngx_shm_zone_t *zone, void *data) {
 
 ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
                                             std::shared_ptr<const byok::GatewaySnapshot> *snap,
-                                            std::string *stale_blob) {
+                                            std::string *stale_blob, ByokKeyEntry *entry) {
     if (g_cache == nullptr) return ByokCacheResult::Miss;
     int64_t now = now_ms();
     ByokCacheResult res = ByokCacheResult::Miss;
@@ -324,7 +324,7 @@ ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
             stale_until = cn->stale_until;
             // The worker's decoded copy of exactly this blob, when it has one.
             if (res == ByokCacheResult::Fresh)
-                decoded = ngx_byok_keycache_snapshot(key_sha, version);
+                decoded = ngx_byok_keycache_snapshot(key_sha, version, entry);
             if (decoded == nullptr) {
                 try {
                     blob.assign((const char *)cn->data + cn->pid_len, cn->blob_len);
@@ -346,7 +346,7 @@ ByokCacheResult ngx_byok_cache_get_snapshot(const u_char *key_sha,
     if (res == ByokCacheResult::Fresh) {
         if (decoded == nullptr)
             decoded = ngx_byok_keycache_store(key_sha, version, generation, stale_until,
-                                              byok::decode_snapshot(blob));
+                                              byok::decode_snapshot(blob), entry);
         *snap = std::move(decoded);
     } else if (res == ByokCacheResult::Stale) {
         *stale_blob = std::move(blob);

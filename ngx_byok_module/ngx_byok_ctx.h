@@ -147,6 +147,7 @@ struct ByokGatewayCtx {
     byok::admin::Reply reply;
 
     u_char sha[32]{};
+    ByokKeyEntry key_entry;         // the worker's cache entry of a Fresh snapshot
     uint64_t cache_generation = 0;  // when the lookup was sent
     std::string stale_blob;
     // What the gateway key resolves to, never null (an empty Unknown

@@ -228,10 +228,22 @@ void note_use(UseMemo &memo, std::string_view pid, std::string_view prefix, std:
     memo.row = it;
 }
 
-bool usable_now(std::string_view pid, const byok::StoredKey &k, int64_t now_s, int64_t now) {
+// `*seen` (when given) gets the health read, if one was.
+bool usable_now(std::string_view pid, const byok::StoredKey &k, int64_t now_s, int64_t now,
+                byok::KeyHealth *seen = nullptr) {
     if (k.malformed) return true;  // goes through the decrypt attempt: logged and counted
-    return k.is_active && !byok::key_expired(k.expires_at, now_s) &&
-           byok::usable(health_of(pid, k.id), now);
+    if (!k.is_active || byok::key_expired(k.expires_at, now_s)) return false;
+    byok::KeyHealth h = health_of(pid, k.id);
+    if (seen != nullptr) *seen = h;
+    return byok::usable(h, now);
+}
+
+// Key `i` of the request's snapshot may serve: as the route decision read
+// it (issue 18: each key's health is read once per decision), else now.
+bool usable_key(const byok::GatewaySnapshot &snap, size_t i, const byok::KeyAttempts &attempts,
+                int64_t now) {
+    if (i < attempts.usable.size()) return attempts.usable[i];
+    return usable_now(snap.project, snap.keys[i], now / 1000, now);
 }
 
 void publish(const std::string &pid, const std::string &provider, const std::string &key_id,
@@ -301,7 +313,8 @@ namespace {
 
 // KeyPool::states: a provider is usable when one of its keys is; else all
 // its keys are unhealthy (with the soonest return), expired or inactive.
-void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
+void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in,
+                byok::KeyAttempts *attempts) {
     const std::string &pid = snap.project;
     int64_t now = now_ms(), now_s = now / 1000;
     if (!snap.key_id.empty()) note_use(g_gateway_use, pid, "gw:", snap.key_id);
@@ -319,13 +332,15 @@ void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
             if (*x.provider == k.provider) a = &x;
         if (a == nullptr) a = &by_provider.emplace_back(Agg{&k.provider});
         note_expiry(pid, k, now_s);
-        if (usable_now(pid, k, now_s, now)) {
+        byok::KeyHealth h;
+        bool usable = usable_now(pid, k, now_s, now, &h);
+        attempts->usable.push_back(usable);
+        if (usable) {
             a->usable = true;
         } else if (k.is_active && byok::key_expired(k.expires_at, now_s)) {
             a->expired = true;
         } else if (k.is_active) {
             a->unhealthy = true;
-            byok::KeyHealth h = health_of(pid, k.id);
             if (h.state != byok::HealthState::Invalid &&
                 (a->soonest_ms == 0 || h.until_ms < a->soonest_ms))
                 a->soonest_ms = h.until_ms;
@@ -344,16 +359,18 @@ void key_states(const byok::GatewaySnapshot &snap, byok::RouteInput *in) {
 }
 
 // KeyPool::pick: smooth weighted round robin over the usable keys not tried.
-const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, const std::string &provider,
+const byok::StoredKey *pick_key(const byok::GatewaySnapshot &snap, std::string_view provider,
                                 byok::KeyAttempts *attempts) {
     const std::string &pid = snap.project;
-    int64_t now = now_ms(), now_s = now / 1000;
+    int64_t now = now_ms();
     static std::vector<const byok::StoredKey *> keys;  // reused (issue 18)
     static std::vector<byok::KeyCandidate> cands;
     keys.clear();
     cands.clear();
-    for (const auto &k : snap.keys) {
-        if (k.provider != provider || attempts->tried_id(k.id) || !usable_now(pid, k, now_s, now))
+    for (size_t i = 0; i < snap.keys.size(); i++) {
+        const byok::StoredKey &k = snap.keys[i];
+        if (k.provider != provider || attempts->tried_id(k.id) ||
+            !usable_key(snap, i, *attempts, now))
             continue;
         keys.push_back(&k);
         cands.push_back({k.id, k.weight});
@@ -376,10 +393,13 @@ bool ngx_byok_sibling_possible(const ByokGatewayCtx *ctx) {
     if (ctx->decision.route != byok::Route::Byok || ctx->keys.current.empty() || ctx->keys.retried)
         return false;
     int64_t now = now_ms();
-    for (const auto &k : ctx->snap->keys)
+    const byok::GatewaySnapshot &snap = *ctx->snap;
+    for (size_t i = 0; i < snap.keys.size(); i++) {
+        const byok::StoredKey &k = snap.keys[i];
         if (k.provider == ctx->keys.provider && !ctx->keys.tried_id(k.id) &&
-            usable_now(ctx->snap->project, k, now / 1000, now))
+            usable_key(snap, i, ctx->keys, now))
             return true;
+    }
     return false;
 }
 
@@ -399,8 +419,8 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
         until = byok::cooling_until(now, retry_after, views, policy);
     }
     const std::string &pid = ctx->snap->project;
-    const std::string &id = ctx->keys.current;
-    uint64_t hash = slot_hash(pid, id);
+    std::string_view key_id = ctx->keys.current;
+    uint64_t hash = slot_hash(pid, key_id);
     // issue 18: a success on a healthy key with no failure counted changes
     // nothing but the slot's touched time (its eviction order), which is
     // kept to the second: most answers take no lock.
@@ -416,12 +436,13 @@ void ngx_byok_health_observe(ngx_http_request_t *r, ByokGatewayCtx *ctx, ngx_uin
     store(s, h, now);
     ngx_shmtx_unlock(g_mutex);
     if (!changed) return;
+    const std::string id(key_id), provider(ctx->keys.provider);
     if (h.state == byok::HealthState::Invalid)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       BYOK_LOG
                       "key %s of project \"%s\" for provider \"%s\" refused (%ui): invalid",
-                      id.c_str(), pid.c_str(), ctx->keys.provider.c_str(), status);
-    publish(pid, ctx->keys.provider, id, h);
+                      id.c_str(), pid.c_str(), provider.c_str(), status);
+    publish(pid, provider, id, h);
 }
 
 void ngx_byok_last_used_flush() {

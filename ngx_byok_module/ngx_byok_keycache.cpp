@@ -13,7 +13,7 @@
 //    plaintext lives only in a fixed arena that is mlock'ed (never swapped)
 //    and MADV_DONTDUMP (never in a core dump), bound to the exact record it
 //    came from (every field of the associated data and the ciphertext), and
-//    is wiped (OPENSSL_cleanse) when its snapshot entry is invalidated,
+//    is wiped (byok::wipe) when its snapshot entry is invalidated,
 //    replaced or evicted, when its slot is reused, at TTL expiry (at most
 //    the zone's ttl after it was decrypted), on a new subscriber generation
 //    and at worker exit. When the arena cannot be locked or excluded from
@@ -68,6 +68,7 @@ std::unordered_map<Sha, std::list<Entry>::iterator, ShaHash> g_index;
 u_char *g_arena = nullptr;  // kSlots * kSlotSize, locked, not dumped
 Slot g_slots[kSlots];
 uint64_t g_tick = 0;
+uint64_t g_drops = 0;  // entries dropped so far: a ByokKeyEntry taken before is stale
 ngx_event_t g_sweep_ev;
 bool g_active = false;
 
@@ -96,6 +97,7 @@ void drop_entry(std::list<Entry>::iterator it) {
         if (i >= 0) wipe_slot((size_t)i);
     g_index.erase(it->sha);
     g_lru.erase(it);
+    g_drops++;
 }
 
 Entry *find(const u_char *sha) {
@@ -186,22 +188,22 @@ void ngx_byok_keycache_exit_process() {
 }
 
 std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_snapshot(const u_char *sha,
-                                                                        uint64_t version) {
+                                                                        uint64_t version,
+                                                                        ByokKeyEntry *found) {
     auto it = g_index.find(to_sha(sha));
     if (it == g_index.end()) return nullptr;
     if (it->second->version != version) {
         drop_entry(it->second);  // replaced in the zone: its keys go now
         return nullptr;
     }
-    g_lru.splice(g_lru.begin(), g_lru, it->second);
+    if (it->second != g_lru.begin()) g_lru.splice(g_lru.begin(), g_lru, it->second);
+    *found = {&*it->second, g_drops};
     return it->second->snap;
 }
 
-std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_char *sha,
-                                                                     uint64_t version,
-                                                                     uint64_t generation,
-                                                                     int64_t stale_until,
-                                                                     byok::GatewaySnapshot snap) {
+std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(
+    const u_char *sha, uint64_t version, uint64_t generation, int64_t stale_until,
+    byok::GatewaySnapshot snap, ByokKeyEntry *stored) {
     auto old = g_index.find(to_sha(sha));
     if (old != g_index.end()) drop_entry(old->second);
     if (g_lru.size() >= kMaxEntries) drop_entry(std::prev(g_lru.end()));
@@ -219,6 +221,7 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(const u_cha
         g_lru.pop_front();
         throw;
     }
+    *stored = {&e, g_drops};
     return e.snap;
 }
 
@@ -228,9 +231,14 @@ void ngx_byok_keycache_keep_block(byok::SecretString *key) {
     key->mutable_str().swap(g_key_block.mutable_str());  // both hold wiped bytes only
 }
 
-void ngx_byok_keycache_open(const u_char *sha, const byok::KeyRing &ring, std::string_view pid,
-                            const byok::StoredKey &k, byok::SecretString *out) {
-    Entry *e = g_arena != nullptr ? find(sha) : nullptr;
+void ngx_byok_keycache_open(const u_char *sha, const ByokKeyEntry &hint, const byok::KeyRing &ring,
+                            std::string_view pid, const byok::StoredKey &k,
+                            byok::SecretString *out) {
+    Entry *e = nullptr;
+    if (g_arena != nullptr) {
+        bool valid = hint.entry != nullptr && hint.drops == g_drops;
+        e = valid ? static_cast<Entry *>(const_cast<void *>(hint.entry)) : find(sha);
+    }
     size_t idx = 0;
     if (e != nullptr) {
         const std::vector<byok::StoredKey> &keys = e->snap->keys;

@@ -171,14 +171,14 @@ ngx_int_t ngx_byok_setup_upstream(ngx_http_request_t *r, ByokGatewayCtx *ctx) {
     byok::UpstreamPlan plan = byok::plan_upstream(ctx->req, *ctx->snap, ctx->decision, ctx->key,
                                                   ctx->model, ctx->body_blanked, ctx->keys.current);
     const byok::Url &base = plan.base();
+    std::string_view host = plan.host();
     bool ok =
         plan.pin
             ? ctx->up.set_target(
                   r->pool, {ngx_byok_pinned_origin(base, ctx->pinned_ip), base.path, plan.rest},
-                  plan.host)
+                  host)
             // base.origin() is scheme "://" authority, and host is the authority
-            : ctx->up.set_target(r->pool, {base.scheme, "://", plan.host, base.path, plan.rest},
-                                 plan.host);
+            : ctx->up.set_target(r->pool, {base.scheme, "://", host, base.path, plan.rest}, host);
     if (!ok) return NGX_HTTP_INTERNAL_SERVER_ERROR;
     // plan.headers are views of ctx->key (wiped with the ctx) and the snapshot.
     if (ngx_byok_install_headers(r, &ctx->up, plan.headers, true) != NGX_OK)

@@ -202,7 +202,7 @@ Test(gateway, i12_01_plan_route_byok_opens_the_key) {
     cr_assert_eq(proxy_location(in, p.decision), "");
 
     UpstreamPlan up = plan_upstream(req, snap, p.decision, p.key, std::nullopt, false);
-    cr_assert_eq(up.host, "api.openai.com");
+    cr_assert_eq(up.host(), "api.openai.com");
     cr_assert_eq(up.base().path + std::string(up.rest), "/v1/chat/completions");
     cr_assert_eq(up.base().origin(), "https://api.openai.com");
     cr_assert(!up.pin);

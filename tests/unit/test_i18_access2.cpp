@@ -34,7 +34,8 @@ Test(i18_access2, i18_access2_04_upstream_plan_views_the_catalog_url_and_the_req
         "the rest is a view of the request");
     cr_assert_not(up.pin);
     // The parts the glue joins give the URL origin() + path + rest gave.
-    std::string joined = up.base().scheme + "://" + up.host + up.base().path + std::string(up.rest);
+    std::string joined =
+        up.base().scheme + "://" + std::string(up.host()) + up.base().path + std::string(up.rest);
     cr_assert_eq(joined,
                  openai->openai_base.origin() + openai->openai_base.path + "/chat/completions?x=1");
 }

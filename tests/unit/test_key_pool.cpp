@@ -47,17 +47,17 @@ Test(key_pool, i14_02_without_a_pool_the_first_key_serves_and_the_sibling_next) 
                   "only once");
     UpstreamPlan up =
         plan_upstream(request(), snap, sib->decision, sib->key, std::nullopt, false, att.current);
-    cr_assert_eq(up.host, "api.openai.com");
+    cr_assert_eq(up.host(), "api.openai.com");
 }
 
 Test(key_pool, i14_02_the_pool_decides_states_and_the_key) {
     GatewaySnapshot snap = snapshot({test::openai_key("sk-first-0001", "k_000000000001"),
                                      test::openai_key("sk-second-0002", "k_000000000002", 9)});
     GatewayConfig cfg = test::gateway_config();
-    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *in) {
+    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *in, KeyAttempts *) {
         in->project_keys.emplace_back("openai", KeyState::Usable);
     };
-    cfg.keys.pick = [](const GatewaySnapshot &s, const std::string &provider,
+    cfg.keys.pick = [](const GatewaySnapshot &s, std::string_view provider,
                        KeyAttempts *a) -> const StoredKey * {
         const StoredKey *k = s.find_key(provider, "k_000000000002");
         if (a->tried_id(k->id)) return nullptr;
@@ -73,7 +73,7 @@ Test(key_pool, i14_02_the_pool_decides_states_and_the_key) {
 Test(key_pool, i14_03_all_keys_cooling_under_policy_off_is_429_with_retry_after) {
     GatewaySnapshot snap = snapshot({test::openai_key("sk-first-0001", "k_000000000001")}, "off");
     GatewayConfig cfg = test::gateway_config();
-    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *ri) {
+    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *ri, KeyAttempts *) {
         ri->project_keys.emplace_back("openai", KeyState::Unhealthy);
         ri->keys_retry_in_s.emplace_back("openai", 12);
     };
@@ -83,7 +83,7 @@ Test(key_pool, i14_03_all_keys_cooling_under_policy_off_is_429_with_retry_after)
     cr_assert_eq(p.error.status, 429);
     cr_assert_eq(p.error.code, "keys_unavailable");
     cr_assert_eq(p.error.retry_after, 12);
-    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *ri) {
+    cfg.keys.states = [](const GatewaySnapshot &, RouteInput *ri, KeyAttempts *) {
         ri->project_keys.emplace_back("openai", KeyState::Unhealthy);
         ri->keys_retry_in_s.emplace_back("openai", 0);  // all invalid
     };
