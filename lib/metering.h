@@ -85,16 +85,17 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
 
 // The usage event (XADD field/value pairs): no secret, no content.
 std::vector<std::string> usage_event_fields(const MeterRecord &rec);
-constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
+constexpr long kUsageEventsMaxLen = 100000;  // XTRIM MAXLEN ~
 // Usage events leave in batches: one Redis command per batch, an EVAL of
 // usage_events_script() (generated from the event's field names) that
-// XADDs each event with MAXLEN ~ kUsageEventsMaxLen, so a flush costs one
-// reply, not one per request — a stalled Redis answers the worker with a
-// handful of replies, not a storm. The script names the fields; a request
-// appends only its event's values (RESP bulk strings, in
-// usage_event_fields() order, empty ones kept) to a batch's body, without
-// allocating once the buffer has grown (the glue reserves a batch's worth
-// once); the flush puts usage_events_batch_head() in front:
+// XADDs each event, then trims the stream once to MAXLEN ~
+// kUsageEventsMaxLen, so a flush costs one reply, not one per request — a
+// stalled Redis answers the worker with a handful of replies, not a storm.
+// The script names the fields; a request appends only its event's values
+// (RESP bulk strings, in usage_event_fields() order, empty ones kept) to a
+// batch's body, without allocating once the buffer has grown (the glue
+// reserves a batch's worth once); the flush puts usage_events_batch_head()
+// in front:
 //   EVAL <script> 1 <stream> <maxlen> <15 values of event 1> <event 2> ...
 // 100: one batch runs ~2 ms in Redis, which is what a cache-miss lookup can
 // wait behind (issue 18 cold path; 1,000 ran ~20 ms).

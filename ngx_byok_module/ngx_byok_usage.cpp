@@ -3,7 +3,7 @@
 // once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
 // and route per second instead of one per request. Counts survive a Redis outage in memory
 // (bounded) and are written when it returns. Usage events wait in the same way (bounded) and go out
-// as EVAL batches of XADDs with MAXLEN ~, so the stream stays capped.
+// as EVAL batches of XADDs followed by one XTRIM MAXLEN ~, so the stream stays capped.
 //
 // Issue 18 (the c1 p99 tail): a flush round takes what was summed before it began (the live
 // tables are swapped out) and sends it in slices, at most kRowsPerTurn counter rows and
