@@ -14,6 +14,7 @@ pays for trimming as it does in production:
   eval xtrim     the same without MAXLEN on the XADDs and one XTRIM MAXLEN ~
                  after them (today's, session 6)
   xadd pipelined one XADD per event, pipelined (one reply per event)
+  xadd xtrim     the same without MAXLEN, one XTRIM after them (no Lua)
   packed field   one XADD per event with a single packed field (a schema change)
 
 Each layout is measured ROUNDS times, interleaved, and the median printed.
@@ -79,14 +80,19 @@ def eval_xtrim(b):
     return eval_values(b, XTRIM)
 
 
-def xadd_pipelined(b):
+def xadd_pipelined(b, cap=MAXLEN):
     cmds = []
     for i in range(b * N, (b + 1) * N):
-        args = ["XADD", "ev"] + MAXLEN
+        args = ["XADD", "ev"] + cap
         for n, v in zip(NAMES, values(i)):
             args += [n, v]
         cmds.append(resp(args))
     return b"".join(cmds), N
+
+
+def xadd_xtrim(b):
+    payload, replies = xadd_pipelined(b, ["*"])
+    return payload + resp(["XTRIM", "ev", "MAXLEN", "~", str(CAP)]), replies + 1
 
 
 def packed_field(b):
@@ -125,7 +131,7 @@ def main():
                 % ", ".join("'%s', '%s'" % nv for nv in zip(NAMES, values(0))))
         layouts = [("eval pairs", eval_pairs), ("eval values", eval_values),
                    ("eval xtrim", eval_xtrim), ("xadd pipelined", xadd_pipelined),
-                   ("packed field", packed_field)]
+                   ("xadd xtrim", xadd_xtrim), ("packed field", packed_field)]
         per_event = {name: [] for name, _ in layouts}
         for _ in range(ROUNDS):
             for name, layout in layouts:
