@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -101,6 +102,21 @@ constexpr long kUsageEventsMaxLen = 100000;  // XTRIM MAXLEN ~
 // wait behind (issue 18 cold path; 1,000 ran ~20 ms).
 constexpr size_t kUsageEventsPerBatch = 100;
 void append_usage_event_args(std::string &out, const MeterRecord &rec);
+// One batch's values, appended event by event as append_usage_event_args()
+// would, into a buffer that grows by doubling from `reserve` bytes; an
+// event's bytes are written once (a std::string would zero-fill each
+// event's bound, or the whole buffer, first). Throws std::bad_alloc.
+class UsageEventBatch {
+  public:
+    explicit UsageEventBatch(size_t reserve = 0);
+    void append(const MeterRecord &rec);
+    size_t events() const { return events_; }
+    std::string_view args() const { return {buf_.get(), used_}; }
+
+  private:
+    std::unique_ptr<char[]> buf_;  // cap_ bytes, the first used_ hold the events
+    size_t cap_ = 0, used_ = 0, events_ = 0;
+};
 const std::string &usage_events_script();
 std::string usage_events_batch_head(std::string_view stream, size_t events);
 

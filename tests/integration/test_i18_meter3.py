@@ -93,3 +93,48 @@ def test_i18_meter3_01_event_batches_trim_once_and_keep_the_stream_capped(gw, fa
                                "fallback_reason"]
     assert len({e["request_id"] for e in events}) == 30
     gw.assert_no_leaks(repr(events))
+
+
+def test_i18_meter3_02_one_row_per_request_feeds_every_counter(gw, fake_provider, redis_server):
+    """A request now adds to one row (project, provider, route, model,
+    gateway key, day) instead of that row plus a second row for the request
+    counter; the flush derives the request counter from the rows. Requests
+    spread over three models and two gateway keys: the per-route request
+    counter (stats `usage`), the token rows per model and per gateway key,
+    the global ranking and the events all count every request once."""
+    p = gw.provision()
+    key2, key2_id = gw.mint_key(p.pid, "second")
+    models = {"gpt-4o": 4, "gpt-4o-mini": 3, "o3-mini": 2}
+    for model, n in models.items():
+        for key in (p.gateway_key, key2):
+            for _ in range(n):
+                r = gw.chat(key, model=model)
+                assert (r.status_code, r.headers.get("x-byok-route")) == (200, "byok"), r.text
+    total = 2 * sum(models.values())
+
+    def stats_usage():
+        r = gw.admin("GET", f"/projects/{p.pid}/stats")
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
+
+    usage = until(stats_usage, lambda u: u.get("openai", {}).get("byok") == total, timeout=15,
+                  what=f"{total} requests in stats")
+    assert usage == {"openai": {"byok": total, "fallback": 0, "system": 0}}, usage
+
+    rc = redis_server.client
+    (usage_key,) = list(rc.scan_iter(match=f"byok:{{{p.pid}}}:usage:*"))
+    assert rc.hgetall(usage_key) == {"openai:byok": str(total)}
+    (meter_key,) = list(rc.scan_iter(match=f"byok:{{{p.pid}}}:meter:*"))
+    meter = until(lambda: rc.hgetall(meter_key),
+                  lambda h: h.get(f"k|requests|{key2_id}") == str(total // 2), timeout=15,
+                  what="the token rows")
+    for model, n in models.items():
+        assert meter[f"m|requests|openai|byok|{model}"] == str(2 * n), (model, meter)
+    assert meter[f"k|requests|{p.gateway_key_id}"] == str(total // 2)
+    day = usage_key.rsplit(":", 1)[1]
+    assert rc.hget(f"byok:meter:{day}", f"{p.pid}|requests") == str(total)
+    events = until(lambda: [f for _, f in rc.xrange(STREAM) if f.get("project") == p.pid],
+                   lambda e: len(e) >= total, timeout=15, what=f"{total} events")
+    assert len(events) == total
+    assert sorted({e["key_id"] for e in events}) == sorted([p.gateway_key_id, key2_id])
+    gw.assert_no_leaks(repr(events), repr(meter))
