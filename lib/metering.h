@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lib/body.h"
@@ -109,6 +110,19 @@ void append_usage_event_args(std::string &out, const MeterRecord &rec);
 class UsageEventBatch {
   public:
     explicit UsageEventBatch(size_t reserve = 0);
+    // A moved-from batch is empty and usable (the implicit move would leave
+    // its sizes behind a null buffer).
+    UsageEventBatch(UsageEventBatch &&other) noexcept { swap(other); }
+    UsageEventBatch &operator=(UsageEventBatch &&other) noexcept {
+        UsageEventBatch(std::move(other)).swap(*this);
+        return *this;
+    }
+    void swap(UsageEventBatch &other) noexcept {
+        std::swap(buf_, other.buf_);
+        std::swap(cap_, other.cap_);
+        std::swap(used_, other.used_);
+        std::swap(events_, other.events_);
+    }
     void append(const MeterRecord &rec);
     size_t events() const { return events_; }
     std::string_view args() const { return {buf_.get(), used_}; }

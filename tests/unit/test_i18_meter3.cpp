@@ -147,4 +147,23 @@ Test(i18_meter3, i18_meter3_03_batch_grows_and_holds_each_event_in_order) {
     UsageEventBatch empty;
     cr_assert_eq(empty.events(), 0u);
     cr_assert(empty.args().empty());
+    // Moved (the glue's flush moves batches between its lists): the target
+    // holds the events, the source is empty and takes new ones.
+    MeterRecord r;
+    r.request_id = "r1";
+    UsageEventBatch a(64);
+    a.append(r);
+    std::string one;
+    append_usage_event_args(one, r);
+    UsageEventBatch b(std::move(a));
+    cr_assert_eq(std::string(b.args()), one);
+    cr_assert_eq(b.events(), 1u);
+    cr_assert_eq(a.events(), 0u);  // NOLINT(bugprone-use-after-move): the point
+    cr_assert(a.args().empty());
+    a.append(r);
+    a.append(r);
+    cr_assert_eq(std::string(a.args()), one + one);
+    b = std::move(a);
+    cr_assert_eq(b.events(), 2u);
+    cr_assert(a.args().empty());
 }
