@@ -95,13 +95,14 @@ constexpr long kUsageEventsMaxLen = 100000;  // XTRIM MAXLEN ~
 // stalled Redis answers the worker with a handful of replies, not a storm.
 // The script names the fields; a request appends only its event's values
 // (RESP bulk strings, in usage_event_fields() order, empty ones kept) to a
-// batch's body, without allocating once the buffer has grown (the glue
-// reserves a batch's worth once); the flush puts usage_events_batch_head()
-// in front:
+// batch's body (UsageEventBatch: no allocation once the buffer has grown;
+// the glue reserves a batch's worth once); the flush puts
+// usage_events_batch_head() in front:
 //   EVAL <script> 1 <stream> <maxlen> <15 values of event 1> <event 2> ...
 // 100: one batch runs ~2 ms in Redis, which is what a cache-miss lookup can
 // wait behind (issue 18 cold path; 1,000 ran ~20 ms).
 constexpr size_t kUsageEventsPerBatch = 100;
+// One event's values appended to `out` (the form tests and tools read).
 void append_usage_event_args(std::string &out, const MeterRecord &rec);
 // One batch's values, appended event by event as append_usage_event_args()
 // would, into a buffer that grows by doubling from `reserve` bytes; an

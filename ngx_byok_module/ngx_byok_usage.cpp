@@ -2,12 +2,12 @@
 // and the token/cost counters of lib/metering.h) are summed in worker memory and flushed to Redis
 // once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
 // and route per second instead of one per request. A request adds to one row (project, provider,
-// route, model, gateway key id, day) that holds its tokens, cost and request count; the flush
+// route, model, gateway key id, day) that holds its request count, tokens and cost; the flush
 // expands a row into the token/cost counters and the request counter of its project, provider and
 // route (issue 18, s6: one row and one lookup per request, not a second row for the request
-// counter). Counts survive a Redis outage in memory
-// (bounded) and are written when it returns. Usage events wait in the same way (bounded) and go out
-// as EVAL batches of XADDs followed by one XTRIM MAXLEN ~, so the stream stays capped.
+// counter). Counts survive a Redis outage in memory (bounded) and are written when it returns.
+// Usage events wait in the same way (bounded) and go out as EVAL batches of XADDs followed by one
+// XTRIM MAXLEN ~, so the stream stays capped.
 //
 // Issue 18 (the c1 p99 tail): a flush round takes what was summed before it began (the live
 // tables are swapped out) and sends it in slices, at most kRowsPerTurn counter rows and
