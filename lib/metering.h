@@ -6,9 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lib/body.h"
@@ -85,21 +87,51 @@ std::optional<MeterField> parse_meter_field(std::string_view field, bool global_
 
 // The usage event (XADD field/value pairs): no secret, no content.
 std::vector<std::string> usage_event_fields(const MeterRecord &rec);
-constexpr long kUsageEventsMaxLen = 100000;  // XADD MAXLEN ~
+constexpr long kUsageEventsMaxLen = 100000;  // XTRIM MAXLEN ~
 // Usage events leave in batches: one Redis command per batch, an EVAL of
 // usage_events_script() (generated from the event's field names) that
-// XADDs each event with MAXLEN ~ kUsageEventsMaxLen, so a flush costs one
-// reply, not one per request — a stalled Redis answers the worker with a
-// handful of replies, not a storm. The script names the fields; a request
-// appends only its event's values (RESP bulk strings, in
-// usage_event_fields() order, empty ones kept) to a batch's body, without
-// allocating once the buffer has grown (the glue reserves a batch's worth
-// once); the flush puts usage_events_batch_head() in front:
+// XADDs each event, then trims the stream once to MAXLEN ~
+// kUsageEventsMaxLen, so a flush costs one reply, not one per request — a
+// stalled Redis answers the worker with a handful of replies, not a storm.
+// The script names the fields; a request appends only its event's values
+// (RESP bulk strings, in usage_event_fields() order, empty ones kept) to a
+// batch's body (UsageEventBatch: no allocation once the buffer has grown;
+// the glue reserves a batch's worth once); the flush puts
+// usage_events_batch_head() in front:
 //   EVAL <script> 1 <stream> <maxlen> <15 values of event 1> <event 2> ...
 // 100: one batch runs ~2 ms in Redis, which is what a cache-miss lookup can
 // wait behind (issue 18 cold path; 1,000 ran ~20 ms).
 constexpr size_t kUsageEventsPerBatch = 100;
+// One event's values appended to `out` (the form tests and tools read).
 void append_usage_event_args(std::string &out, const MeterRecord &rec);
+// One batch's values, appended event by event as append_usage_event_args()
+// would, into a buffer that grows by doubling from `reserve` bytes; an
+// event's bytes are written once (a std::string would zero-fill each
+// event's bound, or the whole buffer, first). Throws std::bad_alloc.
+class UsageEventBatch {
+  public:
+    explicit UsageEventBatch(size_t reserve = 0);
+    // A moved-from batch is empty and usable (the implicit move would leave
+    // its sizes behind a null buffer).
+    UsageEventBatch(UsageEventBatch &&other) noexcept { swap(other); }
+    UsageEventBatch &operator=(UsageEventBatch &&other) noexcept {
+        UsageEventBatch(std::move(other)).swap(*this);
+        return *this;
+    }
+    void swap(UsageEventBatch &other) noexcept {
+        std::swap(buf_, other.buf_);
+        std::swap(cap_, other.cap_);
+        std::swap(used_, other.used_);
+        std::swap(events_, other.events_);
+    }
+    void append(const MeterRecord &rec);
+    size_t events() const { return events_; }
+    std::string_view args() const { return {buf_.get(), used_}; }
+
+  private:
+    std::unique_ptr<char[]> buf_;  // cap_ bytes, the first used_ hold the events
+    size_t cap_ = 0, used_ = 0, events_ = 0;
+};
 const std::string &usage_events_script();
 std::string usage_events_batch_head(std::string_view stream, size_t events);
 

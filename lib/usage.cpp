@@ -13,7 +13,12 @@ std::string usage_key(const Layout &layout, std::string_view pid, std::string_vi
 }
 
 std::string usage_field(std::string_view provider, Route route) {
-    return std::string(provider) + ":" + std::string(route_name(route));
+    return usage_field(provider, route_name(route));
+}
+
+std::string usage_field(std::string_view provider, std::string_view route) {
+    std::string field(provider);
+    return field.append(":").append(route);
 }
 
 std::optional<std::pair<std::string, std::string>> parse_usage_field(std::string_view field) {

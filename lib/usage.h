@@ -19,6 +19,8 @@ std::string usage_key(const Layout &layout, std::string_view pid, int64_t now);
 std::string usage_key(const Layout &layout, std::string_view pid, std::string_view yyyymmdd);
 // "<provider>:<route>".
 std::string usage_field(std::string_view provider, Route route);
+// The same from the route's name (route_name()), as a metering row holds it.
+std::string usage_field(std::string_view provider, std::string_view route);
 // The provider and route of a field, nullopt for anything else. Provider
 // ids hold no ':', but the split is at the last one all the same.
 std::optional<std::pair<std::string, std::string>> parse_usage_field(std::string_view field);

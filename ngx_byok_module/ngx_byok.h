@@ -150,14 +150,13 @@ void ngx_byok_redis_cancel(ByokRedisWaiter *w);
 
 // --- usage counters (ngx_byok_usage.cpp) ---------------------------------------
 
-void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route);
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle);
 // Today's UTC date as yyyymmdd (counter keys), formatted once a second.
 const std::string &ngx_byok_today();
 void ngx_byok_usage_exit_process();
 
-// One finished request's token and cost counters and its usage event
-// (lib/metering.h), batched with the usage counters above.
+// One finished request's request, token and cost counters and its usage
+// event (lib/metering.h), batched and flushed once a second.
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec);
 // issue 18: the flush's slicing, for /metrics (ngx_byok_metrics.cpp).
 std::string ngx_byok_usage_metrics();

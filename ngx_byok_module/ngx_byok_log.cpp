@@ -1,6 +1,6 @@
-// Log phase of gateway requests: the request counters of /metrics and the
-// per-project usage counters, then token and cost metering
-// (ngx_byok_metering.cpp) with the same ctx: one lookup for the phase.
+// Log phase of gateway requests: the request counters of /metrics, then
+// metering (ngx_byok_metering.cpp: the per-project request, token and cost
+// counters and the usage event) with the same ctx: one lookup for the phase.
 #include "ngx_byok_module/ngx_byok_ctx.h"
 
 ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
@@ -20,10 +20,6 @@ ngx_int_t ngx_byok_log_handler(ngx_http_request_t *r) {
         }
         ngx_byok_count_request(m->catalog, d.provider, d.route, r->headers_out.status, upstream_ms,
                                had_upstream);
-        if (d.route != byok::Route::Denied && d.provider != nullptr &&
-            !ctx->snap->project.empty()) {
-            ngx_byok_usage_add(ctx->snap->project, d.provider->id, d.route);
-        }
     } catch (const std::exception &) {
     }
     ngx_byok_meter_log(r, ctx);  // tokens, cost, the usage event (ngx_byok_metering.cpp)

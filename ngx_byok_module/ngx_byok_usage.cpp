@@ -1,9 +1,13 @@
 // Usage counters (key and field spelled by lib/usage.h;
 // and the token/cost counters of lib/metering.h) are summed in worker memory and flushed to Redis
 // once a second, so a request never waits on them and Redis sees one HINCRBY per project, provider
-// and route per second instead of one per request. Counts survive a Redis outage in memory
-// (bounded) and are written when it returns. Usage events wait in the same way (bounded) and go out
-// as EVAL batches of XADDs with MAXLEN ~, so the stream stays capped.
+// and route per second instead of one per request. A request adds to one row (project, provider,
+// route, model, gateway key id, day) that holds its request count, tokens and cost; the flush
+// expands a row into the token/cost counters and the request counter of its project, provider and
+// route (issue 18, s6: one row and one lookup per request, not a second row for the request
+// counter). Counts survive a Redis outage in memory (bounded) and are written when it returns.
+// Usage events wait in the same way (bounded) and go out as EVAL batches of XADDs followed by one
+// XTRIM MAXLEN ~, so the stream stays capped.
 //
 // Issue 18 (the c1 p99 tail): a flush round takes what was summed before it began (the live
 // tables are swapped out) and sends it in slices, at most kRowsPerTurn counter rows and
@@ -40,23 +44,18 @@ constexpr size_t kMaxPending = 100000;
 const std::string kRetention = std::to_string(byok::kUsageRetentionDays * 86400);
 
 std::map<std::pair<std::string, std::string>, long long> g_pending;  // (key, field) -> n
-// Request counts per (project, provider, route, day), keyed by those fields
-// (row_key) (issue 18: a request adds to its row without building
-// the counter's key and field; the rows become HINCRBYs at the flush).
-std::map<std::string, long long, std::less<>> g_usage;
-std::string g_usage_key;  // reused to build the lookup key
-constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 256;  // a typical event: ~150 bytes
-// Usage events in batches (lib/metering.h): (events, their RESP arguments).
-std::vector<std::pair<size_t, std::string>> g_batches;
+constexpr size_t kBatchReserve = byok::kUsageEventsPerBatch * 256;   // a typical event: ~150 bytes
+// Usage events in batches (lib/metering.h).
+std::vector<byok::UsageEventBatch> g_batches;
 // Every metered request leaves one event (issue 13), at any request rate;
 // only the events not yet sent are bounded, by the bytes they hold (about
 // 200,000 events: a minute of 3,000 requests a second while Redis is away).
 // Beyond it an event is dropped and counted (byok_usage_events_dropped_total).
 constexpr size_t kMaxEventBytes = 32u << 20;
 size_t g_event_bytes = 0;  // of the events in g_batches and g_batches_out
-// Token and cost sums per (project, provider, route, model, key id, day),
-// keyed by those fields (row_key) (issue 18: a request adds to its
-// row without allocating; the row becomes HINCRBYs at the flush).
+// Request, token and cost sums per (project, provider, route, model, key
+// id, day), keyed by those fields (row_key) (issue 18: a request adds to
+// its row without allocating; the row becomes HINCRBYs at the flush).
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
 std::string g_meter_key;  // reused to build the lookup key
 std::string g_stream;     // the usage event stream's key (fixed per configuration)
@@ -66,9 +65,8 @@ bool g_active = false;
 // A flush round in progress: what was summed before it began.
 constexpr size_t kRowsPerTurn = 64;
 constexpr size_t kBatchesPerTurn = 4;  // ~100 events each
-std::map<std::string, long long, std::less<>> g_usage_out;
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter_out;
-std::vector<std::pair<size_t, std::string>> g_batches_out;
+std::vector<byok::UsageEventBatch> g_batches_out;
 size_t g_batches_sent = 0;  // of g_batches_out
 ngx_event_t g_slice_ev;     // the round's next slice, posted to the next turn
 // Exposed on /metrics (this worker's): the most counter rows one turn sent,
@@ -121,7 +119,9 @@ void split_row(const std::string &key, std::string_view (&parts)[N]) {
     }
 }
 
-// A meter row becomes counter increments (lib/metering.h decides them).
+// A meter row becomes counter increments: tokens and cost (lib/metering.h
+// decides them) and the request counter of its project, provider and route
+// (lib/usage.h), which rows of other models and gateway keys add to.
 void expand_meter_row(const byok::Layout &layout, const std::string &key,
                       const byok::MeterTotals &totals) {
     std::string_view parts[6];  // project, provider, route, model, key id, day
@@ -134,18 +134,14 @@ void expand_meter_row(const byok::Layout &layout, const std::string &key,
     rec.key_id = parts[4];
     rec.day = parts[5];
     for (const auto &i : byok::meter_increments(layout, rec, totals)) {
-        if (g_pending.size() >= kMaxPending) break;
+        if (g_pending.size() >= kMaxPending) return;
         g_pending[{i.key, i.field}] += i.by;
     }
-}
-
-void expand_usage_row(const byok::Layout &layout, const std::string &key, long long n) {
-    std::string_view parts[4];  // project, provider, route, day
-    split_row(key, parts);
-    if (parts[2].size() != 1 || g_pending.size() >= kMaxPending) return;
-    auto route = static_cast<byok::Route>(parts[2][0] - '0');
-    g_pending[{byok::usage_key(layout, parts[0], parts[3]), byok::usage_field(parts[1], route)}] +=
-        n;
+    if (totals.requests == 0 || rec.project.empty() || rec.provider.empty() ||
+        g_pending.size() >= kMaxPending)
+        return;
+    g_pending[{byok::usage_key(layout, rec.project, rec.day),
+               byok::usage_field(rec.provider, rec.route)}] += totals.requests;
 }
 
 void send_pending() {
@@ -160,9 +156,7 @@ void send_pending() {
     g_pending.clear();
 }
 
-bool round_left() {
-    return g_batches_sent < g_batches_out.size() || !g_usage_out.empty() || !g_meter_out.empty();
-}
+bool round_left() { return g_batches_sent < g_batches_out.size() || !g_meter_out.empty(); }
 
 // One slice of the round; true when more is left. Stops (the rest waits
 // for the next round) while Redis is unavailable.
@@ -171,12 +165,12 @@ bool flush_slice() {
     if (mcf == nullptr || !ngx_byok_redis_available()) return false;
     g_slices++;
     for (size_t n = 0; n < kBatchesPerTurn && g_batches_sent < g_batches_out.size(); n++) {
-        auto &[events, args] = g_batches_out[g_batches_sent++];
-        std::string cmd = byok::usage_events_batch_head(g_stream, events);
-        cmd.append(args);
+        byok::UsageEventBatch &batch = g_batches_out[g_batches_sent++];
+        std::string cmd = byok::usage_events_batch_head(g_stream, batch.events());
+        cmd.append(batch.args());
         ngx_byok_redis_send_raw_noreply(cmd, 1);
-        g_event_bytes -= args.size();
-        std::string().swap(args);
+        g_event_bytes -= batch.args().size();
+        batch = byok::UsageEventBatch();  // its memory goes now
     }
     if (g_batches_sent == g_batches_out.size()) {
         g_batches_out.clear();
@@ -184,12 +178,6 @@ bool flush_slice() {
     }
     const byok::Layout &layout = mcf->m->admin.layout;
     size_t rows = 0;
-    while (rows < kRowsPerTurn && !g_usage_out.empty()) {
-        auto it = g_usage_out.begin();
-        expand_usage_row(layout, it->first, it->second);
-        g_usage_out.erase(it);
-        rows++;
-    }
     while (rows < kRowsPerTurn && !g_meter_out.empty()) {
         auto it = g_meter_out.begin();
         expand_meter_row(layout, it->first, it->second);
@@ -239,7 +227,6 @@ void merge_into(Map &dst, Map &src, Add add) {
 void flush() {
     ngx_byok_last_used_flush();               // issue 14
     if (!ngx_byok_redis_available()) return;  // everything waits, bounded
-    merge_into(g_usage_out, g_usage, [](long long &a, long long b) { a += b; });
     merge_into(g_meter_out, g_meter, byok::add_totals);
     if (g_batches_out.empty()) g_batches_out.swap(g_batches);
     for (auto &b : g_batches) g_batches_out.push_back(std::move(b));
@@ -251,7 +238,7 @@ void flush() {
 bool stop_flush_left() {
     if ((ngx_msec_int_t)(ngx_current_msec - g_stop_deadline) >= 0 || !ngx_byok_redis_available())
         return false;
-    return !g_usage.empty() || !g_meter.empty() || !g_batches.empty() || round_left() ||
+    return !g_meter.empty() || !g_batches.empty() || round_left() ||
            !ngx_byok_redis_noreply_drained();
 }
 
@@ -321,18 +308,6 @@ const std::string &ngx_byok_today() {
     return day;
 }
 
-void ngx_byok_usage_add(std::string_view pid, std::string_view provider, byok::Route route) {
-    const char r = static_cast<char>('0' + static_cast<int>(route));
-    if (!row_key(g_usage_key, {pid, provider, std::string_view(&r, 1), ngx_byok_today()})) return;
-    auto it = g_usage.find(std::string_view(g_usage_key));
-    if (it == g_usage.end()) {
-        if (g_usage.size() >= kMaxPending) return;
-        it = g_usage.emplace(g_usage_key, 0).first;
-    }
-    it->second++;
-    note_exiting();
-}
-
 void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &rec) {
     if (!row_key(g_meter_key, {rec.project, rec.provider, rec.route,
                                rec.model.substr(0, byok::kMaxModel), rec.key_id, rec.day}))
@@ -345,15 +320,12 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
     byok::add_totals(it->second, byok::meter_totals(rec));
     if (g_event_bytes < kMaxEventBytes) {
         if (g_stream.empty()) g_stream = layout.usage_events();
-        if (g_batches.empty() || g_batches.back().first == byok::kUsageEventsPerBatch) {
-            g_batches.emplace_back(0, std::string());
-            g_batches.back().second.reserve(kBatchReserve);  // grown once per batch
-        }
-        std::string &args = g_batches.back().second;
-        const size_t had = args.size();
-        byok::append_usage_event_args(args, rec);
-        g_batches.back().first++;
-        g_event_bytes += args.size() - had;
+        if (g_batches.empty() || g_batches.back().events() == byok::kUsageEventsPerBatch)
+            g_batches.emplace_back(kBatchReserve);  // grown once per batch
+        byok::UsageEventBatch &batch = g_batches.back();
+        const size_t had = batch.args().size();
+        batch.append(rec);
+        g_event_bytes += batch.args().size() - had;
     } else {
         ngx_byok_count(BYOK_USAGE_EVENT_DROPPED);
     }
