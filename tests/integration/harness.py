@@ -1113,3 +1113,21 @@ class MallocCounter:
         for _ in range(n):
             call()
         return (calls() - before) / n
+
+
+def read_monitor(mon, enough, limit=15):
+    """Lines of a MONITOR connection until enough(lines) holds or `limit`
+    seconds pass (a hang guard). The caller closes `mon`."""
+    seen = b""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            chunk = mon.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        seen += chunk
+        if enough(seen.split(b"\r\n")):
+            break
+    return seen.split(b"\r\n")

@@ -8,32 +8,13 @@ import time
 
 import redis
 
-from harness import metric_value, redis_stalled, wait_until
+from harness import metric_value, read_monitor, redis_stalled, wait_until
 
 
 def monitor(redis_server):
     mon = socket.create_connection((redis_server.host, redis_server.port), timeout=0.5)
     mon.sendall(b"MONITOR\r\n")
     return mon
-
-
-def read_monitor(mon, enough, limit=30):
-    """MONITOR lines until enough(lines) or `limit` seconds (a hang guard)."""
-    seen = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            chunk = mon.recv(65536)
-        except socket.timeout:
-            chunk = None
-        if chunk == b"":
-            break
-        if chunk:
-            seen += chunk
-        lines = seen.split(b"\r\n")
-        if enough(lines):
-            return lines
-    return seen.split(b"\r\n")
 
 
 def sleep_redis(redis_server, seconds):

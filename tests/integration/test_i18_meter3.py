@@ -6,7 +6,7 @@ asked), never time."""
 import socket
 import time
 
-from harness import until
+from harness import read_monitor, until
 
 STREAM = "byok:usage:events"
 CAP = 100000
@@ -25,24 +25,6 @@ def open_monitor(redis_server):
     mon.sendall(b"MONITOR\r\n")
     until(lambda: mon.recv(5), lambda ok: ok == b"+OK\r\n", timeout=5, what="MONITOR on")
     return mon
-
-
-def read_monitor(mon, done, timeout=15):
-    """MONITOR lines (bytes) read until done(lines) holds (or the guard ends)."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not done(seen.split(b"\r\n")):
-            try:
-                chunk = mon.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        mon.close()
-    return seen.split(b"\r\n")
 
 
 def test_i18_meter3_01_event_batches_trim_once_and_keep_the_stream_capped(gw, fake_provider,
@@ -70,6 +52,7 @@ def test_i18_meter3_01_event_batches_trim_once_and_keep_the_stream_capped(gw, fa
     mon = open_monitor(redis_server)
     hit(gw, p, 30)
     lines = read_monitor(mon, finished)
+    mon.close()
     xadds = [ln for ln in lines if b'"XADD"' in ln and STREAM.encode() in ln]
     xtrims = [ln for ln in lines if b'"XTRIM"' in ln and STREAM.encode() in ln]
     batches = [ln for ln in lines if b'"EVAL"' in ln and STREAM.encode() in ln]

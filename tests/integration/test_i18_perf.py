@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from harness import NGINX_ENV, leak_forms, redis_stalled, until, wait_until
+from harness import NGINX_ENV, leak_forms, read_monitor, redis_stalled, until, wait_until
 
 
 def hit(gw, project, n=1):
@@ -143,16 +143,7 @@ def test_i18_05_usage_events_leave_in_batches_not_one_command_per_request(gw, fa
     mon = socket.create_connection((redis_server.host, redis_server.port), timeout=0.5)
     mon.sendall(b"MONITOR\r\n")
     hit(gw, p, 30)
-    seen = b""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and seen.count(b'"XADD"') < 30:
-        try:
-            chunk = mon.recv(65536)
-        except socket.timeout:
-            continue
-        if not chunk:
-            break
-        seen += chunk
+    seen = b"\r\n".join(read_monitor(mon, lambda ls: b"\r\n".join(ls).count(b'"XADD"') >= 30))
     mon.close()
     lines = [ln for ln in seen.split(b"\r\n") if b'"XADD"' in ln and b"byok:usage:events" in ln]
     from_clients = [ln for ln in lines if b" lua] " not in ln]
