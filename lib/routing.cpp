@@ -217,18 +217,31 @@ RouteDecision decide_route(const RouteInput &in) {
     return denied(403, "no_credential", why + " and no operator key is available for " + p.id);
 }
 
-std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
-                                          std::string_view upstream_reason) {
+namespace {
+
+// The provider a retry after `first` calls, or null when there is none
+// (decide_retry's rules). `rate_limited`: the failure was the provider's 429.
+// issue 18: retry_on asks this on every proxied request; it builds no
+// decision (no reason or model string).
+const Provider *retry_target(const RouteInput &in, const RouteDecision &first,
+                             bool rate_limited) {
     if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty() ||
         in.client_retrying) {
-        return std::nullopt;
+        return nullptr;
     }
-    if (!in.fallback_on_rate_limit && upstream_reason == "upstream_429") return std::nullopt;
+    if (!in.fallback_on_rate_limit && rate_limited) return nullptr;
     if ((first.route != Route::Byok && first.route != Route::System) || first.target == nullptr ||
         first.provider == nullptr) {
-        return std::nullopt;
+        return nullptr;
     }
-    const Provider *f = usable_fallback(in, first.target->id);
+    return usable_fallback(in, first.target->id);
+}
+
+}  // namespace
+
+std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecision &first,
+                                          std::string_view upstream_reason) {
+    const Provider *f = retry_target(in, first, upstream_reason == "upstream_429");
     if (f == nullptr) return std::nullopt;
     RouteDecision d;
     d.route = Route::Fallback;
@@ -240,9 +253,9 @@ std::optional<RouteDecision> decide_retry(const RouteInput &in, const RouteDecis
 }
 
 RetryOn retry_on(const RouteInput &in, const RouteDecision &first) {
-    if (!decide_retry(in, first, "upstream_error")) return RetryOn::Nothing;
-    return decide_retry(in, first, "upstream_429") ? RetryOn::ServerErrorsAnd429
-                                                   : RetryOn::ServerErrors;
+    if (retry_target(in, first, false) == nullptr) return RetryOn::Nothing;
+    // A 429 differs from a 5xx in retry_target by this setting only.
+    return in.fallback_on_rate_limit ? RetryOn::ServerErrorsAnd429 : RetryOn::ServerErrors;
 }
 
 std::optional<std::string> models_list_answer(const RouteInput &in, const RouteDecision &d,

@@ -1,0 +1,214 @@
+// Issue 18, session 7 (the access side of the cache-hit path): retry_on
+// without building retry decisions.
+#include <criterion/criterion.h>
+
+#include <iterator>
+#include <string>
+
+#include "lib/gateway.h"
+#include "lib/routing.h"
+
+#include "tests/unit/test_support.h"
+
+using namespace byok;
+
+namespace {
+
+// What retry_on answered before session 7, spelled with decide_retry: the
+// decision for a 5xx, then the one for a 429.
+RetryOn retry_on_by_decisions(const RouteInput &in, const RouteDecision &first) {
+    if (!decide_retry(in, first, "upstream_error")) return RetryOn::Nothing;
+    return decide_retry(in, first, "upstream_429") ? RetryOn::ServerErrorsAnd429
+                                                   : RetryOn::ServerErrors;
+}
+
+const char *name_of(RetryOn r) {
+    switch (r) {
+        case RetryOn::Nothing:
+            return "nothing";
+        case RetryOn::ServerErrors:
+            return "5xx";
+        case RetryOn::ServerErrorsAnd429:
+            return "5xx+429";
+    }
+    return "?";
+}
+
+// One request of the grid below; strings are literals (RouteInput holds views).
+struct Row {
+    const char *name;
+    Policy policy;
+    KeyState openai;             // the project's openai key (Inactive = none listed)
+    bool openai_key_listed;      //   whether the project has one at all
+    ProviderIds system;          // operator keys
+    std::string_view fallback;   // "" = fallback off
+    std::string_view native;     // /<id>/... request
+    std::string_view model;
+    bool client_retrying = false;
+    bool fallback_on_rate_limit = true;
+};
+
+RouteInput input_of(const Row &r) {
+    RouteInput in;
+    in.catalog = &test::builtin_catalog();
+    in.tier = Tier::Pro;
+    in.policy = r.policy;
+    if (r.openai_key_listed) in.project_keys.emplace_back("openai", r.openai);
+    in.system_keys = r.system;
+    in.fallback_provider = r.fallback;
+    in.native_provider = r.native;
+    in.model = r.model;
+    in.client_retrying = r.client_retrying;
+    in.fallback_on_rate_limit = r.fallback_on_rate_limit;
+    return in;
+}
+
+}  // namespace
+
+// Every policy, route and reason: the decisions' answer, row by row.
+Test(i18_access4, i18_access4_01_retry_on_rows_by_policy_route_and_reason) {
+    constexpr KeyState U = KeyState::Usable, I = KeyState::Inactive, D = KeyState::DecryptError;
+    const ProviderIds fb = {"openrouter"}, both = {"openai", "openrouter"}, none = {};
+    struct Case {
+        Row row;
+        const char *route;
+        RetryOn want;
+        const char *location, *sibling;  // proxy_location, sibling_location
+    } cases[] = {
+        {{"auto byok", Policy::Auto, U, true, fb, "openrouter", "", "gpt-4o"},
+         "byok", RetryOn::ServerErrorsAnd429, "", "@byok_retry"},
+        {{"auto byok, 429 kept", Policy::Auto, U, true, fb, "openrouter", "", "gpt-4o", false,
+          false},
+         "byok", RetryOn::ServerErrors, "@byok_fallback_5xx", "@byok_fallback_5xx"},
+        {{"auto byok, client retrying", Policy::Auto, U, true, fb, "openrouter", "", "gpt-4o",
+          true},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto system (no_key)", Policy::Auto, U, false, both, "openrouter", "", "gpt-4o"},
+         "system", RetryOn::ServerErrorsAnd429, "", "@byok_retry"},
+        {{"auto system (inactive)", Policy::Auto, I, true, both, "openrouter", "", "gpt-4o"},
+         "system", RetryOn::ServerErrorsAnd429, "", "@byok_retry"},
+        {{"auto system (decrypt_error), 429 kept", Policy::Auto, D, true, both, "openrouter", "",
+          "gpt-4o", false, false},
+         "system", RetryOn::ServerErrors, "@byok_fallback_5xx", "@byok_fallback_5xx"},
+        {{"auto fallback (no_key)", Policy::Auto, U, false, fb, "openrouter", "", "gpt-4o"},
+         "fallback", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto denied", Policy::Auto, U, false, none, "openrouter", "", "gpt-4o"},
+         "denied", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto byok, fallback off", Policy::Auto, U, true, fb, "", "", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto byok, no operator key for the fallback", Policy::Auto, U, true, none,
+          "openrouter", "", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto byok, the target is the fallback", Policy::Auto, U, true, fb, "openai", "",
+          "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto byok, fallback provider not enabled (local)", Policy::Auto, U, true,
+          {"ollama"}, "ollama", "", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"auto native byok", Policy::Auto, U, true, fb, "openrouter", "openai", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"no_key byok", Policy::NoKey, U, true, fb, "openrouter", "", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"no_key system", Policy::NoKey, I, true, both, "openrouter", "", "gpt-4o"},
+         "system", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"no_key fallback", Policy::NoKey, U, false, fb, "openrouter", "", "gpt-4o"},
+         "fallback", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"off byok", Policy::Off, U, true, both, "openrouter", "", "gpt-4o"},
+         "byok", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+        {{"off denied", Policy::Off, I, true, both, "openrouter", "", "gpt-4o"},
+         "denied", RetryOn::Nothing, "@byok_direct", "@byok_direct"},
+    };
+    for (const auto &c : cases) {
+        RouteInput in = input_of(c.row);
+        RouteDecision first = decide_route(in);
+        const char *name = c.row.name;
+        cr_assert_eq(route_name(first.route), c.route, "%s: route %s", name,
+                     std::string(route_name(first.route)).c_str());
+        RetryOn got = retry_on(in, first);
+        cr_assert_eq(got, c.want, "%s: %s", name, name_of(got));
+        cr_assert_eq(got, retry_on_by_decisions(in, first), "%s: as the decisions say", name);
+        cr_assert_eq(proxy_location(in, first), c.location, "%s: location", name);
+        cr_assert_eq(proxy_location(in, first, true), "@byok_keys", "%s", name);
+        if (first.route == Route::Byok)
+            cr_assert_eq(sibling_location(in, first), c.sibling, "%s: sibling location", name);
+    }
+}
+
+// The whole grid of policies, tiers, keys, operator keys, fallback
+// settings, paths and models, with the decision decide_route made and with
+// every route forced onto it: retry_on is what the two decisions said.
+Test(i18_access4, i18_access4_01_retry_on_equals_the_decisions_over_the_grid) {
+    const Policy policies[] = {Policy::Auto, Policy::NoKey, Policy::Off};
+    const KeyState states[] = {KeyState::Usable, KeyState::Inactive, KeyState::DecryptError,
+                               KeyState::Expired, KeyState::Unhealthy};
+    const ProviderIds systems[] = {{}, {"openrouter"}, {"openai"}, {"openai", "openrouter"},
+                                   {"groq"}};
+    const std::string_view fallbacks[] = {"", "openrouter", "openai", "groq", "ollama", "nope"};
+    const std::string_view natives[] = {"", "openai"};
+    const std::string_view models[] = {"gpt-4o", "openai/gpt-4o", "llama-3", ""};
+    const Route routes[] = {Route::Byok, Route::System, Route::Fallback, Route::Denied};
+    int seen[3] = {0, 0, 0}, n = 0;
+    for (Policy policy : policies)
+        for (Tier tier : {Tier::Free, Tier::Pro})
+            for (int key = -1; key < (int)std::size(states); key++)
+                for (const auto &system : systems)
+                    for (std::string_view fallback : fallbacks)
+                        for (std::string_view native : natives)
+                            for (std::string_view model : models)
+                                for (int flags = 0; flags < 4; flags++) {
+                                    Row row{"grid",  policy,   states[key < 0 ? 0 : key],
+                                            key >= 0, system, fallback,
+                                            native,  model,    (flags & 1) != 0,
+                                            (flags & 2) != 0};
+                                    RouteInput in = input_of(row);
+                                    in.tier = tier;
+                                    RouteDecision first = decide_route(in);
+                                    RetryOn got = retry_on(in, first);
+                                    cr_assert_eq(got, retry_on_by_decisions(in, first),
+                                                 "policy %d tier %d key %d fallback %s native %s "
+                                                 "model %s flags %d: %s",
+                                                 (int)policy, (int)tier, key,
+                                                 std::string(fallback).c_str(),
+                                                 std::string(native).c_str(),
+                                                 std::string(model).c_str(), flags, name_of(got));
+                                    seen[(int)got]++;
+                                    n++;
+                                    // The same input with each route and a
+                                    // target of either provider.
+                                    for (Route route : routes)
+                                        for (const char *target : {"openai", "openrouter"}) {
+                                            RouteDecision d;
+                                            d.route = route;
+                                            d.provider = in.catalog->find("openai");
+                                            d.target = in.catalog->find(target);
+                                            cr_assert_eq(retry_on(in, d),
+                                                         retry_on_by_decisions(in, d),
+                                                         "forced route %s target %s",
+                                                         std::string(route_name(route)).c_str(),
+                                                         target);
+                                        }
+                                }
+    // The grid reaches every answer.
+    cr_assert_gt(seen[(int)RetryOn::Nothing], 0);
+    cr_assert_gt(seen[(int)RetryOn::ServerErrors], 0);
+    cr_assert_gt(seen[(int)RetryOn::ServerErrorsAnd429], 0);
+    cr_assert_gt(n, 10000);
+}
+
+// A decision without a target or provider, or no catalog: never a retry.
+Test(i18_access4, i18_access4_01_retry_on_without_target_or_catalog_is_nothing) {
+    Row row{"x", Policy::Auto, KeyState::Usable, true, {"openrouter"}, "openrouter", "", "gpt-4o"};
+    RouteInput in = input_of(row);
+    RouteDecision first = decide_route(in);
+    cr_assert_eq(retry_on(in, first), RetryOn::ServerErrorsAnd429);
+    RouteDecision no_target = first;
+    no_target.target = nullptr;
+    cr_assert_eq(retry_on(in, no_target), RetryOn::Nothing);
+    RouteDecision no_provider = first;
+    no_provider.provider = nullptr;
+    cr_assert_eq(retry_on(in, no_provider), RetryOn::Nothing);
+    RouteInput no_catalog = in;
+    no_catalog.catalog = nullptr;
+    cr_assert_eq(retry_on(no_catalog, first), RetryOn::Nothing);
+    cr_assert_not(decide_retry(no_catalog, first, "upstream_error").has_value());
+}
