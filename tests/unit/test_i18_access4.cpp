@@ -1,5 +1,5 @@
 // Issue 18, session 7 (the access side of the cache-hit path): retry_on
-// without building retry decisions.
+// without building retry decisions; the header value rule without a byte loop.
 #include <criterion/criterion.h>
 
 #include <iterator>
@@ -7,6 +7,7 @@
 
 #include "lib/gateway.h"
 #include "lib/routing.h"
+#include "lib/text.h"
 
 #include "tests/unit/test_support.h"
 
@@ -211,4 +212,39 @@ Test(i18_access4, i18_access4_01_retry_on_without_target_or_catalog_is_nothing) 
     no_catalog.catalog = nullptr;
     cr_assert_eq(retry_on(no_catalog, first), RetryOn::Nothing);
     cr_assert_not(decide_retry(no_catalog, first, "upstream_error").has_value());
+}
+
+// The header value rule without a byte loop for short values and tails
+// (overlapping loads): every length up to three blocks, every position,
+// every byte value gives the byte rule.
+Test(i18_access4, i18_access4_02_header_value_rule_at_every_length_and_position) {
+    for (size_t len = 0; len <= 50; ++len) {
+        cr_assert(safe_header_value(std::string(len, 'x')), "len %zu", len);
+        cr_assert(safe_header_value(std::string(len, '\t')), "len %zu tabs", len);
+        for (size_t pos = 0; pos < len; ++pos) {
+            for (int c = 0; c < 256; ++c) {
+                std::string v(len, 'x');
+                v[pos] = static_cast<char>(c);
+                bool want = !(is_control(static_cast<unsigned char>(c)) && c != '\t');
+                cr_assert_eq(safe_header_value(v), want, "len %zu pos %zu byte %d", len, pos, c);
+            }
+        }
+    }
+}
+
+// The loads stay inside the value: control bytes right before and after it
+// (the request line's CR LF, a NUL) are not read as part of it.
+Test(i18_access4, i18_access4_02_header_value_rule_reads_only_the_value) {
+    for (size_t len = 0; len <= 40; ++len) {
+        for (char around : {'\0', '\r', '\n', '\x7f', '\x01'}) {
+            std::string buf = std::string(16, around) + std::string(len, 'v') +
+                              std::string(16, around);
+            cr_assert(safe_header_value(std::string_view(buf).substr(16, len)),
+                      "len %zu around %d", len, around);
+            if (len == 0) continue;
+            buf[16 + len - 1] = around;  // the last byte of the value itself
+            cr_assert_not(safe_header_value(std::string_view(buf).substr(16, len)),
+                          "len %zu last byte %d", len, around);
+        }
+    }
 }
