@@ -41,11 +41,9 @@ ByokKeyTestCtx::~ByokKeyTestCtx() {
     if (r != nullptr) ngx_byok_wipe_upstream_request(r);  // issue 18
 }
 
-ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create) {
-    auto *ctx = static_cast<ByokGatewayCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
-    if (ctx != nullptr) return ctx;
+ByokGatewayCtx *ngx_byok_gateway_ctx_slow(ngx_http_request_t *r, bool create) {
     // r->ctx is cleared by named-location jumps; the cleanup entry survives.
-    ctx = ngx_byok_find_ctx<ByokGatewayCtx>(r);
+    ByokGatewayCtx *ctx = ngx_byok_find_ctx<ByokGatewayCtx>(r);
     if (ctx == nullptr && create) ctx = ngx_byok_new_ctx<ByokGatewayCtx>(r);
     if (ctx != nullptr) ngx_http_set_ctx(r, ctx, ngx_http_byok_module);
     return ctx;

@@ -190,7 +190,16 @@ struct ByokKeyTestCtx {
     ~ByokKeyTestCtx();
 };
 
-ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create);
+// The gateway ctx of `r` when the module's ctx slot no longer holds it (a
+// named-location jump cleared r->ctx), created when `create`; else nullptr.
+ByokGatewayCtx *ngx_byok_gateway_ctx_slow(ngx_http_request_t *r, bool create);
+// The gateway ctx of `r` (created when `create`), or nullptr. Inline (issue
+// 18): the access handler, the variables, the filters and the log phase ask
+// ~9 times a request, and all but the first find it in the ctx slot.
+inline ByokGatewayCtx *ngx_byok_gateway_ctx(ngx_http_request_t *r, bool create) {
+    auto *ctx = static_cast<ByokGatewayCtx *>(ngx_http_get_module_ctx(r, ngx_http_byok_module));
+    return ctx != nullptr ? ctx : ngx_byok_gateway_ctx_slow(r, create);
+}
 ByokKeyTestCtx *ngx_byok_key_test_ctx(ngx_http_request_t *r);
 // The upstream state of `r`, gateway request or key test, or nullptr.
 const ByokUpstream *ngx_byok_upstream_of(ngx_http_request_t *r);
