@@ -1,5 +1,8 @@
 #include "lib/client_api.h"
 
+#include <array>
+#include <iterator>
+
 #include "lib/text.h"
 #include "lib/util.h"
 
@@ -112,59 +115,60 @@ std::string decoded_lower_name(std::string_view name) {
 
 namespace {
 
-// The credential headers, lower case: the four that may carry the gateway
-// key (in ClientCredentials order), then a proxy's, which the gateway reads
-// nothing from but never forwards.
-constexpr std::string_view kCredentialNames[] = {"authorization", "x-api-key", "api-key",
-                                                 "x-goog-api-key", "proxy-authorization"};
+// RequestHeader's names, lower case, in enum order.
+constexpr std::string_view kRequestHeaderNames[] = {
+    "authorization",           "x-api-key",           "api-key",
+    "x-goog-api-key",          "proxy-authorization", "x-byok-provider",
+    "x-stainless-retry-count", "content-type"};
+static_assert(std::size(kRequestHeaderNames) == static_cast<size_t>(RequestHeader::Other));
 constexpr std::string_view ClientCredentials::*kCredentialSlots[] = {
     &ClientCredentials::authorization, &ClientCredentials::x_api_key, &ClientCredentials::api_key,
     &ClientCredentials::x_goog_api_key};
 
-// credential_index compares a name with the one entry of its length only.
+constexpr size_t longest_name() {
+    size_t n = 0;
+    for (std::string_view s : kRequestHeaderNames) n = s.size() > n ? s.size() : n;
+    return n;
+}
+constexpr size_t kLongestName = longest_name();
+
+// The index of the one name of each length (-1: none), so request_header
+// compares a name with one entry at most; the lengths all differ.
+constexpr std::array<int8_t, kLongestName + 1> kNameOfLength = [] {
+    std::array<int8_t, kLongestName + 1> t{};
+    for (auto &i : t) i = -1;
+    for (size_t i = 0; i < std::size(kRequestHeaderNames); ++i)
+        t[kRequestHeaderNames[i].size()] = t[kRequestHeaderNames[i].size()] == -1 ? (int8_t)i : -2;
+    return t;
+}();
 constexpr bool lengths_differ() {
-    for (size_t i = 0; i < std::size(kCredentialNames); ++i)
-        for (size_t j = i + 1; j < std::size(kCredentialNames); ++j)
-            if (kCredentialNames[i].size() == kCredentialNames[j].size()) return false;
+    for (int8_t i : kNameOfLength)
+        if (i == -2) return false;
     return true;
 }
-static_assert(lengths_differ(), "credential header names must differ in length");
-
-// Index of `name` in kCredentialNames, -1 for any other header. Every client
-// header passes here twice per request (issue 18): the length picks the one
-// candidate, so most headers cost one switch.
-int credential_index(std::string_view name) {
-    int i;
-    switch (name.size()) {
-        case kCredentialNames[0].size():
-            i = 0;
-            break;
-        case kCredentialNames[1].size():
-            i = 1;
-            break;
-        case kCredentialNames[2].size():
-            i = 2;
-            break;
-        case kCredentialNames[3].size():
-            i = 3;
-            break;
-        case kCredentialNames[4].size():
-            i = 4;
-            break;
-        default:
-            return -1;
-    }
-    return iequals(name, kCredentialNames[i]) ? i : -1;
-}
+static_assert(lengths_differ(), "request header names must differ in length");
 
 }  // namespace
 
-std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
-    int i = credential_index(name);
-    return i >= 0 && i < (int)std::size(kCredentialSlots) ? &(c.*kCredentialSlots[i]) : nullptr;
+RequestHeader request_header(std::string_view name) {
+    if (name.size() > kLongestName) return RequestHeader::Other;
+    int i = kNameOfLength[name.size()];
+    return i >= 0 && iequals(name, kRequestHeaderNames[i]) ? static_cast<RequestHeader>(i)
+                                                           : RequestHeader::Other;
 }
 
-bool is_credential_header(std::string_view name) { return credential_index(name) >= 0; }
+std::string_view *credential_slot(ClientCredentials &c, RequestHeader h) {
+    auto i = static_cast<size_t>(h);
+    return i < std::size(kCredentialSlots) ? &(c.*kCredentialSlots[i]) : nullptr;
+}
+
+std::string_view *credential_slot(ClientCredentials &c, std::string_view name) {
+    return credential_slot(c, request_header(name));
+}
+
+bool is_credential_header(std::string_view name) {
+    return is_credential_header(request_header(name));
+}
 
 std::string strip_key_param(std::string_view args, std::string_view *key) {
     std::string out;

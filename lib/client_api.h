@@ -22,10 +22,31 @@ struct ClientCredentials {
     std::string_view query_key;       // `key=` query parameter (Google curl examples)
 };
 
-// The one list of request headers that carry client credentials (names in
-// any case). `credential_slot` is the field of `c` a header fills, nullptr
-// for any other header; `is_credential_header` is true for those and for
-// proxy-authorization: the headers never forwarded to a provider.
+// The one list of request headers the gateway reads or strips (names in
+// any case): the four that may carry the gateway key (in ClientCredentials
+// order), a proxy's credential, the provider choice, the SDK's retry count
+// and the body's type. Every client header passes here twice a request
+// (read, then stripped): one length lookup and at most one compare.
+enum class RequestHeader {
+    Authorization,
+    XApiKey,
+    ApiKey,
+    XGoogApiKey,
+    ProxyAuthorization,
+    ByokProvider,  // x-byok-provider
+    RetryCount,    // x-stainless-retry-count
+    ContentType,
+    Other
+};
+RequestHeader request_header(std::string_view name);
+// The credential headers are the first five; they and x-byok-provider (a
+// gateway control) are never forwarded to a provider.
+inline bool is_credential_header(RequestHeader h) { return h <= RequestHeader::ProxyAuthorization; }
+inline bool never_forwarded(RequestHeader h) { return h <= RequestHeader::ByokProvider; }
+// `credential_slot` is the field of `c` a header fills, nullptr for any
+// other header; `is_credential_header` is true for those and for
+// proxy-authorization.
+std::string_view *credential_slot(ClientCredentials &c, RequestHeader h);
 std::string_view *credential_slot(ClientCredentials &c, std::string_view name);
 bool is_credential_header(std::string_view name);
 

@@ -223,8 +223,7 @@ namespace {
 // (decide_retry's rules). `rate_limited`: the failure was the provider's 429.
 // issue 18: retry_on asks this on every proxied request; it builds no
 // decision (no reason or model string).
-const Provider *retry_target(const RouteInput &in, const RouteDecision &first,
-                             bool rate_limited) {
+const Provider *retry_target(const RouteInput &in, const RouteDecision &first, bool rate_limited) {
     if (in.catalog == nullptr || in.policy != Policy::Auto || !in.native_provider.empty() ||
         in.client_retrying) {
         return nullptr;

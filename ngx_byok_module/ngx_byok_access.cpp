@@ -162,13 +162,14 @@ byok::GatewayRequestIn request_in(ngx_http_request_t *r) {
     in.uri = sv(r->unparsed_uri);
     ngx_byok_each_header(r->headers_in.headers, [&](const ngx_table_elt_t &h) {
         std::string_view value = sv(h.value);
-        if (std::string_view *slot = byok::credential_slot(in.creds, ngx_byok_header_name(h))) {
+        byok::RequestHeader kind = byok::request_header(ngx_byok_header_name(h));
+        if (std::string_view *slot = byok::credential_slot(in.creds, kind)) {
             *slot = value;
-        } else if (ngx_byok_header_is(h, "x-stainless-retry-count")) {
+        } else if (kind == byok::RequestHeader::RetryCount) {
             in.retry_count = value;
-        } else if (ngx_byok_header_is(h, "content-type")) {
+        } else if (kind == byok::RequestHeader::ContentType) {
             in.content_type = value;
-        } else if (ngx_byok_header_is(h, "x-byok-provider")) {
+        } else if (kind == byok::RequestHeader::ByokProvider) {
             in.provider_headers.push_back(value);
         }
         return true;

@@ -12,8 +12,7 @@ namespace {
 
 // Headers that carry client credentials or gateway controls; never forwarded.
 bool is_client_secret_header(const ngx_table_elt_t &h) {
-    return byok::is_credential_header(ngx_byok_header_name(h)) ||
-           ngx_byok_header_is(h, "x-byok-provider");
+    return byok::never_forwarded(byok::request_header(ngx_byok_header_name(h)));
 }
 
 // Writes `bytes` over a temp file from offset `at`.

@@ -1,10 +1,12 @@
 // Issue 18, session 7 (the access side of the cache-hit path): retry_on
-// without building retry decisions; the header value rule without a byte loop.
+// without building retry decisions; the header value rule without a byte
+// loop; one lookup of the request headers the gateway reads or strips.
 #include <criterion/criterion.h>
 
 #include <iterator>
 #include <string>
 
+#include "lib/client_api.h"
 #include "lib/gateway.h"
 #include "lib/routing.h"
 #include "lib/text.h"
@@ -247,4 +249,73 @@ Test(i18_access4, i18_access4_02_header_value_rule_reads_only_the_value) {
                           "len %zu last byte %d", len, around);
         }
     }
+}
+
+// One list of the request headers the gateway reads or strips: each name
+// in any case is its kind, every other name (one of the same length, a
+// longer or an empty one) is Other; what is never forwarded is exactly the
+// credentials and x-byok-provider.
+Test(i18_access4, i18_access4_03_request_headers_are_one_list) {
+    using H = RequestHeader;
+    const struct {
+        const char *name;
+        H kind;
+    } cases[] = {
+        {"authorization", H::Authorization},
+        {"Authorization", H::Authorization},
+        {"X-API-KEY", H::XApiKey},
+        {"api-key", H::ApiKey},
+        {"X-Goog-Api-Key", H::XGoogApiKey},
+        {"Proxy-Authorization", H::ProxyAuthorization},
+        {"x-byok-provider", H::ByokProvider},
+        {"X-BYOK-Provider", H::ByokProvider},
+        {"x-stainless-retry-count", H::RetryCount},
+        {"X-Stainless-Retry-Count", H::RetryCount},
+        {"content-type", H::ContentType},
+        {"Content-Type", H::ContentType},
+        // same lengths, other names
+        {"content-length", H::Other},
+        {"accept-encoding", H::Other},
+        {"x-byok-providex", H::Other},
+        {"y-byok-provider", H::Other},
+        {"x-stainless-retry-coun_", H::Other},
+        {"content_type", H::Other},
+        {"proxy-authenticate", H::Other},
+        {"authorizatioN ", H::Other},
+        {"x-api-kez", H::Other},
+        {"", H::Other},
+        {"host", H::Other},
+        {"x-stainless-retry-count-", H::Other},
+        {"x-stainless-retry-count-and-more-to-come", H::Other},
+    };
+    for (const auto &c : cases) {
+        H got = request_header(c.name);
+        cr_assert_eq(got, c.kind, "%s: %d", c.name, (int)got);
+        bool credential = got <= H::ProxyAuthorization;
+        cr_assert_eq(is_credential_header(c.name), credential, "%s", c.name);
+        cr_assert_eq(never_forwarded(got), credential || got == H::ByokProvider, "%s", c.name);
+        ClientCredentials creds;
+        cr_assert_eq(credential_slot(creds, c.name) != nullptr, got < H::ProxyAuthorization, "%s",
+                     c.name);
+    }
+    ClientCredentials creds;
+    cr_assert_eq(credential_slot(creds, H::Authorization), &creds.authorization);
+    cr_assert_eq(credential_slot(creds, H::XApiKey), &creds.x_api_key);
+    cr_assert_eq(credential_slot(creds, H::ApiKey), &creds.api_key);
+    cr_assert_eq(credential_slot(creds, H::XGoogApiKey), &creds.x_goog_api_key);
+    for (H h : {H::ProxyAuthorization, H::ByokProvider, H::RetryCount, H::ContentType, H::Other})
+        cr_assert_null(credential_slot(creds, h));
+}
+
+// iequals decides on the first byte when it differs, in any case.
+Test(i18_access4, i18_access4_03_iequals_first_byte) {
+    cr_assert(iequals("Content-Type", "content-type"));
+    cr_assert(iequals("C", "c"));
+    cr_assert_not(iequals("content-length", "x-goog-api-key"));
+    cr_assert_not(iequals("a", "b"));
+    cr_assert_not(iequals("@bc", "`bc"));  // 0x40 and 0x60: not letters, no folding
+    cr_assert_not(iequals("[", "{"));
+    cr_assert(iequals("", ""));
+    cr_assert_not(iequals("abc", "abd"));
+    cr_assert(iequals("ABC", "abc"));
 }
