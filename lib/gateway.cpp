@@ -232,7 +232,7 @@ void take_operator_key(const GatewayConfig &cfg, RoutePlan *plan) {
         return;
     }
     plan->key = SecretString(sys->view());
-    plan->key_hint.clear();
+    plan->key_hint = {};
     plan->fallback_taken = d.route == Route::Fallback;
     plan->resolve_endpoint = d.target->per_key_endpoint;
     plan->action = RoutePlan::Action::Proxy;

@@ -186,7 +186,9 @@ struct RoutePlan {
     RouteDecision decision;
     bool decided = false;  // decision is meaningful (variables, headers, metrics)
     SecretString key;
-    std::string key_hint;
+    // The stored key's hint: a view of the snapshot's record, which outlives
+    // the plan (issue 18: no copy per request); empty for an operator key.
+    std::string_view key_hint;
     // One line per stored key that did not decrypt (counted, logged by the glue).
     std::vector<std::string> decrypt_failures;
     bool fallback_taken = false;    // counted and logged by the glue

@@ -272,7 +272,7 @@ ngx_int_t take_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, byok::RoutePlan 
     // Issue 13: project limits, before any upstream call (429 when spent).
     if (auto e = ngx_byok_limits_admit(r, ctx)) return fail(r, ctx, *e);
     ctx->key.swap(p.key);  // p.key wipes an earlier attempt's key as the plan goes
-    ctx->key_hint = std::move(p.key_hint);
+    ctx->key_hint = p.key_hint;
     ctx->resolve_endpoint = p.resolve_endpoint;
     return NGX_OK;
 }

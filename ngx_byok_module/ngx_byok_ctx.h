@@ -168,8 +168,8 @@ struct ByokGatewayCtx {
     byok::RouteDecision decision;
     bool decided = false;
     byok::SecretString key;
-    std::string key_hint;
-    byok::KeyAttempts keys;  // which of the provider's keys (issue 14)
+    std::string_view key_hint;  // a view of *snap (RoutePlan::key_hint)
+    byok::KeyAttempts keys;     // which of the provider's keys (issue 14)
 
     bool resolve_endpoint = false;  // the plan's tenant endpoint: resolve and check it first
     std::string pinned_ip;          // checked address of a custom endpoint

@@ -8,8 +8,10 @@
 
 #include "lib/client_api.h"
 #include "lib/gateway.h"
+#include "lib/record.h"
 #include "lib/routing.h"
 #include "lib/text.h"
+#include "lib/util.h"
 
 #include "tests/unit/test_support.h"
 
@@ -318,4 +320,102 @@ Test(i18_access4, i18_access4_03_iequals_first_byte) {
     cr_assert(iequals("", ""));
     cr_assert_not(iequals("abc", "abd"));
     cr_assert(iequals("ABC", "abc"));
+}
+
+// The worker keeps one wiped heap block for the request's provider key
+// (ngx_byok_keycache.cpp): it changes hands by a string move, never by a
+// copy — an empty holder takes the block itself, and a holder that still
+// had a block hands that one back (to be wiped and freed by its owner).
+Test(i18_access4, i18_access4_04_a_key_block_changes_hands_by_move_without_a_copy) {
+    const std::string secret = "sk-a-provider-key-longer-than-sso";
+    SecretString kept;
+    kept.mutable_str().assign(200, 'k');
+    kept.clear();  // wiped, capacity kept
+    const char *block = kept.data();
+    size_t capacity = kept.mutable_str().capacity();
+    cr_assert_geq(capacity, 200u);
+
+    // A hit: the empty request key takes the block, then the key is copied in.
+    SecretString key;
+    key.mutable_str() = std::move(kept.mutable_str());
+    cr_assert_eq(key.data(), block, "the block itself, no allocation");
+    cr_assert(key.empty());
+    cr_assert(kept.empty());
+    key.mutable_str().assign(secret);
+    cr_assert_eq(key.data(), block, "fits: no reallocation");
+    cr_assert_eq(key.view(), secret);
+
+    // The request ends: wiped, then the block goes back.
+    key.clear();
+    for (size_t i = 0; i < capacity; ++i) cr_assert_eq(block[i], 0, "byte %zu wiped", i);
+    kept.mutable_str() = std::move(key.mutable_str());
+    cr_assert_eq(kept.data(), block);
+    cr_assert(key.empty());
+
+    // Two requests at once: the second one's block comes back while the
+    // worker holds the first's; the holder gets the worker's old block back.
+    SecretString other;
+    other.mutable_str().assign(300, 'o');
+    other.clear();
+    const char *other_block = other.data();
+    kept.mutable_str() = std::move(other.mutable_str());
+    cr_assert_eq(kept.data(), other_block);
+    cr_assert_eq(other.data(), block, "handed back to its owner, which wipes and frees it");
+}
+
+// The plan's key hint is a view of the snapshot's key record (no copy per
+// request), for the first key and for the sibling a retry takes.
+Test(i18_access4, i18_access4_05_key_hint_is_a_view_of_the_snapshot) {
+    KeyRecord first = test::openai_key("sk-first-0001", "k_000000000001");
+    KeyRecord second = test::openai_key("sk-second-0002", "k_000000000002");
+    first.key_hint = "sk-...0001";
+    second.key_hint = "sk-...0002";
+    GatewaySnapshot snap =
+        build_snapshot({{"project", "acme"}, {"id", "g1"}, {"revoked", "0"}},
+                       {{"name", "Acme"}, {"tier", "pro"}, {"fallback", "auto"}},
+                       {{"openai", serialize_key_set({first, second})}});
+    cr_assert_eq(snap.keys.size(), 2u);
+    GatewayRequestIn rin;
+    rin.uri = "/v1/chat/completions";
+    rin.creds.authorization = "Bearer byok_0123456789abcdef";
+    GatewayRequest req = parse_gateway_request(rin);
+    GatewayConfig cfg = test::gateway_config();
+    RouteInput in;
+    KeyAttempts att;
+    RoutePlan p = plan_route(cfg, snap, req, "POST", true, "gpt-4o", &in, &att);
+    cr_assert(p.action == RoutePlan::Action::Proxy);
+    cr_assert_eq(p.key.view(), "sk-first-0001");
+    cr_assert_eq(p.key_hint, "sk-...0001");
+    cr_assert_eq(p.key_hint.data(), snap.keys[0].key_hint.data(), "a view, not a copy");
+    auto sibling = plan_sibling(cfg, snap, p.decision, &att);
+    cr_assert(sibling.has_value());
+    cr_assert_eq(sibling->key.view(), "sk-second-0002");
+    cr_assert_eq(sibling->key_hint.data(), snap.keys[1].key_hint.data());
+}
+
+// iequals compares 4..16 bytes with overlapping word loads: at every length
+// and position, a byte against itself, its other case and other bytes gives
+// the byte-by-byte rule.
+Test(i18_access4, i18_access4_03_iequals_at_every_length_and_position) {
+    auto want = [](const std::string &a, const std::string &b) {
+        if (a.size() != b.size()) return false;
+        for (size_t i = 0; i < a.size(); ++i)
+            if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+        return true;
+    };
+    for (size_t len = 1; len <= 24; ++len) {
+        for (size_t pos = 0; pos < len; ++pos) {
+            for (int c = 0; c < 256; ++c) {
+                for (int d : {c, c ^ 0x20, c ^ 0x01, c ^ 0x80, int('A'), int('a')}) {
+                    std::string a(len, 'k'), b(len, 'K');
+                    a[pos] = static_cast<char>(c);
+                    b[pos] = static_cast<char>(d);
+                    cr_assert_eq(iequals(a, b), want(a, b), "len %zu pos %zu %d/%d", len, pos, c,
+                                 d);
+                    cr_assert_eq(iequals(b, a), want(a, b), "len %zu pos %zu %d/%d", len, pos, d,
+                                 c);
+                }
+            }
+        }
+    }
 }
