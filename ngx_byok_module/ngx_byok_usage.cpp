@@ -59,6 +59,7 @@ size_t g_event_bytes = 0;  // of the events in g_batches and g_batches_out
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
 std::string g_meter_key;  // reused to build the lookup key
 std::string g_stream;     // the usage event stream's key (fixed per configuration)
+bool g_events_on = true;  // byok_usage_events (off: the counters only, no stream entries)
 ngx_event_t g_flush_ev;
 bool g_active = false;
 
@@ -318,7 +319,8 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
         it = g_meter.emplace(g_meter_key, byok::MeterTotals{}).first;
     }
     byok::add_totals(it->second, byok::meter_totals(rec));
-    if (g_event_bytes < kMaxEventBytes) {
+    if (!g_events_on) {  // byok_usage_events off: the counters only
+    } else if (g_event_bytes < kMaxEventBytes) {
         if (g_stream.empty()) g_stream = layout.usage_events();
         if (g_batches.empty() || g_batches.back().events() == byok::kUsageEventsPerBatch)
             g_batches.emplace_back(kBatchReserve);  // grown once per batch
@@ -334,6 +336,9 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
 
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
     g_stream.clear();
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
+    g_events_on = mcf == nullptr || mcf->usage_events;
     g_flush_ev.handler = flush_handler;
     g_flush_ev.log = cycle->log;
     g_flush_ev.data = nullptr;
