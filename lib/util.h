@@ -42,6 +42,12 @@ class SecretString {
     // its new holder clears or goes (issue 18: cheaper than a move, which
     // wipes both sides).
     void swap(SecretString &other) noexcept { data_.swap(other.data_); }
+    // Takes `from`'s secret into this holder, which must be empty: a heap
+    // block by its pointer (a block this holder had goes to `from`), a short
+    // secret by a copy; no wipe (session 7: cheaper still than swap, an
+    // out-of-line call). What `from` keeps is wiped by its clear or
+    // destructor.
+    void take(SecretString &from) noexcept { data_ = std::move(from.data_); }
     std::string &mutable_str() { return data_; }  // for writing in place
 
   private:

@@ -271,7 +271,12 @@ ngx_int_t take_plan(ngx_http_request_t *r, ByokGatewayCtx *ctx, byok::RoutePlan 
     }
     // Issue 13: project limits, before any upstream call (429 when spent).
     if (auto e = ngx_byok_limits_admit(r, ctx)) return fail(r, ctx, *e);
-    ctx->key.swap(p.key);  // p.key wipes an earlier attempt's key as the plan goes
+    // p.key wipes an earlier attempt's key as the plan goes; the first
+    // attempt has none, and takes the key without a swap.
+    if (ctx->key.empty())
+        ctx->key.take(p.key);
+    else
+        ctx->key.swap(p.key);
     ctx->key_hint = p.key_hint;
     ctx->resolve_endpoint = p.resolve_endpoint;
     return NGX_OK;

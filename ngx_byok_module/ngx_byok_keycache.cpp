@@ -228,11 +228,9 @@ std::shared_ptr<const byok::GatewaySnapshot> ngx_byok_keycache_store(
 void ngx_byok_keycache_keep_block(byok::SecretString *key) {
     if (key->empty() || key->size() > kSlotSize) return;
     key->clear();  // the wipe the key's destructor would make
-    // Both hold wiped bytes only. A move, not a swap (session 7: the swap is
-    // an out-of-line call, ~60 instructions): the block goes to g_key_block,
-    // and a block g_key_block still held goes to `key`, whose destructor
-    // wipes and frees it — as after a swap.
-    g_key_block.mutable_str() = std::move(key->mutable_str());
+    // Both hold wiped bytes only: the block goes to g_key_block, and a block
+    // g_key_block still held goes to `key`, whose destructor frees it.
+    g_key_block.take(*key);
 }
 
 void ngx_byok_keycache_open(const u_char *sha, const ByokKeyEntry &hint, const byok::KeyRing &ring,
@@ -259,9 +257,9 @@ void ngx_byok_keycache_open(const u_char *sha, const ByokKeyEntry &hint, const b
         Slot &s = g_slots[e->slot[idx]];
         if (now < s.expires) {
             s.used = ++g_tick;
-            // `*out` is empty and the block wiped: taken over by a move (no
-            // copy, no wipe needed; a block `*out` held goes to g_key_block)
-            if (out->empty()) out->mutable_str() = std::move(g_key_block.mutable_str());
+            // `*out` is empty and the block wiped: taken over (no copy, no
+            // wipe needed; a block `*out` held goes to g_key_block)
+            if (out->empty()) out->take(g_key_block);
             out->mutable_str().assign((const char *)slot_bytes((size_t)e->slot[idx]), s.len);
             return;
         }

@@ -322,11 +322,13 @@ Test(i18_access4, i18_access4_03_iequals_first_byte) {
     cr_assert(iequals("ABC", "abc"));
 }
 
-// The worker keeps one wiped heap block for the request's provider key
-// (ngx_byok_keycache.cpp): it changes hands by a string move, never by a
-// copy — an empty holder takes the block itself, and a holder that still
-// had a block hands that one back (to be wiped and freed by its owner).
-Test(i18_access4, i18_access4_04_a_key_block_changes_hands_by_move_without_a_copy) {
+// SecretString::take: the worker keeps one wiped heap block for the
+// request's provider key (ngx_byok_keycache.cpp), and the access handler
+// takes the plan's key: an empty holder takes the block itself, never a
+// copy, and a holder that still had a block hands that one back (to be
+// wiped and freed by its owner); a short key is copied and its old holder
+// still wipes it.
+Test(i18_access4, i18_access4_04_a_secret_is_taken_without_a_copy_or_a_wipe) {
     const std::string secret = "sk-a-provider-key-longer-than-sso";
     SecretString kept;
     kept.mutable_str().assign(200, 'k');
@@ -337,7 +339,7 @@ Test(i18_access4, i18_access4_04_a_key_block_changes_hands_by_move_without_a_cop
 
     // A hit: the empty request key takes the block, then the key is copied in.
     SecretString key;
-    key.mutable_str() = std::move(kept.mutable_str());
+    key.take(kept);
     cr_assert_eq(key.data(), block, "the block itself, no allocation");
     cr_assert(key.empty());
     cr_assert(kept.empty());
@@ -348,7 +350,7 @@ Test(i18_access4, i18_access4_04_a_key_block_changes_hands_by_move_without_a_cop
     // The request ends: wiped, then the block goes back.
     key.clear();
     for (size_t i = 0; i < capacity; ++i) cr_assert_eq(block[i], 0, "byte %zu wiped", i);
-    kept.mutable_str() = std::move(key.mutable_str());
+    kept.take(key);
     cr_assert_eq(kept.data(), block);
     cr_assert(key.empty());
 
@@ -358,9 +360,17 @@ Test(i18_access4, i18_access4_04_a_key_block_changes_hands_by_move_without_a_cop
     other.mutable_str().assign(300, 'o');
     other.clear();
     const char *other_block = other.data();
-    kept.mutable_str() = std::move(other.mutable_str());
+    kept.take(other);
     cr_assert_eq(kept.data(), other_block);
     cr_assert_eq(other.data(), block, "handed back to its owner, which wipes and frees it");
+
+    SecretString plan_key("sk-short"), ctx_key;  // within the string itself
+    ctx_key.take(plan_key);
+    cr_assert_eq(ctx_key.view(), "sk-short");
+    cr_assert(plan_key.empty());
+    std::string_view left(plan_key.data(), 8);  // the old holder's own buffer
+    plan_key.clear();
+    cr_assert_eq(left, std::string(8, '\0'), "wiped by its holder");
 }
 
 // The plan's key hint is a view of the snapshot's key record (no copy per
