@@ -132,15 +132,18 @@ constexpr size_t longest_name() {
 }
 constexpr size_t kLongestName = longest_name();
 
-// The index of the one name of each length (-1: none), so request_header
-// compares a name with one entry at most; the lengths all differ.
-constexpr std::array<int8_t, kLongestName + 1> kNameOfLength = [] {
+// The index of the one name of each length (-1: none, -2: more than one),
+// so request_header compares a name with one entry at most.
+constexpr std::array<int8_t, kLongestName + 1> names_by_length() {
     std::array<int8_t, kLongestName + 1> t{};
     for (auto &i : t) i = -1;
-    for (size_t i = 0; i < std::size(kRequestHeaderNames); ++i)
-        t[kRequestHeaderNames[i].size()] = t[kRequestHeaderNames[i].size()] == -1 ? (int8_t)i : -2;
+    for (size_t i = 0; i < std::size(kRequestHeaderNames); ++i) {
+        size_t n = kRequestHeaderNames[i].size();
+        t[n] = t[n] == -1 ? static_cast<int8_t>(i) : -2;
+    }
     return t;
-}();
+}
+constexpr std::array<int8_t, kLongestName + 1> kNameOfLength = names_by_length();
 constexpr bool lengths_differ() {
     for (int8_t i : kNameOfLength)
         if (i == -2) return false;
