@@ -13,8 +13,7 @@ namespace byok {
 namespace {
 
 constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
-// Bit n set for the lengths of the keys key_ends() knows: "usage" and
-// "model" (5), "modelVersion" (12), "usageMetadata" (13).
+// Bit n: the length of a key key_ends() knows (usage, model: 5; modelVersion, usageMetadata).
 constexpr unsigned kKeyLengths = 1u << 5 | 1u << 12 | 1u << 13;
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
@@ -42,10 +41,9 @@ inline uint64_t match64(const char *p) {
            static_cast<uint64_t>(match16<Cs...>(p + 48)) << 48;
 }
 
-// The quotes and the escapes/newlines of up to 64 bytes from p, bit i
-// for byte p + i; `len` bytes are covered (fewer than 64 at the end of
-// the piece: the 64 that end at `end` are read, as find_any does). false
-// when the piece is too short for a window (string by string then).
+// The quotes and the escapes/newlines of `len` (up to 64) bytes from p,
+// bit i for byte p + i (at the piece's end the 64 bytes that end at `end`
+// are read, as find_any does); false for a piece shorter than a window.
 struct Window {
     uint64_t quotes = 0, breaks = 0;
     size_t len = 0;
@@ -295,12 +293,10 @@ void UsageScanner::feed(std::string_view bytes) {
 // place, and only one of a usage or model key's length is compared.
 //
 // Issue 18 (s7): 64 bytes at a time where SSE2 exists, up to the first
-// backslash or newline of the window (inside a string either one needs the
-// string-by-string step; at p, where no string is open, it is skipped).
-// Without them quotes alternate, opening and closing: their prefix XOR
-// marks the bytes inside strings, and only a string of a key's length is
-// looked at — not every string of the response. A string that goes on past
-// the window is left to the string-by-string step, from its opening quote.
+// backslash or newline (one inside a string needs the string-by-string
+// step; one at p is outside any). Before it, quotes alternate: their prefix
+// XOR marks the strings, and only those of a key's length are looked at. A
+// string going on past the window is read string by string, from its quote.
 const char *UsageScanner::outside(const char *p, const char *end) {
     for (;;) {
 #if defined(__SSE2__)
