@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "lib/metering.h"
 #include "lib/usage_scanner.h"
 
 using namespace byok;
@@ -149,6 +150,46 @@ Test(i18_meter4, i18_meter4_03_random_streams_agree_with_the_bytewise_reading) {
         for (int k = 0; k < 8; k++) {
             size_t cut = body.empty() ? 0 : rng() % (body.size() + 1);
             cr_assert_eq(split(body, cut), want, "round %d cut %zu: %s", round, cut, body.c_str());
+        }
+    }
+}
+
+// The event writer takes a short path for the one-digit counts that most
+// values of an event are (issue 18, s7); tokens_known is written as the
+// number 0 or 1. The bytes are exactly what they were: RESP bulk strings
+// in the event's field order.
+Test(i18_meter4, i18_meter4_04_one_digit_values_and_tokens_known_are_the_same_bytes) {
+    for (uint64_t d = 0; d <= 10; d++) {
+        for (bool known : {false, true}) {
+            MeterRecord r;
+            r.request_id = "rid";
+            r.project = "acme";
+            r.provider = "openai";
+            r.model = "m";
+            r.route = "byok";
+            r.key_id = "";
+            r.at_ms = static_cast<int64_t>(d);
+            r.status = static_cast<unsigned>(d);
+            r.latency_ms = d;
+            r.usage = {known, d, d, d, 0};
+            r.cost_micro = -static_cast<int64_t>(d);  // negative: the long path
+            const std::string n = std::to_string(d);
+            const std::string num = "$" + std::to_string(n.size()) + "\r\n" + n + "\r\n";
+            const std::string neg =
+                d == 0 ? num : "$" + std::to_string(n.size() + 1) + "\r\n-" + n + "\r\n";
+            const std::string want = "$3\r\nrid\r\n" + num + "$4\r\nacme\r\n$6\r\nopenai\r\n" +
+                                     "$1\r\nm\r\n$4\r\nbyok\r\n$0\r\n\r\n" + num + num +
+                                     (known ? "$1\r\n1\r\n" : "$1\r\n0\r\n") + num + num + num +
+                                     neg + "$0\r\n\r\n";
+            std::string out;
+            append_usage_event_args(out, r);
+            cr_assert_eq(out, want, "d=%llu known=%d", static_cast<unsigned long long>(d), known);
+            UsageEventBatch batch(0);
+            batch.append(r);
+            cr_assert_eq(std::string(batch.args()), want);
+            auto fields = usage_event_fields(r);
+            cr_assert_eq(fields[18], "tokens_known");
+            cr_assert_eq(fields[19], known ? "1" : "0");
         }
     }
 }
