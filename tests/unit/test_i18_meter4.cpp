@@ -5,6 +5,7 @@
 // window), wherever the pieces are cut and wherever a window ends.
 #include <criterion/criterion.h>
 
+#include <cstdio>
 #include <random>
 #include <string>
 #include <utility>
@@ -191,5 +192,24 @@ Test(i18_meter4, i18_meter4_04_one_digit_values_and_tokens_known_are_the_same_by
             cr_assert_eq(fields[18], "tokens_known");
             cr_assert_eq(fields[19], known ? "1" : "0");
         }
+    }
+}
+
+// The minted request id's digits, sixteen at a time (issue 18, s7): the
+// same 32 lowercase hex digits as printf's %016llx of each half, for every
+// nibble in every place and random halves.
+Test(i18_meter4, i18_meter4_05_request_id_digits_are_printf_hex) {
+    std::vector<std::pair<uint64_t, uint64_t>> halves = {
+        {0, 0}, {~0ULL, ~0ULL}, {0x0123456789abcdefULL, 0xfedcba9876543210ULL}};
+    for (unsigned shift = 0; shift < 64; shift += 4)
+        for (uint64_t n = 0; n < 16; n++) halves.push_back({n << shift, ~(n << shift)});
+    std::mt19937_64 rng(18);
+    for (int i = 0; i < 1000; i++) halves.push_back({rng(), rng()});
+    for (const auto &[hi, lo] : halves) {
+        char want[33], got[33] = {};
+        std::snprintf(want, sizeof(want), "%016llx%016llx", static_cast<unsigned long long>(hi),
+                      static_cast<unsigned long long>(lo));
+        hex_id(hi, lo, got);
+        cr_assert_eq(std::string(got, 32), std::string(want), "%s", want);
     }
 }
