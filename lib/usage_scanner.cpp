@@ -14,7 +14,7 @@ namespace {
 
 constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
 // Bit n: the length of a key key_ends() knows (usage, model: 5; modelVersion, usageMetadata).
-constexpr unsigned kKeyLengths = 1u << 5 | 1u << 12 | 1u << 13;
+constexpr uint64_t kKeyLengths = 1u << 5 | 1u << 12 | 1u << 13;
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
 // The rest of a JSON number after its integer digits (fraction, exponent).
