@@ -184,6 +184,7 @@ providers:
 EOF
 }
 
+# BL_EXTRA_HTTP: more http-level directives (bench.sh: byok_usage_events off).
 # BL_SYSTEM_KEY=0 leaves out the OpenRouter system key (bench/probe.sh: its
 # counts stay comparable with runs before this file existed).
 bl_byok_conf() {  # name port cache-directive-args [master_process on|off]
@@ -195,6 +196,7 @@ bl_byok_conf() {  # name port cache-directive-args [master_process on|off]
     byok_master_keys $W/secrets/master.keys;
     byok_providers $W/providers.yaml;
     byok_cache $3;
+    ${BL_EXTRA_HTTP:-}
 $( [ "${BL_SYSTEM_KEY:-1}" = 1 ] && echo "    byok_system_key openrouter $W/secrets/openrouter.key;")
     byok_admin_token_file $W/secrets/admin.tokens;
     server {

@@ -106,6 +106,8 @@ def main():
                 r["others_on_proxy_cpu"] = round(max(0, r["sut_cpu_busy_ticks"] - r["cpu_ticks"]) / clk / secs, 3)
             if "aux_cpu_busy_ticks" in r and secs:
                 r["load_cpu_util"] = round(r["aux_cpu_busy_ticks"] / clk / secs, 3)
+                if w["requests"]:
+                    r["load_cpu_us_per_req"] = round(r["aux_cpu_busy_ticks"] / clk * 1e6 / w["requests"], 2)
             if "redis_cpu_ticks" in r and w["requests"]:
                 r["redis_cpu_us_per_req"] = round(r["redis_cpu_ticks"] / clk * 1e6 / w["requests"], 2)
         runs.append(r)
@@ -134,6 +136,7 @@ def main():
             "cpu_us_per_req": med([r["cpu_us_per_req"] for r in rs]),
             "cpu_util": med([r["cpu_util"] for r in rs]),
             "load_cpu_util": med([r.get("load_cpu_util") for r in rs]),
+            "load_cpu_us_per_req": med([r.get("load_cpu_us_per_req") for r in rs]),
             "redis_cpu_us_per_req": med([r.get("redis_cpu_us_per_req") for r in rs]),
             "upstream_conns_opened": med([r.get("upstream_accepts") for r in rs]),
             "per_round_rps": [round(x["rps"]) for x in w],
@@ -144,7 +147,7 @@ def main():
     targets = ["bare", "byok"] + (["portkey"] if facts.get("portkey_status") == "ok" else [])
     res = {"throughput": {}, "latency_c1": {}}
     for conc in (32, 256):
-        res["throughput"]["c%d" % conc] = {t: agg("tput", t, conc) for t in targets}
+        res["throughput"]["c%d" % conc] = {t: agg("tput", t, conc) for t in targets + ["noev"]}
     res["latency_c1"] = {t: agg("lat", t, 1) for t in targets}
 
     def ratio(x, y, key):
@@ -164,6 +167,10 @@ def main():
         # the ratio of worker CPU per request. Robust to a busy load generator
         # or neighbours on the machine, which distort the req/s ratio.
         summary["cpu_bound_ratio_%s" % c] = ratio(t["bare"], t["byok"], "cpu_us_per_req")
+        # byok_usage_events off (bench target "noev"): the share of the gap the
+        # usage event stream makes on this machine (its Redis work shares the
+        # load CPU with wrk and the upstream).
+        summary["throughput_%s_events_off_over_bare" % c] = ratio(t.get("noev"), t["bare"], "rps")
     lat = res["latency_c1"]
     summary["added_p50_c1_us"] = diff(lat["byok"], lat["bare"], "p50_us")
     summary["added_p99_c1_us"] = diff(lat["byok"], lat["bare"], "p99_us")
@@ -324,6 +331,12 @@ def print_table(doc):
             g("portkey", "load_cpu_util", 2), "", "", "wrk + upstream + Redis core")
         row("  Redis CPU us/req %s" % c, g("bare", "redis_cpu_us_per_req", 2), g("byok", "redis_cpu_us_per_req", 2),
             g("portkey", "redis_cpu_us_per_req", 2), "", "", "on the load core")
+        row("  load CPU us/req %s" % c, g("bare", "load_cpu_us_per_req", 1), g("byok", "load_cpu_us_per_req", 1),
+            g("portkey", "load_cpu_us_per_req", 1), "", "", "wrk + upstream + Redis, per request")
+        row("  byok, usage events off %s" % c, "", g("noev", "rps"), "",
+            fmt(s["throughput_%s_events_off_over_bare" % c], 3), "",
+            "req/s; worker %s us/req, load %s us/req (byok_usage_events off)"
+            % (g("noev", "cpu_us_per_req", 1), g("noev", "load_cpu_us_per_req", 1)))
         row("  others' CPU on proxy core %s" % c, g("bare", "others_on_proxy_cpu", 2),
             g("byok", "others_on_proxy_cpu", 2), g("portkey", "others_on_proxy_cpu", 2), "", "",
             "noise: >0.1 = disturbed")

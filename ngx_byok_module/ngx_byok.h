@@ -97,6 +97,7 @@ struct ngx_byok_main_conf_t {
     ngx_flag_t log_warned;  // the info-level error_log warning was printed
     ngx_int_t request_id_index;
     ngx_flag_t stream_usage;         // byok_stream_usage: ask OpenAI-style streams for usage
+    ngx_flag_t usage_events;         // byok_usage_events: one stream entry per metered request
     ngx_msec_t server_test_timeout;  // byok_server_test_timeout (into m->admin)
 };
 

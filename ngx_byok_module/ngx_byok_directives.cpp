@@ -57,6 +57,8 @@ ngx_command_t ngx_byok_commands[] = {
      offsetof(ngx_byok_main_conf_t, server_test_timeout), &ngx_byok_server_test_timeout_bounds},
     {ngx_string("byok_stream_usage"), NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(ngx_byok_main_conf_t, stream_usage), NULL},
+    {ngx_string("byok_usage_events"), NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(ngx_byok_main_conf_t, usage_events), NULL},
     {ngx_string("byok_gateway"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_gateway_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
     {ngx_string("byok_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, ngx_byok_admin_directive,

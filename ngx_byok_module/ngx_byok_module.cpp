@@ -76,6 +76,7 @@ static void *ngx_byok_create_main_conf(ngx_conf_t *cf) {
     mcf->unknown_key_burst = NGX_CONF_UNSET_UINT;
     mcf->request_id_index = NGX_ERROR;
     mcf->stream_usage = NGX_CONF_UNSET;
+    mcf->usage_events = NGX_CONF_UNSET;
     mcf->server_test_timeout = NGX_CONF_UNSET_MSEC;
     return mcf;
 }
@@ -92,6 +93,7 @@ static char *ngx_byok_init_main_conf(ngx_conf_t *cf, void *conf) {
     if (mcf->unknown_key_rate == NGX_CONF_UNSET_UINT) mcf->unknown_key_rate = 10 * 1000;  // 10r/s
     if (mcf->unknown_key_burst == NGX_CONF_UNSET_UINT) mcf->unknown_key_burst = 20;
     ngx_conf_init_value(mcf->stream_usage, 1);
+    ngx_conf_init_value(mcf->usage_events, 1);
     ngx_conf_init_msec_value(mcf->server_test_timeout, 10000);
     m->admin.server_test_timeout_ms = (int)mcf->server_test_timeout;
 

@@ -64,7 +64,8 @@ std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
 // takes the table.
 std::string g_meter_key, g_last_key;
 byok::MeterTotals *g_last_row = nullptr;
-std::string g_stream;  // the usage event stream's key (fixed per configuration)
+std::string g_stream;     // the usage event stream's key (fixed per configuration)
+bool g_events_on = true;  // byok_usage_events (off: the counters only, no stream entries)
 ngx_event_t g_flush_ev;
 bool g_active = false;
 
@@ -330,7 +331,8 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
         g_last_key.swap(g_meter_key);
     }
     byok::add_totals(*g_last_row, byok::meter_totals(rec));
-    if (g_event_bytes < kMaxEventBytes) {
+    if (!g_events_on) {  // byok_usage_events off: the counters only
+    } else if (g_event_bytes < kMaxEventBytes) {
         if (g_stream.empty()) g_stream = layout.usage_events();
         if (g_batches.empty() || g_batches.back().events() == byok::kUsageEventsPerBatch)
             g_batches.emplace_back(kBatchReserve);  // grown once per batch
@@ -346,6 +348,9 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
 
 void ngx_byok_usage_init_process(ngx_cycle_t *cycle) {
     g_stream.clear();
+    auto *mcf = static_cast<ngx_byok_main_conf_t *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_byok_module));
+    g_events_on = mcf == nullptr || mcf->usage_events;
     g_flush_ev.handler = flush_handler;
     g_flush_ev.log = cycle->log;
     g_flush_ev.data = nullptr;

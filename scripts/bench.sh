@@ -89,7 +89,7 @@ else
     fact pinning "none"
 fi
 
-read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_COLD P_SHM P_PK < <(bl_ports 8)
+read -r P_UP P_SSE P_REDIS P_BARE P_BYOK P_COLD P_SHM P_PK P_NOEV < <(bl_ports 9)
 
 cpu_ticks() {  # pid -> utime+stime of the process (all threads), clock ticks
     [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
@@ -117,10 +117,13 @@ bl_byok_conf byok "$P_BYOK" "zone=byok:16m ttl=1h"
 bl_byok_conf cold "$P_COLD" "zone=byok:64m ttl=1s stale=0s"
 # capacity: a deliberately small zone, filled until it evicts.
 bl_byok_conf shm "$P_SHM" "zone=byok:${SHM_ZONE_MB}m ttl=1h"
-bl_check_confs upstream bare byok cold shm
+# noev: hot like byok, with byok_usage_events off (throughput phase only): how
+# much of the gap the usage event stream makes (its Redis work shares the load CPU).
+BL_EXTRA_HTTP="byok_usage_events off;" bl_byok_conf noev "$P_NOEV" "zone=byok:16m ttl=1h"
+bl_check_confs upstream bare byok cold shm noev
 
 # ------------------------------------------------------------------ start
-log "work dir $W; ports up=$P_UP sse=$P_SSE redis=$P_REDIS bare=$P_BARE byok=$P_BYOK cold=$P_COLD shm=$P_SHM portkey=$P_PK"
+log "work dir $W; ports up=$P_UP sse=$P_SSE redis=$P_REDIS bare=$P_BARE byok=$P_BYOK cold=$P_COLD shm=$P_SHM noev=$P_NOEV portkey=$P_PK"
 bl_start_redis "${AUX[@]}"
 start sse "${AUX[@]}" $PY "$ROOT/bench/fake_sse.py" "$P_SSE"
 start upstream "${AUX[@]}" "$NGINX" -p "$W" -c "$W/upstream.conf" -g 'daemon off;'
@@ -128,7 +131,8 @@ start bare "${SUT[@]}" "$NGINX" -p "$W" -c "$W/bare.conf" -g 'daemon off;'
 start byok "${SUT[@]}" "$NGINX" -p "$W" -c "$W/byok.conf" -g 'daemon off;'
 start cold "${SUT[@]}" "$NGINX" -p "$W" -c "$W/cold.conf" -g 'daemon off;'
 start shm "${SUT[@]}" "$NGINX" -p "$W" -c "$W/shm.conf" -g 'daemon off;'
-for p in "$P_UP/stub" "$P_BYOK/metrics" "$P_COLD/metrics" "$P_SHM/metrics"; do
+start noev "${SUT[@]}" "$NGINX" -p "$W" -c "$W/noev.conf" -g 'daemon off;'
+for p in "$P_UP/stub" "$P_BYOK/metrics" "$P_COLD/metrics" "$P_SHM/metrics" "$P_NOEV/metrics"; do
     wait_http "http://127.0.0.1:$p" 15 || { echo "bench: 127.0.0.1:$p did not come up" >&2; exit 1; }
 done
 wait_http "http://127.0.0.1:$P_BARE/" 15 || { echo "bench: bare nginx did not come up" >&2; exit 1; }
@@ -195,11 +199,12 @@ declare -A URL=(
     [byok]="http://127.0.0.1:$P_BYOK/v1/chat/completions"
     [cold]="http://127.0.0.1:$P_COLD/v1/chat/completions"
     [shm]="http://127.0.0.1:$P_SHM/v1/chat/completions"
+    [noev]="http://127.0.0.1:$P_NOEV/v1/chat/completions"
     [portkey]="http://127.0.0.1:$P_PK/v1/chat/completions"
 )
 declare -A CPUPID=(
     [bare]=$(worker_of "$PID_bare") [byok]=$(worker_of "$PID_byok")
-    [cold]=$(worker_of "$PID_cold") [shm]=$(worker_of "$PID_shm")
+    [cold]=$(worker_of "$PID_cold") [shm]=$(worker_of "$PID_shm") [noev]=$(worker_of "$PID_noev")
     [portkey]=${PID_portkey:-}
 )
 hdrs() {  # target -> wrk -H args (bare gets the same Authorization bytes as byok)
@@ -263,7 +268,7 @@ run_wrk() {  # phase target conc round seconds [env...] — appends one JSON lin
 
 # ------------------------------------------------------------------ warm-up + keepalive check
 log "warm-up (2 s each) and upstream keepalive check"
-for t in "${TARGETS[@]}"; do
+for t in "${TARGETS[@]}" noev; do
     a0=$(stub_accepts)
     run_wrk warm "$t" 32 0 2
     fact "upstream_accepts.$t" "$(($(stub_accepts) - a0))"
@@ -276,7 +281,9 @@ for conc in 32 256 1; do
     want $phase || continue
     log "phase $phase c=$conc: $ROUNDS rounds x ${DUR}s, interleaved ${TARGETS[*]}"
     for r in $(seq "$ROUNDS"); do
-        for t in "${TARGETS[@]}"; do run_wrk "$phase" "$t" "$conc" "$r" "$DUR"; done
+        for t in "${TARGETS[@]}" $([ "$phase" = tput ] && echo noev); do
+            run_wrk "$phase" "$t" "$conc" "$r" "$DUR"
+        done
     done
 done
 

@@ -265,6 +265,24 @@ def test_i13_07_usage_event_stream_carries_exact_counts_and_no_secret(mgw, fake_
     mgw.assert_no_leaks(json.dumps(ev), extra=[p.gateway_key, *p.keys.values()])
 
 
+def test_i13_07b_usage_events_off_counts_without_stream_entries(gateway, fake_provider,
+                                                                redis_server):
+    """byok_usage_events off: tokens and cost are still counted per project,
+    but no entry goes to byok:usage:events (operators without a billing
+    consumer save the Redis CPU and memory)."""
+    g = gateway(providers=priced_catalog(fake_provider.base), extra_http="byok_usage_events off;")
+    p = g.provision(keys={"openai": None})
+    fake_provider.set_rule("/openai/chat/completions", body=openai_json())
+    for _ in range(3):
+        assert g.chat(p, model="gpt-4o").status_code == 200
+    t = wait_usage(g, p.pid, 3)["totals"]
+    assert (t["input_tokens"], t["output_tokens"], t["cost_micro_usd"]) == (36, 21, 3 * OPENAI_COST)
+    # The flush that wrote the counters sends a round's events before its rows.
+    mine = [e for _, e in redis_server.client.xrange("byok:usage:events")
+            if e.get(b"project") == p.pid.encode()]
+    assert mine == []
+
+
 def test_i13_08_metrics_and_log_variables(mgw, fake_provider):
     p = mgw.provision(keys={"openai": None})
     fake_provider.set_rule("/openai/chat/completions", body=openai_json())
