@@ -54,7 +54,8 @@ struct Window {
             breaks = match64<'\\', '\n'>(p);
             return true;
         }
-        if (p >= end || end - begin < 64) return false;
+        // Under 16 bytes left (the "}" after usage): find_any's block is cheaper.
+        if (end - p < 16 || end - begin < 64) return false;
         len = static_cast<size_t>(end - p);
         const unsigned drop = static_cast<unsigned>(64 - len);
         quotes = match64<'"'>(end - 64) >> drop;
