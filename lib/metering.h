@@ -133,6 +133,9 @@ class UsageEventBatch {
     size_t cap_ = 0, used_ = 0, events_ = 0;
 };
 const std::string &usage_events_script();
+// The 32 lowercase hex digits of hi then lo, each most significant digit
+// first, at `out`: the request id the gateway mints for an event (issue 18).
+void hex_id(uint64_t hi, uint64_t lo, char *out);
 std::string usage_events_batch_head(std::string_view stream, size_t events);
 
 // The include_usage injection for an OpenAI-compatible streamed request the

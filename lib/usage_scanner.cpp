@@ -13,6 +13,8 @@ namespace byok {
 namespace {
 
 constexpr size_t kMaxKey = 16;  // longer strings cannot be a usage key
+// Bit n: the length of a key key_ends() knows (usage, model: 5; modelVersion, usageMetadata).
+constexpr uint64_t kKeyLengths = 1u << 5 | 1u << 12 | 1u << 13;
 constexpr uint64_t kMaxCount = 1000000000000000ULL;
 
 // The rest of a JSON number after its integer digits (fraction, exponent).
@@ -28,6 +30,48 @@ inline unsigned match16(const char *p) {
     __m128i hit = _mm_setzero_si128();
     ((hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, _mm_set1_epi8(Cs)))), ...);
     return static_cast<unsigned>(_mm_movemask_epi8(hit));
+}
+
+// The same for the 64 bytes at p (bit i: byte i).
+template <char... Cs>
+inline uint64_t match64(const char *p) {
+    return static_cast<uint64_t>(match16<Cs...>(p)) |
+           static_cast<uint64_t>(match16<Cs...>(p + 16)) << 16 |
+           static_cast<uint64_t>(match16<Cs...>(p + 32)) << 32 |
+           static_cast<uint64_t>(match16<Cs...>(p + 48)) << 48;
+}
+
+// The quotes and the escapes/newlines of `len` (up to 64) bytes from p,
+// bit i for byte p + i (at the piece's end the 64 bytes that end at `end`
+// are read, as find_any does); false for a piece shorter than a window.
+struct Window {
+    uint64_t quotes = 0, breaks = 0;
+    size_t len = 0;
+    bool load(const char *p, const char *end, const char *begin) {
+        if (end - p >= 64) {
+            len = 64;
+            quotes = match64<'"'>(p);
+            breaks = match64<'\\', '\n'>(p);
+            return true;
+        }
+        // Under 16 bytes left (the "}" after usage): find_any's block is cheaper.
+        if (end - p < 16 || end - begin < 64) return false;
+        len = static_cast<size_t>(end - p);
+        const unsigned drop = static_cast<unsigned>(64 - len);
+        quotes = match64<'"'>(end - 64) >> drop;
+        breaks = match64<'\\', '\n'>(end - 64) >> drop;
+        return true;
+    }
+};
+
+// Bit i: the XOR of bits 0..i of x.
+inline uint64_t prefix_xor(uint64_t x) {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    return x ^ x << 32;
 }
 #endif
 
@@ -248,8 +292,40 @@ void UsageScanner::feed(std::string_view bytes) {
 // From string to string while each one begins and ends in this piece
 // without an escape (issue 18: almost every string of a response): read in
 // place, and only one of a usage or model key's length is compared.
+//
+// Issue 18 (s7): 64 bytes at a time where SSE2 exists, up to the first
+// backslash or newline (one inside a string needs the string-by-string
+// step; one at p is outside any). Before it, quotes alternate: their prefix
+// XOR marks the strings, and only those of a key's length are looked at. A
+// string going on past the window is read string by string, from its quote.
 const char *UsageScanner::outside(const char *p, const char *end) {
     for (;;) {
+#if defined(__SSE2__)
+        for (Window w; w.load(p, end, begin_);) {
+            const size_t len = w.breaks != 0 ? __builtin_ctzll(w.breaks) : w.len;
+            if (len == 0) {
+                p++;
+                continue;
+            }
+            const uint64_t quotes = len < 64 ? w.quotes & ((1ULL << len) - 1) : w.quotes;
+            const uint64_t inside = prefix_xor(quotes);  // bit 63: a string goes on past len
+            const uint64_t opens = quotes & inside, closes = quotes & ~inside;
+            // A string of n bytes opens at i and closes at i + n + 1.
+            for (uint64_t keys = opens & (closes >> 6 | closes >> 13 | closes >> 14); keys != 0;
+                 keys &= keys - 1) {
+                const unsigned open = static_cast<unsigned>(__builtin_ctzll(keys));
+                // Its closing quote is the next quote (none is escaped here).
+                const unsigned n = static_cast<unsigned>(__builtin_ctzll(quotes >> open >> 1));
+                if ((kKeyLengths >> n & 1) != 0 && key_ends(std::string_view(p + open + 1, n)))
+                    return p + open + n + 2;
+            }
+            if (inside >> 63 != 0) {
+                p += 63 - __builtin_clzll(opens);
+                break;
+            }
+            p += len;
+        }
+#endif
         const char *open = find_quote(p, end, begin_);
         if (open == end) return end;
         const char *s = open + 1;
@@ -260,7 +336,7 @@ const char *UsageScanner::outside(const char *p, const char *end) {
         }
         p = q + 1;
         size_t n = static_cast<size_t>(q - s);
-        if ((n == 5 || n == 12 || n == 13) && key_ends(std::string_view(s, n))) return p;
+        if (n < 14 && (kKeyLengths >> n & 1) != 0 && key_ends(std::string_view(s, n))) return p;
     }
 }
 

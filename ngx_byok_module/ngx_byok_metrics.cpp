@@ -34,6 +34,8 @@ struct Metrics {
     ngx_atomic_t fallbacks[kReasonCount];
     ngx_atomic_t latency_buckets[kBuckets + 1];
     ngx_atomic_t latency_sum_ms;
+    // Unused since issue 18 (s7): the count is the buckets' sum. Kept so the
+    // zone's layout stays the same for the workers of a reload.
     ngx_atomic_t latency_count;
     // Metering (issue 13): tokens by kind (input, output, cached), cost,
     // requests whose usage was unknown — by provider and route.
@@ -44,7 +46,11 @@ struct Metrics {
 
 Metrics *g_metrics = nullptr;
 
-void add(ngx_atomic_t *a, ngx_atomic_int_t v = 1) { (void)ngx_atomic_fetch_add(a, v); }
+// A locked add in the shared zone (issue 18, s7: ~20 cycles and a pipeline
+// stall each, so a request makes only the adds that change something).
+void add(ngx_atomic_t *a, ngx_atomic_int_t v = 1) {
+    if (v != 0) (void)ngx_atomic_fetch_add(a, v);
+}
 
 // Decisions point into the catalog, so the row is the pointer's offset.
 size_t provider_row(const byok::Catalog &cat, const byok::Provider *provider) {
@@ -143,8 +149,7 @@ ngx_int_t metrics_handler(ngx_http_request_t *r) {
         }
         out += "byok_upstream_latency_seconds_sum " +
                std::to_string(g_metrics->latency_sum_ms / 1000.0) + "\n";
-        out += "byok_upstream_latency_seconds_count " + std::to_string(g_metrics->latency_count) +
-               "\n";
+        out += "byok_upstream_latency_seconds_count " + std::to_string(cum) + "\n";
         out += ngx_byok_limits_metrics();  // byok_limit_alerts_total
         out += ngx_byok_health_metrics();  // byok_key_health, byok_keys_expiring
         out += ngx_byok_usage_metrics();   // issue 18 (s4-meter): the usage flush's slices
@@ -199,7 +204,6 @@ void ngx_byok_count_request(const byok::Catalog &cat, const byok::Provider *prov
     while (b < kBuckets && upstream_ms > kBucketsMs[b]) b++;
     add(&g_metrics->latency_buckets[b]);
     add(&g_metrics->latency_sum_ms, upstream_ms);
-    add(&g_metrics->latency_count);
 }
 
 void ngx_byok_count_usage(const byok::Catalog &cat, const byok::Provider *provider,

@@ -57,7 +57,13 @@ size_t g_event_bytes = 0;  // of the events in g_batches and g_batches_out
 // id, day), keyed by those fields (row_key) (issue 18: a request adds to
 // its row without allocating; the row becomes HINCRBYs at the flush).
 std::map<std::string, byok::MeterTotals, std::less<>> g_meter;
-std::string g_meter_key;  // reused to build the lookup key
+// The lookup key, built in one of two buffers (reused: no allocation once
+// grown); the other holds the last request's key, whose row is g_last_row
+// (issue 18, s7): the next request with the same key, nearly every one
+// under load, adds to that row without a lookup. Cleared when a flush round
+// takes the table.
+std::string g_meter_key, g_last_key;
+byok::MeterTotals *g_last_row = nullptr;
 std::string g_stream;     // the usage event stream's key (fixed per configuration)
 bool g_events_on = true;  // byok_usage_events (off: the counters only, no stream entries)
 ngx_event_t g_flush_ev;
@@ -229,6 +235,7 @@ void flush() {
     ngx_byok_last_used_flush();               // issue 14
     if (!ngx_byok_redis_available()) return;  // everything waits, bounded
     merge_into(g_meter_out, g_meter, byok::add_totals);
+    g_last_row = nullptr;  // its node went with the table
     if (g_batches_out.empty()) g_batches_out.swap(g_batches);
     for (auto &b : g_batches) g_batches_out.push_back(std::move(b));
     g_batches.clear();
@@ -313,12 +320,17 @@ void ngx_byok_meter_record(const byok::Layout &layout, const byok::MeterRecord &
     if (!row_key(g_meter_key, {rec.project, rec.provider, rec.route,
                                rec.model.substr(0, byok::kMaxModel), rec.key_id, rec.day}))
         return;
-    auto it = g_meter.find(std::string_view(g_meter_key));
-    if (it == g_meter.end()) {
-        if (g_meter.size() >= kMaxPending) return;
-        it = g_meter.emplace(g_meter_key, byok::MeterTotals{}).first;
+    if (g_last_row == nullptr || g_meter_key != g_last_key) {
+        g_last_row = nullptr;
+        auto it = g_meter.find(std::string_view(g_meter_key));
+        if (it == g_meter.end()) {
+            if (g_meter.size() >= kMaxPending) return;
+            it = g_meter.emplace(g_meter_key, byok::MeterTotals{}).first;
+        }
+        g_last_row = &it->second;
+        g_last_key.swap(g_meter_key);
     }
-    byok::add_totals(it->second, byok::meter_totals(rec));
+    byok::add_totals(*g_last_row, byok::meter_totals(rec));
     if (!g_events_on) {  // byok_usage_events off: the counters only
     } else if (g_event_bytes < kMaxEventBytes) {
         if (g_stream.empty()) g_stream = layout.usage_events();
