@@ -218,23 +218,7 @@ Test(i18_access4, i18_access4_01_retry_on_without_target_or_catalog_is_nothing) 
     cr_assert_not(decide_retry(no_catalog, first, "upstream_error").has_value());
 }
 
-// The header value rule without a byte loop for short values and tails
-// (overlapping loads): every length up to three blocks, every position,
-// every byte value gives the byte rule.
-Test(i18_access4, i18_access4_02_header_value_rule_at_every_length_and_position) {
-    for (size_t len = 0; len <= 50; ++len) {
-        cr_assert(safe_header_value(std::string(len, 'x')), "len %zu", len);
-        cr_assert(safe_header_value(std::string(len, '\t')), "len %zu tabs", len);
-        for (size_t pos = 0; pos < len; ++pos) {
-            for (int c = 0; c < 256; ++c) {
-                std::string v(len, 'x');
-                v[pos] = static_cast<char>(c);
-                bool want = !(is_control(static_cast<unsigned char>(c)) && c != '\t');
-                cr_assert_eq(safe_header_value(v), want, "len %zu pos %zu byte %d", len, pos, c);
-            }
-        }
-    }
-}
+// The header value rule at every length, position and byte: test_text.cpp.
 
 // The loads stay inside the value: control bytes right before and after it
 // (the request line's CR LF, a NUL) are not read as part of it.
