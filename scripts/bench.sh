@@ -7,7 +7,8 @@
 # BENCH_KEEP=1): a fake upstream (system nginx, `return 200 <json>`), a fake
 # SSE provider (bench/fake_sse.py), redis-server, bare nginx, three nginx
 # instances with the module (hot cache, cold path, 8 MiB zone for the
-# capacity fill) and Portkey. wrk drives each target, interleaved, for
+# capacity fill; a fourth, noev, is the hot one with byok_usage_events off
+# and runs in the throughput phase only) and Portkey. wrk drives each target, interleaved, for
 # BENCH_ROUNDS rounds of BENCH_DURATION seconds; medians are printed and
 # written to bench/results/<UTC timestamp>.json.
 #
